@@ -1,0 +1,141 @@
+// Command parley is the Parley XMPP appliance: `parley serve` runs the SSH
+// admin shell over the configuration store; `parley version` prints the
+// version; `parley docs` prints the command reference.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/parley-xmpp/parley/commands"
+	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/shell"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// Version is set at build time (-ldflags "-X main.Version=…").
+var Version = "0.1.0-dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "serve":
+		if err := serve(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "parley: %v\n", err)
+			os.Exit(1)
+		}
+	case "version", "--version", "-v":
+		fmt.Printf("Parley %s\n", Version)
+	case "docs":
+		fmt.Print(commands.NewTree().Markdown())
+	case "help", "--help", "-h":
+		usage(os.Stdout)
+	default:
+		fmt.Fprintf(os.Stderr, "parley: unknown command %q\n", os.Args[1])
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, `usage:
+  parley serve --data-dir DIR [--ssh-listen ADDR] [--admin-password-file F] [--admin-key F] [--hostname NAME]
+  parley version
+  parley docs     print the command reference (docs/commands.md)
+`)
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	dataDir := fs.String("data-dir", "", "data directory: store, files area, host key (required)")
+	listen := fs.String("ssh-listen", ":2222", "address for the SSH admin shell and SFTP")
+	pwFile := fs.String("admin-password-file", "", "first boot: the admin user's password, from this file")
+	keyFile := fs.String("admin-key", "", "authorize the SSH public key(s) in this file for the admin user")
+	hostname := fs.String("hostname", "", "set the appliance's host name (the shell prompt)")
+	maxUpload := fs.Int64("sftp-max-upload", pki.MaxFileSize, "largest file accepted over SFTP, in bytes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dataDir == "" {
+		return fmt.Errorf("--data-dir is required")
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	logger := log.New(os.Stderr, "parley: ", log.LstdFlags)
+
+	st, err := store.Open(*dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	area, err := pki.OpenArea(filepath.Join(*dataDir, "files"))
+	if err != nil {
+		return err
+	}
+	defer area.Close()
+	if *hostname != "" {
+		if err := commands.CheckHostname(*hostname); err != nil {
+			return fmt.Errorf("--hostname: %v", err)
+		}
+		if err := st.Apply(store.Op{Kind: store.OpConfigSet, Name: store.ConfigHostname, Value: *hostname}); err != nil {
+			return err
+		}
+	}
+	generated, err := shell.Bootstrap(st, *pwFile, *keyFile)
+	if err != nil {
+		return err
+	}
+	hostKey, err := shell.LoadOrCreateHostKey(*dataDir)
+	if err != nil {
+		return err
+	}
+	env := &commands.Env{Store: st, Files: area, Version: Version, Started: time.Now()}
+	srv := shell.New(shell.Config{
+		Env: env, Tree: commands.NewTree(), HostKey: hostKey, Log: logger, MaxUpload: *maxUpload,
+	})
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("SSH listener: %w", err)
+	}
+	host, port, _ := net.SplitHostPort(l.Addr().String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "<this-host>"
+	}
+	logger.Printf("SSH admin shell and SFTP on %s, host key %s", l.Addr(), gossh.FingerprintSHA256(hostKey.PublicKey()))
+	fmt.Printf("Parley %s is running. Log in with:\n  ssh -p %s %s@%s\n", Version, port, shell.FirstAdmin, host)
+	if generated != "" {
+		fmt.Printf("First boot: the password of user %q is %s\n(shown only this once; you must change it at the first interactive login)\n", shell.FirstAdmin, generated)
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case s := <-sig:
+		logger.Printf("%v: shutting down", s)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+		}
+		return nil
+	case err := <-errc:
+		return err
+	}
+}

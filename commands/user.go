@@ -1,0 +1,414 @@
+package commands
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/parley-xmpp/parley/store"
+)
+
+var userNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,31}$`)
+
+// CheckUserName validates an admin user name.
+func CheckUserName(name string) error {
+	if !userNameRE.MatchString(name) {
+		return fmt.Errorf("%q is not a valid user name: use 1 to 32 lower-case letters, digits, '_', '.' or '-', starting with a letter or '_'", name)
+	}
+	return nil
+}
+
+var roleArg = Arg{Name: "role", Kind: ArgEnum, Values: store.Roles}
+
+func userCommands() []*Command {
+	name := Arg{Name: "name"}
+	return []*Command{
+		{
+			Words:   []string{"user", "add"},
+			Args:    []Arg{name, roleArg},
+			Summary: "Add an admin user with a role; asks for the password twice",
+			Help: "Roles: admin (everything), crypto (pki commands), appadmin (xmpp commands), audit (read only).\n" +
+				"Every role can run the commands that only show things. The password is asked for twice\n" +
+				"without echo; in exec or script mode it is read once, from the next line of standard input.",
+			Example: "user add alice appadmin\nprintf 'S3cret-pass\\n' | ssh -p 2222 admin@host 'user add bob audit'",
+			Perm:    PermSystem,
+			Run:     runUserAdd,
+		},
+		{
+			Words:   []string{"user", "del"},
+			Args:    []Arg{name},
+			Summary: "Delete an admin user (not the last admin, not yourself)",
+			Example: "user del alice",
+			Perm:    PermSystem,
+			Run: func(c *Ctx, args []string) error {
+				if args[0] == c.User {
+					return errorf("user del: you cannot delete the user you are logged in as")
+				}
+				if _, err := c.Store.Admin(args[0]); err != nil {
+					return errorf("user del: %v", trimNotFound(err))
+				}
+				if err := c.Store.Apply(store.Op{Kind: store.OpAdminDelete, Name: args[0]}); err != nil {
+					return errorf("user del: %v", err)
+				}
+				return nil
+			},
+		},
+		{
+			Words:   []string{"user", "list"},
+			Summary: "List admin users: name, role, password expiry and open sessions",
+			Perm:    PermRead,
+			Run:     runUserList,
+		},
+		{
+			Words:   []string{"user", "info"},
+			Args:    []Arg{name},
+			Summary: "Show one admin user's details",
+			Example: "user info admin",
+			Perm:    PermRead,
+			Run:     runUserInfo,
+		},
+		{
+			Words:   []string{"user", "expire"},
+			Args:    []Arg{name},
+			Summary: "Expire a user's password: they must set a new one at their next interactive login",
+			Example: "user expire alice",
+			Perm:    PermSystem,
+			Run: func(c *Ctx, args []string) error {
+				return adminOp(c, "user expire", store.Op{Kind: store.OpAdminExpire, Name: args[0]})
+			},
+		},
+		{
+			Words:   []string{"user", "unlock"},
+			Args:    []Arg{name},
+			Summary: "Unlock a user locked out by too many failed logins",
+			Example: "user unlock alice",
+			Perm:    PermSystem,
+			Run: func(c *Ctx, args []string) error {
+				return adminOp(c, "user unlock", store.Op{Kind: store.OpAdminUnlock, Name: args[0]})
+			},
+		},
+		{
+			Words:   []string{"user", "rule"},
+			Summary: "Show the password and login rules",
+			Perm:    PermRead,
+			Run: func(c *Ctx, args []string) error {
+				min := c.Store.ConfigInt(store.RuleMinLength)
+				if min == 0 {
+					min = store.DefaultMinPasswordLength
+				}
+				c.printf("min_length         %d\n", min)
+				c.printf("max_failed_logins  %s\n", zeroOff(c.Store.ConfigInt(store.RuleMaxFailedLogins), "", " (then locked for 15 minutes)"))
+				c.printf("password_age       %s\n", zeroOff(c.Store.ConfigInt(store.RulePasswordAge), "", " days"))
+				return nil
+			},
+		},
+		ruleCommand("min_length", store.RuleMinLength, 1, store.MaxPasswordLength,
+			"Set the minimum password length (default 8)", "user rule min_length 12"),
+		ruleCommand("max_failed_logins", store.RuleMaxFailedLogins, 0, 1000,
+			"Lock a user for 15 minutes after this many failed logins in a row (0: off, the default)", "user rule max_failed_logins 5"),
+		ruleCommand("password_age", store.RulePasswordAge, 0, 3650,
+			"Make passwords expire this many days after they were set (0: never, the default)", "user rule password_age 90"),
+		{
+			Words:   []string{"user", "sshkey", "add"},
+			Args:    []Arg{name, {Name: "file", Kind: ArgFile}},
+			Summary: "Authorize the SSH public key(s) in an uploaded file (authorized_keys format) for a user",
+			Help:    "Upload the public key over SFTP first (sftp -P 2222 admin@host, then put id_ed25519.pub).",
+			Example: "user sshkey add alice id_ed25519.pub",
+			Perm:    PermSystem,
+			Run:     runSSHKeyAdd,
+		},
+		{
+			Words:   []string{"user", "sshkey", "list"},
+			Args:    []Arg{name},
+			Summary: "List a user's authorized SSH keys, numbered",
+			Example: "user sshkey list alice",
+			Perm:    PermRead,
+			Run:     runSSHKeyList,
+		},
+		{
+			Words:   []string{"user", "sshkey", "del"},
+			Args:    []Arg{name, {Name: "n", Kind: ArgNumber}},
+			Summary: "Remove a user's SSH key by its number in 'user sshkey list'",
+			Example: "user sshkey del alice 1",
+			Perm:    PermSystem,
+			Run: func(c *Ctx, args []string) error {
+				n, _ := parseCount(args[1])
+				return adminOp(c, "user sshkey del", store.Op{Kind: store.OpAdminKeyDel, Name: args[0], Index: n})
+			},
+		},
+		{
+			Words:   []string{"passwd"},
+			Summary: "Change your own password",
+			Help: "Asks for the current password, then the new one twice, without echo. In exec or script mode\n" +
+				"it reads the current and the new password from the next two lines of standard input.",
+			Perm:    PermAny,
+			Changes: true,
+			Run:     runPasswd,
+		},
+	}
+}
+
+func zeroOff(n int, pre, post string) string {
+	if n == 0 {
+		return "off"
+	}
+	return fmt.Sprintf("%s%d%s", pre, n, post)
+}
+
+func ruleCommand(word, key string, min, max int, summary, example string) *Command {
+	return &Command{
+		Words:   []string{"user", "rule", word},
+		Args:    []Arg{{Name: "n", Kind: ArgNumber}},
+		Summary: summary,
+		Example: example,
+		Perm:    PermSystem,
+		Run: func(c *Ctx, args []string) error {
+			n, _ := parseCount(args[0])
+			if n < min || n > max {
+				return errorf("user rule %s: %d is out of range: give %d to %d", word, n, min, max)
+			}
+			return c.Store.Apply(store.Op{Kind: store.OpConfigSet, Name: key, Value: fmt.Sprint(n)})
+		},
+	}
+}
+
+func trimNotFound(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return errors.New(strings.TrimSuffix(err.Error(), ": "+store.ErrNotFound.Error()))
+	}
+	return err
+}
+
+func adminOp(c *Ctx, what string, op store.Op) error {
+	if _, err := c.Store.Admin(op.Name); err != nil {
+		return errorf("%s: %v", what, trimNotFound(err))
+	}
+	if err := c.Store.Apply(op); err != nil {
+		return errorf("%s: %v", what, err)
+	}
+	return nil
+}
+
+// NewPassword asks for a new password (twice at a terminal, once from a
+// script) and checks it against the rules. It returns the salted hash.
+func NewPassword(c *Ctx, user, prompt string) (string, error) {
+	pw, err := c.Prompt.Secret(prompt)
+	if err != nil {
+		return "", errorf("no password given: %v", err)
+	}
+	if c.Prompt.Interactive() {
+		again, err := c.Prompt.Secret("Retype password: ")
+		if err != nil {
+			return "", errorf("no password given: %v", err)
+		}
+		if again != pw {
+			return "", errorf("the passwords do not match; nothing was changed")
+		}
+	}
+	min := c.Store.ConfigInt(store.RuleMinLength)
+	if min == 0 {
+		min = store.DefaultMinPasswordLength
+	}
+	switch {
+	case len([]rune(pw)) < min:
+		return "", errorf("the password is too short: use at least %d characters (user rule min_length)", min)
+	case len(pw) > store.MaxPasswordLength:
+		return "", errorf("the password is too long: use at most %d bytes", store.MaxPasswordLength)
+	case pw == user:
+		return "", errorf("the password must not be the user name")
+	}
+	return store.HashPassword(pw)
+}
+
+func runUserAdd(c *Ctx, args []string) error {
+	name, role := args[0], args[1]
+	if err := CheckUserName(name); err != nil {
+		return errorf("user add: %v", err)
+	}
+	if _, err := c.Store.Admin(name); err == nil {
+		return errorf("user add: user %s already exists (see 'user list')", name)
+	}
+	hash, err := NewPassword(c, name, "Password for "+name+": ")
+	if err != nil {
+		return errorf("user add: %v", err)
+	}
+	if err := c.Store.Apply(store.Op{Kind: store.OpAdminCreate, Admin: &store.Admin{Name: name, Role: role, PasswordHash: hash}}); err != nil {
+		return errorf("user add: %v", err)
+	}
+	return nil
+}
+
+func runPasswd(c *Ctx, args []string) error {
+	a, err := c.Store.Admin(c.User)
+	if err != nil {
+		return errorf("passwd: %v", err)
+	}
+	cur, err := c.Prompt.Secret("Current password: ")
+	if err != nil {
+		return errorf("passwd: no password given: %v", err)
+	}
+	if !store.CheckPassword(a.PasswordHash, cur) {
+		return errorf("passwd: the current password is wrong; nothing was changed")
+	}
+	hash, err := NewPassword(c, c.User, "New password: ")
+	if err != nil {
+		return errorf("passwd: %v", err)
+	}
+	if err := c.Store.Apply(store.Op{Kind: store.OpAdminPassword, Name: c.User, Value: hash}); err != nil {
+		return errorf("passwd: %v", err)
+	}
+	c.printf("Password changed.\n")
+	return nil
+}
+
+func (c *Ctx) sessions() map[string]int {
+	if c.Sessions == nil {
+		return nil
+	}
+	return c.Sessions()
+}
+
+func expiryText(a *store.Admin, age int, now time.Time) string {
+	if a.MustChangePassword(now, age) {
+		return "expired"
+	}
+	if e := a.PasswordExpiry(age); !e.IsZero() {
+		return e.UTC().Format("2006-01-02")
+	}
+	return "never"
+}
+
+func runUserList(c *Ctx, args []string) error {
+	admins, err := c.Store.Admins()
+	if err != nil {
+		return err
+	}
+	sort.Slice(admins, func(i, j int) bool { return admins[i].Name < admins[j].Name })
+	age := c.Store.ConfigInt(store.RulePasswordAge)
+	sess := c.sessions()
+	tw := tabwriter.NewWriter(c.Out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "USERNAME\tROLE\tPASSWORD-EXPIRY\tLOGGED-IN")
+	for i := range admins {
+		a := &admins[i]
+		in := "no"
+		if n := sess[a.Name]; n > 0 {
+			in = fmt.Sprintf("yes (%d)", n)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Name, a.Role, expiryText(a, age, c.now()), in)
+	}
+	return tw.Flush()
+}
+
+func runUserInfo(c *Ctx, args []string) error {
+	a, err := c.Store.Admin(args[0])
+	if err != nil {
+		return errorf("user info: %v", trimNotFound(err))
+	}
+	now := c.now()
+	ts := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	locked := "no"
+	if a.Locked(now) {
+		locked = "until " + ts(a.LockedUntil)
+	}
+	c.printf("Username         : %s\n", a.Name)
+	c.printf("Role             : %s\n", a.Role)
+	c.printf("Password expiry  : %s\n", expiryText(&a, c.Store.ConfigInt(store.RulePasswordAge), now))
+	c.printf("Password changed : %s\n", ts(a.PasswordChanged))
+	c.printf("Locked           : %s\n", locked)
+	c.printf("Failed logins    : %d\n", a.Failed)
+	c.printf("Last login       : %s\n", ts(a.LastLogin))
+	c.printf("Logged in        : %d session(s)\n", c.sessions()[a.Name])
+	c.printf("SSH keys         : %d\n", len(a.Keys))
+	c.printf("Created          : %s\n", ts(a.Created))
+	return nil
+}
+
+// MaxKeysPerFile bounds how many keys one sshkey add takes.
+const MaxKeysPerFile = 100
+
+func runSSHKeyAdd(c *Ctx, args []string) error {
+	name, file := args[0], args[1]
+	if _, err := c.Store.Admin(name); err != nil {
+		return errorf("user sshkey add: %v", trimNotFound(err))
+	}
+	data, err := c.Files.ReadFile(file)
+	if err != nil {
+		return errorf("user sshkey add: %v", err)
+	}
+	var lines []string
+	rest := data
+	for len(strings.TrimSpace(string(rest))) > 0 {
+		pub, comment, _, r, err := ssh.ParseAuthorizedKey(rest)
+		if err != nil {
+			if len(lines) == 0 {
+				return errorf("user sshkey add: %s holds no SSH public key (expected a line such as 'ssh-ed25519 AAAA… comment'): %v", file, err)
+			}
+			break
+		}
+		line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
+		if comment != "" {
+			line += " " + comment
+		}
+		lines = append(lines, line)
+		if len(lines) > MaxKeysPerFile {
+			return errorf("user sshkey add: %s holds more than %d keys", file, MaxKeysPerFile)
+		}
+		rest = r
+	}
+	added := 0
+	for _, l := range lines {
+		err := c.Store.Apply(store.Op{Kind: store.OpAdminKeyAdd, Name: name, Value: l})
+		if errors.Is(err, store.ErrExists) {
+			c.printf("already authorized: %s\n", keyLabel(l))
+			continue
+		}
+		if err != nil {
+			return errorf("user sshkey add: %v", err)
+		}
+		added++
+		c.printf("added: %s\n", keyLabel(l))
+	}
+	if added == 0 {
+		return errorf("user sshkey add: every key in %s is already authorized for %s", file, name)
+	}
+	return nil
+}
+
+// keyLabel is "type SHA256:fingerprint comment" for an authorized_keys line.
+func keyLabel(line string) string {
+	pub, comment, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil {
+		return "(unreadable key)"
+	}
+	s := pub.Type() + " " + ssh.FingerprintSHA256(pub)
+	if comment != "" {
+		s += " " + comment
+	}
+	return s
+}
+
+func runSSHKeyList(c *Ctx, args []string) error {
+	a, err := c.Store.Admin(args[0])
+	if err != nil {
+		return errorf("user sshkey list: %v", trimNotFound(err))
+	}
+	if len(a.Keys) == 0 {
+		c.printf("%s has no SSH keys\n", a.Name)
+		return nil
+	}
+	for i, k := range a.Keys {
+		c.printf("%d  %s  (added %s)\n", i+1, keyLabel(k.Line), k.Added.UTC().Format("2006-01-02"))
+	}
+	return nil
+}

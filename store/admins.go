@@ -1,0 +1,186 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Roles, as in Cisco Meeting Server's MMP.
+const (
+	RoleAdmin    = "admin"    // everything
+	RoleCrypto   = "crypto"   // pki, and reading
+	RoleAudit    = "audit"    // reading only
+	RoleAppAdmin = "appadmin" // xmpp, and reading
+)
+
+// Roles lists every role in the order help shows them.
+var Roles = []string{RoleAdmin, RoleCrypto, RoleAudit, RoleAppAdmin}
+
+// ValidRole reports whether r is a role.
+func ValidRole(r string) bool {
+	for _, x := range Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// Admin is one user of the admin shell. The password is kept only as a
+// salted slow hash (see package shell's password functions).
+type Admin struct {
+	Name            string    `json:"name"`
+	Role            string    `json:"role"`
+	PasswordHash    string    `json:"password_hash"`
+	PasswordChanged time.Time `json:"password_changed"`
+	Expired         bool      `json:"expired,omitempty"`
+	Failed          int       `json:"failed,omitempty"`
+	LockedUntil     time.Time `json:"locked_until,omitempty"`
+	LastLogin       time.Time `json:"last_login,omitempty"`
+	Created         time.Time `json:"created"`
+	Keys            []SSHKey  `json:"keys,omitempty"`
+}
+
+// SSHKey is one authorized public key, in authorized_keys format.
+type SSHKey struct {
+	Line  string    `json:"line"`
+	Added time.Time `json:"added"`
+}
+
+// Locked reports whether the account is locked out at now.
+func (a *Admin) Locked(now time.Time) bool { return now.Before(a.LockedUntil) }
+
+func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+// Admin returns one admin user.
+func (s *Store) Admin(name string) (Admin, error) {
+	var a Admin
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ok, err := getJSON(tx.Bucket(bucketAdmins), name, &a)
+		if err == nil && !ok {
+			err = fmt.Errorf("no user %s (see 'user list'): %w", name, ErrNotFound)
+		}
+		return err
+	})
+	return a, err
+}
+
+// Admins returns every admin user, by name.
+func (s *Store) Admins() ([]Admin, error) {
+	var out []Admin
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAdmins).ForEach(func(k, v []byte) error {
+			var a Admin
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("admin %s: %w", k, err)
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Config keys.
+const (
+	ConfigHostname      = "hostname"
+	RuleMinLength       = "rule.min_length"
+	RuleMaxFailedLogins = "rule.max_failed_logins"
+)
+
+// Config returns a configuration value and whether it is set.
+func (s *Store) Config(key string) (string, bool) {
+	var v []byte
+	s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketConfig).Get([]byte(key)); b != nil {
+			v = append([]byte(nil), b...)
+		}
+		return nil
+	})
+	return string(v), v != nil
+}
+
+// ConfigInt returns an integer configuration value, 0 when unset.
+func (s *Store) ConfigInt(key string) int {
+	v, _ := s.Config(key)
+	n, _ := strconv.Atoi(v)
+	return n
+}
+
+func configInt(tx *bolt.Tx, key string) int {
+	n, _ := strconv.Atoi(string(tx.Bucket(bucketConfig).Get([]byte(key))))
+	return n
+}
+
+// AuditEntry is one line of the audit trail: who changed what, when, and
+// whether it worked. Secrets never reach it: commands prompt for them.
+type AuditEntry struct {
+	Time   time.Time `json:"time"`
+	User   string    `json:"user"`
+	From   string    `json:"from,omitempty"`
+	Action string    `json:"action"`
+	Result string    `json:"result"`
+}
+
+// Audit returns the last n audit entries, oldest first.
+func (s *Store) Audit(n int) ([]AuditEntry, error) {
+	var out []AuditEntry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketAudit).Cursor()
+		for k, v := c.Last(); k != nil && len(out) < n; k, v = c.Prev() {
+			var e AuditEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, err
+}
+
+// History returns a user's shell history, oldest first.
+func (s *Store) History(user string) ([]string, error) {
+	var out []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketHistory).Bucket([]byte(user))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			out = append(out, string(v))
+			return nil
+		})
+	})
+	return out, err
+}
+
+// RulePasswordAge is the config key of the password age rule, in days
+// (0 or unset: passwords do not age).
+const RulePasswordAge = "rule.password_age"
+
+// DefaultMinPasswordLength applies until `user rule min_length` sets one.
+const DefaultMinPasswordLength = 8
+
+// PasswordExpiry returns when the password expires given the age rule in
+// days, and the zero time if it never does.
+func (a *Admin) PasswordExpiry(ageDays int) time.Time {
+	if ageDays <= 0 {
+		return time.Time{}
+	}
+	return a.PasswordChanged.Add(time.Duration(ageDays) * 24 * time.Hour)
+}
+
+// MustChangePassword reports whether the user has to set a new password
+// before doing anything else: an admin expired it, or it is too old.
+func (a *Admin) MustChangePassword(now time.Time, ageDays int) bool {
+	exp := a.PasswordExpiry(ageDays)
+	return a.Expired || (!exp.IsZero() && !now.Before(exp))
+}
