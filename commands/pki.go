@@ -75,6 +75,7 @@ func pkiCommands() []*Command {
 					return errorf("pki match: %v", err)
 				}
 				if err := pki.Match(key, crt); err != nil {
+					err = pki.NameInputs(err, map[string]string{"key": args[0], "certificate": args[1]})
 					return errorf("pki match: %s and %s: %v", args[0], args[1], err)
 				}
 				c.printf("%s matches %s\n", args[0], args[1])
@@ -101,7 +102,11 @@ func pkiCommands() []*Command {
 				}
 				chain, err := pki.Verify(crt, bundle, c.now())
 				if err != nil {
-					return errorf("pki verify: %s: %v", args[0], err)
+					names := map[string]string{"certificate": args[0]}
+					if len(args) == 2 {
+						names["bundle"] = args[1]
+					}
+					return errorf("pki verify: %v", pki.NameInputs(err, names))
 				}
 				c.printf("%s: verified\n", args[0])
 				for i, s := range chain {

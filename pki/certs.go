@@ -297,7 +297,7 @@ func Verify(certPEM, bundlePEM []byte, now time.Time) ([]string, error) {
 		if len(extras) > 0 {
 			last = extras[len(extras)-1]
 		}
-		if err := checkOrder(last, bundle); err != nil {
+		if err := checkOrder(chains[0], last, bundle); err != nil {
 			return nil, err
 		}
 	}
@@ -398,11 +398,16 @@ func certInvalidReason(e x509.CertificateInvalidError) string {
 	return e.Error()
 }
 
-// checkOrder checks that the bundle is one chain: first the issuer of last
-// (the leaf or the last intermediate shipped with it), each certificate
-// followed by its issuer, the root last.
-func checkOrder(last *x509.Certificate, bundle []*x509.Certificate) error {
+// checkOrder checks that the bundle is the verified chain and nothing else:
+// first the issuer of last (the leaf or the last intermediate shipped with
+// it), each certificate followed by its issuer, the root last.
+func checkOrder(chain []*x509.Certificate, last *x509.Certificate, bundle []*x509.Certificate) error {
 	n := len(bundle)
+	for i, c := range bundle {
+		if !containsCert(chain, c) {
+			return fmt.Errorf("bundle: certificate %d (%s) is not part of the chain of %s: remove it (the bundle is the intermediates first, then the root)", i+1, SubjectString(c), SubjectString(chain[0]))
+		}
+	}
 	for i, c := range bundle {
 		if selfSigned(c) && i != n-1 {
 			return fmt.Errorf("bundle order is wrong: certificate %d (%s) is the root; put intermediates first and the root last", i+1, SubjectString(c))

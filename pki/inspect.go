@@ -363,10 +363,14 @@ func inspectCert(cert *x509.Certificate, now time.Time) []string {
 		notAfter += " (expired)"
 	case left < 24*time.Hour:
 		notAfter += " (expires in less than a day)"
-	case left < 48*time.Hour:
-		notAfter += " (expires in 1 day)"
 	default:
-		notAfter += fmt.Sprintf(" (expires in %d days)", int(left/(24*time.Hour)))
+		// Rounded, so that a certificate made with days:30 reads "30 days".
+		days := int((left + 12*time.Hour) / (24 * time.Hour))
+		if days == 1 {
+			notAfter += " (expires in 1 day)"
+		} else {
+			notAfter += fmt.Sprintf(" (expires in %d days)", days)
+		}
 	}
 	ca := "no"
 	if cert.BasicConstraintsValid && cert.IsCA {
@@ -475,10 +479,8 @@ func inspectSSHKeys(keys []sshKey) []string {
 	var lines []string
 	for i, k := range keys {
 		desc := k.key.Type()
-		if ck, ok := k.key.(ssh.CryptoPublicKey); ok {
-			if d := KeyDescription(ck.CryptoPublicKey()); !strings.HasPrefix(d, "unsupported") {
-				desc += " (" + d + ")"
-			}
+		if ck, ok := k.key.(ssh.CryptoPublicKey); ok && k.key.Type() == ssh.KeyAlgoRSA {
+			desc += " (" + KeyDescription(ck.CryptoPublicKey()) + ")" // the size
 		}
 		comment := printable(k.comment)
 		if comment == "" {
