@@ -64,10 +64,10 @@ type ArgKind int
 
 // Argument kinds.
 const (
-	ArgText ArgKind = iota
-	ArgFile         // a bare file name from the files area
-	ArgEnum         // one of Values
-	ArgNumber       // a non-negative integer
+	ArgText   ArgKind = iota
+	ArgFile           // a bare file name from the files area
+	ArgEnum           // one of Values
+	ArgNumber         // a non-negative integer
 )
 
 // Arg describes one argument.
