@@ -66,7 +66,13 @@ func (c *completer) Do(line []rune, pos int) ([][]rune, int) {
 
 type noEcho struct{}
 
-func (noEcho) Paint(line []rune, pos int) []rune { return nil }
+// Paint shows nothing of a secret, only the line end once Enter is pressed.
+func (noEcho) Paint(line []rune, pos int) []rune {
+	if n := len(line); n > 0 && line[n-1] == '\n' {
+		return []rune{'\n'}
+	}
+	return nil
+}
 
 type noComplete struct{}
 

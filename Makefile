@@ -1,0 +1,52 @@
+# Parley: build, run and test the appliance. `make run` and `make test` do
+# all the set-up on a fresh Debian machine with Go.
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.Version=$(VERSION)
+DATA_DIR  ?= ./data
+SSH_LISTEN ?= 127.0.0.1:2222
+
+# Debian packages the tests drive for real: the OpenSSH client (ssh, sftp,
+# ssh-keygen) and openssl.
+TEST_TOOLS    := ssh sftp ssh-keygen openssl
+TEST_PACKAGES := openssh-client openssl
+
+.PHONY: all build run test deps vet fmt-check docs bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/parley ./cmd/parley
+
+run: build
+	@mkdir -p $(DATA_DIR)
+	bin/parley serve --data-dir $(DATA_DIR) --ssh-listen $(SSH_LISTEN)
+
+# Install what the tests need when it is missing.
+deps:
+	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing $(TEST_PACKAGES) (missing:$$missing)"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(TEST_PACKAGES); \
+	fi
+
+fmt-check:
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+test: deps fmt-check vet
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+docs:
+	$(GO) run ./cmd/parley docs > docs/commands.md
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./store/ ./commands/ ./pki/
+
+clean:
+	rm -rf bin
