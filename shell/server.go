@@ -144,8 +144,14 @@ func (s *Server) account(ctx ssh.Context) (store.Admin, bool) {
 	return a, true
 }
 
+// passwordChecks bounds how many argon2id checks (19 MiB each) run at once,
+// so a flood of logins cannot exhaust memory.
+var passwordChecks = make(chan struct{}, 4)
+
 // checkPassword verifies a password for a login and records a failure.
 func (s *Server) checkPassword(ctx ssh.Context, password string) bool {
+	passwordChecks <- struct{}{}
+	defer func() { <-passwordChecks }()
 	a, err := s.cfg.Env.Store.Admin(ctx.User())
 	if err != nil {
 		store.CheckPassword(dummyHash, password) // same cost as a real user

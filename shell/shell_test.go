@@ -1,0 +1,395 @@
+package shell
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pkg/sftp"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/parley-xmpp/parley/commands"
+	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// These tests drive the server in-process with Go's SSH and SFTP clients so
+// the race detector sees the server's concurrency; e2e/ drives the built
+// binary with the real OpenSSH clients.
+
+const adminPassword = "admin-password-1"
+
+type testServer struct {
+	addr string
+	dir  string
+	st   *store.Store
+	srv  *Server
+}
+
+func start(t *testing.T, maxUpload int64) *testServer {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	area, err := pki.OpenArea(filepath.Join(dir, "files"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte(adminPassword+"\n"), 0o600)
+	if _, err := Bootstrap(st, pw, ""); err != nil {
+		t.Fatal(err)
+	}
+	key, err := LoadOrCreateHostKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &commands.Env{Store: st, Files: area, Version: "test", Started: time.Now()}
+	srv := New(Config{Env: env, Tree: commands.NewTree(), HostKey: key, Log: log.New(io.Discard, "", 0), MaxUpload: maxUpload})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		srv.Close()
+		area.Close()
+		st.Close()
+	})
+	return &testServer{addr: l.Addr().String(), dir: dir, st: st, srv: srv}
+}
+
+func (ts *testServer) dial(t *testing.T, user, password string) (*gossh.Client, error) {
+	t.Helper()
+	return gossh.Dial("tcp", ts.addr, &gossh.ClientConfig{
+		User:            user,
+		Auth:            []gossh.AuthMethod{gossh.Password(password)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+		Timeout:         10 * time.Second,
+	})
+}
+
+func (ts *testServer) client(t *testing.T, user, password string) *gossh.Client {
+	t.Helper()
+	c, err := ts.dial(t, user, password)
+	if err != nil {
+		t.Fatalf("login %s: %v", user, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// exec runs a command with stdin; it returns stdout, stderr and the exit status.
+func exec(t *testing.T, c *gossh.Client, cmd, stdin string) (string, string, int) {
+	t.Helper()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var out, errb bytes.Buffer
+	s.Stdout, s.Stderr, s.Stdin = &out, &errb, strings.NewReader(stdin)
+	if cmd == "" {
+		err = s.Shell()
+		if err == nil {
+			err = s.Wait()
+		}
+	} else {
+		err = s.Run(cmd)
+	}
+	code := 0
+	var ee *gossh.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitStatus()
+	} else if err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestExecAndScript(t *testing.T) {
+	ts := start(t, pki.MaxFileSize)
+	c := ts.client(t, "admin", adminPassword)
+
+	out, errs, code := exec(t, c, "version", "")
+	if code != 0 || out != "Parley test\n" || errs != "" {
+		t.Fatalf("version: %q %q %d", out, errs, code)
+	}
+	_, errs, code = exec(t, c, "user add", "")
+	if code != 1 || !strings.HasPrefix(errs, "user add: missing <name>") || strings.Count(errs, "\n") != 1 {
+		t.Fatalf("bad exec: %q %d", errs, code)
+	}
+	// A secret from the next stdin line.
+	if _, errs, code = exec(t, c, "user add bob audit", "bob-password-1\n"); code != 0 {
+		t.Fatalf("user add: %q", errs)
+	}
+	if _, err := ts.dial(t, "bob", "bob-password-1"); err != nil {
+		t.Fatalf("bob cannot log in: %v", err)
+	}
+	// Script mode stops at the first failure.
+	out, errs, code = exec(t, c, "", "hostname one\nbogus\nhostname two\n")
+	if code != 1 || !strings.Contains(errs, `line 2: unknown command "bogus"`) {
+		t.Fatalf("script: %q %q %d", out, errs, code)
+	}
+	if h := commands.Hostname(ts.st); h != "one" {
+		t.Fatalf("hostname = %q: the script went on after the failure", h)
+	}
+	if out, _, code = exec(t, c, "", "# comment\n\nhostname\n"); code != 0 || out != "one\n" {
+		t.Fatalf("script: %q %d", out, code)
+	}
+}
+
+func TestLoginFailuresAndLockout(t *testing.T) {
+	ts := start(t, pki.MaxFileSize)
+	if _, err := ts.dial(t, "admin", "wrong"); err == nil {
+		t.Fatal("wrong password accepted")
+	}
+	if _, err := ts.dial(t, "nobody", adminPassword); err == nil {
+		t.Fatal("unknown user accepted")
+	}
+	ts.st.Apply(store.Op{Kind: store.OpConfigSet, Name: store.RuleMaxFailedLogins, Value: "2"})
+	for i := 0; i < 2; i++ {
+		ts.dial(t, "admin", "wrong")
+	}
+	if _, err := ts.dial(t, "admin", adminPassword); err == nil {
+		t.Fatal("locked account accepted the right password")
+	}
+	ts.st.Apply(store.Op{Kind: store.OpAdminUnlock, Name: "admin"})
+	ts.client(t, "admin", adminPassword)
+}
+
+func TestExpiredPasswordRefusedInExecMode(t *testing.T) {
+	ts := start(t, pki.MaxFileSize)
+	ts.st.Apply(store.Op{Kind: store.OpAdminExpire, Name: "admin"})
+	c := ts.client(t, "admin", adminPassword)
+	_, errs, code := exec(t, c, "version", "")
+	if code != 1 || !strings.Contains(errs, "password has expired") {
+		t.Fatalf("expired password in exec mode: %q %d", errs, code)
+	}
+}
+
+// Two admins writing at once: every change lands.
+func TestConcurrentSessions(t *testing.T) {
+	ts := start(t, pki.MaxFileSize)
+	c := ts.client(t, "admin", adminPassword)
+	var wg sync.WaitGroup
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			var script strings.Builder
+			for i := 0; i < 4; i++ {
+				fmt.Fprintf(&script, "user add u%d-%d audit\npassword-%d-%d\n", w, i, w, i)
+			}
+			s, err := c.NewSession()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer s.Close()
+			s.Stdin = strings.NewReader(script.String())
+			if out, err := s.CombinedOutput(""); err != nil {
+				t.Errorf("script %d: %v %s", w, err, out)
+			}
+		}(w)
+	}
+	wg.Wait()
+	all, _ := ts.st.Admins()
+	if len(all) != 13 {
+		t.Fatalf("%d users, want 13", len(all))
+	}
+}
+
+func TestInteractive(t *testing.T) {
+	ts := start(t, pki.MaxFileSize)
+	c := ts.client(t, "admin", adminPassword)
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.RequestPty("xterm", 40, 100, gossh.TerminalModes{}); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := s.StdinPipe()
+	var mu sync.Mutex
+	var screen bytes.Buffer
+	s.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return screen.Write(p) })
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	expect := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			got := screen.String()
+			mu.Unlock()
+			if strings.Contains(got, want) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("screen never showed %q:\n%s", want, screen.String())
+	}
+	expect("parley> ")
+	io.WriteString(in, "hostname alpha\r")
+	expect("alpha> ")
+	io.WriteString(in, "user add carol crypto\r")
+	expect("Password for carol: ")
+	io.WriteString(in, "carol-secret-1\r")
+	expect("Retype password: ")
+	io.WriteString(in, "carol-secret-1\r")
+	io.WriteString(in, "user list\r")
+	expect("carol     crypto")
+	mu.Lock()
+	echoed := strings.Contains(screen.String(), "carol-secret-1")
+	mu.Unlock()
+	if echoed {
+		t.Fatal("the password was echoed")
+	}
+	io.WriteString(in, "\x04") // Ctrl-D
+	if err := s.Wait(); err != nil {
+		t.Fatalf("Ctrl-D: %v", err)
+	}
+	if h, _ := ts.st.History("admin"); len(h) != 3 || h[1] != "user add carol crypto" {
+		t.Fatalf("history = %q", h)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestSFTP(t *testing.T) {
+	ts := start(t, 64<<10)
+	c := ts.client(t, "admin", adminPassword)
+	fc, err := sftp.NewClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	put := func(name string, data []byte) error {
+		f, err := fc.Create(name)
+		if err != nil {
+			return err
+		}
+		_, werr := f.Write(data)
+		cerr := f.Close()
+		if werr != nil {
+			return werr
+		}
+		return cerr
+	}
+	if err := put("a.pem", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(ts.dir, "files", "a.pem"))
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("uploaded file: %q %v", got, err)
+	}
+	// Escapes stay inside the area.
+	if err := put("../escape", []byte("x")); err != nil {
+		t.Fatalf("../escape: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(ts.dir, "escape")); err == nil {
+		t.Fatal("../escape was written outside the files area")
+	}
+	if _, err := fc.Open("/../parley.db"); err == nil {
+		t.Fatal("read the store through ..")
+	}
+	os.Symlink("/etc/passwd", filepath.Join(ts.dir, "files", "passwd"))
+	if f, err := fc.Open("passwd"); err == nil {
+		b, _ := io.ReadAll(f)
+		t.Fatalf("read through an outside symlink: %q", b)
+	}
+	if err := fc.Symlink("/etc/passwd", "link"); err == nil {
+		t.Fatal("symlink created")
+	}
+	if err := put(".hidden", []byte("x")); err == nil {
+		t.Fatal("hidden name accepted")
+	}
+	// Oversize: fails, and nothing is left, not even a temporary file.
+	if err := put("big.bin", make([]byte, 65<<10)); err == nil {
+		t.Fatal("oversize upload accepted")
+	}
+	entries, _ := os.ReadDir(filepath.Join(ts.dir, "files"))
+	for _, e := range entries {
+		if e.Name() == "big.bin" || strings.HasPrefix(e.Name(), ".tmp-") {
+			t.Fatalf("leftover %s after a failed upload", e.Name())
+		}
+	}
+	if err := fc.Rename("a.pem", "b.pem"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := fc.ReadDir("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, fi := range list {
+		names = append(names, fi.Name())
+	}
+	if strings.Join(names, ",") != "b.pem,escape,passwd" {
+		t.Fatalf("listing = %v", names)
+	}
+	if err := fc.Remove("b.pem"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The audit role reads but cannot write.
+	exec(t, c, "user add aud audit", "aud-password-1\n")
+	ac := ts.client(t, "aud", "aud-password-1")
+	afc, err := sftp.NewClient(ac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer afc.Close()
+	if f, err := afc.Create("x.pem"); err == nil {
+		f.Close()
+		t.Fatal("audit role uploaded")
+	}
+	if _, err := afc.Open("escape"); err != nil {
+		t.Fatalf("audit role cannot read: %v", err)
+	}
+	entriesAudit, _ := ts.st.Audit(20)
+	var actions []string
+	for _, e := range entriesAudit {
+		actions = append(actions, e.Action)
+	}
+	if !strings.Contains(strings.Join(actions, "|"), "sftp put a.pem (5 bytes)") {
+		t.Fatalf("audit lacks the upload: %q", actions)
+	}
+}
+
+func TestHostKeyStable(t *testing.T) {
+	dir := t.TempDir()
+	k1, err := LoadOrCreateHostKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := LoadOrCreateHostKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(k1.PublicKey().Marshal(), k2.PublicKey().Marshal()) || k1.PublicKey().Type() != gossh.KeyAlgoED25519 {
+		t.Fatal("host key changed or is not ed25519")
+	}
+	st, _ := os.Stat(filepath.Join(dir, HostKeyFile))
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("host key mode %v", st.Mode().Perm())
+	}
+}
