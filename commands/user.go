@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -334,9 +335,6 @@ func runUserInfo(c *Ctx, args []string) error {
 	return nil
 }
 
-// MaxKeysPerFile bounds how many keys one sshkey add takes.
-const MaxKeysPerFile = 100
-
 func runSSHKeyAdd(c *Ctx, args []string) error {
 	name, file := args[0], args[1]
 	if _, err := c.Store.Admin(name); err != nil {
@@ -346,25 +344,9 @@ func runSSHKeyAdd(c *Ctx, args []string) error {
 	if err != nil {
 		return errorf("user sshkey add: %v", err)
 	}
-	var lines []string
-	rest := data
-	for len(strings.TrimSpace(string(rest))) > 0 {
-		pub, comment, _, r, err := ssh.ParseAuthorizedKey(rest)
-		if err != nil {
-			if len(lines) == 0 {
-				return errorf("user sshkey add: %s holds no SSH public key (expected a line such as 'ssh-ed25519 AAAA… comment'): %v", file, err)
-			}
-			break
-		}
-		line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
-		if comment != "" {
-			line += " " + comment
-		}
-		lines = append(lines, line)
-		if len(lines) > MaxKeysPerFile {
-			return errorf("user sshkey add: %s holds more than %d keys", file, MaxKeysPerFile)
-		}
-		rest = r
+	lines, err := pki.AuthorizedKeys(data)
+	if err != nil {
+		return errorf("user sshkey add: %s holds %v", file, err)
 	}
 	added := 0
 	for _, l := range lines {

@@ -8,8 +8,7 @@ import (
 	"os"
 	"strings"
 
-	gossh "golang.org/x/crypto/ssh"
-
+	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -60,23 +59,14 @@ func Bootstrap(s *store.Store, passwordFile, keyFile string) (generated string, 
 		if err != nil {
 			return generated, fmt.Errorf("--admin-key: %w", err)
 		}
-		n := 0
-		for rest := data; len(strings.TrimSpace(string(rest))) > 0; n++ {
-			pub, comment, _, r, err := gossh.ParseAuthorizedKey(rest)
-			if err != nil {
-				if n == 0 {
-					return generated, fmt.Errorf("--admin-key %s: no SSH public key: %w", keyFile, err)
-				}
-				break
-			}
-			line := strings.TrimSpace(string(gossh.MarshalAuthorizedKey(pub)))
-			if comment != "" {
-				line += " " + comment
-			}
+		lines, err := pki.AuthorizedKeys(data)
+		if err != nil {
+			return generated, fmt.Errorf("--admin-key %s: %v", keyFile, err)
+		}
+		for _, line := range lines {
 			if err := s.Apply(store.Op{Kind: store.OpAdminKeyAdd, Name: FirstAdmin, Value: line}); err != nil && !errors.Is(err, store.ErrExists) {
 				return generated, err
 			}
-			rest = r
 		}
 	}
 	return generated, nil
