@@ -20,9 +20,13 @@ const maxInputLine = commands.MaxLineLength
 // lineReader reads bounded lines from a stream.
 type lineReader struct {
 	r *bufio.Reader
+	// afterCR: the previous line ended with \r, so a \n that comes next
+	// belongs to it. Remembered rather than peeked at: at a terminal Enter
+	// sends \r alone, and peeking would wait for the next keystroke.
+	afterCR bool
 }
 
-func newLineReader(r io.Reader) *lineReader { return &lineReader{bufio.NewReaderSize(r, 4096)} }
+func newLineReader(r io.Reader) *lineReader { return &lineReader{r: bufio.NewReaderSize(r, 4096)} }
 
 // next returns the next line without its end (\n, \r\n, or \r at a
 // terminal); io.EOF when there is none.
@@ -36,13 +40,17 @@ func (l *lineReader) next() (string, error) {
 			}
 			return "", err
 		}
+		if l.afterCR {
+			l.afterCR = false
+			if c == '\n' {
+				continue
+			}
+		}
 		switch c {
 		case '\n':
-			return strings.TrimSuffix(b.String(), "\r"), nil
+			return b.String(), nil
 		case '\r':
-			if n, err := l.r.Peek(1); err == nil && n[0] == '\n' {
-				l.r.ReadByte()
-			}
+			l.afterCR = true
 			return b.String(), nil
 		case 0x7f, 0x08: // backspace at a terminal
 			s := []rune(b.String())

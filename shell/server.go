@@ -150,23 +150,28 @@ var passwordChecks = make(chan struct{}, 4)
 
 // checkPassword verifies a password for a login and records a failure.
 func (s *Server) checkPassword(ctx ssh.Context, password string) bool {
+	ok := s.verifyPassword(ctx, password)
+	if !ok {
+		time.Sleep(FailedAuthDelay) // outside the slot: slow the guesser, not others
+	}
+	return ok
+}
+
+func (s *Server) verifyPassword(ctx ssh.Context, password string) bool {
 	passwordChecks <- struct{}{}
 	defer func() { <-passwordChecks }()
 	a, err := s.cfg.Env.Store.Admin(ctx.User())
 	if err != nil {
 		store.CheckPassword(dummyHash, password) // same cost as a real user
-		time.Sleep(FailedAuthDelay)
 		s.cfg.Log.Printf("ssh: failed login for unknown user %q from %s", ctx.User(), ctx.RemoteAddr())
 		return false
 	}
 	if a.Locked(time.Now()) {
-		time.Sleep(FailedAuthDelay)
 		s.cfg.Log.Printf("ssh: login refused for %s from %s: locked", a.Name, ctx.RemoteAddr())
 		return false
 	}
 	if !store.CheckPassword(a.PasswordHash, password) {
 		s.cfg.Env.Store.Apply(store.Op{Kind: store.OpAdminLoginFail, Name: a.Name})
-		time.Sleep(FailedAuthDelay)
 		s.cfg.Log.Printf("ssh: failed password for %s from %s", a.Name, ctx.RemoteAddr())
 		return false
 	}
@@ -215,8 +220,9 @@ func (s *Server) publicKeyAuth(ctx ssh.Context, key ssh.PublicKey) bool {
 	return false
 }
 
-// begin marks the connection as logged in and records the login once.
-func (s *Server) begin(sess ssh.Session) (store.Admin, bool) {
+// begin marks the connection as logged in, records the login once, and
+// counts the session for LOGGED-IN until the returned end is called.
+func (s *Server) begin(sess ssh.Session) (a store.Admin, end func(), ok bool) {
 	ctx := sess.Context()
 	if st, ok := ctx.Value(keyStarted).(*atomic.Bool); ok && !st.Swap(true) {
 		s.cfg.Env.Store.Apply(store.Op{Kind: store.OpAdminLoginOK, Name: sess.User()})
@@ -226,9 +232,10 @@ func (s *Server) begin(sess ssh.Session) (store.Admin, bool) {
 	if err != nil {
 		fmt.Fprintf(sess.Stderr(), "user %s no longer exists\n", sess.User())
 		sess.Exit(1)
-		return a, false
+		return a, nil, false
 	}
-	return a, true
+	s.track(a.Name, 1)
+	return a, func() { s.track(a.Name, -1) }, true
 }
 
 func remoteHost(sess ssh.Session) string {
@@ -240,12 +247,11 @@ func remoteHost(sess ssh.Session) string {
 }
 
 func (s *Server) handleSession(sess ssh.Session) {
-	a, ok := s.begin(sess)
+	a, end, ok := s.begin(sess)
 	if !ok {
 		return
 	}
-	s.track(a.Name, 1)
-	defer s.track(a.Name, -1)
+	defer end()
 
 	pty, winCh, isPty := sess.Pty()
 	passwordLogin := sess.Context().Value(keyAuthMethod) == "password"

@@ -23,12 +23,11 @@ import (
 // when complete and within the size limit, so a failed or oversize upload
 // leaves nothing behind. The audit role may only read.
 func (s *Server) handleSFTP(sess ssh.Session) {
-	a, ok := s.begin(sess)
+	a, end, ok := s.begin(sess)
 	if !ok {
 		return
 	}
-	s.track(a.Name, 1)
-	defer s.track(a.Name, -1)
+	defer end()
 	h := &sftpHandler{srv: s, user: a.Name, from: remoteHost(sess), readOnly: a.Role == store.RoleAudit}
 	rs := sftp.NewRequestServer(sess, sftp.Handlers{FileGet: h, FilePut: h, FileCmd: h, FileList: h})
 	if err := rs.Serve(); err != nil && !errors.Is(err, io.EOF) {
