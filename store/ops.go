@@ -27,6 +27,20 @@ const (
 	OpAdminKeyDel    OpKind = "admin.key-del"    // Name, Index (1-based)
 	OpAudit          OpKind = "audit"            // Audit
 	OpHistory        OpKind = "history"          // Name = user, Value = line
+
+	OpDomainPrimary   OpKind = "domain.primary"   // Name; Domain optional (its certificates)
+	OpDomainPut       OpKind = "domain.put"       // Domain (keeps Primary as it was)
+	OpDomainDel       OpKind = "domain.del"       // Name
+	OpAccountCreate   OpKind = "account.create"   // Accounts; SkipExisting
+	OpAccountPassword OpKind = "account.password" // Accounts[0]
+	OpAccountDelete   OpKind = "account.delete"   // Name = bare JID
+	OpRosterPut       OpKind = "roster.put"       // Name = user, Item
+	OpRosterDel       OpKind = "roster.del"       // Name = user, Value = contact JID
+	OpOfflinePush     OpKind = "offline.push"     // Name = user, Data = stanza
+	OpOfflineDel      OpKind = "offline.del"      // Name = user, Index = last seq delivered
+	OpVCardSet        OpKind = "vcard.set"        // Name = user, Data = vCard XML (empty: delete)
+	OpPrivateSet      OpKind = "private.set"      // Name = user, Value = key, Data = XML
+	OpLastSet         OpKind = "last.set"         // Name = user, Value = status
 )
 
 // Op is one serializable change to the store.
@@ -38,6 +52,12 @@ type Op struct {
 	Index int         `json:"index,omitempty"`
 	Admin *Admin      `json:"admin,omitempty"`
 	Audit *AuditEntry `json:"audit,omitempty"`
+
+	Data         []byte      `json:"data,omitempty"`
+	Domain       *Domain     `json:"domain,omitempty"`
+	Accounts     []Account   `json:"accounts,omitempty"`
+	SkipExisting bool        `json:"skip_existing,omitempty"`
+	Item         *RosterItem `json:"item,omitempty"`
 }
 
 // Errors callers may test for.
@@ -119,6 +139,12 @@ func apply(tx *bolt.Tx, op Op) error {
 			return err
 		}
 		return trimSeq(h, n, HistoryLimit)
+	case OpDomainPrimary, OpDomainPut, OpDomainDel:
+		return applyDomain(tx, op)
+	case OpAccountCreate, OpAccountPassword, OpAccountDelete:
+		return applyAccount(tx, op)
+	case OpRosterPut, OpRosterDel, OpOfflinePush, OpOfflineDel, OpVCardSet, OpPrivateSet, OpLastSet:
+		return applyIM(tx, op)
 	}
 	return fmt.Errorf("unknown store operation %q", op.Kind)
 }

@@ -22,7 +22,7 @@ import (
 )
 
 // SchemaVersion is the version of the layout this code reads and writes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // FileName is the bbolt file's name inside the data directory.
 const FileName = "parley.db"
@@ -33,6 +33,14 @@ var (
 	bucketAdmins  = []byte("admins")
 	bucketAudit   = []byte("audit")
 	bucketHistory = []byte("history")
+
+	bucketDomains  = []byte("xmpp.domains")
+	bucketAccounts = []byte("xmpp.accounts")
+	bucketRosters  = []byte("xmpp.rosters")
+	bucketOffline  = []byte("xmpp.offline")
+	bucketVCards   = []byte("xmpp.vcards")
+	bucketPrivate  = []byte("xmpp.private")
+	bucketLast     = []byte("xmpp.last")
 )
 
 // migrations[i] brings a store from schema i to i+1. migrations[0] creates
@@ -40,6 +48,15 @@ var (
 var migrations = []func(tx *bolt.Tx) error{
 	func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketConfig, bucketAdmins, bucketAudit, bucketHistory} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+	// 1 → 2: the XMPP engine's data.
+	func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketDomains, bucketAccounts, bucketRosters, bucketOffline, bucketVCards, bucketPrivate, bucketLast} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

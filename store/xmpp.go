@@ -1,0 +1,332 @@
+package store
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"mellium.im/sasl"
+)
+
+// XMPP configuration keys in the config bucket. Domains live in their own
+// bucket.
+const (
+	XMPPEnabled           = "xmpp.enabled"             // "true" when the engine should run
+	XMPPListen            = "xmpp.listen"              // space-separated addresses or interface names; unset: all addresses
+	XMPPPortC2S           = "xmpp.port.c2s"            // plain + STARTTLS, default 5222
+	XMPPPortC2STLS        = "xmpp.port.c2s-tls"        // direct TLS, default 5223
+	XMPPPortS2S           = "xmpp.port.s2s"            // server streams, default 5269
+	XMPPMaxSessions       = "xmpp.max-sessions"        // 0 or unset: no limit
+	XMPPClientAuthTimeout = "xmpp.client-auth-timeout" // seconds, default 30
+)
+
+// ListenNone is the value of XMPPListen meaning "listen nowhere".
+const ListenNone = "none"
+
+// Defaults for XMPP settings.
+const (
+	DefaultPortC2S           = 5222
+	DefaultPortC2STLS        = 5223
+	DefaultPortS2S           = 5269
+	DefaultClientAuthTimeout = 30 * time.Second
+)
+
+// Domain is one hosted XMPP domain and the files (in the files area) of its
+// key, certificate and optional CA bundle.
+type Domain struct {
+	Name    string `json:"name"`
+	Primary bool   `json:"primary,omitempty"`
+	Key     string `json:"key,omitempty"`
+	Cert    string `json:"cert,omitempty"`
+	Bundle  string `json:"bundle,omitempty"`
+}
+
+// XMPPConfig is a snapshot of everything the engine is configured with.
+type XMPPConfig struct {
+	Enabled           bool
+	Domains           []Domain // the primary first, then by name
+	Listen            []string // nil: all addresses; empty non-nil: none
+	PortC2S           int
+	PortC2STLS        int
+	PortS2S           int
+	MaxSessions       int
+	ClientAuthTimeout time.Duration
+}
+
+// Primary returns the primary domain, if one is set.
+func (c *XMPPConfig) Primary() (Domain, bool) {
+	if len(c.Domains) > 0 && c.Domains[0].Primary {
+		return c.Domains[0], true
+	}
+	return Domain{}, false
+}
+
+// Domain returns a hosted domain by name.
+func (c *XMPPConfig) Domain(name string) (Domain, bool) {
+	for _, d := range c.Domains {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return Domain{}, false
+}
+
+// XMPP returns the current XMPP configuration.
+func (s *Store) XMPP() (XMPPConfig, error) {
+	c := XMPPConfig{PortC2S: DefaultPortC2S, PortC2STLS: DefaultPortC2STLS, PortS2S: DefaultPortS2S, ClientAuthTimeout: DefaultClientAuthTimeout}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		cfg := tx.Bucket(bucketConfig)
+		get := func(k string) (string, bool) {
+			v := cfg.Get([]byte(k))
+			return string(v), v != nil
+		}
+		num := func(k string, def int) int {
+			if v, ok := get(k); ok {
+				if n, err := strconv.Atoi(v); err == nil {
+					return n
+				}
+			}
+			return def
+		}
+		v, _ := get(XMPPEnabled)
+		c.Enabled = v == "true"
+		if v, ok := get(XMPPListen); ok {
+			if v == ListenNone {
+				c.Listen = []string{}
+			} else {
+				c.Listen = strings.Fields(v)
+			}
+		}
+		c.PortC2S = num(XMPPPortC2S, DefaultPortC2S)
+		c.PortC2STLS = num(XMPPPortC2STLS, DefaultPortC2STLS)
+		c.PortS2S = num(XMPPPortS2S, DefaultPortS2S)
+		c.MaxSessions = num(XMPPMaxSessions, 0)
+		c.ClientAuthTimeout = time.Duration(num(XMPPClientAuthTimeout, int(DefaultClientAuthTimeout/time.Second))) * time.Second
+		return tx.Bucket(bucketDomains).ForEach(func(k, v []byte) error {
+			var d Domain
+			if err := json.Unmarshal(v, &d); err != nil {
+				return err
+			}
+			c.Domains = append(c.Domains, d)
+			return nil
+		})
+	})
+	sort.SliceStable(c.Domains, func(i, j int) bool {
+		if c.Domains[i].Primary != c.Domains[j].Primary {
+			return c.Domains[i].Primary
+		}
+		return c.Domains[i].Name < c.Domains[j].Name
+	})
+	return c, err
+}
+
+func applyDomain(tx *bolt.Tx, op Op) error {
+	b := tx.Bucket(bucketDomains)
+	switch op.Kind {
+	case OpDomainPrimary:
+		// The primary domain is replaced: the old one stops being hosted
+		// unless it was added with multi-domain (then it stays, not primary).
+		var keep *Domain
+		if ok, err := getJSON(b, op.Name, &keep); err != nil {
+			return err
+		} else if !ok {
+			keep = &Domain{Name: op.Name}
+		}
+		var drop []string
+		b.ForEach(func(k, v []byte) error {
+			var d Domain
+			if json.Unmarshal(v, &d) == nil && d.Primary && d.Name != op.Name {
+				drop = append(drop, d.Name)
+			}
+			return nil
+		})
+		for _, n := range drop {
+			if err := b.Delete([]byte(n)); err != nil {
+				return err
+			}
+		}
+		keep.Primary = true
+		if op.Domain != nil { // certificates given with the change
+			keep.Key, keep.Cert, keep.Bundle = op.Domain.Key, op.Domain.Cert, op.Domain.Bundle
+		}
+		return putJSON(b, keep.Name, keep)
+	case OpDomainPut:
+		if op.Domain == nil || op.Domain.Name == "" {
+			return errors.New("domain.put without a domain")
+		}
+		var old Domain
+		ok, err := getJSON(b, op.Domain.Name, &old)
+		if err != nil {
+			return err
+		}
+		d := *op.Domain
+		d.Primary = ok && old.Primary
+		return putJSON(b, d.Name, d)
+	case OpDomainDel:
+		var d Domain
+		if ok, err := getJSON(b, op.Name, &d); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("domain %s: %w", op.Name, ErrNotFound)
+		}
+		return b.Delete([]byte(op.Name))
+	}
+	return fmt.Errorf("unknown domain operation %q", op.Kind)
+}
+
+// SCRAMIterations is the PBKDF2 iteration count for new credentials.
+const SCRAMIterations = 4096
+
+// SCRAMKey is one SCRAM credential: the salt, iteration count and the
+// salted password (RFC 5802 SaltedPassword). The password itself is never
+// stored.
+type SCRAMKey struct {
+	Salt   []byte `json:"salt"`
+	Iter   int    `json:"iter"`
+	Salted []byte `json:"salted"`
+}
+
+// Account is one XMPP user account.
+type Account struct {
+	JID     string    `json:"jid"` // bare, normalized: local@domain
+	SHA1    SCRAMKey  `json:"scram_sha1"`
+	SHA256  SCRAMKey  `json:"scram_sha256"`
+	Created time.Time `json:"created"`
+}
+
+// NewAccount derives the SCRAM-SHA-1 and SCRAM-SHA-256 credentials of a
+// password, each with its own random salt.
+func NewAccount(jid, password string) (Account, error) {
+	if len(password) > MaxPasswordLength {
+		return Account{}, fmt.Errorf("password is longer than %d bytes", MaxPasswordLength)
+	}
+	a := Account{JID: jid}
+	for _, k := range []*SCRAMKey{&a.SHA1, &a.SHA256} {
+		k.Salt, k.Iter = make([]byte, 16), SCRAMIterations
+		if _, err := rand.Read(k.Salt); err != nil {
+			return a, err
+		}
+	}
+	a.SHA1.Salted = sasl.SCRAMSaltPassword(sha1.New, []byte(password), a.SHA1.Salt, a.SHA1.Iter)
+	a.SHA256.Salted = sasl.SCRAMSaltPassword(sha256.New, []byte(password), a.SHA256.Salt, a.SHA256.Iter)
+	return a, nil
+}
+
+// CheckPassword reports whether password is the account's, comparing the
+// SCRAM-SHA-256 salted password in constant time (for SASL PLAIN).
+func (a *Account) CheckPassword(password string) bool {
+	if len(password) > MaxPasswordLength || a.SHA256.Iter <= 0 {
+		return false
+	}
+	got := sasl.SCRAMSaltPassword(sha256.New, []byte(password), a.SHA256.Salt, a.SHA256.Iter)
+	return subtle.ConstantTimeCompare(got, a.SHA256.Salted) == 1
+}
+
+// Domain returns the domain part of the account's JID.
+func (a *Account) Domain() string {
+	if i := strings.LastIndexByte(a.JID, '@'); i >= 0 {
+		return a.JID[i+1:]
+	}
+	return a.JID
+}
+
+// Account returns one account by bare JID.
+func (s *Store) Account(jid string) (Account, error) {
+	var a Account
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ok, err := getJSON(tx.Bucket(bucketAccounts), jid, &a)
+		if err == nil && !ok {
+			err = fmt.Errorf("no account %s: %w", jid, ErrNotFound)
+		}
+		return err
+	})
+	return a, err
+}
+
+// Accounts returns the accounts of a domain (every account if domain is
+// empty), by JID.
+func (s *Store) Accounts(domain string) ([]Account, error) {
+	var out []Account
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
+			if domain != "" && !bytes.HasSuffix(k, []byte("@"+domain)) {
+				return nil
+			}
+			var a Account
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func applyAccount(tx *bolt.Tx, op Op) error {
+	b := tx.Bucket(bucketAccounts)
+	switch op.Kind {
+	case OpAccountCreate:
+		for _, a := range op.Accounts {
+			if a.JID == "" {
+				return errors.New("account without a JID")
+			}
+			if b.Get([]byte(a.JID)) != nil {
+				if op.SkipExisting {
+					continue
+				}
+				return fmt.Errorf("account %s %w", a.JID, ErrExists)
+			}
+			a.Created = op.Time
+			if err := putJSON(b, a.JID, a); err != nil {
+				return err
+			}
+		}
+		return nil
+	case OpAccountPassword:
+		if len(op.Accounts) != 1 {
+			return errors.New("account.password takes one account")
+		}
+		var old Account
+		if ok, err := getJSON(b, op.Accounts[0].JID, &old); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("account %s: %w", op.Accounts[0].JID, ErrNotFound)
+		}
+		a := op.Accounts[0]
+		a.Created = old.Created
+		return putJSON(b, a.JID, a)
+	case OpAccountDelete:
+		if b.Get([]byte(op.Name)) == nil {
+			return fmt.Errorf("account %s: %w", op.Name, ErrNotFound)
+		}
+		if err := b.Delete([]byte(op.Name)); err != nil {
+			return err
+		}
+		// Everything the account owned goes with it.
+		for _, name := range [][]byte{bucketRosters, bucketOffline, bucketVCards, bucketPrivate, bucketLast} {
+			p := tx.Bucket(name)
+			if p.Bucket([]byte(op.Name)) != nil {
+				if err := p.DeleteBucket([]byte(op.Name)); err != nil {
+					return err
+				}
+			} else if p.Get([]byte(op.Name)) != nil {
+				if err := p.Delete([]byte(op.Name)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown account operation %q", op.Kind)
+}
