@@ -16,7 +16,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files and docs/commands.md")
 
-// fakePrompt answers secrets from a queue.
+// fakePrompt answers secrets and questions from a queue.
 type fakePrompt struct {
 	answers     []string
 	interactive bool
@@ -33,10 +33,13 @@ func (p *fakePrompt) Secret(prompt string) (string, error) {
 	return a, nil
 }
 
+// Ask answers from the same queue as Secret.
+func (p *fakePrompt) Ask(prompt string) (string, error) { return p.Secret(prompt) }
+
 func (p *fakePrompt) Interactive() bool { return p.interactive }
 
 type fixture struct {
-	t    *testing.T
+	t    testing.TB
 	tree *Tree
 	env  *Env
 	out  bytes.Buffer
@@ -44,7 +47,7 @@ type fixture struct {
 
 var fixedNow = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(dir)

@@ -150,19 +150,23 @@ func runHelp(c *Ctx, args []string) error {
 		}
 		return tw.Flush()
 	}
-	cmd, rest, under := t.Lookup(args)
-	if cmd != nil && len(rest) == 0 {
-		writeCommandHelp(c.Out, cmd)
-		return nil
+	cmd, rest, _ := t.Lookup(args)
+	if len(rest) > 0 {
+		cmd = nil // a shorter command matched: not the one asked about
 	}
-	if under == nil && cmd != nil {
-		under = t.under(args)
+	// The commands under the words asked about, e.g. "help xmpp user".
+	under := t.under(args)
+	if len(prefixOf(under, args)) < len(args) {
+		under = nil
 	}
-	if len(under) == 0 || len(prefixOf(under, args)) < len(args) {
+	if cmd == nil && len(under) == 0 {
 		return errorf("help: no command %q: type 'help' for the list of commands", strings.Join(args, " "))
 	}
 	if cmd != nil {
 		writeCommandHelp(c.Out, cmd)
+		if len(under) == 0 {
+			return nil
+		}
 		c.printf("\n")
 	}
 	tw := tabwriter.NewWriter(c.Out, 0, 0, 2, ' ', 0)

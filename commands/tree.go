@@ -95,8 +95,11 @@ func (a Arg) usage() string {
 
 // Command is one shell command.
 type Command struct {
-	Words   []string
-	Args    []Arg
+	Words []string
+	Args  []Arg
+	// Syntax, when set, is the usage line instead of the one made from
+	// Words and Args (for forms Args cannot express, e.g. "[<key> <crt>]").
+	Syntax  string
 	Summary string // one line
 	Help    string // paragraphs
 	Example string // one or more lines
@@ -115,6 +118,9 @@ func (cmd *Command) Name() string { return strings.Join(cmd.Words, " ") }
 
 // Usage is the one-line usage.
 func (cmd *Command) Usage() string {
+	if cmd.Syntax != "" {
+		return cmd.Syntax
+	}
 	parts := []string{cmd.Name()}
 	for _, a := range cmd.Args {
 		parts = append(parts, a.usage())
@@ -139,6 +145,9 @@ type Prompter interface {
 	// Secret reads a secret without echo; in exec or script mode it is the
 	// next line of standard input.
 	Secret(prompt string) (string, error)
+	// Ask reads a line shown as it is typed (a confirmation, a choice); in
+	// exec or script mode it is the next line of standard input.
+	Ask(prompt string) (string, error)
 	// Interactive reports whether a person is at a terminal.
 	Interactive() bool
 }
@@ -152,6 +161,9 @@ type Env struct {
 	Now     func() time.Time
 	// Sessions returns how many shell sessions each admin user has open.
 	Sessions func() map[string]int
+	// XMPP is the XMPP engine running in this process; nil when there is
+	// none (unit tests, tools that only edit the store).
+	XMPP XMPPEngine
 }
 
 func (e *Env) now() time.Time {
@@ -232,6 +244,17 @@ func (t *Tree) Lookup(tokens []string) (*Command, []string, []*Command) {
 	return nil, nil, t.under(tokens)
 }
 
+// hasSubcommands reports whether longer commands start with cmd's words.
+func (t *Tree) hasSubcommands(cmd *Command) bool {
+	n := len(cmd.Words)
+	for _, u := range t.cmds {
+		if len(u.Words) > n && equalWords(u.Words[:n], cmd.Words) {
+			return true
+		}
+	}
+	return false
+}
+
 // under returns the commands whose words start with the longest matching
 // prefix of tokens.
 func (t *Tree) under(tokens []string) []*Command {
@@ -274,6 +297,13 @@ func (t *Tree) Run(c *Ctx, line string) error {
 	}
 	c.Tree = t
 	cmd, args, under := t.Lookup(tokens)
+	if cmd != nil && len(args) > 0 && len(cmd.Args) == 0 {
+		// "xmpp frob", "xmpp multi-domain": words meant as a subcommand of a
+		// command that takes no arguments.
+		if t.hasSubcommands(cmd) {
+			cmd, under = nil, t.under(tokens)
+		}
+	}
 	if cmd == nil {
 		if under != nil {
 			prefix := strings.Join(prefixOf(under, tokens), " ")

@@ -99,11 +99,7 @@ func userCommands() []*Command {
 			Summary: "Show the password and login rules",
 			Perm:    PermRead,
 			Run: func(c *Ctx, args []string) error {
-				min := c.Store.ConfigInt(store.RuleMinLength)
-				if min == 0 {
-					min = store.DefaultMinPasswordLength
-				}
-				c.printf("min_length         %d\n", min)
+				c.printf("min_length         %d\n", minPasswordLength(c.Store))
 				c.printf("max_failed_logins  %s\n", zeroOff(c.Store.ConfigInt(store.RuleMaxFailedLogins), "", " (then locked for 15 minutes)"))
 				c.printf("password_age       %s\n", zeroOff(c.Store.ConfigInt(store.RulePasswordAge), "", " days"))
 				return nil
@@ -199,6 +195,19 @@ func adminOp(c *Ctx, what string, op store.Op) error {
 // NewPassword asks for a new password (twice at a terminal, once from a
 // script) and checks it against the rules. It returns the salted hash.
 func NewPassword(c *Ctx, user, prompt string) (string, error) {
+	pw, err := askNewPassword(c, prompt)
+	if err != nil {
+		return "", err
+	}
+	if err := checkPasswordRules(c.Store, pw, user); err != nil {
+		return "", err
+	}
+	return store.HashPassword(pw)
+}
+
+// askNewPassword reads a new password without echo: twice at a terminal
+// (they must match), once from a script.
+func askNewPassword(c *Ctx, prompt string) (string, error) {
 	pw, err := c.Prompt.Secret(prompt)
 	if err != nil {
 		return "", errorf("no password given: %v", err)
@@ -212,19 +221,33 @@ func NewPassword(c *Ctx, user, prompt string) (string, error) {
 			return "", errorf("the passwords do not match; nothing was changed")
 		}
 	}
-	min := c.Store.ConfigInt(store.RuleMinLength)
-	if min == 0 {
-		min = store.DefaultMinPasswordLength
+	return pw, nil
+}
+
+// minPasswordLength is the min_length rule, or its default.
+func minPasswordLength(s *store.Store) int {
+	if min := s.ConfigInt(store.RuleMinLength); min > 0 {
+		return min
 	}
+	return store.DefaultMinPasswordLength
+}
+
+// checkPasswordRules applies the password rules to a new password for one
+// of names (the user name, and for XMPP accounts also the bare JID).
+func checkPasswordRules(s *store.Store, pw string, names ...string) error {
+	min := minPasswordLength(s)
 	switch {
 	case len([]rune(pw)) < min:
-		return "", errorf("the password is too short: use at least %d characters (user rule min_length)", min)
+		return errorf("the password is too short: use at least %d characters (user rule min_length)", min)
 	case len(pw) > store.MaxPasswordLength:
-		return "", errorf("the password is too long: use at most %d bytes", store.MaxPasswordLength)
-	case pw == user:
-		return "", errorf("the password must not be the user name")
+		return errorf("the password is too long: use at most %d bytes", store.MaxPasswordLength)
 	}
-	return store.HashPassword(pw)
+	for _, n := range names {
+		if pw == n {
+			return errorf("the password must not be the user name")
+		}
+	}
+	return nil
 }
 
 func runUserAdd(c *Ctx, args []string) error {

@@ -558,13 +558,20 @@ func allSANs(cert *x509.Certificate) string {
 	return strings.Join(parts, ", ")
 }
 
-// otherNames decodes the otherName entries of a subjectAltName extension.
-func otherNames(der []byte) []string {
+// otherName is one otherName entry of a subjectAltName extension.
+type otherName struct {
+	oid   asn1.ObjectIdentifier
+	value string // the string inside, for the XMPP types
+}
+
+// parseOtherNames decodes the otherName entries of a subjectAltName
+// extension; what cannot be decoded is skipped.
+func parseOtherNames(der []byte) []otherName {
 	var seq asn1.RawValue
 	if rest, err := asn1.Unmarshal(der, &seq); err != nil || len(rest) > 0 {
 		return nil
 	}
-	var out []string
+	var out []otherName
 	for rest := seq.Bytes; len(rest) > 0; {
 		var gn asn1.RawValue
 		var err error
@@ -586,13 +593,23 @@ func otherNames(der []byte) []string {
 		if _, err := asn1.Unmarshal(explicit.Bytes, &value); err != nil {
 			continue
 		}
+		out = append(out, otherName{oid: oid, value: string(value.Bytes)})
+	}
+	return out
+}
+
+// otherNames lists the otherName entries of a subjectAltName extension as
+// "XMPP:…", "SRV:…" or "otherName:<oid>".
+func otherNames(der []byte) []string {
+	var out []string
+	for _, n := range parseOtherNames(der) {
 		switch {
-		case oid.Equal(oidXMPPAddr):
-			out = append(out, "XMPP:"+printable(string(value.Bytes)))
-		case oid.Equal(oidSRVName):
-			out = append(out, "SRV:"+printable(string(value.Bytes)))
+		case n.oid.Equal(oidXMPPAddr):
+			out = append(out, "XMPP:"+printable(n.value))
+		case n.oid.Equal(oidSRVName):
+			out = append(out, "SRV:"+printable(n.value))
 		default:
-			out = append(out, "otherName:"+oid.String())
+			out = append(out, "otherName:"+n.oid.String())
 		}
 	}
 	return out

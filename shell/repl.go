@@ -78,7 +78,8 @@ type noComplete struct{}
 
 func (noComplete) Do([]rune, int) ([][]rune, int) { return nil, 0 }
 
-// rlPrompter reads secrets through readline without echo.
+// rlPrompter reads secrets through readline without echo, and answers
+// with echo.
 type rlPrompter struct {
 	rl  *readline.Instance
 	cfg *readline.Config
@@ -88,6 +89,22 @@ func (p *rlPrompter) Secret(prompt string) (string, error) {
 	cfg := p.cfg.Clone()
 	cfg.Prompt = prompt
 	cfg.Painter = noEcho{}
+	cfg.AutoComplete = noComplete{}
+	cfg.HistoryLimit = -1
+	cfg.InterruptPrompt = "^C"
+	cfg.EOFPrompt = ""
+	b, err := p.rl.ReadPasswordWithConfig(cfg)
+	if errors.Is(err, readline.ErrInterrupt) {
+		return "", errors.New("cancelled")
+	}
+	return string(b), err
+}
+
+// Ask reads a line with echo (the default painter), without completion or
+// history.
+func (p *rlPrompter) Ask(prompt string) (string, error) {
+	cfg := p.cfg.Clone()
+	cfg.Prompt = prompt
 	cfg.AutoComplete = noComplete{}
 	cfg.HistoryLimit = -1
 	cfg.InterruptPrompt = "^C"

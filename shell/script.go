@@ -69,8 +69,9 @@ func (l *lineReader) next() (string, error) {
 	}
 }
 
-// linePrompter reads secrets from the next line of standard input. At a
-// terminal (exec mode with ssh -t) it shows the prompt; nothing is echoed.
+// linePrompter reads secrets and answers from the next line of standard
+// input. At a terminal (exec mode with ssh -t) it shows the prompt; secrets
+// are not echoed.
 type linePrompter struct {
 	lines    *lineReader
 	terminal bool
@@ -83,6 +84,23 @@ func (p *linePrompter) Secret(prompt string) (string, error) {
 		defer fmt.Fprint(p.out, "\r\n")
 	}
 	line, err := p.lines.next()
+	if err == io.EOF {
+		return "", errors.New("standard input ended before the expected line")
+	}
+	return line, err
+}
+
+// Ask reads the next line of standard input. At a terminal it shows the
+// prompt and, since the client's terminal does not echo in exec mode,
+// the answer once Enter is pressed.
+func (p *linePrompter) Ask(prompt string) (string, error) {
+	if p.terminal {
+		fmt.Fprint(p.out, prompt)
+	}
+	line, err := p.lines.next()
+	if p.terminal {
+		fmt.Fprint(p.out, line+"\r\n")
+	}
 	if err == io.EOF {
 		return "", errors.New("standard input ended before the expected line")
 	}

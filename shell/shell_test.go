@@ -270,6 +270,105 @@ func TestInteractive(t *testing.T) {
 	}
 }
 
+// A confirmation (commands.Prompter.Ask) is the next stdin line in exec and
+// script mode, and a line typed with echo in the interactive shell.
+func TestAsk(t *testing.T) {
+	ts := start(t, pki.MaxFileSize)
+	c := ts.client(t, "admin", adminPassword)
+	domain := func() string {
+		cfg, _ := ts.st.XMPP()
+		if len(cfg.Domains) == 0 {
+			return ""
+		}
+		return cfg.Domains[0].Name
+	}
+	if _, errs, code := exec(t, c, "xmpp domain example.com", ""); code != 0 {
+		t.Fatalf("xmpp domain: %q", errs)
+	}
+	_, errs, code := exec(t, c, "xmpp reset", "no\n")
+	if code != 1 || !strings.Contains(errs, "not confirmed") || domain() != "example.com" {
+		t.Fatalf("unconfirmed reset: %q %d, domain %q", errs, code, domain())
+	}
+	if _, errs, code = exec(t, c, "xmpp reset", ""); code != 1 || !strings.Contains(errs, "standard input ended") {
+		t.Fatalf("reset without input: %q %d", errs, code)
+	}
+	out, errs, code := exec(t, c, "xmpp reset", "reset\n")
+	if code != 0 || !strings.Contains(out, "XMPP configuration cleared") || domain() != "" {
+		t.Fatalf("reset: %q %q %d", out, errs, code)
+	}
+	// Script mode: the answer is the line after the command.
+	out, errs, code = exec(t, c, "", "xmpp domain example.org\nxmpp reset\nreset\nxmpp domain example.net\n")
+	if code != 0 || domain() != "example.net" {
+		t.Fatalf("script: %q %q %d, domain %q", out, errs, code, domain())
+	}
+
+	// Exec mode at a terminal (ssh -t): the prompt, then the answer shown.
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RequestPty("xterm", 40, 100, gossh.TerminalModes{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Stdin = strings.NewReader("reset\r")
+	tout, err := s.CombinedOutput("xmpp reset")
+	s.Close()
+	if err != nil || !strings.Contains(string(tout), "Type 'reset' to clear the XMPP configuration: reset\r\n") || domain() != "" {
+		t.Fatalf("exec at a terminal: %v %q", err, tout)
+	}
+
+	// Interactive: the answer is echoed as it is typed.
+	ts.st.Apply(store.Op{Kind: store.OpDomainPrimary, Name: "example.com"})
+	s, err = c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.RequestPty("xterm", 40, 100, gossh.TerminalModes{}); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := s.StdinPipe()
+	var mu sync.Mutex
+	var screen bytes.Buffer
+	s.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return screen.Write(p) })
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	expect := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			got := screen.String()
+			mu.Unlock()
+			if strings.Contains(got, want) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("screen never showed %q:\n%q", want, screen.String())
+	}
+	expect("parley> ")
+	io.WriteString(in, "xmpp reset\r")
+	expect("Type 'reset' to clear the XMPP configuration: ")
+	io.WriteString(in, "rese")
+	expect("configuration: rese")
+	io.WriteString(in, "t\r")
+	expect("XMPP configuration cleared")
+	if domain() != "" {
+		t.Error("interactive reset did not clear the domain")
+	}
+	io.WriteString(in, "\x04")
+	if err := s.Wait(); err != nil {
+		t.Fatalf("Ctrl-D: %v", err)
+	}
+	if h, _ := ts.st.History("admin"); len(h) != 1 || h[0] != "xmpp reset" {
+		t.Errorf("history = %q: the answer must not be in it", h)
+	}
+}
+
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

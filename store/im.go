@@ -27,6 +27,9 @@ type RosterItem struct {
 	PendingIn    bool     `json:"pending_in,omitempty"` // they asked to subscribe to us
 	PendingInMsg []byte   `json:"pending_in_msg,omitempty"`
 	Groups       []string `json:"groups,omitempty"`
+	// Hidden: the contact only asked to subscribe; the user has not added
+	// or approved them, so roster gets do not show the item (RFC 6121 §3.1.3).
+	Hidden bool `json:"hidden,omitempty"`
 }
 
 // Limits on per-account data.

@@ -31,6 +31,7 @@ const (
 	OpDomainPrimary   OpKind = "domain.primary"   // Name; Domain optional (its certificates)
 	OpDomainPut       OpKind = "domain.put"       // Domain (keeps Primary as it was)
 	OpDomainDel       OpKind = "domain.del"       // Name
+	OpXMPPReset       OpKind = "xmpp.reset"       // every domain and every xmpp.* setting; accounts stay
 	OpAccountCreate   OpKind = "account.create"   // Accounts; SkipExisting
 	OpAccountPassword OpKind = "account.password" // Accounts[0]
 	OpAccountDelete   OpKind = "account.delete"   // Name = bare JID
@@ -141,6 +142,8 @@ func apply(tx *bolt.Tx, op Op) error {
 		return trimSeq(h, n, HistoryLimit)
 	case OpDomainPrimary, OpDomainPut, OpDomainDel:
 		return applyDomain(tx, op)
+	case OpXMPPReset:
+		return applyXMPPReset(tx)
 	case OpAccountCreate, OpAccountPassword, OpAccountDelete:
 		return applyAccount(tx, op)
 	case OpRosterPut, OpRosterDel, OpOfflinePush, OpOfflineDel, OpVCardSet, OpPrivateSet, OpLastSet:

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/text/secure/precis"
 	"mellium.im/sasl"
 )
 
@@ -184,6 +185,34 @@ func applyDomain(tx *bolt.Tx, op Op) error {
 	return fmt.Errorf("unknown domain operation %q", op.Kind)
 }
 
+// XMPPConfigPrefix starts every XMPP setting's key in the config bucket.
+const XMPPConfigPrefix = "xmpp."
+
+// applyXMPPReset deletes every hosted domain and every XMPP setting (keys
+// starting with XMPPConfigPrefix), in the one transaction. Accounts and
+// their data are kept.
+func applyXMPPReset(tx *bolt.Tx) error {
+	for _, bucket := range [][]byte{bucketDomains, bucketConfig} {
+		b := tx.Bucket(bucket)
+		var keys [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			if bytes.Equal(bucket, bucketDomains) || bytes.HasPrefix(k, []byte(XMPPConfigPrefix)) {
+				keys = append(keys, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // SCRAMIterations is the PBKDF2 iteration count for new credentials.
 const SCRAMIterations = 4096
 
@@ -204,11 +233,27 @@ type Account struct {
 	Created time.Time `json:"created"`
 }
 
-// NewAccount derives the SCRAM-SHA-1 and SCRAM-SHA-256 credentials of a
-// password, each with its own random salt.
-func NewAccount(jid, password string) (Account, error) {
+// PreparePassword applies the PRECIS OpaqueString profile (RFC 8265) to
+// an XMPP password, as SCRAM clients do before salting it (RFC 7677, RFC
+// 5802 "Normalize"): without it, a password with non-ASCII spaces or
+// characters in another Unicode normalization form would never match.
+func PreparePassword(password string) (string, error) {
 	if len(password) > MaxPasswordLength {
-		return Account{}, fmt.Errorf("password is longer than %d bytes", MaxPasswordLength)
+		return "", fmt.Errorf("password is longer than %d bytes", MaxPasswordLength)
+	}
+	p, err := precis.OpaqueString.String(password)
+	if err != nil {
+		return "", fmt.Errorf("the password has characters that are not allowed in XMPP passwords (RFC 8265): %v", err)
+	}
+	return p, nil
+}
+
+// NewAccount derives the SCRAM-SHA-1 and SCRAM-SHA-256 credentials of a
+// password (prepared with PreparePassword), each with its own random salt.
+func NewAccount(jid, password string) (Account, error) {
+	password, err := PreparePassword(password)
+	if err != nil {
+		return Account{}, err
 	}
 	a := Account{JID: jid}
 	for _, k := range []*SCRAMKey{&a.SHA1, &a.SHA256} {
@@ -225,7 +270,8 @@ func NewAccount(jid, password string) (Account, error) {
 // CheckPassword reports whether password is the account's, comparing the
 // SCRAM-SHA-256 salted password in constant time (for SASL PLAIN).
 func (a *Account) CheckPassword(password string) bool {
-	if len(password) > MaxPasswordLength || a.SHA256.Iter <= 0 {
+	password, err := PreparePassword(password)
+	if err != nil || a.SHA256.Iter <= 0 {
 		return false
 	}
 	got := sasl.SCRAMSaltPassword(sha256.New, []byte(password), a.SHA256.Salt, a.SHA256.Iter)

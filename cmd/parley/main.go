@@ -20,6 +20,7 @@ import (
 
 	"github.com/parley-xmpp/parley/commands"
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server"
 	"github.com/parley-xmpp/parley/shell"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -67,6 +68,7 @@ func serve(args []string) error {
 	keyFile := fs.String("admin-key", "", "authorize the SSH public key(s) in this file for the admin user")
 	hostname := fs.String("hostname", "", "set the appliance's host name (the shell prompt)")
 	maxUpload := fs.Int64("sftp-max-upload", pki.MaxFileSize, "largest file accepted over SFTP, in bytes")
+	idle := fs.Duration("xmpp-idle-timeout", 5*time.Minute, "a client silent this long is pinged, and closed after as long again")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -104,7 +106,10 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	env := &commands.Env{Store: st, Files: area, Version: Version, Started: time.Now()}
+	engine := server.New(server.Config{Store: st, Files: area, Version: Version, Log: logger, IdleTimeout: *idle})
+	engine.Start()
+	defer engine.Stop()
+	env := &commands.Env{Store: st, Files: area, Version: Version, Started: time.Now(), XMPP: engineStatus{engine}}
 	srv := shell.New(shell.Config{
 		Env: env, Tree: commands.NewTree(), HostKey: hostKey, Log: logger, MaxUpload: *maxUpload,
 	})
@@ -139,3 +144,16 @@ func serve(args []string) error {
 		return err
 	}
 }
+
+// engineStatus shows the engine to the commands.
+type engineStatus struct{ e *server.Engine }
+
+func (s engineStatus) Status() commands.XMPPStatus {
+	st := s.e.Status()
+	return commands.XMPPStatus{
+		Running: st.Running, Since: st.Since, Listeners: st.Listeners, Sessions: st.Sessions,
+		ByDomain: st.ByDomain, LastError: st.LastError, LastErrorAt: st.LastErrorAt,
+	}
+}
+
+func (s engineStatus) UserSessions(bare string) int { return s.e.UserSessions(bare) }

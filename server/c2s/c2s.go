@@ -1,0 +1,256 @@
+// Package c2s owns client streams (RFC 6120): STARTTLS (required before
+// authentication), SASL with SCRAM-SHA-256, SCRAM-SHA-1 and PLAIN through
+// mellium.im/sasl with stored salted credentials, resource binding from the
+// SASL identity only, and the session's read loop, which stamps `from` on
+// everything the client sends and hands it to the Handler.
+package c2s
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/parley-xmpp/parley/server/router"
+	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/server/xml"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// Accounts looks up credentials.
+type Accounts interface {
+	Account(bareJID string) (store.Account, error)
+}
+
+// Handler receives what bound sessions do.
+type Handler interface {
+	// Online is called once the session is bound.
+	Online(s *Session)
+	// Handle is called for each stanza the client sends, `from` stamped.
+	Handle(s *Session, stanza *xml.Element)
+	// Offline is called after the session is unbound.
+	Offline(s *Session)
+}
+
+// Config is what client streams need from the engine. Functions are read at
+// each use, so configuration changes apply to new streams at once.
+type Config struct {
+	TLS         func() *tls.Config
+	Hosted      func(domain string) bool
+	Accounts    Accounts
+	Router      *router.Router
+	Handler     Handler
+	AuthTimeout func() time.Duration
+	IdleTimeout time.Duration // after this long without data: a ping; twice: closed
+	Limits      xml.Limits
+	Throttle    *Throttle
+	Log         *log.Logger
+	// Features are extra stream features offered after authentication
+	// (e.g. the server's entity capabilities).
+	Features []byte
+}
+
+// Session is one client stream.
+type Session struct {
+	cfg      *Config
+	raw      net.Conn
+	conn     *stream.Conn
+	domain   string
+	local    string
+	resource string
+	bare     string
+	full     string
+	tls      bool
+
+	mu         sync.Mutex
+	available  bool
+	priority   int
+	presence   *xml.Element // the last available presence broadcast
+	interested bool         // asked for the roster
+	directed   map[string]bool
+	replaced   bool
+	Started    time.Time
+}
+
+// Bare is local@domain.
+func (s *Session) Bare() string { return s.bare }
+
+// Resource is the bound resource.
+func (s *Session) Resource() string { return s.resource }
+
+// Full is the full JID.
+func (s *Session) Full() string { return s.full }
+
+// Domain is the session's domain.
+func (s *Session) Domain() string { return s.domain }
+
+// Local is the localpart.
+func (s *Session) Local() string { return s.local }
+
+// Available reports the presence state.
+func (s *Session) Available() (bool, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.available, s.priority
+}
+
+// SetPresence records available (with priority and the presence sent) or
+// unavailable presence. It returns whether the session was available before.
+func (s *Session) SetPresence(available bool, priority int, p *xml.Element) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	was := s.available
+	s.available, s.priority = available, priority
+	if available {
+		s.presence = p
+	} else {
+		s.presence = nil
+	}
+	return was
+}
+
+// Presence returns the last available presence, or nil.
+func (s *Session) Presence() *xml.Element {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.presence
+}
+
+// SetInterested marks the session as having asked for the roster.
+func (s *Session) SetInterested() {
+	s.mu.Lock()
+	s.interested = true
+	s.mu.Unlock()
+}
+
+// Interested reports whether the session asked for the roster.
+func (s *Session) Interested() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.interested
+}
+
+// AddDirected remembers a JID that got directed presence; DirectedTo
+// returns (and with clear, forgets) them.
+func (s *Session) AddDirected(jid string, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.directed == nil {
+		s.directed = map[string]bool{}
+	}
+	if add {
+		s.directed[jid] = true
+	} else {
+		delete(s.directed, jid)
+	}
+}
+
+// DirectedTo returns the JIDs that got directed presence.
+func (s *Session) DirectedTo(clear bool) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.directed))
+	for j := range s.directed {
+		out = append(out, j)
+	}
+	if clear {
+		s.directed = nil
+	}
+	return out
+}
+
+// Deliver queues a stanza to the client.
+func (s *Session) Deliver(el *xml.Element) bool { return s.conn.Send(el) }
+
+// Replace closes the session because another bound its resource.
+func (s *Session) Replace() {
+	s.mu.Lock()
+	s.replaced = true
+	s.mu.Unlock()
+	s.conn.CloseWith((&stream.Error{Condition: "conflict", Text: "another session bound this resource"}).Bytes())
+}
+
+// Close ends the session with a stream error (nil: a clean end).
+func (s *Session) Close(e *stream.Error) {
+	if e == nil {
+		s.conn.CloseWith(stream.Close)
+		return
+	}
+	s.conn.CloseWith(e.Bytes())
+}
+
+// Serve runs a client stream whose header has been read: negotiation, then
+// the session. It returns when the stream ends.
+// onBound, if not nil, is called with the session once it is bound.
+func Serve(cfg *Config, raw net.Conn, rd *xml.Reader, header *xml.Element, direct bool, onBound func(*Session)) {
+	n := &negotiation{cfg: cfg, raw: raw, rd: rd, tls: direct, deadline: time.Now().Add(cfg.AuthTimeout())}
+	raw.SetReadDeadline(n.deadline)
+	s, err := n.run(header)
+	if err != nil {
+		var se *stream.Error
+		if errors.As(err, &se) {
+			raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			raw.Write(se.Bytes())
+		}
+		raw.Close()
+		return
+	}
+	if onBound != nil {
+		onBound(s)
+	}
+	s.serve(n.rd)
+}
+
+func (s *Session) serve(rd *xml.Reader) {
+	cfg := s.cfg
+	cfg.Router.Bind(s)
+	cfg.Handler.Online(s)
+	defer func() {
+		cfg.Router.Unbind(s)
+		cfg.Handler.Offline(s)
+	}()
+	idle := cfg.IdleTimeout
+	pinged := false
+	for {
+		s.raw.SetReadDeadline(time.Now().Add(idle))
+		el, err := rd.Next()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if !pinged {
+					pinged = true
+					s.conn.Send(xml.New(stream.NSClient, "iq", "type", "get", "id", "idle-"+stream.NewID(), "to", s.full, "from", s.domain).
+						Add(xml.New("urn:xmpp:ping", "ping")))
+					continue
+				}
+				s.Close(&stream.Error{Condition: "connection-timeout", Text: "no data from the client"})
+				break
+			}
+			var xe *xml.Error
+			if errors.As(err, &xe) {
+				s.Close(&stream.Error{Condition: xe.Condition, Text: xe.Text})
+			} else if err == io.EOF {
+				s.Close(nil)
+			} else {
+				s.conn.CloseWith(nil)
+			}
+			break
+		}
+		pinged = false
+		if el.Name.Space != stream.NSClient || !isStanza(el.Name.Local) {
+			s.Close(&stream.Error{Condition: "unsupported-stanza-type", Text: "<" + el.Name.Local + "> in " + el.Name.Space + " is not a stanza"})
+			break
+		}
+		// from is always the session's full JID (RFC 6120 §8.1.2.1).
+		el.Set("from", s.full)
+		cfg.Handler.Handle(s, el)
+	}
+	<-s.conn.Done()
+}
+
+func isStanza(local string) bool {
+	return local == "message" || local == "presence" || local == "iq"
+}

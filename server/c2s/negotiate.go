@@ -1,0 +1,396 @@
+package c2s
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"mellium.im/sasl"
+	"mellium.im/xmpp/jid"
+
+	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/server/xml"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// MaxAuthAttempts is how many failed SASL attempts one stream may make.
+const MaxAuthAttempts = 5
+
+// Mechanisms are offered in this order. No -PLUS variant: channel binding
+// is not implemented on the server side, so it is never advertised.
+var Mechanisms = []string{"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"}
+
+type negotiation struct {
+	cfg        *Config
+	raw        net.Conn
+	rd         *xml.Reader
+	tls        bool
+	deadline   time.Time
+	domain     string
+	headerSent bool
+	authed     bool
+	local      string
+	failures   int
+}
+
+func (n *negotiation) write(b []byte) error {
+	n.raw.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, err := n.raw.Write(b)
+	return err
+}
+
+// fail makes a stream error; if our header is not out yet, it goes first.
+func (n *negotiation) fail(condition, text string) error {
+	if !n.headerSent {
+		n.write(stream.Header(stream.NSClient, n.domain, "", stream.NewID()))
+		n.headerSent = true
+	}
+	return &stream.Error{Condition: condition, Text: text}
+}
+
+func (n *negotiation) run(header *xml.Element) (*Session, error) {
+	for {
+		n.headerSent = false
+		if err := n.checkHeader(header); err != nil {
+			return nil, err
+		}
+		if err := n.write(stream.Header(stream.NSClient, n.domain, "", stream.NewID())); err != nil {
+			return nil, err
+		}
+		n.headerSent = true
+		if err := n.write(n.features()); err != nil {
+			return nil, err
+		}
+		s, restart, err := n.step()
+		if err != nil || s != nil {
+			return s, err
+		}
+		if !restart {
+			return nil, n.fail("internal-server-error", "negotiation ended")
+		}
+		n.rd = xml.NewReader(n.raw, n.cfg.Limits)
+		header, err = n.rd.Header()
+		if err != nil {
+			return nil, n.readErr(err)
+		}
+	}
+}
+
+func (n *negotiation) readErr(err error) error {
+	var xe *xml.Error
+	if errors.As(err, &xe) {
+		return n.fail(xe.Condition, xe.Text)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return n.fail("connection-timeout", "authentication took too long")
+	}
+	return err
+}
+
+func (n *negotiation) checkHeader(h *xml.Element) error {
+	to := h.Get("to")
+	d, err := jid.Parse(to)
+	if to == "" || err != nil || d.Localpart() != "" || d.Resourcepart() != "" || !n.cfg.Hosted(d.Domainpart()) {
+		return n.fail("host-unknown", fmt.Sprintf("%q is not served here", to))
+	}
+	if n.domain != "" && d.Domainpart() != n.domain {
+		return n.fail("host-unknown", "the domain changed during negotiation")
+	}
+	n.domain = d.Domainpart()
+	if v := h.Get("version"); v == "" || !strings.HasPrefix(v, "1.") {
+		return n.fail("unsupported-version", "XMPP version 1.0 is required")
+	}
+	return nil
+}
+
+func (n *negotiation) features() []byte {
+	var b bytes.Buffer
+	b.WriteString("<stream:features>")
+	switch {
+	case !n.tls:
+		b.WriteString(`<starttls xmlns="` + stream.NSTLS + `"><required/></starttls>`)
+	case !n.authed:
+		b.WriteString(`<mechanisms xmlns="` + stream.NSSASL + `">`)
+		for _, m := range Mechanisms {
+			b.WriteString("<mechanism>" + m + "</mechanism>")
+		}
+		b.WriteString("</mechanisms>")
+	default:
+		b.WriteString(`<bind xmlns="` + stream.NSBind + `"/>`)
+		b.WriteString(`<session xmlns="` + stream.NSSession + `"><optional/></session>`)
+		b.WriteString(`<ver xmlns="` + stream.NSRosterVer + `"/>`)
+		b.Write(n.cfg.Features)
+	}
+	b.WriteString("</stream:features>")
+	return b.Bytes()
+}
+
+// step reads elements until the stream restarts (STARTTLS, SASL success)
+// or a resource is bound.
+func (n *negotiation) step() (*Session, bool, error) {
+	for {
+		el, err := n.rd.Next()
+		if err != nil {
+			return nil, false, n.readErr(err)
+		}
+		switch {
+		case !n.tls:
+			if el.Name.Space == stream.NSTLS && el.Name.Local == "starttls" {
+				return nil, true, n.startTLS()
+			}
+			if isStanza(el.Name.Local) {
+				return nil, false, n.fail("not-authorized", "negotiate STARTTLS and authenticate first")
+			}
+			return nil, false, n.fail("policy-violation", "STARTTLS is required first")
+		case !n.authed:
+			if el.Name.Space == stream.NSSASL && el.Name.Local == "auth" {
+				ok, err := n.authenticate(el)
+				if err != nil {
+					return nil, false, err
+				}
+				if ok {
+					return nil, true, nil
+				}
+				continue
+			}
+			if el.Name.Space == stream.NSTLS {
+				return nil, false, n.fail("policy-violation", "TLS is already in place")
+			}
+			return nil, false, n.fail("not-authorized", "authenticate first")
+		default:
+			if el.Name.Space == stream.NSClient && el.Name.Local == "iq" && el.Get("type") == "set" {
+				if b := el.Child(stream.NSBind, "bind"); b != nil {
+					s, err := n.bind(el, b)
+					return s, false, err
+				}
+			}
+			return nil, false, n.fail("not-authorized", "bind a resource first")
+		}
+	}
+}
+
+func (n *negotiation) startTLS() error {
+	cfg := n.cfg.TLS()
+	if cfg == nil {
+		n.write([]byte(`<failure xmlns="` + stream.NSTLS + `"/>` + string(stream.Close)))
+		return errors.New("no certificate for TLS")
+	}
+	if err := n.write([]byte(`<proceed xmlns="` + stream.NSTLS + `"/>`)); err != nil {
+		return err
+	}
+	tc := tls.Server(n.raw, cfg)
+	tc.SetDeadline(n.deadline)
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	tc.SetWriteDeadline(time.Time{})
+	n.raw = tc
+	n.tls = true
+	return nil
+}
+
+func (n *negotiation) saslFailure(condition, text string) error {
+	var b bytes.Buffer
+	b.WriteString(`<failure xmlns="` + stream.NSSASL + `"><` + condition + `/>`)
+	if text != "" {
+		t := xml.New(stream.NSSASL, "text").AddText(text)
+		b.Write(t.Bytes(stream.NSSASL))
+	}
+	b.WriteString("</failure>")
+	return n.write(b.Bytes())
+}
+
+func remoteIP(c net.Conn) string {
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	return host
+}
+
+// authenticate runs one SASL exchange. It reports whether it succeeded; a
+// failed attempt may be retried until MaxAuthAttempts.
+func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
+	ip := remoteIP(n.raw)
+	n.cfg.Throttle.Wait(ip)
+	var mech sasl.Mechanism
+	switch name := auth.Get("mechanism"); name {
+	case "SCRAM-SHA-256":
+		mech = sasl.ScramSha256
+	case "SCRAM-SHA-1":
+		mech = sasl.ScramSha1
+	case "PLAIN":
+		mech = sasl.Plain
+	default:
+		return false, n.attemptFailed(ip, "invalid-mechanism", fmt.Sprintf("%q is not offered", name))
+	}
+	var (
+		user     string
+		authzErr bool
+	)
+	account := func(username, identity []byte) (store.Account, error) {
+		j, err := jid.New(string(username), n.domain, "")
+		if err != nil {
+			return store.Account{}, err
+		}
+		if len(identity) > 0 && string(identity) != j.String() {
+			authzErr = true
+			return store.Account{}, errors.New("authorization identity differs")
+		}
+		user = j.Localpart()
+		return n.cfg.Accounts.Account(j.String())
+	}
+	neg := sasl.NewServer(mech,
+		func(neg *sasl.Negotiator) bool { // PLAIN
+			u, p, id := neg.Credentials()
+			a, err := account(u, id)
+			if err != nil {
+				a = decoyAccount(string(u))
+			}
+			return a.CheckPassword(string(p)) && err == nil
+		},
+		sasl.SaltedCredentials(func(u, id []byte, mechName string) ([]byte, []byte, int64, error) {
+			a, err := account(u, id)
+			if authzErr {
+				return nil, nil, 0, err
+			}
+			if err != nil {
+				// An unknown user fails at the proof, like a wrong
+				// password, so the answer does not tell who exists.
+				a = decoyAccount(string(u))
+			}
+			k := a.SHA256
+			if mechName == "SCRAM-SHA-1" {
+				k = a.SHA1
+			}
+			return k.Salt, k.Salted, int64(k.Iter), nil
+		}))
+
+	data, err := decodeSASL(auth.Text())
+	if err != nil {
+		return false, n.attemptFailed(ip, "incorrect-encoding", "")
+	}
+	for {
+		more, resp, err := neg.Step(data)
+		if err != nil {
+			cond := "not-authorized"
+			if authzErr {
+				cond = "invalid-authzid"
+			}
+			return false, n.attemptFailed(ip, cond, "")
+		}
+		if !more {
+			if _, err := n.cfg.Accounts.Account(user + "@" + n.domain); user == "" || err != nil {
+				return false, n.attemptFailed(ip, "not-authorized", "")
+			}
+			n.authed, n.local = true, user
+			n.cfg.Throttle.Success(ip)
+			if len(resp) == 0 {
+				return true, n.write([]byte(`<success xmlns="` + stream.NSSASL + `"/>`))
+			}
+			return true, n.write([]byte(`<success xmlns="` + stream.NSSASL + `">` + base64.StdEncoding.EncodeToString(resp) + `</success>`))
+		}
+		if err := n.write([]byte(`<challenge xmlns="` + stream.NSSASL + `">` + base64.StdEncoding.EncodeToString(resp) + `</challenge>`)); err != nil {
+			return false, err
+		}
+		el, err := n.rd.Next()
+		if err != nil {
+			return false, n.readErr(err)
+		}
+		if el.Name.Space == stream.NSSASL && el.Name.Local == "abort" {
+			return false, n.attemptFailed(ip, "aborted", "")
+		}
+		if el.Name.Space != stream.NSSASL || el.Name.Local != "response" {
+			return false, n.fail("not-authorized", "expected a SASL response")
+		}
+		if data, err = decodeSASL(el.Text()); err != nil {
+			return false, n.attemptFailed(ip, "incorrect-encoding", "")
+		}
+	}
+}
+
+func (n *negotiation) attemptFailed(ip, condition, text string) error {
+	if condition != "aborted" {
+		n.failures++
+		n.cfg.Throttle.Fail(ip)
+		n.cfg.Log.Printf("c2s: authentication failed from %s for domain %s (%s)", ip, n.domain, condition)
+	}
+	if err := n.saslFailure(condition, text); err != nil {
+		return err
+	}
+	if n.failures >= MaxAuthAttempts {
+		return n.fail("policy-violation", "too many failed authentication attempts")
+	}
+	return nil
+}
+
+func decodeSASL(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "=" {
+		return nil, nil
+	}
+	return base64.StdEncoding.DecodeString(s)
+}
+
+var decoyKey = func() []byte {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return b
+}()
+
+// decoyAccount has credentials no password matches, with a salt that is
+// stable per user name, for users that do not exist.
+func decoyAccount(user string) store.Account {
+	m := hmac.New(sha256.New, decoyKey)
+	m.Write([]byte(user))
+	salt := m.Sum(nil)[:16]
+	junk := make([]byte, 32)
+	rand.Read(junk)
+	k := store.SCRAMKey{Salt: salt, Iter: store.SCRAMIterations, Salted: junk}
+	j1 := store.SCRAMKey{Salt: salt, Iter: store.SCRAMIterations, Salted: junk[:20]}
+	return store.Account{SHA1: j1, SHA256: k}
+}
+
+func (n *negotiation) bind(iq, b *xml.Element) (*Session, error) {
+	res := ""
+	if r := b.Child(stream.NSBind, "resource"); r != nil {
+		res = strings.TrimSpace(r.Text())
+	}
+	if res == "" {
+		res = "parley-" + stream.NewID()[:12]
+	}
+	full, err := jid.New(n.local, n.domain, res)
+	if err != nil {
+		reply := stream.ErrorReply(iq, "bad-request", "the resource is not valid: "+err.Error())
+		reply.Set("to", "")
+		reply.Set("from", "")
+		if werr := n.write(reply.Bytes(stream.NSClient)); werr != nil {
+			return nil, werr
+		}
+		return n.retryBind()
+	}
+	result := xml.New(stream.NSClient, "iq", "type", "result", "id", iq.Get("id")).
+		Add(xml.New(stream.NSBind, "bind").Add(xml.New(stream.NSBind, "jid").AddText(full.String())))
+	n.raw.SetReadDeadline(time.Time{})
+	s := &Session{
+		cfg: n.cfg, raw: n.raw, domain: n.domain, local: full.Localpart(), resource: full.Resourcepart(),
+		bare: full.Bare().String(), full: full.String(), tls: n.tls, Started: time.Now(),
+	}
+	s.conn = stream.NewConn(n.raw, stream.NSClient)
+	s.conn.Send(result)
+	return s, nil
+}
+
+func (n *negotiation) retryBind() (*Session, error) {
+	s, _, err := n.step()
+	return s, err
+}

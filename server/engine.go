@@ -1,0 +1,502 @@
+// Package server is Parley's embedded XMPP engine. Engine reads its
+// configuration from the store and reconciles on every change, without a
+// restart: listeners, domains, certificates (chosen by SNI), limits. The
+// protocol work lives in the sub-packages: xml (parsing with limits),
+// stream (errors, bounded outbound queues), c2s (client negotiation),
+// router (the session table) and im (the IM core).
+package server
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/im"
+	"github.com/parley-xmpp/parley/server/router"
+	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/server/xml"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// Config is what the engine is built with; everything else comes from the
+// store.
+type Config struct {
+	Store       *store.Store
+	Files       *pki.Area
+	Version     string
+	Log         *log.Logger
+	IdleTimeout time.Duration // client idle time before a ping (default 5 minutes)
+	Limits      xml.Limits    // default xml.DefaultLimits
+}
+
+// Status is what the engine reports to the shell.
+type Status struct {
+	Running     bool
+	Since       time.Time
+	Listeners   []string
+	Sessions    int
+	ByDomain    map[string]int
+	LastError   string
+	LastErrorAt time.Time
+}
+
+// Engine is the XMPP engine.
+type Engine struct {
+	cfg    Config
+	router *router.Router
+	im     *im.Service
+	c2s    *c2s.Config
+	kick   chan struct{}
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	xmpp      store.XMPPConfig
+	hosted    map[string]bool
+	certs     map[string]*tls.Certificate
+	primary   string
+	listeners map[string]*listener // by "addr kind"
+	conns     map[net.Conn]*connState
+	since     time.Time
+	lastErr   string
+	lastErrAt time.Time
+	stopped   bool
+}
+
+type connState struct {
+	sess *c2s.Session
+}
+
+type listener struct {
+	l      net.Listener
+	direct bool // TLS from the first byte (5223)
+	label  string
+}
+
+// New builds an engine; Start runs it.
+func New(cfg Config) *Engine {
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.Limits.MaxStanza == 0 {
+		cfg.Limits = xml.DefaultLimits
+	}
+	e := &Engine{
+		cfg: cfg, router: router.New(), kick: make(chan struct{}, 1), stop: make(chan struct{}),
+		hosted: map[string]bool{}, certs: map[string]*tls.Certificate{}, listeners: map[string]*listener{}, conns: map[net.Conn]*connState{},
+	}
+	e.im = &im.Service{Store: cfg.Store, Router: e.router, Hosted: e.Hosted, Version: cfg.Version, Started: time.Now(), Log: cfg.Log}
+	e.c2s = &c2s.Config{
+		TLS:         e.tlsConfig,
+		Hosted:      e.Hosted,
+		Accounts:    cfg.Store,
+		Router:      e.router,
+		Handler:     e.im,
+		AuthTimeout: e.authTimeout,
+		IdleTimeout: cfg.IdleTimeout,
+		Limits:      cfg.Limits,
+		Throttle:    c2s.NewThrottle(),
+		Log:         cfg.Log,
+		Features:    im.CapsFeature(),
+	}
+	return e
+}
+
+// Start applies the stored configuration and follows every change.
+func (e *Engine) Start() {
+	e.cfg.Store.Watch(e.onChange)
+	e.reconcile()
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		for {
+			select {
+			case <-e.kick:
+				e.reconcile()
+			case <-e.stop:
+				return
+			}
+		}
+	}()
+}
+
+// Stop closes every listener and session (system-shutdown).
+func (e *Engine) Stop() {
+	close(e.stop)
+	e.mu.Lock()
+	e.stopped = true
+	e.stopLocked("system-shutdown", "the server is shutting down")
+	e.mu.Unlock()
+	e.wg.Wait()
+}
+
+func (e *Engine) onChange(op store.Op) {
+	switch op.Kind {
+	case store.OpConfigSet, store.OpConfigDel, store.OpDomainPrimary, store.OpDomainPut, store.OpDomainDel:
+		if op.Kind == store.OpConfigSet || op.Kind == store.OpConfigDel {
+			if !strings.HasPrefix(op.Name, "xmpp.") {
+				return
+			}
+		}
+		select {
+		case e.kick <- struct{}{}:
+		default:
+		}
+	case store.OpAccountDelete:
+		for _, s := range e.router.Sessions(op.Name) {
+			s.(*c2s.Session).Close(&stream.Error{Condition: "not-authorized", Text: "the account was deleted"})
+		}
+	case store.OpXMPPReset:
+		select {
+		case e.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Hosted reports whether a domain is served here.
+func (e *Engine) Hosted(domain string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.hosted[strings.ToLower(domain)]
+}
+
+func (e *Engine) authTimeout() time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.xmpp.ClientAuthTimeout
+}
+
+func (e *Engine) setError(err error) {
+	e.lastErr, e.lastErrAt = err.Error(), time.Now()
+	e.cfg.Log.Printf("xmpp: %v", err)
+}
+
+// Status reports the engine's state.
+func (e *Engine) Status() Status {
+	total, by := e.router.Count()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := Status{Running: len(e.listeners) > 0, Since: e.since, Sessions: total, ByDomain: by, LastError: e.lastErr, LastErrorAt: e.lastErrAt}
+	for _, l := range e.listeners {
+		st.Listeners = append(st.Listeners, l.label)
+	}
+	sort.Strings(st.Listeners)
+	return st
+}
+
+// UserSessions counts a user's bound sessions.
+func (e *Engine) UserSessions(bare string) int { return len(e.router.Sessions(bare)) }
+
+func (e *Engine) reconcile() {
+	cfg, err := e.cfg.Store.XMPP()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return
+	}
+	if err != nil {
+		e.setError(err)
+		return
+	}
+	e.xmpp = cfg
+	hosted := map[string]bool{}
+	if cfg.Enabled {
+		for _, d := range cfg.Domains {
+			hosted[d.Name] = true
+		}
+	}
+	// Sessions of domains no longer served end.
+	for _, s := range e.router.All() {
+		if cs := s.(*c2s.Session); !hosted[cs.Domain()] {
+			cs.Close(&stream.Error{Condition: "host-gone", Text: "the domain is no longer served here"})
+		}
+	}
+	e.hosted = hosted
+	if !cfg.Enabled || len(cfg.Domains) == 0 {
+		e.stopLocked("system-shutdown", "the XMPP service was disabled")
+		return
+	}
+	e.loadCertificates(cfg)
+	want, err := e.wantListeners(cfg)
+	if err != nil {
+		e.setError(err)
+	}
+	for key, l := range e.listeners {
+		if _, ok := want[key]; !ok {
+			l.l.Close()
+			delete(e.listeners, key)
+		}
+	}
+	for key, w := range want {
+		if _, ok := e.listeners[key]; ok {
+			continue
+		}
+		ln, err := net.Listen("tcp", w.addr)
+		if err != nil {
+			e.setError(err)
+			continue
+		}
+		l := &listener{l: ln, direct: w.direct, label: w.label}
+		e.listeners[key] = l
+		e.wg.Add(1)
+		go e.accept(l)
+	}
+	if len(e.listeners) > 0 && e.since.IsZero() {
+		e.since = time.Now()
+	}
+}
+
+func (e *Engine) stopLocked(condition, text string) {
+	for key, l := range e.listeners {
+		l.l.Close()
+		delete(e.listeners, key)
+	}
+	for c, st := range e.conns {
+		if st.sess != nil {
+			st.sess.Close(&stream.Error{Condition: condition, Text: text})
+		} else {
+			c.Close()
+		}
+	}
+	e.since = time.Time{}
+}
+
+type wanted struct {
+	addr   string
+	direct bool
+	label  string
+}
+
+func (e *Engine) wantListeners(cfg store.XMPPConfig) (map[string]wanted, error) {
+	var hosts []string
+	var errs []string
+	if cfg.Listen == nil {
+		hosts = []string{""}
+	}
+	for _, a := range cfg.Listen {
+		if ip := net.ParseIP(a); ip != nil {
+			hosts = append(hosts, a)
+			continue
+		}
+		ifc, err := net.InterfaceByName(a)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("listen %s: no such interface or address", a))
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, ad := range addrs {
+			if ipn, ok := ad.(*net.IPNet); ok && !ipn.IP.IsLinkLocalUnicast() {
+				hosts = append(hosts, ipn.IP.String())
+			}
+		}
+	}
+	out := map[string]wanted{}
+	for _, h := range hosts {
+		for _, p := range []struct {
+			port   int
+			direct bool
+			kind   string
+		}{
+			{cfg.PortC2S, false, "c2s, STARTTLS"},
+			{cfg.PortC2STLS, true, "c2s-tls, direct TLS"},
+			{cfg.PortS2S, false, "s2s, STARTTLS"},
+		} {
+			addr := net.JoinHostPort(h, strconv.Itoa(p.port))
+			label := addr
+			if h == "" {
+				label = "*:" + strconv.Itoa(p.port)
+			}
+			out[addr+" "+strconv.FormatBool(p.direct)] = wanted{addr: addr, direct: p.direct, label: label + " (" + p.kind + ")"}
+		}
+	}
+	if len(errs) > 0 {
+		return out, errors.New(strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+// loadCertificates reads each domain's key, certificate and bundle from
+// the files area. A domain whose files do not load keeps no certificate
+// and the error is reported.
+func (e *Engine) loadCertificates(cfg store.XMPPConfig) {
+	certs := map[string]*tls.Certificate{}
+	e.primary = ""
+	for _, d := range cfg.Domains {
+		if d.Primary {
+			e.primary = d.Name
+		}
+		if d.Key == "" || d.Cert == "" {
+			continue
+		}
+		c, err := e.loadPair(d)
+		if err != nil {
+			e.setError(fmt.Errorf("certificate for %s: %v", d.Name, err))
+			continue
+		}
+		certs[d.Name] = c
+	}
+	e.certs = certs
+}
+
+func (e *Engine) loadPair(d store.Domain) (*tls.Certificate, error) {
+	keyPEM, err := e.cfg.Files.ReadFile(d.Key)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := e.cfg.Files.ReadFile(d.Cert)
+	if err != nil {
+		return nil, err
+	}
+	if d.Bundle != "" {
+		b, err := e.cfg.Files.ReadFile(d.Bundle)
+		if err != nil {
+			return nil, err
+		}
+		// The chain sent: the certificate, then the bundle's intermediates
+		// (a self-signed root at the end is not sent).
+		for rest := b; ; {
+			var blk *pem.Block
+			blk, rest = pem.Decode(rest)
+			if blk == nil {
+				break
+			}
+			if c, err := x509.ParseCertificate(blk.Bytes); err == nil && c.Subject.String() == c.Issuer.String() {
+				continue
+			}
+			certPEM = append(certPEM, pem.EncodeToMemory(blk)...)
+		}
+	}
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (e *Engine) tlsConfig() *tls.Config {
+	e.mu.Lock()
+	n := len(e.certs)
+	e.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"xmpp-client"},
+		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			name := strings.ToLower(strings.TrimSuffix(h.ServerName, "."))
+			if c := e.certs[name]; c != nil {
+				return c, nil
+			}
+			if c := e.certs[e.primary]; c != nil {
+				return c, nil
+			}
+			for _, c := range e.certs {
+				return c, nil
+			}
+			return nil, errors.New("no certificate")
+		},
+	}
+}
+
+func (e *Engine) accept(l *listener) {
+	defer e.wg.Done()
+	for {
+		c, err := l.l.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			return
+		}
+		go e.serve(c, l.direct)
+	}
+}
+
+// serve runs one connection: direct TLS if on 5223, then the stream header
+// decides what it is (client, server or component), by namespace.
+func (e *Engine) serve(c net.Conn, direct bool) {
+	e.mu.Lock()
+	max := e.xmpp.MaxSessions
+	st := &connState{}
+	e.conns[c] = st
+	timeout := e.xmpp.ClientAuthTimeout
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.conns, c)
+		e.mu.Unlock()
+	}()
+	c.SetDeadline(time.Now().Add(timeout))
+	if direct {
+		cfg := e.tlsConfig()
+		if cfg == nil {
+			c.Close()
+			return
+		}
+		tc := tls.Server(c, cfg)
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return
+		}
+		c = tc
+	}
+	rd := xml.NewReader(c, e.cfg.Limits)
+	header, err := rd.Header()
+	fail := func(ns string, se *stream.Error) {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		c.Write(stream.Header(ns, "", "", stream.NewID()))
+		c.Write(se.Bytes())
+		c.Close()
+	}
+	if err != nil {
+		var xe *xml.Error
+		if errors.As(err, &xe) {
+			fail(stream.NSClient, &stream.Error{Condition: xe.Condition, Text: xe.Text})
+		} else {
+			c.Close()
+		}
+		return
+	}
+	ns := ""
+	for _, a := range header.Attr {
+		if a.Name.Space == "" && a.Name.Local == "xmlns" {
+			ns = a.Value
+		}
+	}
+	switch ns {
+	case stream.NSClient:
+		if total, _ := e.router.Count(); max > 0 && total >= max {
+			fail(ns, &stream.Error{Condition: "resource-constraint", Text: fmt.Sprintf("the server's limit of %d sessions is reached", max)})
+			return
+		}
+		c.SetWriteDeadline(time.Time{})
+		c2s.Serve(e.c2s, c, rd, header, direct, func(s *c2s.Session) {
+			e.mu.Lock()
+			st.sess = s
+			e.mu.Unlock()
+		})
+	case stream.NSServer:
+		fail(ns, &stream.Error{Condition: "policy-violation", Text: "server-to-server streams are not enabled on this appliance yet"})
+	case stream.NSAccept:
+		fail(ns, &stream.Error{Condition: "policy-violation", Text: "component streams are not enabled on this appliance yet"})
+	default:
+		fail(stream.NSClient, &stream.Error{Condition: "invalid-namespace", Text: fmt.Sprintf("unknown stream namespace %q", ns)})
+	}
+}

@@ -1,0 +1,162 @@
+package im
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/server/xml"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// NSRoster is the roster namespace (RFC 6121 §2).
+const NSRoster = "jabber:iq:roster"
+
+// Limits on roster item fields.
+const (
+	maxItemName  = 1023
+	maxGroups    = 32
+	maxGroupName = 1023
+)
+
+func itemElement(it store.RosterItem) *xml.Element {
+	e := xml.New(NSRoster, "item", "jid", it.JID, "name", it.Name, "subscription", it.Subscription)
+	if it.Ask {
+		e.Set("ask", "subscribe")
+	}
+	for _, g := range it.Groups {
+		e.Add(xml.New(NSRoster, "group").AddText(g))
+	}
+	return e
+}
+
+// putItem stores an item and pushes it to the user's interested resources.
+func (s *Service) putItem(user string, it store.RosterItem) {
+	if err := s.Store.Apply(store.Op{Kind: store.OpRosterPut, Name: user, Item: &it}); err != nil {
+		s.Log.Printf("im: roster of %s: %v", user, err)
+		return
+	}
+	if it.Hidden {
+		return
+	}
+	s.push(user, itemElement(it))
+}
+
+func (s *Service) push(user string, item *xml.Element) {
+	ver, _, _ := s.Store.Roster(user)
+	for _, rs := range s.Router.Sessions(user) {
+		sess := rs.(*c2s.Session)
+		if !sess.Interested() {
+			continue
+		}
+		iq := xml.New(stream.NSClient, "iq", "type", "set", "id", "push-"+stream.NewID(), "to", sess.Full())
+		iq.Add(xml.New(NSRoster, "query", "ver", strconv.FormatUint(ver, 10)).Add(item.Copy()))
+		sess.Deliver(iq)
+	}
+}
+
+func (s *Service) rosterIQ(sess *c2s.Session, iq, q *xml.Element) {
+	switch iq.Get("type") {
+	case "get":
+		ver, items, err := s.Store.Roster(sess.Bare())
+		if err != nil {
+			sess.Deliver(stream.ErrorReply(iq, "internal-server-error", ""))
+			return
+		}
+		sess.SetInterested()
+		v := strconv.FormatUint(ver, 10)
+		if q.Has("ver") && q.Get("ver") == v {
+			sess.Deliver(result(iq)) // unchanged: the client's copy is current
+			return
+		}
+		out := xml.New(NSRoster, "query", "ver", v)
+		for _, it := range items {
+			if !it.Hidden {
+				out.Add(itemElement(it))
+			}
+		}
+		sess.Deliver(result(iq).Add(out))
+	case "set":
+		items := q.Elements()
+		if len(items) != 1 || items[0].Name.Local != "item" {
+			sess.Deliver(stream.ErrorReply(iq, "bad-request", "a roster set has exactly one item"))
+			return
+		}
+		el := items[0]
+		a, ok := parseAddr(el.Get("jid"))
+		if !ok || a.resource != "" {
+			sess.Deliver(stream.ErrorReply(iq, "jid-malformed", "the item needs a bare JID"))
+			return
+		}
+		if a.bare == sess.Bare() {
+			sess.Deliver(stream.ErrorReply(iq, "not-allowed", "you cannot add yourself"))
+			return
+		}
+		it, exists, _ := s.Store.RosterItem(sess.Bare(), a.bare)
+		if el.Get("subscription") == "remove" {
+			if !exists || it.Hidden {
+				sess.Deliver(stream.ErrorReply(iq, "item-not-found", ""))
+				return
+			}
+			s.removeItem(sess, it)
+			sess.Deliver(result(iq))
+			return
+		}
+		name := el.Get("name")
+		var groups []string
+		seen := map[string]bool{}
+		for _, g := range el.Elements() {
+			if g.Name.Local != "group" {
+				continue
+			}
+			t := strings.TrimSpace(g.Text())
+			if t == "" || len(t) > maxGroupName {
+				sess.Deliver(stream.ErrorReply(iq, "not-acceptable", "a group name must be 1 to 1023 bytes"))
+				return
+			}
+			if seen[t] {
+				sess.Deliver(stream.ErrorReply(iq, "bad-request", "duplicate group "+t))
+				return
+			}
+			seen[t] = true
+			groups = append(groups, t)
+		}
+		if len(name) > maxItemName || len(groups) > maxGroups {
+			sess.Deliver(stream.ErrorReply(iq, "not-acceptable", "the item's name or groups are too long"))
+			return
+		}
+		if !exists {
+			it = store.RosterItem{JID: a.bare, Subscription: store.SubNone}
+		}
+		it.Name, it.Groups, it.Hidden = name, groups, false
+		if err := s.Store.Apply(store.Op{Kind: store.OpRosterPut, Name: sess.Bare(), Item: &it}); err != nil {
+			sess.Deliver(stream.ErrorReply(iq, "resource-constraint", err.Error()))
+			return
+		}
+		sess.Deliver(result(iq))
+		s.push(sess.Bare(), itemElement(it))
+	default:
+		sess.Deliver(stream.ErrorReply(iq, "bad-request", ""))
+	}
+}
+
+// removeItem deletes a contact, cancelling subscriptions both ways
+// (RFC 6121 §2.5.2).
+func (s *Service) removeItem(sess *c2s.Session, it store.RosterItem) {
+	user := sess.Bare()
+	c, _ := parseAddr(it.JID)
+	if it.Subscription == store.SubTo || it.Subscription == store.SubBoth || it.Ask {
+		p := xml.New(stream.NSClient, "presence", "type", "unsubscribe", "from", user, "to", it.JID)
+		s.subscription(sess, p, "unsubscribe", c)
+	}
+	if it.Subscription == store.SubFrom || it.Subscription == store.SubBoth || it.PendingIn {
+		p := xml.New(stream.NSClient, "presence", "type", "unsubscribed", "from", user, "to", it.JID)
+		s.subscription(sess, p, "unsubscribed", c)
+	}
+	if err := s.Store.Apply(store.Op{Kind: store.OpRosterDel, Name: user, Value: it.JID}); err != nil {
+		s.Log.Printf("im: roster of %s: %v", user, err)
+		return
+	}
+	s.push(user, xml.New(NSRoster, "item", "jid", it.JID, "subscription", "remove"))
+}

@@ -1,0 +1,284 @@
+// Package stream owns what every XMPP stream shares: namespaces, the stream
+// header and stream errors (RFC 6120 §4), stanza errors (§8.3), and Conn, a
+// connection with one bounded outbound queue drained by one writer, so a
+// slow reader never blocks anyone who sends to it.
+package stream
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/parley-xmpp/parley/server/xml"
+)
+
+// Namespaces.
+const (
+	NSStream    = xml.NSStream
+	NSClient    = "jabber:client"
+	NSServer    = "jabber:server"
+	NSAccept    = "jabber:component:accept"
+	NSStreams   = "urn:ietf:params:xml:ns:xmpp-streams"
+	NSStanzas   = "urn:ietf:params:xml:ns:xmpp-stanzas"
+	NSTLS       = "urn:ietf:params:xml:ns:xmpp-tls"
+	NSSASL      = "urn:ietf:params:xml:ns:xmpp-sasl"
+	NSBind      = "urn:ietf:params:xml:ns:xmpp-bind"
+	NSSession   = "urn:ietf:params:xml:ns:xmpp-session"
+	NSRosterVer = "urn:xmpp:features:rosterver"
+)
+
+// NewID returns a random stream or stanza id.
+func NewID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Header returns the opening of a stream we send in reply to a peer's.
+func Header(ns, from, to, id string) []byte {
+	var b bytes.Buffer
+	b.WriteString(`<?xml version='1.0'?><stream:stream xmlns='`)
+	b.WriteString(ns)
+	b.WriteString(`' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'`)
+	if from != "" {
+		b.WriteString(` from='`)
+		b.WriteString(xmlAttr(from))
+		b.WriteString(`'`)
+	}
+	if to != "" {
+		b.WriteString(` to='`)
+		b.WriteString(xmlAttr(to))
+		b.WriteString(`'`)
+	}
+	if id != "" {
+		b.WriteString(` id='` + id + `'`)
+	}
+	b.WriteString(` xml:lang='en'>`)
+	return b.Bytes()
+}
+
+func xmlAttr(s string) string {
+	var b bytes.Buffer
+	e := xml.New("", "x", "v", s)
+	b.Write(e.Bytes(""))
+	out := b.String()
+	return out[len(`<x v="`) : len(out)-len(`"/>`)]
+}
+
+// Close is the end of a stream.
+var Close = []byte("</stream:stream>")
+
+// Error is a stream error: the condition (RFC 6120 §4.9.3) and a text.
+type Error struct {
+	Condition string
+	Text      string
+}
+
+func (e *Error) Error() string {
+	if e.Text == "" {
+		return e.Condition
+	}
+	return e.Condition + ": " + e.Text
+}
+
+// Errorf returns a stream error.
+func Errorf(condition, format string, a ...any) *Error {
+	return &Error{Condition: condition, Text: fmt.Sprintf(format, a...)}
+}
+
+// Bytes is the error as sent, followed by the end of the stream.
+func (e *Error) Bytes() []byte {
+	el := xml.New(NSStream, "error")
+	el.Add(xml.New(NSStreams, e.Condition))
+	if e.Text != "" {
+		t := xml.New(NSStreams, "text")
+		t.Attr = append(t.Attr, xml.Attr{Name: xml.Name{Space: xml.NSXML, Local: "lang"}, Value: "en"})
+		el.Add(t.AddText(e.Text))
+	}
+	b := el.Bytes(NSStream)
+	// the stream prefix is declared in the header
+	b = bytes.Replace(b, []byte("<error>"), []byte("<stream:error>"), 1)
+	b = bytes.Replace(b, []byte("</error>"), []byte("</stream:error>"), 1)
+	return append(b, Close...)
+}
+
+// StanzaError builds the error reply to a stanza (RFC 6120 §8.3): to and
+// from swapped, type="error", the original payload kept for messages and
+// presence, the condition inside <error/>.
+func StanzaError(orig *xml.Element, errType, condition, text string) *xml.Element {
+	reply := &xml.Element{Name: orig.Name}
+	reply.Set("id", orig.Get("id"))
+	reply.Set("to", orig.Get("from"))
+	reply.Set("from", orig.Get("to"))
+	reply.Set("type", "error")
+	if orig.Name.Local != "iq" {
+		for _, c := range orig.Children {
+			if el, ok := c.(*xml.Element); ok && el.Name.Local != "error" {
+				reply.Children = append(reply.Children, el.Copy())
+			}
+		}
+	}
+	e := xml.New(orig.Name.Space, "error", "type", errType)
+	e.Add(xml.New(NSStanzas, condition))
+	if text != "" {
+		t := xml.New(NSStanzas, "text")
+		t.Attr = append(t.Attr, xml.Attr{Name: xml.Name{Space: xml.NSXML, Local: "lang"}, Value: "en"})
+		e.Add(t.AddText(text))
+	}
+	return reply.Add(e)
+}
+
+// ErrorTypes maps each stanza error condition to its usual type.
+var ErrorTypes = map[string]string{
+	"bad-request":             "modify",
+	"conflict":                "cancel",
+	"feature-not-implemented": "cancel",
+	"forbidden":               "auth",
+	"item-not-found":          "cancel",
+	"jid-malformed":           "modify",
+	"not-acceptable":          "modify",
+	"not-allowed":             "cancel",
+	"not-authorized":          "auth",
+	"policy-violation":        "modify",
+	"recipient-unavailable":   "wait",
+	"remote-server-not-found": "cancel",
+	"remote-server-timeout":   "wait",
+	"resource-constraint":     "wait",
+	"service-unavailable":     "cancel",
+	"undefined-condition":     "cancel",
+	"internal-server-error":   "cancel",
+}
+
+// ErrorReply is StanzaError with the condition's usual type.
+func ErrorReply(orig *xml.Element, condition, text string) *xml.Element {
+	t := ErrorTypes[condition]
+	if t == "" {
+		t = "cancel"
+	}
+	return StanzaError(orig, t, condition, text)
+}
+
+// ErrQueueFull is returned when a peer does not read fast enough.
+var ErrQueueFull = errors.New("outbound queue full")
+
+// Conn is a connection with a bounded outbound queue and one writer
+// goroutine. Send never blocks; when the queue is full the connection is
+// closed (the slow peer is dropped, nobody else waits).
+type Conn struct {
+	net.Conn
+	NS string // the stream's default namespace, for serializing
+
+	mu      sync.Mutex
+	queue   [][]byte
+	queued  int // bytes
+	closed  bool
+	closing bool
+	wake    chan struct{}
+	done    chan struct{}
+}
+
+// Queue limits.
+const (
+	MaxQueueBytes = 4 << 20
+	WriteTimeout  = 30 * time.Second
+)
+
+// NewConn wraps c and starts its writer.
+func NewConn(c net.Conn, ns string) *Conn {
+	s := &Conn{Conn: c, NS: ns, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go s.writer()
+	return s
+}
+
+func (c *Conn) writer() {
+	defer close(c.done)
+	var batch bytes.Buffer
+	for range c.wake {
+		for {
+			c.mu.Lock()
+			q := c.queue
+			c.queue = nil
+			c.queued = 0
+			closing := c.closing
+			c.mu.Unlock()
+			if len(q) == 0 {
+				if closing {
+					c.Conn.Close()
+					return
+				}
+				break
+			}
+			batch.Reset()
+			for _, b := range q {
+				batch.Write(b)
+			}
+			c.Conn.SetWriteDeadline(time.Now().Add(WriteTimeout))
+			if _, err := c.Conn.Write(batch.Bytes()); err != nil {
+				c.Conn.Close()
+				c.mu.Lock()
+				c.closed = true
+				c.mu.Unlock()
+				return
+			}
+		}
+	}
+	c.Conn.Close()
+}
+
+// SendRaw queues bytes; it reports false if the connection is closed or its
+// queue overflowed (then it is being closed).
+func (c *Conn) SendRaw(b []byte) bool {
+	c.mu.Lock()
+	if c.closed || c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	if c.queued+len(b) > MaxQueueBytes {
+		c.closing, c.queue, c.queued = true, nil, 0
+		c.mu.Unlock()
+		c.Conn.Close() // the writer sees closing and exits
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+		return false
+	}
+	c.queue = append(c.queue, b)
+	c.queued += len(b)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// Send queues an element.
+func (c *Conn) Send(e *xml.Element) bool { return c.SendRaw(e.Bytes(c.NS)) }
+
+// CloseWith queues final bytes (a stream error or the stream end), then
+// closes the connection once they are written.
+func (c *Conn) CloseWith(b []byte) {
+	c.mu.Lock()
+	if c.closed || c.closing {
+		c.mu.Unlock()
+		return
+	}
+	if b != nil {
+		c.queue = append(c.queue, b)
+	}
+	c.closing = true
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Done is closed when the writer has finished and the connection is closed.
+func (c *Conn) Done() <-chan struct{} { return c.done }

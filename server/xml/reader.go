@@ -1,0 +1,215 @@
+package xml
+
+import (
+	"bytes"
+	exml "encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Tokenizer is what the Reader needs from an XML tokenizer.
+type Tokenizer interface {
+	Token() (exml.Token, error)
+	InputOffset() int64
+}
+
+// Limits bound what one peer may send.
+type Limits struct {
+	MaxStanza int64 // bytes in one top-level element
+	MaxDepth  int   // element nesting inside a stanza
+}
+
+// DefaultLimits are RFC-friendly defaults: 256 KiB stanzas, 32 levels.
+var DefaultLimits = Limits{MaxStanza: 256 << 10, MaxDepth: 32}
+
+// Error is a problem in what the peer sent, named by its RFC 6120 stream
+// error condition.
+type Error struct {
+	Condition string
+	Text      string
+}
+
+func (e *Error) Error() string { return e.Condition + ": " + e.Text }
+
+// NSStream is the namespace of the stream element.
+const NSStream = "http://etherx.jabber.org/streams"
+
+var errTooBig = errors.New("stanza too big")
+
+// limitReader refuses to read past an offset, so a peer cannot make the
+// tokenizer buffer more than one stanza's worth of input.
+type limitReader struct {
+	r     io.Reader
+	n     int64 // bytes read so far
+	limit int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n >= l.limit {
+		return 0, errTooBig
+	}
+	if int64(len(p)) > l.limit-l.n {
+		p = p[:l.limit-l.n]
+	}
+	k, err := l.r.Read(p)
+	l.n += int64(k)
+	return k, err
+}
+
+// readAhead is how far the tokenizer may buffer beyond a stanza.
+const readAhead = 4096
+
+// Reader reads one XML stream.
+type Reader struct {
+	lim    *limitReader
+	tok    Tokenizer
+	limits Limits
+	stream Name // the stream element, once read
+}
+
+// NewReader starts reading a stream from r.
+func NewReader(r io.Reader, limits Limits) *Reader {
+	lim := &limitReader{r: r, limit: limits.MaxStanza + readAhead}
+	dec := exml.NewDecoder(lim)
+	dec.Strict = true
+	dec.CharsetReader = func(label string, input io.Reader) (io.Reader, error) {
+		if strings.EqualFold(label, "utf-8") {
+			return input, nil
+		}
+		return nil, &Error{"unsupported-encoding", "only UTF-8 is allowed, not " + label}
+	}
+	return &Reader{lim: lim, tok: dec, limits: limits}
+}
+
+func (r *Reader) classify(err error) error {
+	var xe *Error
+	switch {
+	case errors.As(err, &xe):
+		return xe
+	case errors.Is(err, errTooBig):
+		return &Error{"policy-violation", fmt.Sprintf("stanza larger than %d bytes", r.limits.MaxStanza)}
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return io.EOF
+	}
+	var se *exml.SyntaxError
+	if errors.As(err, &se) {
+		if strings.Contains(se.Msg, "UTF-8") {
+			return &Error{"unsupported-encoding", "invalid UTF-8"}
+		}
+		if strings.Contains(se.Msg, "unexpected EOF") {
+			return io.EOF
+		}
+		return &Error{"not-well-formed", se.Msg}
+	}
+	if strings.Contains(err.Error(), "CharsetReader") || strings.Contains(err.Error(), "encoding") {
+		return &Error{"unsupported-encoding", err.Error()}
+	}
+	return err // a network error
+}
+
+func (r *Reader) rearm() {
+	r.lim.limit = r.tok.InputOffset() + r.limits.MaxStanza + readAhead
+}
+
+// Header reads the XML declaration (optional) and the stream header. It
+// returns the header as an element without children.
+func (r *Reader) Header() (*Element, error) {
+	for {
+		t, err := r.tok.Token()
+		if err != nil {
+			return nil, r.classify(err)
+		}
+		switch t := t.(type) {
+		case exml.ProcInst:
+			if t.Target != "xml" {
+				return nil, &Error{"restricted-xml", "processing instructions are not allowed"}
+			}
+		case exml.CharData:
+			if len(bytes.TrimSpace(t)) > 0 {
+				return nil, &Error{"not-well-formed", "text before the stream header"}
+			}
+		case exml.StartElement:
+			if t.Name.Local != "stream" || t.Name.Space != NSStream {
+				return nil, &Error{"invalid-namespace", fmt.Sprintf("expected a stream header, got <%s xmlns=%q>", t.Name.Local, t.Name.Space)}
+			}
+			r.stream = t.Name
+			r.rearm()
+			return &Element{Name: t.Name, Attr: t.Copy().Attr}, nil
+		case exml.Comment:
+			return nil, &Error{"restricted-xml", "comments are not allowed"}
+		case exml.Directive:
+			return nil, &Error{"restricted-xml", "DTDs and other directives are not allowed"}
+		default:
+			return nil, &Error{"not-well-formed", "unexpected data before the stream header"}
+		}
+	}
+}
+
+// Next returns the next top-level element of the stream. At the end of the
+// stream (</stream:stream> or the connection closing) it returns io.EOF.
+func (r *Reader) Next() (*Element, error) {
+	var stack []*Element
+	start := int64(-1)
+	for {
+		t, err := r.tok.Token()
+		if err != nil {
+			return nil, r.classify(err)
+		}
+		switch t := t.(type) {
+		case exml.StartElement:
+			if len(stack) == 0 {
+				start = r.tok.InputOffset()
+			}
+			if len(stack) >= r.limits.MaxDepth {
+				return nil, &Error{"policy-violation", fmt.Sprintf("elements nested deeper than %d", r.limits.MaxDepth)}
+			}
+			el := &Element{Name: t.Name}
+			if len(t.Attr) > 0 {
+				el.Attr = make([]Attr, 0, len(t.Attr))
+				for _, a := range t.Attr {
+					if a.Name.Space == "xmlns" || (a.Name.Space == "" && a.Name.Local == "xmlns") {
+						continue
+					}
+					el.Attr = append(el.Attr, a)
+				}
+			}
+			if len(stack) > 0 {
+				p := stack[len(stack)-1]
+				p.Children = append(p.Children, el)
+			}
+			stack = append(stack, el)
+		case exml.EndElement:
+			if len(stack) == 0 {
+				// </stream:stream>
+				return nil, io.EOF
+			}
+			el := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if len(stack) == 0 {
+				if r.tok.InputOffset()-start > r.limits.MaxStanza {
+					return nil, &Error{"policy-violation", fmt.Sprintf("stanza larger than %d bytes", r.limits.MaxStanza)}
+				}
+				r.rearm()
+				return el, nil
+			}
+		case exml.CharData:
+			if len(stack) == 0 {
+				if len(bytes.TrimSpace(t)) > 0 {
+					return nil, &Error{"not-well-formed", "text outside of stanzas"}
+				}
+				r.rearm() // whitespace keepalives
+				continue
+			}
+			p := stack[len(stack)-1]
+			p.Children = append(p.Children, Text(t))
+		case exml.Comment:
+			return nil, &Error{"restricted-xml", "comments are not allowed"}
+		case exml.ProcInst:
+			return nil, &Error{"restricted-xml", "processing instructions are not allowed"}
+		case exml.Directive:
+			return nil, &Error{"restricted-xml", "DTDs and other directives are not allowed"}
+		}
+	}
+}
