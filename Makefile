@@ -8,9 +8,12 @@ DATA_DIR  ?= ./data
 SSH_LISTEN ?= 127.0.0.1:2222
 
 # Debian packages the tests drive for real: the OpenSSH client (ssh, sftp,
-# ssh-keygen) and openssl.
-TEST_TOOLS    := ssh sftp ssh-keygen openssl
-TEST_PACKAGES := openssh-client openssl
+# ssh-keygen), openssl, and the XMPP clients go-sendxmpp and slixmpp (a
+# Python library: checked by importing it with Debian's /usr/bin/python3).
+TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp
+TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp
+TEST_PYTHON   := /usr/bin/python3
+TEST_PYMODS   := slixmpp
 
 .PHONY: all build run test deps vet fmt-check docs bench clean
 
@@ -26,6 +29,7 @@ run: build
 # Install what the tests need when it is missing.
 deps:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	for m in $(TEST_PYMODS); do $(TEST_PYTHON) -c "import $$m" >/dev/null 2>&1 || missing="$$missing python:$$m"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing $(TEST_PACKAGES) (missing:$$missing)"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

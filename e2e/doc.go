@@ -1,4 +1,5 @@
-// Package e2e drives the built parley binary with the real OpenSSH ssh and sftp clients.
+// Package e2e drives the built parley binary with the real OpenSSH ssh and sftp clients,
+// and its XMPP service with real XMPP clients (slixmpp, go-sendxmpp) and raw sockets.
 //
 // It holds only tests: each one starts its own appliance (the binary built
 // once by TestMain) on a free 127.0.0.1 port with its own data directory,

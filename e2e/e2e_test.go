@@ -7,7 +7,9 @@
 // (add -v to see each case, -run TestSFTP to pick some). The tests need the
 // OpenSSH client tools /usr/bin/ssh, /usr/bin/sftp and /usr/bin/ssh-keygen
 // (Debian package openssh-client) and /usr/bin/openssl (package openssl);
-// without them the package fails rather than skips. TestMain builds
+// the XMPP tests (xmpp_*_test.go) also need python3-slixmpp, imported by
+// /usr/bin/python3, and go-sendxmpp (make deps installs them all); without
+// them the package fails rather than skips. TestMain builds
 // ./cmd/parley once into a temporary directory; every test then starts its
 // own appliance from that binary on a free 127.0.0.1 port with its own data
 // directory, and stops it with SIGTERM when it ends.

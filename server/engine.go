@@ -57,7 +57,6 @@ type Engine struct {
 	router *router.Router
 	im     *im.Service
 	c2s    *c2s.Config
-	kick   chan struct{}
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
@@ -93,7 +92,7 @@ func New(cfg Config) *Engine {
 		cfg.Limits = xml.DefaultLimits
 	}
 	e := &Engine{
-		cfg: cfg, router: router.New(), kick: make(chan struct{}, 1), stop: make(chan struct{}),
+		cfg: cfg, router: router.New(), stop: make(chan struct{}),
 		hosted: map[string]bool{}, certs: map[string]*tls.Certificate{}, listeners: map[string]*listener{}, conns: map[net.Conn]*connState{},
 	}
 	e.im = &im.Service{Store: cfg.Store, Router: e.router, Hosted: e.Hosted, Version: cfg.Version, Started: time.Now(), Log: cfg.Log}
@@ -117,21 +116,15 @@ func New(cfg Config) *Engine {
 func (e *Engine) Start() {
 	e.cfg.Store.Watch(e.onChange)
 	e.reconcile()
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		for {
-			select {
-			case <-e.kick:
-				e.reconcile()
-			case <-e.stop:
-				return
-			}
-		}
-	}()
 }
 
-// Stop closes every listener and session (system-shutdown).
+// StopGrace bounds how long Stop waits for sessions to write their
+// system-shutdown stream error and close.
+const StopGrace = 3 * time.Second
+
+// Stop closes every listener and session (system-shutdown). It returns
+// once the connections are closed, or after StopGrace: the process may
+// exit then, and the clients have been told why.
 func (e *Engine) Stop() {
 	close(e.stop)
 	e.mu.Lock()
@@ -139,6 +132,14 @@ func (e *Engine) Stop() {
 	e.stopLocked("system-shutdown", "the server is shutting down")
 	e.mu.Unlock()
 	e.wg.Wait()
+	for deadline := time.Now().Add(StopGrace); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		e.mu.Lock()
+		n := len(e.conns)
+		e.mu.Unlock()
+		if n == 0 {
+			break
+		}
+	}
 }
 
 func (e *Engine) onChange(op store.Op) {
@@ -149,19 +150,15 @@ func (e *Engine) onChange(op store.Op) {
 				return
 			}
 		}
-		select {
-		case e.kick <- struct{}{}:
-		default:
-		}
+		// Applied before Store.Apply returns: when a shell command that
+		// changed the configuration ends, the change is live.
+		e.reconcile()
 	case store.OpAccountDelete:
 		for _, s := range e.router.Sessions(op.Name) {
 			s.(*c2s.Session).Close(&stream.Error{Condition: "not-authorized", Text: "the account was deleted"})
 		}
 	case store.OpXMPPReset:
-		select {
-		case e.kick <- struct{}{}:
-		default:
-		}
+		e.reconcile()
 	}
 }
 
@@ -200,9 +197,11 @@ func (e *Engine) Status() Status {
 func (e *Engine) UserSessions(bare string) int { return len(e.router.Sessions(bare)) }
 
 func (e *Engine) reconcile() {
-	cfg, err := e.cfg.Store.XMPP()
+	// Read under the lock: reconciles run on the goroutines of concurrent
+	// changes, and the last to run must see the last change.
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	cfg, err := e.cfg.Store.XMPP()
 	if e.stopped {
 		return
 	}
@@ -217,10 +216,13 @@ func (e *Engine) reconcile() {
 			hosted[d.Name] = true
 		}
 	}
-	// Sessions of domains no longer served end.
-	for _, s := range e.router.All() {
-		if cs := s.(*c2s.Session); !hosted[cs.Domain()] {
-			cs.Close(&stream.Error{Condition: "host-gone", Text: "the domain is no longer served here"})
+	// Sessions of domains no longer served end (when the whole service
+	// is disabled, stopLocked below tells them system-shutdown instead).
+	if cfg.Enabled {
+		for _, s := range e.router.All() {
+			if cs := s.(*c2s.Session); !hosted[cs.Domain()] {
+				cs.Close(&stream.Error{Condition: "host-gone", Text: "the domain is no longer served here"})
+			}
 		}
 	}
 	e.hosted = hosted
@@ -346,6 +348,11 @@ func (e *Engine) loadCertificates(cfg store.XMPPConfig) {
 			continue
 		}
 		certs[d.Name] = c
+		// TLS carries an internationalized name in its A-label form
+		// (RFC 6066 §3): xn--bcher-kva.example for bücher.example.
+		if a, err := pki.ASCIIDomain(d.Name); err == nil {
+			certs[a] = c
+		}
 	}
 	e.certs = certs
 }
@@ -438,11 +445,11 @@ func (e *Engine) serve(c net.Conn, direct bool) {
 	e.conns[c] = st
 	timeout := e.xmpp.ClientAuthTimeout
 	e.mu.Unlock()
-	defer func() {
+	defer func(raw net.Conn) { // raw: c becomes the TLS conn below
 		e.mu.Lock()
-		delete(e.conns, c)
+		delete(e.conns, raw)
 		e.mu.Unlock()
-	}()
+	}(c)
 	c.SetDeadline(time.Now().Add(timeout))
 	if direct {
 		cfg := e.tlsConfig()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,14 +23,17 @@ import (
 // built binary with real XMPP clients.
 
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	st    *store.Store
 	eng   *Engine
 	port  int
 	files *pki.Area
+
+	mu    sync.Mutex
+	slept []time.Duration // throttle delays asked for
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +42,7 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func selfSigned(t *testing.T, files *pki.Area, domain string) {
+func selfSigned(t testing.TB, files *pki.Area, domain string) {
 	key, keyPEM, err := pki.GenerateKey(pki.KeyECDSAP256)
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +55,12 @@ func selfSigned(t *testing.T, files *pki.Area, domain string) {
 	files.WriteFile(domain+".crt", crt, 0o644, false)
 }
 
-func start(t *testing.T) *fixture {
+func start(t testing.TB) *fixture { t.Helper(); return startWith(t, nil) }
+
+// startWith starts an engine whose Config tweak may change (idle timeout,
+// limits) before it is built. The engine's auth throttle never sleeps in
+// tests; the delays it asked for are kept in fixture.slept.
+func startWith(t testing.TB, tweak func(*Config)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(dir)
@@ -81,7 +90,16 @@ func start(t *testing.T) *fixture {
 			t.Fatal(err)
 		}
 	}
-	f.eng = New(Config{Store: st, Files: files, Version: "test", Log: log.New(io.Discard, "", 0)})
+	cfg := Config{Store: st, Files: files, Version: "test", Log: log.New(io.Discard, "", 0)}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	f.eng = New(cfg)
+	f.eng.c2s.Throttle.Sleep = func(d time.Duration) {
+		f.mu.Lock()
+		f.slept = append(f.slept, d)
+		f.mu.Unlock()
+	}
 	f.eng.Start()
 	t.Cleanup(func() {
 		f.eng.Stop()
@@ -93,7 +111,7 @@ func start(t *testing.T) *fixture {
 
 // client is a minimal XMPP client for tests.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	rd   *xml.Reader
 }
@@ -164,14 +182,20 @@ func (c *client) starttls(domain string) {
 
 func (c *client) login(user, password, resource string) string {
 	c.t.Helper()
-	c.open("example.lan")
-	c.starttls("example.lan")
-	c.open("example.lan")
+	return c.loginAt("example.lan", user, password, resource)
+}
+
+// loginAt negotiates STARTTLS, authenticates with PLAIN and binds.
+func (c *client) loginAt(domain, user, password, resource string) string {
+	c.t.Helper()
+	c.open(domain)
+	c.starttls(domain)
+	c.open(domain)
 	c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>` + base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+password)) + `</auth>`)
 	if el := c.next(); el.Name.Local != "success" {
 		c.t.Fatalf("auth: %s", el)
 	}
-	c.open("example.lan")
+	c.open(domain)
 	c.send(`<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>` + resource + `</resource></bind></iq>`)
 	el := c.next()
 	return el.Child("", "bind").Child("", "jid").Text()

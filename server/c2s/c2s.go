@@ -72,6 +72,7 @@ type Session struct {
 	interested bool         // asked for the roster
 	directed   map[string]bool
 	replaced   bool
+	bindResult *xml.Element
 	Started    time.Time
 }
 
@@ -190,12 +191,13 @@ func Serve(cfg *Config, raw net.Conn, rd *xml.Reader, header *xml.Element, direc
 	raw.SetReadDeadline(n.deadline)
 	s, err := n.run(header)
 	if err != nil {
+		// n.raw, not raw: after STARTTLS the error goes inside TLS.
 		var se *stream.Error
 		if errors.As(err, &se) {
-			raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			raw.Write(se.Bytes())
+			n.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			n.raw.Write(se.Bytes())
 		}
-		raw.Close()
+		n.raw.Close()
 		return
 	}
 	if onBound != nil {
@@ -207,25 +209,43 @@ func Serve(cfg *Config, raw net.Conn, rd *xml.Reader, header *xml.Element, direc
 func (s *Session) serve(rd *xml.Reader) {
 	cfg := s.cfg
 	cfg.Router.Bind(s)
+	// The client learns its JID only once others can reach it (and once
+	// it counts against xmpp max-sessions).
+	s.conn.Send(s.bindResult)
+	s.bindResult = nil
 	cfg.Handler.Online(s)
 	defer func() {
 		cfg.Router.Unbind(s)
 		cfg.Handler.Offline(s)
 	}()
+	// Idle handling happens below the tokenizer (a timeout must not end
+	// the stream it is reading): when the deadline passes, any bytes read
+	// since the last look (stanzas, whitespace keepalives, a ping's answer)
+	// extend it; otherwise the client gets one ping, then the next silent
+	// period closes the stream.
 	idle := cfg.IdleTimeout
 	pinged := false
-	for {
+	seen := rd.Consumed()
+	rd.OnTimeout(func(err error) error {
+		switch n := rd.Consumed(); {
+		case n != seen:
+			seen, pinged = n, false
+		case pinged:
+			return err
+		default:
+			pinged = true
+			s.conn.Send(xml.New(stream.NSClient, "iq", "type", "get", "id", "idle-"+stream.NewID(), "to", s.full, "from", s.domain).
+				Add(xml.New("urn:xmpp:ping", "ping")))
+		}
 		s.raw.SetReadDeadline(time.Now().Add(idle))
+		return nil
+	})
+	s.raw.SetReadDeadline(time.Now().Add(idle))
+	for {
 		el, err := rd.Next()
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				if !pinged {
-					pinged = true
-					s.conn.Send(xml.New(stream.NSClient, "iq", "type", "get", "id", "idle-"+stream.NewID(), "to", s.full, "from", s.domain).
-						Add(xml.New("urn:xmpp:ping", "ping")))
-					continue
-				}
 				s.Close(&stream.Error{Condition: "connection-timeout", Text: "no data from the client"})
 				break
 			}
@@ -239,7 +259,6 @@ func (s *Session) serve(rd *xml.Reader) {
 			}
 			break
 		}
-		pinged = false
 		if el.Name.Space != stream.NSClient || !isStanza(el.Name.Local) {
 			s.Close(&stream.Error{Condition: "unsupported-stanza-type", Text: "<" + el.Name.Local + "> in " + el.Name.Space + " is not a stanza"})
 			break

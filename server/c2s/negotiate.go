@@ -386,7 +386,7 @@ func (n *negotiation) bind(iq, b *xml.Element) (*Session, error) {
 		bare: full.Bare().String(), full: full.String(), tls: n.tls, Started: time.Now(),
 	}
 	s.conn = stream.NewConn(n.raw, stream.NSClient)
-	s.conn.Send(result)
+	s.bindResult = result // sent once the session is routable (serve)
 	return s, nil
 }
 

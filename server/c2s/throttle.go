@@ -13,6 +13,7 @@ type Throttle struct {
 	Window       time.Duration
 	MaxDelay     time.Duration
 	Sleep        func(time.Duration) // time.Sleep; replaceable in tests
+	Now          func() time.Time    // time.Now; replaceable in tests
 
 	mu   sync.Mutex
 	seen map[string]*failures
@@ -29,12 +30,19 @@ func NewThrottle() *Throttle {
 	return &Throttle{FreeFailures: 3, Window: 10 * time.Minute, MaxDelay: 8 * time.Second, Sleep: time.Sleep, seen: map[string]*failures{}}
 }
 
+func (t *Throttle) now() time.Time {
+	if t.Now != nil {
+		return t.Now()
+	}
+	return time.Now()
+}
+
 // Delay is how long the next attempt from ip waits.
 func (t *Throttle) Delay(ip string) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f := t.seen[ip]
-	if f == nil || time.Since(f.last) > t.Window || f.n < t.FreeFailures {
+	if f == nil || t.now().Sub(f.last) > t.Window || f.n < t.FreeFailures {
 		return 0
 	}
 	d := time.Second << (f.n - t.FreeFailures)
@@ -47,7 +55,11 @@ func (t *Throttle) Delay(ip string) time.Duration {
 // Wait delays an attempt from ip as Delay says.
 func (t *Throttle) Wait(ip string) {
 	if d := t.Delay(ip); d > 0 {
-		t.Sleep(d)
+		if t.Sleep != nil {
+			t.Sleep(d)
+		} else {
+			time.Sleep(d)
+		}
 	}
 }
 
@@ -55,13 +67,16 @@ func (t *Throttle) Wait(ip string) {
 func (t *Throttle) Fail(ip string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	now := time.Now()
+	now := t.now()
 	if len(t.seen) > 100000 { // bound memory: forget old entries
 		for k, f := range t.seen {
 			if now.Sub(f.last) > t.Window {
 				delete(t.seen, k)
 			}
 		}
+	}
+	if t.seen == nil {
+		t.seen = map[string]*failures{}
 	}
 	f := t.seen[ip]
 	if f == nil || now.Sub(f.last) > t.Window {

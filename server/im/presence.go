@@ -73,9 +73,13 @@ func (s *Service) broadcastOwn(sess *c2s.Session, el *xml.Element, available boo
 		prio = n
 	}
 	s.stampAvatar(sess.Bare(), el)
+	_, oldPrio := sess.Available()
 	wasAvailable := sess.SetPresence(true, prio, el)
 	s.broadcast(sess, el, false)
 	if wasAvailable {
+		if oldPrio < 0 && prio >= 0 {
+			s.flushOffline(sess) // from a negative priority to a usable one
+		}
 		return
 	}
 	// Initial presence: the contacts' presence, pending requests, and
@@ -231,7 +235,8 @@ func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, c
 	}
 	// The contact's side.
 	ct, _, _ := s.Store.RosterItem(contact.bare, user)
-	if ct.JID == "" {
+	existed := ct.JID != ""
+	if !existed {
 		ct = store.RosterItem{JID: user, Subscription: store.SubNone}
 	}
 	cbefore := ct
@@ -244,7 +249,7 @@ func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, c
 			s.subscriptionReply(contact.bare, user, "subscribed")
 			break
 		}
-		if cbefore.JID == "" || (cbefore.Subscription == store.SubNone && !cbefore.Ask && cbefore.Hidden) {
+		if !existed || (cbefore.Subscription == store.SubNone && !cbefore.Ask && cbefore.Hidden) {
 			ct.Hidden = true
 		}
 		ct.PendingIn = true
@@ -266,7 +271,7 @@ func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, c
 		ct.Subscription = dropTo(ct.Subscription)
 		defer s.contactPresence(user, contact.bare, false)
 	}
-	if !sameItem(cbefore, ct) && !(cbefore.JID == "" && ct.Subscription == store.SubNone && !ct.PendingIn) {
+	if !sameItem(cbefore, ct) && !(!existed && ct.Subscription == store.SubNone && !ct.PendingIn) {
 		s.putItem(contact.bare, ct)
 	}
 	if deliver {

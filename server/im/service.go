@@ -8,6 +8,7 @@
 package im
 
 import (
+	"hash/maphash"
 	"log"
 	"strings"
 	"sync"
@@ -32,6 +33,16 @@ type Service struct {
 	Log     *log.Logger
 
 	photos sync.Map // bare JID → avatar hash ("" for none)
+
+	offline [64]sync.Mutex // by bare JID: storing vs. flushing offline messages
+}
+
+const nsChatStates = "http://jabber.org/protocol/chatstates"
+
+var offlineSeed = maphash.MakeSeed()
+
+func (s *Service) offlineLock(bare string) *sync.Mutex {
+	return &s.offline[maphash.String(offlineSeed, bare)%uint64(len(s.offline))]
 }
 
 var _ c2s.Handler = (*Service)(nil)
@@ -162,13 +173,11 @@ func (s *Service) routeMessage(el *xml.Element, to addr) {
 		}
 		// No such resource: chat, normal and headline go to the bare JID.
 	}
-	if !s.accountExists(to.bare) {
-		s.bounce(el, "service-unavailable", "")
-		return
-	}
 	if typ == "" {
 		typ = "normal"
 	}
+	// Bound sessions prove the account exists; the store is read (a JSON
+	// decode) only when nobody is online, not on every message.
 	targets := s.Router.Targets(to.bare, typ)
 	if len(targets) > 0 {
 		if typ == "groupchat" {
@@ -178,6 +187,10 @@ func (s *Service) routeMessage(el *xml.Element, to addr) {
 		for _, t := range targets {
 			t.Deliver(el)
 		}
+		return
+	}
+	if !s.accountExists(to.bare) {
+		s.bounce(el, "service-unavailable", "")
 		return
 	}
 	switch typ {
@@ -192,7 +205,26 @@ func (s *Service) routeMessage(el *xml.Element, to addr) {
 // with a delay stamp; a full queue bounces it.
 func (s *Service) storeOffline(el *xml.Element, to addr) {
 	// Nothing without a body or a payload worth keeping (chat states alone).
-	if el.Child("", "body") == nil && el.Child("", "subject") == nil && len(el.Elements()) == 0 {
+	keep := false
+	for _, c := range el.Elements() {
+		keep = keep || c.Name.Space != nsChatStates
+	}
+	if !keep {
+		return
+	}
+	// The recipient may have come online since the targets were chosen;
+	// initial presence flushes under the same lock, so look again here.
+	mu := s.offlineLock(to.bare)
+	mu.Lock()
+	defer mu.Unlock()
+	typ := el.Get("type")
+	if typ == "" {
+		typ = "normal"
+	}
+	if targets := s.Router.Targets(to.bare, typ); len(targets) > 0 {
+		for _, t := range targets {
+			t.Deliver(el)
+		}
 		return
 	}
 	c := el.Copy()
@@ -206,6 +238,9 @@ func (s *Service) storeOffline(el *xml.Element, to addr) {
 // flushOffline delivers stored messages to a session that became available
 // with a non-negative priority, then deletes them.
 func (s *Service) flushOffline(sess *c2s.Session) {
+	mu := s.offlineLock(sess.Bare())
+	mu.Lock()
+	defer mu.Unlock()
 	msgs, err := s.Store.Offline(sess.Bare())
 	if err != nil || len(msgs) == 0 {
 		return

@@ -186,6 +186,7 @@ type Conn struct {
 const (
 	MaxQueueBytes = 4 << 20
 	WriteTimeout  = 30 * time.Second
+	maxIdleBatch  = 64 << 10 // the largest write buffer a connection keeps between bursts
 )
 
 // NewConn wraps c and starts its writer.
@@ -200,10 +201,12 @@ func (c *Conn) writer() {
 	var batch bytes.Buffer
 	for range c.wake {
 		for {
+			// The batch being written still counts against
+			// MaxQueueBytes until it is out: the bound is on everything
+			// held for the peer, not just what waits behind the write.
 			c.mu.Lock()
 			q := c.queue
 			c.queue = nil
-			c.queued = 0
 			closing := c.closing
 			c.mu.Unlock()
 			if len(q) == 0 {
@@ -217,6 +220,7 @@ func (c *Conn) writer() {
 			for _, b := range q {
 				batch.Write(b)
 			}
+			n := batch.Len()
 			c.Conn.SetWriteDeadline(time.Now().Add(WriteTimeout))
 			if _, err := c.Conn.Write(batch.Bytes()); err != nil {
 				c.Conn.Close()
@@ -224,6 +228,12 @@ func (c *Conn) writer() {
 				c.closed = true
 				c.mu.Unlock()
 				return
+			}
+			c.mu.Lock()
+			c.queued = max(c.queued-n, 0)
+			c.mu.Unlock()
+			if batch.Cap() > maxIdleBatch {
+				batch = bytes.Buffer{} // a burst's buffer is not kept for good
 			}
 		}
 	}

@@ -9,6 +9,7 @@ package xml
 import (
 	"bytes"
 	exml "encoding/xml"
+	"strconv"
 	"strings"
 )
 
@@ -205,7 +206,7 @@ func (e *Element) write(b *bytes.Buffer, parent string) {
 			b.WriteString("xml:")
 		default:
 			prefixes++
-			p := "ns" + string(rune('0'+prefixes%10))
+			p := "ns" + strconv.Itoa(prefixes)
 			b.WriteString("xmlns:" + p + `="`)
 			escape(b, a.Name.Space, true)
 			b.WriteString(`" ` + p + ":")

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
+	"unicode/utf8"
 )
 
 // Tokenizer is what the Reader needs from an XML tokenizer.
@@ -41,9 +43,10 @@ var errTooBig = errors.New("stanza too big")
 // limitReader refuses to read past an offset, so a peer cannot make the
 // tokenizer buffer more than one stanza's worth of input.
 type limitReader struct {
-	r     io.Reader
-	n     int64 // bytes read so far
-	limit int64
+	r         io.Reader
+	n         int64 // bytes read so far
+	limit     int64
+	onTimeout func(error) error
 }
 
 func (l *limitReader) Read(p []byte) (int, error) {
@@ -53,9 +56,21 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	if int64(len(p)) > l.limit-l.n {
 		p = p[:l.limit-l.n]
 	}
-	k, err := l.r.Read(p)
-	l.n += int64(k)
-	return k, err
+	for {
+		k, err := l.r.Read(p)
+		l.n += int64(k)
+		if k == 0 && err != nil && l.onTimeout != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// The tokenizer keeps an error for good: a timeout
+				// must not reach it unless the caller gives up.
+				if err = l.onTimeout(err); err == nil {
+					continue
+				}
+			}
+		}
+		return k, err
+	}
 }
 
 // readAhead is how far the tokenizer may buffer beyond a stanza.
@@ -83,6 +98,17 @@ func NewReader(r io.Reader, limits Limits) *Reader {
 	return &Reader{lim: lim, tok: dec, limits: limits}
 }
 
+// OnTimeout sets what happens when a read from the connection times out
+// (its read deadline passed): fn is called with the error; if it returns
+// nil (after moving the deadline), the read is retried and the stanza being
+// read continues; otherwise Next or Header return fn's error. Without it,
+// a timeout ends the stream: encoding/xml keeps the first error it sees.
+func (r *Reader) OnTimeout(fn func(error) error) { r.lim.onTimeout = fn }
+
+// Consumed is how many bytes the Reader has taken from the connection,
+// including whitespace keepalives and stanzas not yet complete.
+func (r *Reader) Consumed() int64 { return r.lim.n }
+
 func (r *Reader) classify(err error) error {
 	var xe *Error
 	switch {
@@ -95,8 +121,15 @@ func (r *Reader) classify(err error) error {
 	}
 	var se *exml.SyntaxError
 	if errors.As(err, &se) {
-		if strings.Contains(se.Msg, "UTF-8") {
+		// encoding/xml reports bad UTF-8 in text as "invalid UTF-8" and in
+		// names by quoting the bytes ("invalid XML name: \xff").
+		if strings.Contains(se.Msg, "UTF-8") || !utf8.ValidString(se.Msg) {
 			return &Error{"unsupported-encoding", "invalid UTF-8"}
+		}
+		// A named entity other than the five predefined ones (RFC 6120
+		// §11.1: entity references are restricted XML).
+		if strings.HasPrefix(se.Msg, "invalid character entity &") && !strings.HasPrefix(se.Msg, "invalid character entity &#") {
+			return &Error{"restricted-xml", "entity references other than the predefined ones are not allowed"}
 		}
 		if strings.Contains(se.Msg, "unexpected EOF") {
 			return io.EOF
@@ -131,6 +164,9 @@ func (r *Reader) Header() (*Element, error) {
 				return nil, &Error{"not-well-formed", "text before the stream header"}
 			}
 		case exml.StartElement:
+			if duplicateAttr(t.Attr) {
+				return nil, &Error{"not-well-formed", "an attribute appears twice in the stream header"}
+			}
 			if t.Name.Local != "stream" || t.Name.Space != NSStream {
 				return nil, &Error{"invalid-namespace", fmt.Sprintf("expected a stream header, got <%s xmlns=%q>", t.Name.Local, t.Name.Space)}
 			}
@@ -153,6 +189,9 @@ func (r *Reader) Next() (*Element, error) {
 	var stack []*Element
 	start := int64(-1)
 	for {
+		// Text is its own token, so this is where a stanza's start tag
+		// begins.
+		before := r.tok.InputOffset()
 		t, err := r.tok.Token()
 		if err != nil {
 			return nil, r.classify(err)
@@ -160,10 +199,13 @@ func (r *Reader) Next() (*Element, error) {
 		switch t := t.(type) {
 		case exml.StartElement:
 			if len(stack) == 0 {
-				start = r.tok.InputOffset()
+				start = before
 			}
 			if len(stack) >= r.limits.MaxDepth {
 				return nil, &Error{"policy-violation", fmt.Sprintf("elements nested deeper than %d", r.limits.MaxDepth)}
+			}
+			if duplicateAttr(t.Attr) {
+				return nil, &Error{"not-well-formed", "an attribute appears twice in <" + t.Name.Local + ">"}
 			}
 			el := &Element{Name: t.Name}
 			if len(t.Attr) > 0 {
@@ -212,4 +254,32 @@ func (r *Reader) Next() (*Element, error) {
 			return nil, &Error{"restricted-xml", "DTDs and other directives are not allowed"}
 		}
 	}
+}
+
+// duplicateAttr reports whether an attribute name (namespace resolved)
+// appears twice: not well-formed XML, and dangerous to pass on, since the
+// reader keeps the first (e.g. the `from` it stamps) and a recipient might
+// take the second.
+func duplicateAttr(attrs []exml.Attr) bool {
+	if len(attrs) < 2 {
+		return false
+	}
+	if len(attrs) <= 16 {
+		for i := 1; i < len(attrs); i++ {
+			for j := 0; j < i; j++ {
+				if attrs[i].Name == attrs[j].Name {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	seen := make(map[Name]struct{}, len(attrs))
+	for _, a := range attrs {
+		if _, ok := seen[a.Name]; ok {
+			return true
+		}
+		seen[a.Name] = struct{}{}
+	}
+	return false
 }
