@@ -103,6 +103,11 @@ func New(cfg Config) *Engine {
 		Router:      e.router,
 		Handler:     e.im,
 		AuthTimeout: e.authTimeout,
+		MaxSessions: func() int {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return e.xmpp.MaxSessions
+		},
 		IdleTimeout: cfg.IdleTimeout,
 		Limits:      cfg.Limits,
 		Throttle:    c2s.NewThrottle(),

@@ -8,6 +8,7 @@ package c2s
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -48,6 +49,8 @@ type Config struct {
 	Limits      xml.Limits
 	Throttle    *Throttle
 	Log         *log.Logger
+	// MaxSessions is the limit of bound sessions (0: none).
+	MaxSessions func() int
 	// Features are extra stream features offered after authentication
 	// (e.g. the server's entity capabilities).
 	Features []byte
@@ -208,7 +211,15 @@ func Serve(cfg *Config, raw net.Conn, rd *xml.Reader, header *xml.Element, direc
 
 func (s *Session) serve(rd *xml.Reader) {
 	cfg := s.cfg
-	cfg.Router.Bind(s)
+	max := 0
+	if cfg.MaxSessions != nil {
+		max = cfg.MaxSessions()
+	}
+	if !cfg.Router.BindLimited(s, max) {
+		s.Close(&stream.Error{Condition: "resource-constraint", Text: fmt.Sprintf("the server's limit of %d sessions is reached", max)})
+		<-s.conn.Done()
+		return
+	}
 	// The client learns its JID only once others can reach it (and once
 	// it counts against xmpp max-sessions).
 	s.conn.Send(s.bindResult)

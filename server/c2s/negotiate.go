@@ -275,7 +275,26 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 			return k.Salt, k.Salted, int64(k.Iter), nil
 		}))
 
-	data, err := decodeSASL(auth.Text())
+	text := auth.Text()
+	if strings.TrimSpace(text) == "" {
+		// No initial response (RFC 6120 §6.4.2): ask for it with an empty
+		// challenge. ("=" would be an empty initial response.)
+		if err := n.write([]byte(`<challenge xmlns="` + stream.NSSASL + `"/>`)); err != nil {
+			return false, err
+		}
+		el, err := n.rd.Next()
+		if err != nil {
+			return false, n.readErr(err)
+		}
+		if el.Name.Space == stream.NSSASL && el.Name.Local == "abort" {
+			return false, n.attemptFailed(ip, "aborted", "")
+		}
+		if el.Name.Space != stream.NSSASL || el.Name.Local != "response" {
+			return false, n.fail("not-authorized", "expected a SASL response")
+		}
+		text = el.Text()
+	}
+	data, err := decodeSASL(text)
 	if err != nil {
 		return false, n.attemptFailed(ip, "incorrect-encoding", "")
 	}

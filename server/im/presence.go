@@ -34,6 +34,8 @@ func (s *Service) handlePresence(sess *c2s.Session, el *xml.Element, to addr, no
 			return
 		}
 		el.Set("to", to.bare)
+		s.rosterMu.Lock()
+		defer s.rosterMu.Unlock()
 		s.subscription(sess, el, typ, to)
 		return
 	case "probe", "error":

@@ -78,6 +78,8 @@ func (s *Service) rosterIQ(sess *c2s.Session, iq, q *xml.Element) {
 		}
 		sess.Deliver(result(iq).Add(out))
 	case "set":
+		s.rosterMu.Lock()
+		defer s.rosterMu.Unlock()
 		items := q.Elements()
 		if len(items) != 1 || items[0].Name.Local != "item" {
 			sess.Deliver(stream.ErrorReply(iq, "bad-request", "a roster set has exactly one item"))

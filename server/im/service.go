@@ -35,6 +35,10 @@ type Service struct {
 	photos sync.Map // bare JID → avatar hash ("" for none)
 
 	offline [64]sync.Mutex // by bare JID: storing vs. flushing offline messages
+	// rosterMu makes each roster change (a subscription presence or a
+	// roster set, which touch two users' rosters) one read-modify-write.
+	// Roster changes are rare; messages never take it.
+	rosterMu sync.Mutex
 }
 
 const nsChatStates = "http://jabber.org/protocol/chatstates"

@@ -8,6 +8,7 @@ import (
 	"hash/maphash"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/parley-xmpp/parley/server/xml"
 )
@@ -34,6 +35,7 @@ type shard struct {
 
 // Router is the session table.
 type Router struct {
+	n      atomic.Int64 // bound sessions
 	seed   maphash.Seed
 	shards [shards]shard
 }
@@ -53,21 +55,42 @@ func (r *Router) shard(bare string) *shard {
 
 // Bind adds a session. A session already bound to the same full JID is
 // replaced (it is told so and should close with a conflict stream error).
-func (r *Router) Bind(s Session) {
+func (r *Router) Bind(s Session) { r.BindLimited(s, 0) }
+
+// BindLimited is Bind with a limit on the number of bound sessions (0: none):
+// it reports false, binding nothing, when a new session would exceed it.
+// Replacing a session of the same full JID never counts as new.
+func (r *Router) BindLimited(s Session, max int) bool {
 	sh := r.shard(s.Bare())
 	sh.mu.Lock()
 	res := sh.users[s.Bare()]
+	old := res[s.Resource()]
+	if old == nil {
+		for {
+			cur := r.n.Load()
+			if max > 0 && cur >= int64(max) {
+				sh.mu.Unlock()
+				return false
+			}
+			if r.n.CompareAndSwap(cur, cur+1) {
+				break
+			}
+		}
+	}
 	if res == nil {
 		res = map[string]Session{}
 		sh.users[s.Bare()] = res
 	}
-	old := res[s.Resource()]
 	res[s.Resource()] = s
 	sh.mu.Unlock()
 	if old != nil && old != s {
 		old.Replace()
 	}
+	return true
 }
+
+// Len is the number of bound sessions.
+func (r *Router) Len() int { return int(r.n.Load()) }
 
 // Unbind removes a session if it is still the one bound to its full JID.
 func (r *Router) Unbind(s Session) {
@@ -75,6 +98,7 @@ func (r *Router) Unbind(s Session) {
 	sh.mu.Lock()
 	if res := sh.users[s.Bare()]; res != nil && res[s.Resource()] == s {
 		delete(res, s.Resource())
+		r.n.Add(-1)
 		if len(res) == 0 {
 			delete(sh.users, s.Bare())
 		}
