@@ -275,28 +275,18 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 			return k.Salt, k.Salted, int64(k.Iter), nil
 		}))
 
-	text := auth.Text()
-	if strings.TrimSpace(text) == "" {
-		// No initial response (RFC 6120 §6.4.2): ask for it with an empty
-		// challenge. ("=" would be an empty initial response.)
-		if err := n.write([]byte(`<challenge xmlns="` + stream.NSSASL + `"/>`)); err != nil {
-			return false, err
+	// Without an initial response (RFC 6120 §6.4.2) the exchange starts
+	// with an empty challenge; "=" is an empty initial response.
+	var (
+		data []byte
+		err  error
+	)
+	if strings.TrimSpace(auth.Text()) != "" {
+		if data, err = decodeSASL(auth.Text()); err != nil {
+			return false, n.attemptFailed(ip, "incorrect-encoding", "")
 		}
-		el, err := n.rd.Next()
-		if err != nil {
-			return false, n.readErr(err)
-		}
-		if el.Name.Space == stream.NSSASL && el.Name.Local == "abort" {
-			return false, n.attemptFailed(ip, "aborted", "")
-		}
-		if el.Name.Space != stream.NSSASL || el.Name.Local != "response" {
-			return false, n.fail("not-authorized", "expected a SASL response")
-		}
-		text = el.Text()
-	}
-	data, err := decodeSASL(text)
-	if err != nil {
-		return false, n.attemptFailed(ip, "incorrect-encoding", "")
+	} else if data, err = n.exchange(ip, nil); err != nil || data == nil {
+		return false, err
 	}
 	for {
 		more, resp, err := neg.Step(data)
@@ -318,23 +308,41 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 			}
 			return true, n.write([]byte(`<success xmlns="` + stream.NSSASL + `">` + base64.StdEncoding.EncodeToString(resp) + `</success>`))
 		}
-		if err := n.write([]byte(`<challenge xmlns="` + stream.NSSASL + `">` + base64.StdEncoding.EncodeToString(resp) + `</challenge>`)); err != nil {
+		if data, err = n.exchange(ip, resp); err != nil || data == nil {
 			return false, err
 		}
-		el, err := n.rd.Next()
-		if err != nil {
-			return false, n.readErr(err)
-		}
-		if el.Name.Space == stream.NSSASL && el.Name.Local == "abort" {
-			return false, n.attemptFailed(ip, "aborted", "")
-		}
-		if el.Name.Space != stream.NSSASL || el.Name.Local != "response" {
-			return false, n.fail("not-authorized", "expected a SASL response")
-		}
-		if data, err = decodeSASL(el.Text()); err != nil {
-			return false, n.attemptFailed(ip, "incorrect-encoding", "")
-		}
 	}
+}
+
+// exchange sends a SASL challenge and reads the client's response. It
+// returns the decoded response; nil data with a nil error means the attempt
+// ended (aborted, or the response was not base64) and may be retried.
+func (n *negotiation) exchange(ip string, challenge []byte) ([]byte, error) {
+	c := `<challenge xmlns="` + stream.NSSASL + `"/>`
+	if len(challenge) > 0 {
+		c = `<challenge xmlns="` + stream.NSSASL + `">` + base64.StdEncoding.EncodeToString(challenge) + `</challenge>`
+	}
+	if err := n.write([]byte(c)); err != nil {
+		return nil, err
+	}
+	el, err := n.rd.Next()
+	if err != nil {
+		return nil, n.readErr(err)
+	}
+	if el.Name.Space == stream.NSSASL && el.Name.Local == "abort" {
+		return nil, n.attemptFailed(ip, "aborted", "")
+	}
+	if el.Name.Space != stream.NSSASL || el.Name.Local != "response" {
+		return nil, n.fail("not-authorized", "expected a SASL response")
+	}
+	data, err := decodeSASL(el.Text())
+	if err != nil {
+		return nil, n.attemptFailed(ip, "incorrect-encoding", "")
+	}
+	if data == nil {
+		data = []byte{} // an empty response is still a response
+	}
+	return data, nil
 }
 
 func (n *negotiation) attemptFailed(ip, condition, text string) error {
