@@ -56,12 +56,36 @@ type addr struct {
 	bare, resource, domain, local string
 }
 
+// addrCacheSize bounds the cache of normalized addresses; when full it
+// starts over, so a peer sending endless new addresses costs only a parse.
+const addrCacheSize = 16384
+
+var addrCache struct {
+	sync.RWMutex
+	m map[string]addr
+}
+
+// parseAddr parses and normalizes (PRECIS) a JID. Valid results are
+// cached: the same few addresses recur on every stanza of a session.
 func parseAddr(s string) (addr, bool) {
+	addrCache.RLock()
+	a, ok := addrCache.m[s]
+	addrCache.RUnlock()
+	if ok {
+		return a, true
+	}
 	j, err := jid.Parse(s)
 	if err != nil {
 		return addr{}, false
 	}
-	return addr{bare: j.Bare().String(), resource: j.Resourcepart(), domain: j.Domainpart(), local: j.Localpart()}, true
+	a = addr{bare: j.Bare().String(), resource: j.Resourcepart(), domain: j.Domainpart(), local: j.Localpart()}
+	addrCache.Lock()
+	if addrCache.m == nil || len(addrCache.m) >= addrCacheSize {
+		addrCache.m = make(map[string]addr, 256)
+	}
+	addrCache.m[s] = a
+	addrCache.Unlock()
+	return a, true
 }
 
 func (a addr) full() string {
