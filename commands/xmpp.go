@@ -26,6 +26,17 @@ type XMPPStatus struct {
 	ByDomain    map[string]int // sessions per domain
 	LastError   string         // e.g. "listen tcp 0.0.0.0:5222: bind: address already in use"
 	LastErrorAt time.Time
+	Components  []ComponentStatus // the external components (call bridges) the engine knows of
+}
+
+// ComponentStatus is one external component as the engine sees it.
+type ComponentStatus struct {
+	JID           string // name.domain
+	Connected     bool
+	Since         time.Time // connected since
+	From          string    // remote address while connected
+	LastFailure   string    // e.g. "authentication failure", "unknown component"
+	LastFailureAt time.Time
 }
 
 // XMPPEngine is the running engine as the commands see it. The engine applies configuration by

@@ -32,6 +32,8 @@ const (
 	OpDomainPut       OpKind = "domain.put"       // Domain (keeps Primary as it was)
 	OpDomainDel       OpKind = "domain.del"       // Name
 	OpXMPPReset       OpKind = "xmpp.reset"       // every domain and every xmpp.* setting; accounts stay
+	OpComponentAdd    OpKind = "component.add"    // Component; fails if the name is taken
+	OpComponentDel    OpKind = "component.del"    // Name
 	OpAccountCreate   OpKind = "account.create"   // Accounts; SkipExisting
 	OpAccountPassword OpKind = "account.password" // Accounts[0]
 	OpAccountDelete   OpKind = "account.delete"   // Name = bare JID
@@ -59,6 +61,7 @@ type Op struct {
 	Accounts     []Account   `json:"accounts,omitempty"`
 	SkipExisting bool        `json:"skip_existing,omitempty"`
 	Item         *RosterItem `json:"item,omitempty"`
+	Component    *Component  `json:"component,omitempty"`
 }
 
 // Errors callers may test for.
@@ -144,6 +147,8 @@ func apply(tx *bolt.Tx, op Op) error {
 		return applyDomain(tx, op)
 	case OpXMPPReset:
 		return applyXMPPReset(tx)
+	case OpComponentAdd, OpComponentDel:
+		return applyComponent(tx, op)
 	case OpAccountCreate, OpAccountPassword, OpAccountDelete:
 		return applyAccount(tx, op)
 	case OpRosterPut, OpRosterDel, OpOfflinePush, OpOfflineDel, OpVCardSet, OpPrivateSet, OpLastSet:

@@ -22,7 +22,7 @@ import (
 )
 
 // SchemaVersion is the version of the layout this code reads and writes.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // FileName is the bbolt file's name inside the data directory.
 const FileName = "parley.db"
@@ -41,6 +41,8 @@ var (
 	bucketVCards   = []byte("xmpp.vcards")
 	bucketPrivate  = []byte("xmpp.private")
 	bucketLast     = []byte("xmpp.last")
+
+	bucketComponents = []byte("xmpp.components")
 )
 
 // migrations[i] brings a store from schema i to i+1. migrations[0] creates
@@ -62,6 +64,11 @@ var migrations = []func(tx *bolt.Tx) error{
 			}
 		}
 		return nil
+	},
+	// 2 → 3: external components (call bridges).
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketComponents)
+		return err
 	},
 }
 
