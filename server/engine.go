@@ -22,6 +22,7 @@ import (
 
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/component"
 	"github.com/parley-xmpp/parley/server/im"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
@@ -49,6 +50,7 @@ type Status struct {
 	ByDomain    map[string]int
 	LastError   string
 	LastErrorAt time.Time
+	Components  []component.Status
 }
 
 // Engine is the XMPP engine.
@@ -57,6 +59,8 @@ type Engine struct {
 	router *router.Router
 	im     *im.Service
 	c2s    *c2s.Config
+	comps  *component.Registry
+	comp   *component.Config
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
@@ -75,6 +79,7 @@ type Engine struct {
 
 type connState struct {
 	sess *c2s.Session
+	comp bool // an external component's stream
 }
 
 type listener struct {
@@ -95,7 +100,20 @@ func New(cfg Config) *Engine {
 		cfg: cfg, router: router.New(), stop: make(chan struct{}),
 		hosted: map[string]bool{}, certs: map[string]*tls.Certificate{}, listeners: map[string]*listener{}, conns: map[net.Conn]*connState{},
 	}
-	e.im = &im.Service{Store: cfg.Store, Router: e.router, Hosted: e.Hosted, Version: cfg.Version, Started: time.Now(), Log: cfg.Log}
+	e.comps = component.NewRegistry()
+	e.im = &im.Service{Store: cfg.Store, Router: e.router, Hosted: e.Hosted, Version: cfg.Version, Started: time.Now(), Log: cfg.Log,
+		Components: componentRoutes{e}}
+	e.comp = &component.Config{
+		Lookup: cfg.Store.ComponentByJID,
+		PlainAllowed: func() bool {
+			v, _ := cfg.Store.Config(store.XMPPComponentPlain)
+			return v == "allow"
+		},
+		Handler:     e.im,
+		Limits:      cfg.Limits,
+		AuthTimeout: e.authTimeout,
+		Log:         cfg.Log,
+	}
 	e.c2s = &c2s.Config{
 		TLS:         e.tlsConfig,
 		Hosted:      e.Hosted,
@@ -158,6 +176,8 @@ func (e *Engine) onChange(op store.Op) {
 		// Applied before Store.Apply returns: when a shell command that
 		// changed the configuration ends, the change is live.
 		e.reconcile()
+	case store.OpComponentDel:
+		e.comps.KickName(op.Name, &stream.Error{Condition: "not-authorized", Text: "the component was deleted"})
 	case store.OpAccountDelete:
 		for _, s := range e.router.Sessions(op.Name) {
 			s.(*c2s.Session).Close(&stream.Error{Condition: "not-authorized", Text: "the account was deleted"})
@@ -190,7 +210,8 @@ func (e *Engine) Status() Status {
 	total, by := e.router.Count()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := Status{Running: len(e.listeners) > 0, Since: e.since, Sessions: total, ByDomain: by, LastError: e.lastErr, LastErrorAt: e.lastErrAt}
+	st := Status{Running: len(e.listeners) > 0, Since: e.since, Sessions: total, ByDomain: by, LastError: e.lastErr, LastErrorAt: e.lastErrAt,
+		Components: e.comps.Status()}
 	for _, l := range e.listeners {
 		st.Listeners = append(st.Listeners, l.label)
 	}
@@ -270,7 +291,11 @@ func (e *Engine) stopLocked(condition, text string) {
 		l.l.Close()
 		delete(e.listeners, key)
 	}
+	e.comps.CloseAll(&stream.Error{Condition: condition, Text: text})
 	for c, st := range e.conns {
+		if st.comp {
+			continue // closed above, after its stream error is written
+		}
 		if st.sess != nil {
 			st.sess.Close(&stream.Error{Condition: condition, Text: text})
 		} else {
@@ -507,8 +532,30 @@ func (e *Engine) serve(c net.Conn, direct bool) {
 	case stream.NSServer:
 		fail(ns, &stream.Error{Condition: "policy-violation", Text: "server-to-server streams are not enabled on this appliance yet"})
 	case stream.NSAccept:
-		fail(ns, &stream.Error{Condition: "policy-violation", Text: "component streams are not enabled on this appliance yet"})
+		e.mu.Lock()
+		st.comp = true
+		e.mu.Unlock()
+		component.Serve(e.comp, e.comps, c, rd, header, direct || isTLS(c))
 	default:
 		fail(stream.NSClient, &stream.Error{Condition: "invalid-namespace", Text: fmt.Sprintf("unknown stream namespace %q", ns)})
 	}
+}
+
+// componentRoutes lets the IM core reach external components.
+type componentRoutes struct{ e *Engine }
+
+func (c componentRoutes) Known(domain string) bool {
+	_, ok := c.e.cfg.Store.ComponentByJID(domain)
+	return ok
+}
+
+func (c componentRoutes) Route(domain string, el *xml.Element) bool {
+	return c.e.comps.Route(domain, el)
+}
+
+func (c componentRoutes) Connected() []string { return c.e.comps.Connected() }
+
+func isTLS(c net.Conn) bool {
+	_, ok := c.(*tls.Conn)
+	return ok
 }

@@ -150,10 +150,16 @@ type engineStatus struct{ e *server.Engine }
 
 func (s engineStatus) Status() commands.XMPPStatus {
 	st := s.e.Status()
-	return commands.XMPPStatus{
+	out := commands.XMPPStatus{
 		Running: st.Running, Since: st.Since, Listeners: st.Listeners, Sessions: st.Sessions,
 		ByDomain: st.ByDomain, LastError: st.LastError, LastErrorAt: st.LastErrorAt,
 	}
+	for _, c := range st.Components {
+		out.Components = append(out.Components, commands.ComponentStatus{
+			JID: c.JID, Connected: c.Connected, Since: c.Since, From: c.From, LastFailure: c.LastFailure, LastFailureAt: c.LastFailureAt,
+		})
+	}
+	return out
 }
 
 func (s engineStatus) UserSessions(bare string) int { return s.e.UserSessions(bare) }

@@ -118,7 +118,7 @@ func (s *Service) handleIQ(sess *c2s.Session, iq *xml.Element, to addr, noTo boo
 			reply(stream.ErrorReply(iq, "item-not-found", ""))
 			return
 		}
-		reply(result(iq).Add(xml.New(NSDiscoItems, "query")))
+		reply(result(iq).Add(s.discoItems(to, onDomain)))
 	case NSVersion:
 		if !onDomain || typ != "get" {
 			reply(stream.ErrorReply(iq, "service-unavailable", ""))
@@ -147,17 +147,41 @@ func (s *Service) handleIQ(sess *c2s.Session, iq *xml.Element, to addr, noTo boo
 	}
 }
 
+// discoItems lists what is under an address: for a domain, the
+// connected components beneath it (cb1.example.com under example.com).
+func (s *Service) discoItems(to addr, onDomain bool) *xml.Element {
+	out := xml.New(NSDiscoItems, "query")
+	if onDomain && s.Components != nil {
+		for _, c := range s.Components.Connected() {
+			if strings.HasSuffix(c, "."+to.domain) {
+				out.Add(xml.New(NSDiscoItems, "item", "jid", c))
+			}
+		}
+	}
+	return out
+}
+
+// serverInfo is the server's disco#info for a node ("" or the caps node),
+// or nil if the node is unknown.
+func serverInfo(node string) *xml.Element {
+	if node != "" && node != CapsNode+"#"+CapsVer() {
+		return nil
+	}
+	out := xml.New(NSDiscoInfo, "query", "node", node)
+	out.Add(xml.New(NSDiscoInfo, "identity", "category", "server", "type", "im", "name", "Parley"))
+	for _, f := range serverFeatures {
+		out.Add(xml.New(NSDiscoInfo, "feature", "var", f))
+	}
+	return out
+}
+
 func (s *Service) discoInfo(sess *c2s.Session, iq, q *xml.Element, onDomain bool) {
 	node := q.Get("node")
 	out := xml.New(NSDiscoInfo, "query", "node", node)
 	if onDomain {
-		if node != "" && node != CapsNode+"#"+CapsVer() {
+		if out = serverInfo(node); out == nil {
 			sess.Deliver(stream.ErrorReply(iq, "item-not-found", ""))
 			return
-		}
-		out.Add(xml.New(NSDiscoInfo, "identity", "category", "server", "type", "im", "name", "Parley"))
-		for _, f := range serverFeatures {
-			out.Add(xml.New(NSDiscoInfo, "feature", "var", f))
 		}
 	} else {
 		if node != "" {

@@ -32,6 +32,9 @@ type Service struct {
 	Started time.Time
 	Log     *log.Logger
 
+	// Components, if set, is where stanzas for external components go.
+	Components Components
+
 	photos sync.Map // bare JID → avatar hash ("" for none)
 
 	offline [64]sync.Mutex // by bare JID: storing vs. flushing offline messages
@@ -50,6 +53,98 @@ func (s *Service) offlineLock(bare string) *sync.Mutex {
 }
 
 var _ c2s.Handler = (*Service)(nil)
+
+// Components is the registry of external components (XEP-0114).
+type Components interface {
+	// Known reports whether a component is registered at domain.
+	Known(domain string) bool
+	// Route delivers to the component at domain; false if not connected.
+	Route(domain string, el *xml.Element) bool
+	// Connected lists the connected components' addresses.
+	Connected() []string
+}
+
+// toComponent routes a stanza whose target is a registered component. It
+// reports false if the domain is not a component's. A component that is
+// not connected makes messages and IQs bounce with service-unavailable.
+func (s *Service) toComponent(el *xml.Element, a addr) bool {
+	if s.Components == nil || !s.Components.Known(a.domain) {
+		return false
+	}
+	if !s.Components.Route(a.domain, el) && el.Name.Local != "presence" {
+		s.bounce(el, "service-unavailable", "the component "+a.domain+" is not connected")
+	}
+	return true
+}
+
+// FromComponent routes a stanza sent by an external component (its `from`
+// already checked to be at the component's domain).
+func (s *Service) FromComponent(component string, el *xml.Element) {
+	a, ok := parseAddr(el.Get("to"))
+	if !ok {
+		s.bounce(el, "jid-malformed", "the 'to' address is not a valid JID")
+		return
+	}
+	el.Set("to", a.full())
+	if !s.Hosted(a.domain) {
+		if !s.toComponent(el, a) {
+			s.bounce(el, "remote-server-not-found", "federation with "+a.domain+" is not available")
+		}
+		return
+	}
+	switch el.Name.Local {
+	case "message":
+		s.routeMessage(el, a)
+	case "presence":
+		if a.local != "" {
+			s.deliverTo(el, a)
+		}
+	case "iq":
+		s.componentIQ(el, a)
+	}
+}
+
+// componentIQ handles an IQ from a component to a local address: to a
+// user's resource it is delivered; the server answers ping and disco.
+func (s *Service) componentIQ(iq *xml.Element, a addr) {
+	typ := iq.Get("type")
+	if a.local != "" && a.resource != "" {
+		if sess := s.Router.Session(a.bare, a.resource); sess != nil {
+			sess.Deliver(iq)
+		} else {
+			s.bounce(iq, "service-unavailable", "")
+		}
+		return
+	}
+	if typ != "get" && typ != "set" {
+		return
+	}
+	kids := iq.Elements()
+	if len(kids) != 1 {
+		s.bounce(iq, "bad-request", "a get or set iq has exactly one child element")
+		return
+	}
+	from, _ := parseAddr(iq.Get("from"))
+	var payload *xml.Element
+	switch q := kids[0]; {
+	case q.Name.Space == NSPing && (a.local == "" || s.accountExists(a.bare)):
+	case q.Name.Space == NSDiscoInfo && a.local == "":
+		if payload = serverInfo(q.Get("node")); payload == nil {
+			s.bounce(iq, "item-not-found", "")
+			return
+		}
+	case q.Name.Space == NSDiscoItems && a.local == "":
+		payload = s.discoItems(a, true)
+	default:
+		s.bounce(iq, "service-unavailable", "")
+		return
+	}
+	r := result(iq)
+	if payload != nil {
+		r.Add(payload)
+	}
+	s.deliverTo(r, from)
+}
 
 // addr is a parsed, normalized address.
 type addr struct {
@@ -125,6 +220,13 @@ func (s *Service) Handle(sess *c2s.Session, el *xml.Element) {
 			return
 		}
 		el.Set("to", a.full())
+		if !s.Hosted(a.domain) && s.Components != nil && s.Components.Known(a.domain) {
+			if el.Name.Local == "presence" && (el.Get("type") == "" || el.Get("type") == "unavailable") {
+				sess.AddDirected(a.full(), el.Get("type") == "")
+			}
+			s.toComponent(el, a)
+			return
+		}
 	}
 	switch el.Name.Local {
 	case "iq":
@@ -157,6 +259,9 @@ func (s *Service) bounce(el *xml.Element, condition, text string) {
 // a full JID's session, or every available resource of a bare JID.
 func (s *Service) deliverTo(el *xml.Element, a addr) {
 	if !s.Hosted(a.domain) {
+		if s.Components != nil && s.Components.Known(a.domain) {
+			s.Components.Route(a.domain, el)
+		}
 		return // federation comes later
 	}
 	if a.resource != "" {

@@ -292,3 +292,21 @@ func (c *Conn) CloseWith(b []byte) {
 
 // Done is closed when the writer has finished and the connection is closed.
 func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Retarget returns a copy of el with every element in namespace from moved
+// to namespace to: the stanza namespaces differ between client
+// (jabber:client) and component (jabber:component:accept) streams.
+func Retarget(el *xml.Element, from, to string) *xml.Element {
+	c := &xml.Element{Name: el.Name, Attr: append([]xml.Attr(nil), el.Attr...)}
+	if c.Name.Space == from {
+		c.Name.Space = to
+	}
+	for _, n := range el.Children {
+		if e, ok := n.(*xml.Element); ok {
+			c.Children = append(c.Children, Retarget(e, from, to))
+		} else {
+			c.Children = append(c.Children, n)
+		}
+	}
+	return c
+}

@@ -1,0 +1,282 @@
+// Package component owns the accept side of external components (XEP-0114,
+// jabber:component:accept), the way Cisco Meeting Server call bridges
+// connect: the SHA-1 handshake over the stream id and the shared secret
+// (compared in constant time), one live connection per component (the newest
+// wins, so a restarted call bridge takes over at once), the check that a
+// component sends only from its own domain, and the registry the router
+// asks where a component's stanzas go.
+package component
+
+import (
+	"crypto/sha1"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/server/xml"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// Handler receives the stanzas a component sends, already moved into the
+// jabber:client namespace.
+type Handler interface {
+	FromComponent(component string, el *xml.Element)
+}
+
+// Config is what the accept side needs.
+type Config struct {
+	Lookup       func(jid string) (store.Component, bool)
+	PlainAllowed func() bool // plain connections from other hosts than loopback
+	Handler      Handler
+	Limits       xml.Limits
+	AuthTimeout  func() time.Duration
+	Log          *log.Logger
+}
+
+// Status is one component's state.
+type Status struct {
+	JID           string
+	Connected     bool
+	Since         time.Time
+	From          string
+	LastFailure   string
+	LastFailureAt time.Time
+}
+
+// Registry holds the connected components and their recent failures.
+type Registry struct {
+	mu       sync.Mutex
+	sessions map[string]*session
+	failures map[string]failure
+}
+
+type failure struct {
+	what string
+	at   time.Time
+}
+
+type session struct {
+	jid   string
+	conn  *stream.Conn
+	since time.Time
+	from  string
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{sessions: map[string]*session{}, failures: map[string]failure{}}
+}
+
+func (r *Registry) fail(jid, what string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.failures) > 1000 {
+		r.failures = map[string]failure{}
+	}
+	r.failures[jid] = failure{what, time.Now()}
+}
+
+// Route delivers a stanza to the connected component at domain. connected
+// is false if no component is connected there.
+func (r *Registry) Route(domain string, el *xml.Element) (connected bool) {
+	r.mu.Lock()
+	s := r.sessions[domain]
+	r.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	s.conn.Send(stream.Retarget(el, stream.NSClient, stream.NSAccept))
+	return true
+}
+
+// Connected lists the connected components' addresses.
+func (r *Registry) Connected() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.sessions))
+	for j := range r.sessions {
+		out = append(out, j)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// KickName disconnects the component called name (name.<any domain>): it
+// was deleted.
+func (r *Registry) KickName(name string, e *stream.Error) {
+	r.mu.Lock()
+	var kick []*session
+	for j, s := range r.sessions {
+		if strings.HasPrefix(j, name+".") {
+			kick = append(kick, s)
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range kick {
+		s.conn.CloseWith(e.Bytes())
+	}
+}
+
+// CloseAll disconnects every component.
+func (r *Registry) CloseAll(e *stream.Error) {
+	r.mu.Lock()
+	all := make([]*session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		all = append(all, s)
+	}
+	r.mu.Unlock()
+	for _, s := range all {
+		s.conn.CloseWith(e.Bytes())
+	}
+}
+
+// Status reports every component that is connected or has failed lately.
+func (r *Registry) Status() []Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	by := map[string]*Status{}
+	for j, s := range r.sessions {
+		by[j] = &Status{JID: j, Connected: true, Since: s.since, From: s.from}
+	}
+	for j, f := range r.failures {
+		st := by[j]
+		if st == nil {
+			st = &Status{JID: j}
+			by[j] = st
+		}
+		st.LastFailure, st.LastFailureAt = f.what, f.at
+	}
+	out := make([]Status, 0, len(by))
+	for _, st := range by {
+		out = append(out, *st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].JID < out[j].JID })
+	return out
+}
+
+func isLoopback(a net.Addr) bool {
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Handshake is the expected handshake value: hex SHA-1 of the stream id
+// followed by the secret (XEP-0114 §3).
+func Handshake(id, secret string) string {
+	sum := sha1.Sum([]byte(id + secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// Serve runs a component stream whose header has been read. tls tells
+// whether the connection is encrypted.
+func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Element, tls bool) {
+	to := header.Get("to")
+	id := stream.NewID()
+	fail := func(cond, text string) {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		c.Write(stream.Header(stream.NSAccept, to, "", id))
+		c.Write((&stream.Error{Condition: cond, Text: text}).Bytes())
+		c.Close()
+	}
+	comp, ok := cfg.Lookup(to)
+	if to == "" || !ok {
+		r.fail(to, "unknown component")
+		cfg.Log.Printf("component: unknown component %q from %s", to, c.RemoteAddr())
+		fail("host-unknown", "no component "+to+" is registered here (xmpp callbridge add)")
+		return
+	}
+	if !tls && !isLoopback(c.RemoteAddr()) && !cfg.PlainAllowed() {
+		r.fail(to, "plain connection refused")
+		fail("policy-violation", "plain component connections are accepted from loopback only: connect with TLS to the c2s-tls port, or have an admin run xmpp callbridge plain allow")
+		return
+	}
+	c.SetDeadline(time.Now().Add(cfg.AuthTimeout()))
+	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(stream.Header(stream.NSAccept, to, "", id)); err != nil {
+		c.Close()
+		return
+	}
+	el, err := rd.Next()
+	if err != nil || el.Name.Local != "handshake" || el.Name.Space != stream.NSAccept {
+		r.fail(to, "no handshake")
+		if err == nil || !errors.Is(err, io.EOF) {
+			c.Write((&stream.Error{Condition: "not-authorized", Text: "expected a handshake"}).Bytes())
+		}
+		c.Close()
+		return
+	}
+	want := Handshake(id, comp.Secret)
+	got := strings.ToLower(strings.TrimSpace(el.Text()))
+	if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		r.fail(to, "authentication failure")
+		cfg.Log.Printf("component: authentication failure for %s from %s", to, c.RemoteAddr())
+		c.Write((&stream.Error{Condition: "not-authorized", Text: "the handshake does not match the shared secret"}).Bytes())
+		c.Close()
+		return
+	}
+	c.SetDeadline(time.Time{})
+	s := &session{jid: to, conn: stream.NewConn(c, stream.NSAccept), since: time.Now(), from: c.RemoteAddr().String()}
+	s.conn.SendRaw([]byte(`<handshake/>`))
+	r.mu.Lock()
+	old := r.sessions[to]
+	r.sessions[to] = s
+	delete(r.failures, to)
+	r.mu.Unlock()
+	if old != nil {
+		// The newer connection wins: a call bridge that restarted takes
+		// over at once, and there are never two live.
+		old.conn.CloseWith((&stream.Error{Condition: "conflict", Text: "replaced by a newer connection of the same component"}).Bytes())
+	}
+	cfg.Log.Printf("component: %s connected from %s", to, c.RemoteAddr())
+	defer func() {
+		r.mu.Lock()
+		if r.sessions[to] == s {
+			delete(r.sessions, to)
+		}
+		r.mu.Unlock()
+		cfg.Log.Printf("component: %s disconnected", to)
+	}()
+	for {
+		el, err := rd.Next()
+		if err != nil {
+			var xe *xml.Error
+			switch {
+			case errors.As(err, &xe):
+				s.conn.CloseWith((&stream.Error{Condition: xe.Condition, Text: xe.Text}).Bytes())
+			case errors.Is(err, io.EOF):
+				s.conn.CloseWith(stream.Close)
+			default:
+				s.conn.CloseWith(nil)
+			}
+			break
+		}
+		if el.Name.Space != stream.NSAccept || (el.Name.Local != "message" && el.Name.Local != "presence" && el.Name.Local != "iq") {
+			s.conn.CloseWith((&stream.Error{Condition: "unsupported-stanza-type", Text: "<" + el.Name.Local + "> is not a stanza"}).Bytes())
+			break
+		}
+		from, err := jid.Parse(el.Get("from"))
+		if err != nil || from.Domainpart() != to {
+			s.conn.CloseWith((&stream.Error{Condition: "invalid-from", Text: "a component sends only from addresses at " + to}).Bytes())
+			break
+		}
+		if el.Get("to") == "" {
+			s.conn.CloseWith((&stream.Error{Condition: "improper-addressing", Text: "a stanza from a component needs a 'to'"}).Bytes())
+			break
+		}
+		cfg.Handler.FromComponent(to, stream.Retarget(el, stream.NSAccept, stream.NSClient))
+	}
+	<-s.conn.Done()
+}
