@@ -453,6 +453,17 @@ func TestCommandReferenceUpToDate(t *testing.T) {
 	}
 }
 
+func TestHelpMarkdown(t *testing.T) {
+	got := helpMarkdown("Prints <n> blocks:\n  ***\n  Name : x\nThen <more>.")
+	want := "Prints \\<n> blocks:\n\n```\n***\nName : x\n```\n\nThen \\<more>."
+	if got != want {
+		t.Errorf("helpMarkdown:\n%s\nwant\n%s", got, want)
+	}
+	if got := cell("`a <b|c>`"); got != "`a <b\\|c>`" {
+		t.Errorf("cell: %s", got)
+	}
+}
+
 func TestEveryCommandDocumented(t *testing.T) {
 	for _, cmd := range NewTree().Commands() {
 		if cmd.Summary == "" || cmd.Run == nil {

@@ -78,10 +78,14 @@ func xmppCommands() []*Command {
 	cmds := []*Command{
 		{
 			Words:   []string{"xmpp"},
-			Summary: "Show the XMPP service: state, domains and certificates, addresses and ports, sessions, limits, last error",
+			Summary: "Show the XMPP service: state, domains and certificates, addresses and ports, sessions, limits, call bridges, last error",
 			Help: "State is the setting (enabled or disabled) and what the engine does (running since when, or not).\n" +
 				"Listeners are the sockets the engine has open; Last error is its most recent failure, e.g. a port\n" +
-				"already in use, with the time it happened.",
+				"already in use, with the time it happened.\n" +
+				"Components are the call bridges and other XEP-0114 components: connected since when and from\n" +
+				"where, or not connected with the last failure (e.g. authentication failure: a wrong secret);\n" +
+				"a component that tried to connect but is not configured is shown as not configured.\n" +
+				"Component plain says from where components may connect without TLS (xmpp callbridge plain).",
 			Perm: PermRead,
 			Run:  runXMPPStatus,
 		},
@@ -104,7 +108,8 @@ func xmppCommands() []*Command {
 			Words:   []string{"xmpp", "reset"},
 			Summary: "Clear the XMPP configuration: domains and every xmpp setting (asks for confirmation)",
 			Help: "Removes every hosted domain and every xmpp setting (enabled, listen, ports, limits); the service\n" +
-				"stops. XMPP accounts and their data are kept, and so are the files in the files area.\n" +
+				"stops, and components may connect without TLS from loopback only again. XMPP accounts and their\n" +
+				"data are kept, and so are the call bridges and the files in the files area.\n" +
 				"Type 'reset' to confirm; in exec or script mode the confirmation is the next line of standard input.",
 			Example: "xmpp reset\nprintf 'reset\\n' | ssh -p 2222 admin@host 'xmpp reset'",
 			Perm:    PermXMPP,
@@ -208,7 +213,8 @@ func xmppCommands() []*Command {
 			Run:     runXMPPClientAuthTimeout,
 		},
 	}
-	return append(cmds, xmppUserCommands()...)
+	cmds = append(cmds, xmppUserCommands()...)
+	return append(cmds, callbridgeCommands()...)
 }
 
 // parseDomain validates an XMPP domain and returns its normalized form
@@ -299,6 +305,12 @@ func runXMPPStatus(c *Ctx, args []string) error {
 	}
 	add("Max sessions", maxSessions)
 	add("Client auth timeout", fmt.Sprintf("%d seconds", int(cfg.ClientAuthTimeout/time.Second)))
+	components, err := componentLines(c, st)
+	if err != nil {
+		return errorf("xmpp: reading the call bridges: %v", err)
+	}
+	add("Components", components...)
+	add("Component plain", componentPlainText(c))
 	if c.XMPP != nil {
 		uptime := "not running"
 		if st.Running && !st.Since.IsZero() {
@@ -489,7 +501,7 @@ func runXMPPReset(c *Ctx, args []string) error {
 	}
 	waitStopped(c)
 	c.printf("XMPP configuration cleared: %s and every xmpp setting removed; the service is disabled.\n", plural(len(cfg.Domains), "domain"))
-	c.printf("XMPP accounts and the files in the files area are kept.\n")
+	c.printf("XMPP accounts, call bridges and the files in the files area are kept.\n")
 	return nil
 }
 

@@ -69,9 +69,11 @@ func (e *fakeEngine) watch(s *store.Store) {
 // state is everything XMPP commands may change, to check that a refused
 // command changed nothing.
 type state struct {
-	cfg      store.XMPPConfig
-	accounts []string
-	files    []string
+	cfg        store.XMPPConfig
+	accounts   []string
+	files      []string
+	components []store.Component
+	plain      string
 }
 
 func (f *fixture) state() state {
@@ -93,6 +95,10 @@ func (f *fixture) state() state {
 	for _, e := range entries {
 		st.files = append(st.files, fmt.Sprintf("%s %d", e.Name, e.Size))
 	}
+	if st.components, err = f.env.Store.Components(); err != nil {
+		f.t.Fatal(err)
+	}
+	st.plain, _ = f.env.Store.Config(store.XMPPComponentPlain)
 	return st
 }
 
@@ -349,6 +355,8 @@ func TestXMPPReset(t *testing.T) {
 	f.ok("xmpp listen none")
 	f.ok("xmpp enable")
 	f.ok("xmpp user add alice@example.com", "password-123")
+	f.ok("xmpp callbridge add cb1")
+	f.ok("xmpp callbridge plain allow")
 	f.env.Store.Apply(store.Op{Kind: store.OpConfigSet, Name: store.ConfigHostname, Value: "keep.example"})
 
 	f.refuse("xmpp reset", "xmpp reset: not confirmed (type reset to confirm); nothing was changed", "yes")
@@ -362,7 +370,7 @@ func TestXMPPReset(t *testing.T) {
 	if asked := c.Prompt.(*fakePrompt).asked; len(asked) != 1 || asked[0] != "Type 'reset' to clear the XMPP configuration: " {
 		t.Errorf("asked %q", asked)
 	}
-	if out := f.out.String(); !strings.Contains(out, "2 domains and every xmpp setting removed") || !strings.Contains(out, "accounts and the files in the files area are kept") {
+	if out := f.out.String(); !strings.Contains(out, "2 domains and every xmpp setting removed") || !strings.Contains(out, "accounts, call bridges and the files in the files area are kept") {
 		t.Errorf("reset output %q", out)
 	}
 	cfg := f.config()
@@ -375,6 +383,12 @@ func TestXMPPReset(t *testing.T) {
 	}
 	if _, err := f.env.Store.Account("alice@example.com"); err != nil {
 		t.Errorf("reset deleted an account: %v", err)
+	}
+	if _, err := f.env.Store.Component("cb1"); err != nil {
+		t.Errorf("reset deleted a call bridge: %v", err)
+	}
+	if v, ok := f.env.Store.Config(store.XMPPComponentPlain); ok {
+		t.Errorf("reset kept component plain = %q", v)
 	}
 	if Hostname(f.env.Store) != "keep.example" {
 		t.Error("reset touched a setting outside xmpp")
@@ -914,7 +928,7 @@ func TestXMPPRoles(t *testing.T) {
 func TestXMPPComplete(t *testing.T) {
 	f := newFixture(t)
 	tests := []struct{ line, role, want string }{
-		{"xmpp ", store.RoleAdmin, "certs client_auth_timeout disable domain enable listen max-sessions multi-domain port reset user"},
+		{"xmpp ", store.RoleAdmin, "callbridge certs client_auth_timeout disable domain enable listen max-sessions multi-domain port reset user"},
 		{"xmpp ", store.RoleAudit, "multi-domain user"},
 		{"xmpp port ", store.RoleAdmin, "c2s c2s-tls s2s"},
 		{"xmpp multi-domain ", store.RoleAdmin, "add del list"},
@@ -934,7 +948,7 @@ func TestXMPPComplete(t *testing.T) {
 func TestSubcommandErrors(t *testing.T) {
 	f := newFixture(t)
 	tests := []struct{ line, want string }{
-		{"xmpp frob", `xmpp: unknown subcommand "frob"; use one of: certs, client_auth_timeout, disable, domain, enable, listen, max-sessions, multi-domain, port, reset, user (see 'help xmpp')`},
+		{"xmpp frob", `xmpp: unknown subcommand "frob"; use one of: callbridge, certs, client_auth_timeout, disable, domain, enable, listen, max-sessions, multi-domain, port, reset, user (see 'help xmpp')`},
 		{"xmpp user", "xmpp user: incomplete command; it needs one of: add, del, import, list, passwd (see 'help xmpp user')"},
 		{"xmpp multi-domain", "xmpp multi-domain: incomplete command; it needs one of: add, del, list (see 'help xmpp multi-domain')"},
 		{"xmpp user frob x", `xmpp user: unknown subcommand "frob"; use one of: add, del, import, list, passwd`},
