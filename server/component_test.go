@@ -116,7 +116,9 @@ func TestComponentNewestWinsAndDelete(t *testing.T) {
 	if got != "handshake" {
 		t.Fatal(got)
 	}
-	second, got := f.connectComponent("cb1.example.lan", cbSecret)
+	// The same component named in other letter case (domain names are
+	// case-insensitive), with a trailing dot: it replaces the first.
+	second, got := f.connectComponent("CB1.Example.LAN.", cbSecret)
 	if got != "handshake" {
 		t.Fatal(got)
 	}

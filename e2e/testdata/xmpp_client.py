@@ -186,6 +186,9 @@ class Client(slixmpp.ClientXMPP):
             info = res["disco_info"]
             return {"identities": [list(i[:3]) for i in info["identities"]],
                     "features": sorted(info["features"])}
+        if op == "disco_items":
+            res = await self.plugin["xep_0030"].get_items(jid=to, local=False, timeout=10)
+            return {"jids": sorted(str(i[0]) for i in res["disco_items"]["items"])}
         if op == "version":
             res = await self.plugin["xep_0092"].get_version(to, timeout=10)
             return {"name": res["software_version"]["name"],

@@ -87,7 +87,9 @@ func (r *Registry) fail(jid, what string) {
 }
 
 // Route delivers a stanza to the connected component at domain. connected
-// is false if no component is connected there.
+// is false if no component is connected there, or if its connection is
+// already closing (a stream error sent, not yet out of the registry): the
+// stanza was not queued, and the sender gets a bounce, not silence.
 func (r *Registry) Route(domain string, el *xml.Element) (connected bool) {
 	r.mu.Lock()
 	s := r.sessions[domain]
@@ -95,8 +97,7 @@ func (r *Registry) Route(domain string, el *xml.Element) (connected bool) {
 	if s == nil {
 		return false
 	}
-	s.conn.Send(stream.Retarget(el, stream.NSClient, stream.NSAccept))
-	return true
+	return s.conn.Send(stream.Retarget(el, stream.NSClient, stream.NSAccept))
 }
 
 // Connected lists the connected components' addresses.
@@ -183,7 +184,13 @@ func Handshake(id, secret string) string {
 // Serve runs a component stream whose header has been read. tls tells
 // whether the connection is encrypted.
 func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Element, tls bool) {
+	// The address is normalized as the store and the router name it (lower
+	// case, U-labels, no trailing dot): a component that writes
+	// CB1.Example.com or an A-label is the same component.
 	to := header.Get("to")
+	if j, err := jid.Parse(to); err == nil && j.Localpart() == "" && j.Resourcepart() == "" {
+		to = j.Domainpart()
+	}
 	id := stream.NewID()
 	fail := func(cond, text string) {
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
