@@ -24,6 +24,9 @@ type failures struct {
 	last time.Time
 }
 
+// MaxTracked bounds how many addresses the throttle remembers.
+const MaxTracked = 100000
+
 // NewThrottle returns a throttle with Parley's defaults: 3 free failures
 // per 10 minutes, then 1 s, 2 s, 4 s … up to 8 s per attempt.
 func NewThrottle() *Throttle {
@@ -68,11 +71,19 @@ func (t *Throttle) Fail(ip string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
-	if len(t.seen) > 100000 { // bound memory: forget old entries
+	if len(t.seen) >= MaxTracked { // bound memory: forget old entries
 		for k, f := range t.seen {
 			if now.Sub(f.last) > t.Window {
 				delete(t.seen, k)
 			}
+		}
+		// Still full (a spray of addresses within one window): drop some
+		// at random rather than grow.
+		for k := range t.seen {
+			if len(t.seen) < MaxTracked*9/10 {
+				break
+			}
+			delete(t.seen, k)
 		}
 	}
 	if t.seen == nil {

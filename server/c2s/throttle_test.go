@@ -129,3 +129,16 @@ func TestThrottleZeroValueAndConcurrency(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestThrottleBounded(t *testing.T) {
+	th := NewThrottle()
+	for i := 0; i < MaxTracked+500; i++ {
+		th.Fail(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
+	}
+	th.mu.Lock()
+	n := len(th.seen)
+	th.mu.Unlock()
+	if n > MaxTracked {
+		t.Fatalf("throttle remembers %d addresses, more than %d", n, MaxTracked)
+	}
+}
