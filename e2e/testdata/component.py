@@ -34,13 +34,9 @@ import ssl
 import sys
 
 import slixmpp
+
+from jsondriver import emit, read_commands
 from slixmpp.exceptions import IqError, IqTimeout
-
-
-def emit(ev, **fields):
-    fields = {"ev": ev, **fields}
-    sys.stdout.write(json.dumps(fields, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 class Component(slixmpp.ComponentXMPP):
@@ -132,29 +128,6 @@ class Component(slixmpp.ComponentXMPP):
             self.disconnect()
             return {}
         raise ValueError("unknown op %r" % op)
-
-
-async def read_commands(comp):
-    loop = asyncio.get_event_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while True:
-        line = await reader.readline()
-        if not line:
-            # The test is done with us: leave cleanly.
-            comp.disconnect()
-            return
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            c = json.loads(line)
-        except ValueError:
-            emit("reply", error="client-exception", text="not JSON: %r" % line)
-            continue
-        task = asyncio.ensure_future(comp.command(c))
-        comp.tasks.add(task)
-        task.add_done_callback(comp.tasks.discard)
 
 
 async def main():

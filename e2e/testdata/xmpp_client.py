@@ -33,18 +33,14 @@ import ssl
 import sys
 
 import slixmpp
+
+from jsondriver import emit, read_commands
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
 
 NS_AVATAR = "{vcard-temp:x:update}"
 NS_DELAY = "{urn:xmpp:delay}"
 NS_PRIVATE = "{jabber:iq:private}"
-
-
-def emit(ev, **fields):
-    fields = {"ev": ev, **fields}
-    sys.stdout.write(json.dumps(fields, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 class Client(slixmpp.ClientXMPP):
@@ -250,29 +246,6 @@ def roster_items(iq):
         out[str(jid)] = {"subscription": item["subscription"], "ask": item["ask"],
                          "name": item["name"], "groups": sorted(item["groups"])}
     return out
-
-
-async def read_commands(client):
-    loop = asyncio.get_event_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while True:
-        line = await reader.readline()
-        if not line:
-            # The test is done with us: leave cleanly.
-            client.disconnect()
-            return
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            c = json.loads(line)
-        except ValueError:
-            emit("reply", error="client-exception", text="not JSON: %r" % line)
-            continue
-        task = asyncio.ensure_future(client.command(c))
-        client.tasks.add(task)
-        task.add_done_callback(client.tasks.discard)
 
 
 async def main():
