@@ -214,37 +214,7 @@ func TestConcurrentSessions(t *testing.T) {
 func TestInteractive(t *testing.T) {
 	ts := start(t, pki.MaxFileSize)
 	c := ts.client(t, "admin", adminPassword)
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.RequestPty("xterm", 40, 100, gossh.TerminalModes{}); err != nil {
-		t.Fatal(err)
-	}
-	in, _ := s.StdinPipe()
-	var mu sync.Mutex
-	var screen bytes.Buffer
-	s.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return screen.Write(p) })
-	if err := s.Shell(); err != nil {
-		t.Fatal(err)
-	}
-	expect := func(want string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			mu.Lock()
-			got := screen.String()
-			mu.Unlock()
-			if strings.Contains(got, want) {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("screen never showed %q:\n%s", want, screen.String())
-	}
+	s, in, expect, screen := ptyShell(t, c)
 	expect("parley> ")
 	io.WriteString(in, "hostname alpha\r")
 	expect("alpha> ")
@@ -255,10 +225,7 @@ func TestInteractive(t *testing.T) {
 	io.WriteString(in, "carol-secret-1\r")
 	io.WriteString(in, "user list\r")
 	expect("carol     crypto")
-	mu.Lock()
-	echoed := strings.Contains(screen.String(), "carol-secret-1")
-	mu.Unlock()
-	if echoed {
+	if strings.Contains(screen(), "carol-secret-1") {
 		t.Fatal("the password was echoed")
 	}
 	io.WriteString(in, "\x04") // Ctrl-D
@@ -319,37 +286,7 @@ func TestAsk(t *testing.T) {
 
 	// Interactive: the answer is echoed as it is typed.
 	ts.st.Apply(store.Op{Kind: store.OpDomainPrimary, Name: "example.com"})
-	s, err = c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.RequestPty("xterm", 40, 100, gossh.TerminalModes{}); err != nil {
-		t.Fatal(err)
-	}
-	in, _ := s.StdinPipe()
-	var mu sync.Mutex
-	var screen bytes.Buffer
-	s.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return screen.Write(p) })
-	if err := s.Shell(); err != nil {
-		t.Fatal(err)
-	}
-	expect := func(want string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			mu.Lock()
-			got := screen.String()
-			mu.Unlock()
-			if strings.Contains(got, want) {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("screen never showed %q:\n%q", want, screen.String())
-	}
+	s, in, expect, _ := ptyShell(t, c)
 	expect("parley> ")
 	io.WriteString(in, "xmpp reset\r")
 	expect("Type 'reset' to clear the XMPP configuration: ")
@@ -367,6 +304,44 @@ func TestAsk(t *testing.T) {
 	if h, _ := ts.st.History("admin"); len(h) != 1 || h[0] != "xmpp reset" {
 		t.Errorf("history = %q: the answer must not be in it", h)
 	}
+}
+
+// ptyShell opens an interactive shell with a pseudo-terminal. expect waits
+// (at most 10 s) until the screen shows want; screen returns all output.
+func ptyShell(t *testing.T, c *gossh.Client) (s *gossh.Session, in io.Writer, expect func(want string), screen func() string) {
+	t.Helper()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.RequestPty("xterm", 40, 100, gossh.TerminalModes{}); err != nil {
+		t.Fatal(err)
+	}
+	in, _ = s.StdinPipe()
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	s.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return buf.Write(p) })
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	screen = func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.String()
+	}
+	expect = func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if strings.Contains(screen(), want) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("screen never showed %q:\n%q", want, screen())
+	}
+	return s, in, expect, screen
 }
 
 type writerFunc func([]byte) (int, error)
