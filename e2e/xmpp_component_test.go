@@ -12,7 +12,6 @@ package e2e
 // one machine.
 
 import (
-	"context"
 	"crypto/sha1"
 	"crypto/tls"
 	"encoding/hex"
@@ -20,7 +19,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -43,35 +41,7 @@ func (x *xmppAppliance) component(t *testing.T, jid, secret string, direct bool)
 		args = append(args, "--tls")
 	}
 	args = append(args, "--port", port)
-	ctx, cancel := context.WithTimeout(context.Background(), (xmppClientMax+10)*time.Second)
-	cmd := exec.CommandContext(ctx, pythonBin, args...)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &xclient{t: t, name: "component " + jid + " (" + mode + ")", cmd: cmd, stdin: stdin, stderr: &syncBuffer{},
-		notify: make(chan struct{}, 1), exited: make(chan struct{})}
-	cmd.Stderr = c.stderr
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("start %s: %v", pythonBin, err)
-	}
-	go c.read(stdout)
-	go func() { cmd.Wait(); cancel(); close(c.exited) }()
-	t.Cleanup(func() {
-		c.stdin.Close()
-		select {
-		case <-c.exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-c.exited
-		}
-	})
-	return c
+	return startDriver(t, "component "+jid+" ("+mode+")", args)
 }
 
 // connectComponent starts the slixmpp component and waits until the

@@ -289,6 +289,14 @@ func (x *xmppAppliance) client(t *testing.T, jid, password string, o clientOpts)
 	if o.priority != nil {
 		args = append(args, "--priority", strconv.Itoa(*o.priority))
 	}
+	return startDriver(t, jid+" ("+mode+")", args)
+}
+
+// startDriver runs one of the slixmpp driver scripts (args start with the
+// script) with a bounded lifetime; at cleanup its stdin is closed (a clean
+// logout) and it is killed if it has not left within 5 s.
+func startDriver(t *testing.T, name string, args []string) *xclient {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), (xmppClientMax+10)*time.Second)
 	cmd := exec.CommandContext(ctx, pythonBin, args...)
 	stdin, err := cmd.StdinPipe()
@@ -299,7 +307,7 @@ func (x *xmppAppliance) client(t *testing.T, jid, password string, o clientOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &xclient{t: t, name: jid + " (" + mode + ")", cmd: cmd, stdin: stdin, stderr: &syncBuffer{},
+	c := &xclient{t: t, name: name, cmd: cmd, stdin: stdin, stderr: &syncBuffer{},
 		notify: make(chan struct{}, 1), exited: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {
@@ -309,7 +317,7 @@ func (x *xmppAppliance) client(t *testing.T, jid, password string, o clientOpts)
 	go c.read(stdout)
 	go func() { cmd.Wait(); cancel(); close(c.exited) }()
 	t.Cleanup(func() {
-		c.stdin.Close() // a clean logout
+		c.stdin.Close()
 		select {
 		case <-c.exited:
 		case <-time.After(5 * time.Second):

@@ -302,19 +302,7 @@ func issue(t *testing.T, cn string, parent *testCA, isCA bool, notBefore, notAft
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		tmpl.DNSNames = []string{cn}
 	}
-	parentCert, parentKey := tmpl, crypto.Signer(key)
-	if parent != nil {
-		parentCert, parentKey = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, key.Public(), parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return sign(t, tmpl, key, parent)
 }
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
@@ -444,4 +432,22 @@ func TestVerifyRSASelfSigned(t *testing.T) {
 	if _, err := Verify(crt, crt, testNow.AddDate(2, 0, 0)); err == nil || !strings.Contains(err.Error(), "expired on") {
 		t.Errorf("expired: %v", err)
 	}
+}
+
+// sign issues tmpl for key, signed by parent (self-signed when nil).
+func sign(t *testing.T, tmpl *x509.Certificate, key *ecdsa.PrivateKey, parent *testCA) *testCA {
+	t.Helper()
+	parentCert, parentKey := tmpl, crypto.Signer(key)
+	if parent != nil {
+		parentCert, parentKey = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, key.Public(), parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }

@@ -122,19 +122,7 @@ func leafCert(t *testing.T, parent *testCA, edit func(*x509.Certificate)) *testC
 	if edit != nil {
 		edit(tmpl)
 	}
-	parentCert, parentKey := tmpl, crypto.Signer(key)
-	if parent != nil {
-		parentCert, parentKey = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, key.Public(), parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return sign(t, tmpl, key, parent)
 }
 
 func keyPEMOf(t *testing.T, k crypto.Signer) []byte {

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-xmpp/parley/pki"
@@ -66,7 +67,7 @@ type Engine struct {
 
 	mu        sync.Mutex
 	xmpp      store.XMPPConfig
-	hosted    map[string]bool
+	hosted    atomic.Pointer[map[string]bool] // replaced whole on reconcile: read on every stanza without a lock
 	certs     map[string]*tls.Certificate
 	primary   string
 	listeners map[string]*listener // by "addr kind"
@@ -98,7 +99,7 @@ func New(cfg Config) *Engine {
 	}
 	e := &Engine{
 		cfg: cfg, router: router.New(), stop: make(chan struct{}),
-		hosted: map[string]bool{}, certs: map[string]*tls.Certificate{}, listeners: map[string]*listener{}, conns: map[net.Conn]*connState{},
+		certs: map[string]*tls.Certificate{}, listeners: map[string]*listener{}, conns: map[net.Conn]*connState{},
 	}
 	e.comps = component.NewRegistry()
 	e.im = &im.Service{Store: cfg.Store, Router: e.router, Hosted: e.Hosted, Version: cfg.Version, Started: time.Now(), Log: cfg.Log,
@@ -189,9 +190,8 @@ func (e *Engine) onChange(op store.Op) {
 
 // Hosted reports whether a domain is served here.
 func (e *Engine) Hosted(domain string) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.hosted[strings.ToLower(domain)]
+	m := e.hosted.Load()
+	return m != nil && (*m)[strings.ToLower(domain)]
 }
 
 func (e *Engine) authTimeout() time.Duration {
@@ -251,7 +251,7 @@ func (e *Engine) reconcile() {
 			}
 		}
 	}
-	e.hosted = hosted
+	e.hosted.Store(&hosted)
 	if !cfg.Enabled || len(cfg.Domains) == 0 {
 		e.stopLocked("system-shutdown", "the XMPP service was disabled")
 		return

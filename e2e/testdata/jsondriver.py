@@ -1,16 +1,33 @@
 """What the end-to-end tests' slixmpp drivers share: one JSON object a line
 out (emit) and in (read_commands), each command run as its own task by
-the driver's command() coroutine."""
+command(): the driver's run(op, c) coroutine, answered with one reply."""
 
 import asyncio
 import json
 import sys
+
+from slixmpp.exceptions import IqError, IqTimeout
 
 
 def emit(ev, **fields):
     fields = {"ev": ev, **fields}
     sys.stdout.write(json.dumps(fields, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+async def command(driver, c):
+    op = c.get("op")
+    rid = c.get("id", "")
+    try:
+        fields = await driver.run(op, c)
+        emit("reply", id=rid, op=op, **(fields or {}))
+    except IqError as e:
+        emit("reply", id=rid, op=op, error=e.iq["error"]["condition"],
+             text=e.iq["error"]["text"], type=e.iq["error"]["type"])
+    except IqTimeout:
+        emit("reply", id=rid, op=op, error="timeout")
+    except Exception as e:  # a bug in the command: say so, loudly
+        emit("reply", id=rid, op=op, error="client-exception", text=repr(e))
 
 
 async def read_commands(driver):
@@ -31,6 +48,6 @@ async def read_commands(driver):
         except ValueError:
             emit("reply", error="client-exception", text="not JSON: %r" % line)
             continue
-        task = asyncio.ensure_future(driver.command(c))
+        task = asyncio.ensure_future(command(driver, c))
         driver.tasks.add(task)
         task.add_done_callback(driver.tasks.discard)

@@ -35,7 +35,6 @@ import sys
 import slixmpp
 
 from jsondriver import emit, read_commands
-from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
 
 NS_AVATAR = "{vcard-temp:x:update}"
@@ -133,20 +132,6 @@ class Client(slixmpp.ClientXMPP):
                             "type": pres["type"], "status": pres["status"], "photo": photo})
 
     # --- commands ---------------------------------------------------------
-
-    async def command(self, c):
-        op = c.get("op")
-        rid = c.get("id", "")
-        try:
-            fields = await self.run(op, c)
-            emit("reply", id=rid, op=op, **(fields or {}))
-        except IqError as e:
-            emit("reply", id=rid, op=op, error=e.iq["error"]["condition"],
-                 text=e.iq["error"]["text"], type=e.iq["error"]["type"])
-        except IqTimeout:
-            emit("reply", id=rid, op=op, error="timeout")
-        except Exception as e:  # a bug in the command: say so, loudly
-            emit("reply", id=rid, op=op, error="client-exception", text=repr(e))
 
     async def run(self, op, c):
         to = c.get("to") or None
