@@ -105,8 +105,8 @@ var ErrNoService = errors.New("the domain says it offers no XMPP service here")
 
 // LookupError is every error of this package.
 type LookupError struct {
-	Name    string        // the name asked (A-label form)
-	Type    string        // "A", "AAAA", "A or AAAA", "SRV", …
+	Name    string // the name asked (A-label form)
+	Type    string // "A", "AAAA", "A or AAAA", "SRV", …
 	Kind    ErrKind
 	Server  string        // the DNS server that answered, or was asked last
 	Timeout time.Duration // for Kind Timeout
