@@ -282,9 +282,10 @@ func explainPeerChain(domain string, chain []*x509.Certificate, verr error, now 
 }
 
 // TrustPool is what peer servers' certificates are verified against: the
-// system's roots plus the certificates of bundle in the files area that can
-// anchor a chain (CA certificates, and self-signed certificates, which pins
-// a peer that has no CA). bundle "" gives the system roots alone.
+// system's roots plus the CA certificates (basicConstraints CA:TRUE) of
+// bundle in the files area, as xmpp federation trust accepts them; a peer's
+// self-signed certificate with CA:TRUE is trusted that way too. bundle ""
+// gives the system roots alone.
 func TrustPool(a *Area, bundle string) (*x509.CertPool, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil || pool == nil {
@@ -308,7 +309,7 @@ func TrustPool(a *Area, bundle string) (*x509.CertPool, error) {
 	}
 	n := 0
 	for _, c := range certs {
-		if c.IsCA || selfSigned(c) {
+		if c.BasicConstraintsValid && c.IsCA {
 			pool.AddCert(c)
 			n++
 		}

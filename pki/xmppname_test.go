@@ -189,11 +189,16 @@ func TestTrustPool(t *testing.T) {
 	root := issue(t, "Bundle Root", nil, true, testNow.AddDate(-2, 0, 0), testNow.AddDate(5, 0, 0))
 	inter := issue(t, "Bundle Intermediate", root, true, testNow.AddDate(-1, 0, 0), testNow.AddDate(3, 0, 0))
 	leaf := leafCert(t, inter, func(c *x509.Certificate) { c.DNSNames = []string{"b.lan"} })
-	pinned := leafCert(t, nil, func(c *x509.Certificate) { c.DNSNames = []string{"p.lan"} })
+	pinned := leafCert(t, nil, func(c *x509.Certificate) {
+		c.DNSNames = []string{"p.lan"}
+		c.BasicConstraintsValid, c.IsCA = true, true
+	})
+	notCA := leafCert(t, nil, func(c *x509.Certificate) { c.DNSNames = []string{"p.lan"} })
 	for name, data := range map[string][]byte{
 		"peers.pem":  cat(inter.pem, root.pem),
 		"pinned.pem": pinned.pem,
 		"leaf.pem":   leaf.pem,
+		"notca.pem":  notCA.pem,
 		"junk.txt":   []byte("hello\n"),
 	} {
 		if err := area.WriteFile(name, data, 0o600, false); err != nil {
@@ -212,6 +217,7 @@ func TestTrustPool(t *testing.T) {
 		{"missing.pem", nil, "", "missing.pem: no such file in the files area"},
 		{"junk.txt", nil, "", "junk.txt: not a certificate"},
 		{"leaf.pem", nil, "", "leaf.pem: has no CA certificate (only CN=example.com)"},
+		{"notca.pem", nil, "", "notca.pem: has no CA certificate (only CN=example.com)"},
 		{"../x", nil, "", "without a path"},
 	}
 	for _, tc := range tests {
