@@ -164,6 +164,10 @@ type Env struct {
 	// XMPP is the XMPP engine running in this process; nil when there is
 	// none (unit tests, tools that only edit the store).
 	XMPP XMPPEngine
+	// Federation checks federation with a remote domain, and DNS is the
+	// engine's resolver; nil when there is no engine in this process.
+	Federation FederationChecker
+	DNS        DNSResolver
 }
 
 func (e *Env) now() time.Time {
@@ -208,6 +212,7 @@ func NewTree() *Tree {
 	t.add(userCommands()...)
 	t.add(pkiCommands()...)
 	t.add(xmppCommands()...)
+	t.add(dnsCommands()...)
 	sort.SliceStable(t.cmds, func(i, j int) bool { return t.cmds[i].Name() < t.cmds[j].Name() })
 	return t
 }

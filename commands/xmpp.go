@@ -27,6 +27,10 @@ type XMPPStatus struct {
 	LastError   string         // e.g. "listen tcp 0.0.0.0:5222: bind: address already in use"
 	LastErrorAt time.Time
 	Components  []ComponentStatus // the external components (call bridges) the engine knows of
+	// Federation is every server-to-server stream; FederationFailures the
+	// recent failed links (see federation.go).
+	Federation         []FederationLink
+	FederationFailures []FederationFailure
 }
 
 // ComponentStatus is one external component as the engine sees it.
@@ -85,7 +89,9 @@ func xmppCommands() []*Command {
 				"Components are the call bridges and other XEP-0114 components: connected since when and from\n" +
 				"where, or not connected with the last failure (e.g. authentication failure: a wrong secret);\n" +
 				"a component that tried to connect but is not configured is shown as not configured.\n" +
-				"Component plain says from where components may connect without TLS (xmpp callbridge plain).",
+				"Component plain says from where components may connect without TLS (xmpp callbridge plain).\n" +
+				"Federation is the setting and the server-to-server links up, e.g. enabled, 2 links up (b.lan out,\n" +
+				"b.lan in); xmpp federation shows them in full.",
 			Perm: PermRead,
 			Run:  runXMPPStatus,
 		},
@@ -214,6 +220,7 @@ func xmppCommands() []*Command {
 		},
 	}
 	cmds = append(cmds, xmppUserCommands()...)
+	cmds = append(cmds, federationCommands()...)
 	return append(cmds, callbridgeCommands()...)
 }
 
@@ -311,6 +318,7 @@ func runXMPPStatus(c *Ctx, args []string) error {
 	}
 	add("Components", components...)
 	add("Component plain", componentPlainText(c))
+	add("Federation", federationSummary(c, st))
 	if c.XMPP != nil {
 		uptime := "not running"
 		if st.Running && !st.Since.IsZero() {
