@@ -77,7 +77,7 @@ func (s *Service) handleIQ(sess *c2s.Session, iq *xml.Element, to addr, noTo boo
 		return
 	}
 	if !s.Hosted(to.domain) {
-		s.bounce(iq, "remote-server-not-found", "federation with "+to.domain+" is not available")
+		s.toRemote(iq, to.domain)
 		return
 	}
 	// To a full JID of a user: routed to that resource.
@@ -98,7 +98,6 @@ func (s *Service) handleIQ(sess *c2s.Session, iq *xml.Element, to addr, noTo boo
 	}
 	q := iq.Elements()[0]
 	own := noTo || to.bare == sess.Bare()
-	onDomain := to.local == ""
 	reply := func(e *xml.Element) { sess.Deliver(e) }
 	switch q.Name.Space {
 	case NSRoster:
@@ -109,20 +108,43 @@ func (s *Service) handleIQ(sess *c2s.Session, iq *xml.Element, to addr, noTo boo
 		s.rosterIQ(sess, iq, q)
 	case NSSession:
 		reply(result(iq))
+	case NSVCard:
+		if typ == "get" {
+			s.vcardGet(reply, iq, to)
+		} else {
+			s.vcardSet(sess, iq, q, own)
+		}
+	case NSPrivate:
+		s.private(sess, iq, q, own)
+	default:
+		if !s.serverIQ(reply, iq, q, to, sess.Bare()) {
+			reply(stream.ErrorReply(iq, "service-unavailable", ""))
+		}
+	}
+}
+
+// serverIQ answers what the server answers for anyone, local or not, on
+// a domain or an account's bare JID: ping, disco, version, time, last
+// activity. requester is the asker's bare JID. It reports false for other
+// namespaces.
+func (s *Service) serverIQ(reply func(*xml.Element), iq, q *xml.Element, to addr, requester string) bool {
+	typ := iq.Get("type")
+	onDomain := to.local == ""
+	switch q.Name.Space {
 	case NSPing:
 		reply(result(iq))
 	case NSDiscoInfo:
-		s.discoInfo(sess, iq, q, onDomain)
+		s.discoInfo(reply, iq, q, onDomain)
 	case NSDiscoItems:
 		if q.Get("node") != "" {
 			reply(stream.ErrorReply(iq, "item-not-found", ""))
-			return
+			return true
 		}
 		reply(result(iq).Add(s.discoItems(to, onDomain)))
 	case NSVersion:
 		if !onDomain || typ != "get" {
 			reply(stream.ErrorReply(iq, "service-unavailable", ""))
-			return
+			return true
 		}
 		reply(result(iq).Add(xml.New(NSVersion, "query").Add(
 			xml.New(NSVersion, "name").AddText("Parley"),
@@ -130,21 +152,18 @@ func (s *Service) handleIQ(sess *c2s.Session, iq *xml.Element, to addr, noTo boo
 	case NSTime:
 		if !onDomain || typ != "get" {
 			reply(stream.ErrorReply(iq, "service-unavailable", ""))
-			return
+			return true
 		}
 		now := time.Now().UTC()
 		reply(result(iq).Add(xml.New(NSTime, "time").Add(
 			xml.New(NSTime, "tzo").AddText("+00:00"),
 			xml.New(NSTime, "utc").AddText(now.Format("2006-01-02T15:04:05.000Z")))))
 	case NSLast:
-		s.lastActivity(sess, iq, to, onDomain)
-	case NSVCard:
-		s.vcard(sess, iq, q, to, own)
-	case NSPrivate:
-		s.private(sess, iq, q, own)
+		s.lastActivity(reply, iq, to, requester)
 	default:
-		reply(stream.ErrorReply(iq, "service-unavailable", ""))
+		return false
 	}
+	return true
 }
 
 // discoItems lists what is under an address: for a domain, the
@@ -175,17 +194,17 @@ func serverInfo(node string) *xml.Element {
 	return out
 }
 
-func (s *Service) discoInfo(sess *c2s.Session, iq, q *xml.Element, onDomain bool) {
+func (s *Service) discoInfo(reply func(*xml.Element), iq, q *xml.Element, onDomain bool) {
 	node := q.Get("node")
 	out := xml.New(NSDiscoInfo, "query", "node", node)
 	if onDomain {
 		if out = serverInfo(node); out == nil {
-			sess.Deliver(stream.ErrorReply(iq, "item-not-found", ""))
+			reply(stream.ErrorReply(iq, "item-not-found", ""))
 			return
 		}
 	} else {
 		if node != "" {
-			sess.Deliver(stream.ErrorReply(iq, "item-not-found", ""))
+			reply(stream.ErrorReply(iq, "item-not-found", ""))
 			return
 		}
 		out.Add(xml.New(NSDiscoInfo, "identity", "category", "account", "type", "registered"))
@@ -193,33 +212,35 @@ func (s *Service) discoInfo(sess *c2s.Session, iq, q *xml.Element, onDomain bool
 			out.Add(xml.New(NSDiscoInfo, "feature", "var", f))
 		}
 	}
-	sess.Deliver(result(iq).Add(out))
+	reply(result(iq).Add(out))
 }
 
-func (s *Service) lastActivity(sess *c2s.Session, iq *xml.Element, to addr, onDomain bool) {
+// lastActivity answers jabber:iq:last: the server's uptime on a domain, a
+// user's idle time to the user and to contacts subscribed to them.
+func (s *Service) lastActivity(reply func(*xml.Element), iq *xml.Element, to addr, requester string) {
 	if iq.Get("type") != "get" {
-		sess.Deliver(stream.ErrorReply(iq, "bad-request", ""))
+		reply(stream.ErrorReply(iq, "bad-request", ""))
 		return
 	}
 	secs := int64(0)
 	status := ""
 	switch {
-	case onDomain:
+	case to.local == "":
 		secs = int64(time.Since(s.Started).Seconds())
-	case to.bare == sess.Bare() || s.subscribedFrom(to.bare, sess.Bare()):
+	case to.bare == requester || s.subscribedFrom(to.bare, requester):
 		if len(s.Router.Available(to.bare)) == 0 {
 			l, ok, _ := s.Store.Last(to.bare)
 			if !ok {
-				sess.Deliver(stream.ErrorReply(iq, "service-unavailable", "no activity recorded"))
+				reply(stream.ErrorReply(iq, "service-unavailable", "no activity recorded"))
 				return
 			}
 			secs, status = int64(time.Since(l.Time).Seconds()), l.Status
 		}
 	default:
-		sess.Deliver(stream.ErrorReply(iq, "forbidden", "you are not subscribed to this contact's presence"))
+		reply(stream.ErrorReply(iq, "forbidden", "you are not subscribed to this contact's presence"))
 		return
 	}
-	sess.Deliver(result(iq).Add(xml.New(NSLast, "query", "seconds", fmt.Sprint(secs)).AddText(status)))
+	reply(result(iq).Add(xml.New(NSLast, "query", "seconds", fmt.Sprint(secs)).AddText(status)))
 }
 
 // subscribedFrom reports whether who is subscribed to user's presence.
@@ -228,49 +249,51 @@ func (s *Service) subscribedFrom(user, who string) bool {
 	return ok && (it.Subscription == store.SubFrom || it.Subscription == store.SubBoth)
 }
 
-func (s *Service) vcard(sess *c2s.Session, iq, q *xml.Element, to addr, own bool) {
-	switch iq.Get("type") {
-	case "get":
-		data, _ := s.Store.VCard(to.bare)
-		if len(data) == 0 {
-			sess.Deliver(result(iq).Add(xml.New(NSVCard, "vCard")))
-			return
-		}
-		v, err := newElementParser().parse(data)
-		if err != nil {
-			sess.Deliver(stream.ErrorReply(iq, "internal-server-error", ""))
-			return
-		}
-		sess.Deliver(result(iq).Add(v))
-	case "set":
-		if !own {
-			sess.Deliver(stream.ErrorReply(iq, "forbidden", "only your own vCard"))
-			return
-		}
-		if q.Name.Local != "vCard" {
-			sess.Deliver(stream.ErrorReply(iq, "bad-request", ""))
-			return
-		}
-		data := q.Bytes("")
-		if len(q.Children) == 0 {
-			data = nil
-		}
-		if err := s.Store.Apply(store.Op{Kind: store.OpVCardSet, Name: sess.Bare(), Data: data}); err != nil {
-			sess.Deliver(stream.ErrorReply(iq, "not-acceptable", err.Error()))
-			return
-		}
-		s.photos.Delete(sess.Bare())
-		sess.Deliver(result(iq))
-		// Contacts learn the new avatar hash (XEP-0153).
-		for _, rs := range s.Router.Available(sess.Bare()) {
-			own := rs.(*c2s.Session)
-			if p := own.Presence(); p != nil {
-				c := p.Copy()
-				s.stampAvatar(own.Bare(), c)
-				_, prio := own.Available()
-				own.SetPresence(true, prio, c)
-				s.broadcast(own, c, false)
-			}
+// vcardGet answers a vcard-temp get with the stored vCard (an empty one
+// if none).
+func (s *Service) vcardGet(reply func(*xml.Element), iq *xml.Element, to addr) {
+	data, _ := s.Store.VCard(to.bare)
+	if len(data) == 0 {
+		reply(result(iq).Add(xml.New(NSVCard, "vCard")))
+		return
+	}
+	v, err := newElementParser().parse(data)
+	if err != nil {
+		reply(stream.ErrorReply(iq, "internal-server-error", ""))
+		return
+	}
+	reply(result(iq).Add(v))
+}
+
+// vcardSet stores the user's own vCard and broadcasts the new avatar hash.
+func (s *Service) vcardSet(sess *c2s.Session, iq, q *xml.Element, own bool) {
+	if !own {
+		sess.Deliver(stream.ErrorReply(iq, "forbidden", "only your own vCard"))
+		return
+	}
+	if q.Name.Local != "vCard" {
+		sess.Deliver(stream.ErrorReply(iq, "bad-request", ""))
+		return
+	}
+	data := q.Bytes("")
+	if len(q.Children) == 0 {
+		data = nil
+	}
+	if err := s.Store.Apply(store.Op{Kind: store.OpVCardSet, Name: sess.Bare(), Data: data}); err != nil {
+		sess.Deliver(stream.ErrorReply(iq, "not-acceptable", err.Error()))
+		return
+	}
+	s.photos.Delete(sess.Bare())
+	sess.Deliver(result(iq))
+	// Contacts learn the new avatar hash (XEP-0153).
+	for _, rs := range s.Router.Available(sess.Bare()) {
+		own := rs.(*c2s.Session)
+		if p := own.Presence(); p != nil {
+			c := p.Copy()
+			s.stampAvatar(own.Bare(), c)
+			_, prio := own.Available()
+			own.SetPresence(true, prio, c)
+			s.broadcast(own, c, false)
 		}
 	}
 }

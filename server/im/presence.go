@@ -48,9 +48,9 @@ func (s *Service) handlePresence(sess *c2s.Session, el *xml.Element, to addr, no
 		s.broadcastOwn(sess, el, typ == "")
 		return
 	}
-	// Directed presence.
+	// Directed presence: to a local user, a component, or another server.
 	sess.AddDirected(to.full(), typ == "")
-	if to.local == "" {
+	if to.local == "" && s.Hosted(to.domain) {
 		return
 	}
 	s.deliverTo(el, to)
@@ -114,10 +114,14 @@ func (s *Service) broadcastOwn(sess *c2s.Session, el *xml.Element, available boo
 	}
 }
 
-// probe sends a contact's current presence to a session (for local
-// contacts the server answers the probe itself).
+// probe sends a contact's current presence to a session: for local
+// contacts the server answers the probe itself, a remote contact's server
+// gets a probe from the session's full JID and answers it (RFC 6121 §4.3).
 func (s *Service) probe(sess *c2s.Session, contact string) {
-	if !s.Hosted(domainOf(contact)) {
+	if d := domainOf(contact); !s.Hosted(d) {
+		if s.federated(d) {
+			s.Remote.Route(xml.New(stream.NSClient, "presence", "type", "probe", "from", sess.Full(), "to", contact))
+		}
 		return
 	}
 	for _, cs := range s.Router.Available(contact) {
@@ -133,7 +137,11 @@ func (s *Service) probe(sess *c2s.Session, contact string) {
 // subscription from or both), to the user's own available resources, and,
 // for unavailable presence, to everyone who got directed presence.
 func (s *Service) broadcast(sess *c2s.Session, el *xml.Element, unavailable bool) {
-	el.Set("from", sess.Full())
+	if el.Get("from") != sess.Full() {
+		// Only when needed: el may be the session's stored presence,
+		// which probes from other goroutines copy.
+		el.Set("from", sess.Full())
+	}
 	sent := map[string]bool{}
 	_, items, _ := s.Store.Roster(sess.Bare())
 	for _, it := range items {
@@ -141,6 +149,16 @@ func (s *Service) broadcast(sess *c2s.Session, el *xml.Element, unavailable bool
 			continue
 		}
 		sent[it.JID] = true
+		if d := domainOf(it.JID); !s.Hosted(d) {
+			// A remote contact: one stanza to the bare JID, its server
+			// delivers it to the contact's resources.
+			if s.federated(d) {
+				c := el.Copy()
+				c.Set("to", it.JID)
+				s.Remote.Route(c)
+			}
+			continue
+		}
 		for _, cs := range s.Router.Available(it.JID) {
 			c := el.Copy()
 			c.Set("to", it.JID)
@@ -166,9 +184,14 @@ func (s *Service) broadcast(sess *c2s.Session, el *xml.Element, unavailable bool
 }
 
 // contactPresence sends every available resource's presence of contact
-// to the user's available resources (after a subscription is approved), or
-// unavailable presence from each (after it is cancelled).
+// (a local user) to user's available resources, or to user's server if
+// user is remote (after a subscription is approved), or unavailable
+// presence from each (after it is cancelled).
 func (s *Service) contactPresence(contact, user string, available bool) {
+	remote := !s.Hosted(domainOf(user))
+	if remote && !s.federated(domainOf(user)) {
+		return
+	}
 	for _, cs := range s.Router.Available(contact) {
 		var p *xml.Element
 		if available {
@@ -180,6 +203,11 @@ func (s *Service) contactPresence(contact, user string, available bool) {
 			p = xml.New(stream.NSClient, "presence", "type", "unavailable")
 		}
 		p.Set("from", contact+"/"+cs.Resource())
+		if remote {
+			p.Set("to", user)
+			s.Remote.Route(p)
+			continue
+		}
 		for _, us := range s.Router.Available(user) {
 			c := p.Copy()
 			c.Set("to", user)
@@ -189,8 +217,9 @@ func (s *Service) contactPresence(contact, user string, available bool) {
 }
 
 // subscription handles subscribe, subscribed, unsubscribe and unsubscribed
-// sent by a user to a contact (RFC 6121 §3), for both ends when the
-// contact is local.
+// sent by a user to a contact (RFC 6121 §3): the user's roster, then the
+// contact's side, here for a local contact or through the contact's
+// server for a remote one.
 func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, contact addr) {
 	user := sess.Bare()
 	el.Set("from", user) // subscription stanzas carry the bare JID
@@ -231,24 +260,59 @@ func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, c
 	if !sameItem(before, it) {
 		s.putItem(user, it)
 	}
-	if !local {
+	if local {
+		s.inboundSubscription(el, typ, user, contact.bare)
+		return
+	}
+	if s.Components != nil && s.Components.Known(contact.domain) {
+		s.Components.Route(contact.domain, el)
+		return
+	}
+	if s.Remote == nil {
 		s.bounce(el, "remote-server-not-found", "federation with "+contact.domain+" is not available")
 		return
 	}
-	// The contact's side.
-	ct, _, _ := s.Store.RosterItem(contact.bare, user)
+	// The contact's server applies it to the contact's roster; the
+	// user's presence follows the subscription from here.
+	hadFrom := before.Subscription == store.SubFrom || before.Subscription == store.SubBoth
+	switch typ {
+	case "subscribed":
+		if it.Subscription != store.SubFrom && it.Subscription != store.SubBoth {
+			return // nothing was asked (pre-approval is not supported)
+		}
+		s.Remote.Route(el)
+		s.contactPresence(user, contact.bare, true)
+	case "unsubscribed":
+		if hadFrom {
+			// While the contact is still subscribed (RFC 6121 §3.2.2).
+			s.contactPresence(user, contact.bare, false)
+		}
+		s.Remote.Route(el)
+	default:
+		s.Remote.Route(el)
+	}
+}
+
+// inboundSubscription applies a subscription presence from `from` (a bare
+// JID, local or remote) to a local user's roster (RFC 6121 §3, the
+// contact's side), delivers it to the user's available resources (a
+// request is also kept for the next login), and answers for the user
+// where the RFC says so. The caller holds rosterMu.
+func (s *Service) inboundSubscription(el *xml.Element, typ, from, user string) {
+	fromLocal := s.Hosted(domainOf(from))
+	ct, _, _ := s.Store.RosterItem(user, from)
 	existed := ct.JID != ""
 	if !existed {
-		ct = store.RosterItem{JID: user, Subscription: store.SubNone}
+		ct = store.RosterItem{JID: from, Subscription: store.SubNone}
 	}
 	cbefore := ct
 	deliver := true
 	switch typ {
 	case "subscribe":
 		if ct.Subscription == store.SubFrom || ct.Subscription == store.SubBoth {
-			// Already approved: answer for the contact (RFC 6121 §3.1.3).
+			// Already approved: answer for the user (RFC 6121 §3.1.3).
 			deliver = false
-			s.subscriptionReply(contact.bare, user, "subscribed")
+			s.subscriptionReply(user, from, "subscribed")
 			break
 		}
 		if !existed || (cbefore.Subscription == store.SubNone && !cbefore.Ask && cbefore.Hidden) {
@@ -259,25 +323,32 @@ func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, c
 	case "unsubscribe":
 		ct.Subscription = dropFrom(ct.Subscription)
 		ct.PendingIn, ct.PendingInMsg = false, nil
-		defer s.contactPresence(user, contact.bare, false)
+		if cbefore.Subscription == store.SubFrom || cbefore.Subscription == store.SubBoth {
+			// The user's presence no longer goes to the sender (§3.3.3).
+			defer s.contactPresence(user, from, false)
+		}
 	case "subscribed":
 		if !ct.Ask {
-			deliver = false // nothing was asked: ignore (RFC 6121 §3.1.5)
+			deliver = false // nothing was asked: ignore (RFC 6121 §3.1.6)
 			break
 		}
 		ct.Ask = false
 		ct.Subscription = addTo(ct.Subscription)
-		defer s.contactPresence(user, contact.bare, true)
+		if fromLocal { // a remote sender's server sends its presence
+			defer s.contactPresence(from, user, true)
+		}
 	case "unsubscribed":
 		ct.Ask = false
 		ct.Subscription = dropTo(ct.Subscription)
-		defer s.contactPresence(user, contact.bare, false)
+		if fromLocal {
+			defer s.contactPresence(from, user, false)
+		}
 	}
 	if !sameItem(cbefore, ct) && !(!existed && ct.Subscription == store.SubNone && !ct.PendingIn) {
-		s.putItem(contact.bare, ct)
+		s.putItem(user, ct)
 	}
 	if deliver {
-		for _, cs := range s.Router.Available(contact.bare) {
+		for _, cs := range s.Router.Available(user) {
 			cs.Deliver(el)
 		}
 	}
@@ -325,10 +396,18 @@ func dropFrom(sub string) string {
 }
 
 // subscriptionReply sends a subscription presence from a local user (the
-// server answering on their behalf) to another local user and applies it
-// to the receiver's roster as if the sender had sent it.
+// server answering on their behalf) to another user: a local one has it
+// applied to their roster as if the sender had sent it, a remote one's
+// server gets it. The sender's presence follows.
 func (s *Service) subscriptionReply(from, to, typ string) {
 	p := xml.New(stream.NSClient, "presence", "type", typ, "from", from, "to", to)
+	if d := domainOf(to); !s.Hosted(d) {
+		if s.federated(d) {
+			s.Remote.Route(p)
+			s.contactPresence(from, to, true)
+		}
+		return
+	}
 	it, _, _ := s.Store.RosterItem(to, from)
 	if it.JID == "" {
 		return
