@@ -74,7 +74,7 @@ func TestDNSResolvers(t *testing.T) {
 func TestDNSLookup(t *testing.T) {
 	f := newFixture(t)
 	d := &fakeDNS{records: map[string][]string{
-		"SRV _xmpp-server._tcp.b.lan": {"b.lan:5269 (priority 0, weight 5)", "b2.lan:5269 (priority 10, weight 0)"},
+		"SRV _xmpp-server._tcp.b.lan": {"0 5 5269 b.lan", "10 0 5269 b2.lan"},
 		"A b.lan":                     {"127.0.0.12"},
 		"AAAA xn--bcher-kva.example":  {"2001:db8::12"},
 		"A evil.lan":                  {"127.0.0.1\x1b[2J"},

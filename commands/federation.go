@@ -160,8 +160,9 @@ func federationCommands() []*Command {
 			Args:    []Arg{domain, {Name: "host[:port]"}},
 			Summary: "Send a remote domain's traffic to a fixed relay host instead of the one DNS names",
 			Help: "The host is a DNS name or an IP address (an IPv6 address with a port in brackets: [2001:db8::1]:5269);\n" +
-				"the port is 1 to 65535, default 5269. The relay's certificate must still name the domain (or\n" +
-				"the domain must accept dialback). A route for a domain that has one replaces it.",
+				"the port is 1 to 65535, default 5269. The relay's certificate must name the domain or the relay's\n" +
+				"host name to count as verified; otherwise dialback is used, unless the domain is on the secure\n" +
+				"list. A route for a domain that has one replaces it.",
 			Example: "xmpp federation route add partner.example relay.example.net\nxmpp federation route add b.lan 192.0.2.20:5270",
 			Perm:    PermXMPP,
 			Run:     runFederationRouteAdd,
@@ -715,6 +716,11 @@ func runFederationTrust(c *Ctx, args []string) error {
 	}
 	if len(expired) == len(cas) {
 		return errorf("%s: %s cannot be a trust bundle: every CA certificate in it has expired (%s)", what, name, strings.Join(expired, "; "))
+	}
+	// The engine builds its pool with pki.TrustPool: what it refuses is
+	// refused here too, before anything changes.
+	if _, err := pki.TrustPool(c.Files, name); err != nil {
+		return errorf("%s: %s cannot be a trust bundle: %v", what, name, err)
 	}
 	if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.FedTrust, Value: name}); err != nil {
 		return err
