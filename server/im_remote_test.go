@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/im"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -686,5 +687,79 @@ func TestNoFederation(t *testing.T) {
 		if stanzaError(el) != "remote-server-not-found" || el.Get("id") != "x" {
 			t.Fatalf("%s: %s", tc.send, el)
 		}
+	}
+}
+
+// TestRemoteRequestBounds: what remote strangers can leave in a user's
+// roster is bounded: a large request is kept without its payload, and
+// past a number of waiting requests more are dropped (a local user's
+// request still gets through).
+func TestRemoteRequestBounds(t *testing.T) {
+	f, _ := withRemote(t)
+	big := strings.Repeat("x", im.MaxRequestBytes)
+	f.fromRemote(`<presence type='subscribe' from='romeo@remote.example' to='alice@example.lan'><status>` + big + `</status></presence>`)
+	it, ok, _ := f.st.RosterItem(alice, romeo)
+	if !ok || !it.PendingIn || len(it.PendingInMsg) != 0 {
+		t.Fatalf("large request kept as %v %+v", ok, it)
+	}
+	a := f.dial()
+	a.login("alice", "alice-password", "a")
+	a.send(`<presence/>`)
+	if req := a.expect("the request", is("presence", "subscribe", romeo, alice)); req.Child("", "status") != nil {
+		t.Fatalf("request: %s", req)
+	}
+
+	for i := 1; i < im.MaxStrangerRequests; i++ {
+		f.putItem(alice, store.RosterItem{JID: fmt.Sprintf("s%d@remote.example", i), Subscription: store.SubNone, PendingIn: true, Hidden: true})
+	}
+	f.fromRemote(`<presence type='subscribe' from='one-too-many@remote.example' to='alice@example.lan'/>`)
+	if s := f.rosterState(alice, "one-too-many@remote.example"); s != "-" {
+		t.Fatalf("request past the bound kept: %s", s)
+	}
+	// Known contacts and local users still get through.
+	f.putItem(alice, store.RosterItem{JID: "juliet@remote.example", Subscription: store.SubNone})
+	f.fromRemote(`<presence type='subscribe' from='juliet@remote.example' to='alice@example.lan'/>`)
+	b := f.online("bob", "b")
+	b.send(`<presence type='subscribe' to='alice@example.lan'/>`)
+	b.ping("sync")
+	got := a.upTo(alice + "/a")
+	for _, from := range []string{"juliet@remote.example", "bob@example.lan"} {
+		if find(got, is("presence", "subscribe", from, alice)) == nil {
+			t.Errorf("alice did not get %s's request", from)
+		}
+	}
+	if find(got, is("presence", "subscribe", "one-too-many@remote.example", "*")) != nil {
+		t.Errorf("alice got a request past the bound")
+	}
+	if s := f.rosterState(alice, "bob@example.lan"); s != "none+pending+hidden" {
+		t.Errorf("bob's request: %s", s)
+	}
+}
+
+// TestRemoteAndComponents: a component's domain is Local; stanzas from
+// other servers reach the component, and the component's stanzas to
+// remote entities go out.
+func TestRemoteAndComponents(t *testing.T) {
+	f, r := withRemote(t)
+	f.addBridge("cb1")
+	comp, got := f.connectComponent("cb1.example.lan", cbSecret)
+	if got != "handshake" {
+		t.Fatalf("handshake: %s", got)
+	}
+	if !f.eng.im.Local("cb1.example.lan") || !f.eng.im.Local("example.lan") || f.eng.im.Local("remote.example") {
+		t.Fatal("Local: want true for the hosted and the component domain, false for a remote one")
+	}
+	f.fromRemote(`<message from='romeo@remote.example/phone' to='room@cb1.example.lan' type='chat' id='c1'><body>call</body></message>`)
+	if m := comp.next(); m.Get("from") != romeo+"/phone" || m.Get("id") != "c1" || m.Name.Space != "jabber:component:accept" {
+		t.Fatalf("component got %s", m)
+	}
+	comp.send(`<message from='room@cb1.example.lan' to='romeo@remote.example/phone' type='chat' id='c2'><body>ringing</body></message>`)
+	if m := r.take(t, "the component's message", is("message", "chat", "room@cb1.example.lan", romeo+"/phone")); m.Name.Space != "jabber:client" {
+		t.Fatalf("routed in %s: %s", m.Name.Space, m)
+	}
+	// A remote server cannot speak for the component's domain either.
+	f.fromRemote(`<message from='room@cb1.example.lan' to='alice@example.lan' type='chat' id='spoof'><body>x</body></message>`)
+	if msgs, _ := f.st.Offline(alice); len(msgs) != 0 {
+		t.Fatalf("a stanza from a remote server claiming a component's sender was stored")
 	}
 }

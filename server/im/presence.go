@@ -315,11 +315,19 @@ func (s *Service) inboundSubscription(el *xml.Element, typ, from, user string) {
 			s.subscriptionReply(user, from, "subscribed")
 			break
 		}
+		if !existed && !fromLocal && s.strangerRequests(user) >= MaxStrangerRequests {
+			// Requests from other servers cannot fill the roster.
+			s.Log.Printf("im: subscription request from %s to %s dropped: %d requests pending", from, user, MaxStrangerRequests)
+			return
+		}
 		if !existed || (cbefore.Subscription == store.SubNone && !cbefore.Ask && cbefore.Hidden) {
 			ct.Hidden = true
 		}
 		ct.PendingIn = true
 		ct.PendingInMsg = el.Bytes(stream.NSClient)
+		if len(ct.PendingInMsg) > MaxRequestBytes {
+			ct.PendingInMsg = nil // kept as a plain request
+		}
 	case "unsubscribe":
 		ct.Subscription = dropFrom(ct.Subscription)
 		ct.PendingIn, ct.PendingInMsg = false, nil
@@ -352,6 +360,31 @@ func (s *Service) inboundSubscription(el *xml.Element, typ, from, user string) {
 			cs.Deliver(el)
 		}
 	}
+}
+
+// Bounds on subscription requests kept for a user (stanzas from other
+// servers may be as large as the stanza limit, and come from anyone).
+const (
+	// MaxRequestBytes is the largest request stanza kept as sent, to be
+	// delivered at the next login; a larger one is kept without its
+	// payload.
+	MaxRequestBytes = 4096
+	// MaxStrangerRequests is how many requests from remote users who are
+	// not in the roster may wait for an answer; more are dropped.
+	MaxStrangerRequests = 100
+)
+
+// strangerRequests counts the requests waiting in user's roster from
+// entities not otherwise in it (the hidden items).
+func (s *Service) strangerRequests(user string) int {
+	_, items, _ := s.Store.Roster(user)
+	n := 0
+	for _, it := range items {
+		if it.Hidden && it.PendingIn {
+			n++
+		}
+	}
+	return n
 }
 
 // Subscription state changes (RFC 6121 §3, Appendix A).
