@@ -25,7 +25,9 @@ import (
 	"github.com/parley-xmpp/parley/server/c2s"
 	"github.com/parley-xmpp/parley/server/component"
 	"github.com/parley-xmpp/parley/server/im"
+	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/router"
+	"github.com/parley-xmpp/parley/server/s2s"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -52,6 +54,8 @@ type Status struct {
 	LastError   string
 	LastErrorAt time.Time
 	Components  []component.Status
+	Federation  []s2s.Link
+	FedFailures []s2s.Failure
 }
 
 // Engine is the XMPP engine.
@@ -62,12 +66,16 @@ type Engine struct {
 	c2s    *c2s.Config
 	comps  *component.Registry
 	comp   *component.Config
+	s2s    *s2s.Service
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
 	mu        sync.Mutex
 	xmpp      store.XMPPConfig
 	hosted    atomic.Pointer[map[string]bool] // replaced whole on reconcile: read on every stanza without a lock
+	fed       atomic.Pointer[store.FederationConfig]
+	roots     atomic.Pointer[x509.CertPool]
+	rootsErr  atomic.Pointer[string]
 	certs     map[string]*tls.Certificate
 	primary   string
 	listeners map[string]*listener // by "addr kind"
@@ -79,8 +87,8 @@ type Engine struct {
 }
 
 type connState struct {
-	sess *c2s.Session
-	comp bool // an external component's stream
+	sess  *c2s.Session
+	other bool // a component's or a server's stream: closed by its own service
 }
 
 type listener struct {
@@ -133,7 +141,64 @@ func New(cfg Config) *Engine {
 		Log:         cfg.Log,
 		Features:    im.CapsFeature(),
 	}
+	e.fed.Store(&store.FederationConfig{})
+	e.s2s = s2s.New(s2s.Config{
+		Handler:    e.im,
+		Resolver:   &resolve.Resolver{Servers: cfg.Store.Resolvers},
+		Federation: func() store.FederationConfig { return *e.fed.Load() },
+		Roots:      e.trustRoots,
+		Cert:       e.certFor,
+		TLS:        e.tlsConfig,
+		Limits:     cfg.Limits,
+		Log:        cfg.Log,
+	})
+	e.im.Remote = e.s2s
 	return e
+}
+
+// Federation is the federation service (for `xmpp federation check`).
+func (e *Engine) Federation() *s2s.Service { return e.s2s }
+
+// TrustRoots are the roots federation verifies peers against: the
+// system's and the trust bundle's.
+func (e *Engine) trustRoots() (*x509.CertPool, error) {
+	if p := e.rootsErr.Load(); p != nil && *p != "" {
+		return nil, errors.New(*p)
+	}
+	if r := e.roots.Load(); r != nil {
+		return r, nil
+	}
+	return x509.SystemCertPool()
+}
+
+// loadTrust reads the system roots and the federation trust bundle.
+func (e *Engine) loadTrust(fed *store.FederationConfig) {
+	pool, err := pki.TrustPool(e.cfg.Files, fed.Trust)
+	if err != nil {
+		msg := fmt.Sprintf("federation trust bundle %s: %v", fed.Trust, err)
+		e.rootsErr.Store(&msg)
+		e.setError(errors.New(msg))
+		return
+	}
+	none := ""
+	e.rootsErr.Store(&none)
+	e.roots.Store(pool)
+}
+
+// certFor is our certificate for a local domain: its own, the parent
+// domain's for a component (cb1.example.com), else the primary's.
+func (e *Engine) certFor(domain string) *tls.Certificate {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c := e.certs[domain]; c != nil {
+		return c
+	}
+	if i := strings.IndexByte(domain, '.'); i > 0 {
+		if c := e.certs[domain[i+1:]]; c != nil {
+			return c
+		}
+	}
+	return e.certs[e.primary]
 }
 
 // Start applies the stored configuration and follows every change.
@@ -208,10 +273,12 @@ func (e *Engine) setError(err error) {
 // Status reports the engine's state.
 func (e *Engine) Status() Status {
 	total, by := e.router.Count()
+	links, fails := e.s2s.Status()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := Status{Running: len(e.listeners) > 0, Since: e.since, Sessions: total, ByDomain: by, LastError: e.lastErr, LastErrorAt: e.lastErrAt,
 		Components: e.comps.Status()}
+	st.Federation, st.FedFailures = links, fails
 	for _, l := range e.listeners {
 		st.Listeners = append(st.Listeners, l.label)
 	}
@@ -252,10 +319,18 @@ func (e *Engine) reconcile() {
 		}
 	}
 	e.hosted.Store(&hosted)
+	fed, err := e.cfg.Store.Federation()
+	if err != nil {
+		e.setError(err)
+	}
+	e.fed.Store(&fed)
 	if !cfg.Enabled || len(cfg.Domains) == 0 {
 		e.stopLocked("system-shutdown", "the XMPP service was disabled")
 		return
 	}
+	e.loadTrust(&fed)
+	e.s2s.Open()
+	defer e.s2s.Reconfigure() // links that the new settings forbid close
 	e.loadCertificates(cfg)
 	want, err := e.wantListeners(cfg)
 	if err != nil {
@@ -292,8 +367,9 @@ func (e *Engine) stopLocked(condition, text string) {
 		delete(e.listeners, key)
 	}
 	e.comps.CloseAll(&stream.Error{Condition: condition, Text: text})
+	e.s2s.Close()
 	for c, st := range e.conns {
-		if st.comp {
+		if st.other {
 			continue // closed above, after its stream error is written
 		}
 		if st.sess != nil {
@@ -432,6 +508,20 @@ func (e *Engine) tlsConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"xmpp-client"},
+		// A server connecting to the direct TLS port says so by ALPN
+		// (XEP-0368): it is asked for its certificate, for SASL EXTERNAL.
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			for _, p := range h.SupportedProtos {
+				if p == "xmpp-server" {
+					c := e.tlsConfig()
+					c.GetConfigForClient = nil
+					c.NextProtos = []string{"xmpp-server"}
+					c.ClientAuth = tls.RequestClientCert
+					return c, nil
+				}
+			}
+			return nil, nil
+		},
 		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
@@ -530,10 +620,13 @@ func (e *Engine) serve(c net.Conn, direct bool) {
 			e.mu.Unlock()
 		})
 	case stream.NSServer:
-		fail(ns, &stream.Error{Condition: "policy-violation", Text: "server-to-server streams are not enabled on this appliance yet"})
+		e.mu.Lock()
+		st.other = true
+		e.mu.Unlock()
+		e.s2s.ServeIn(c, rd, header, direct || isTLS(c))
 	case stream.NSAccept:
 		e.mu.Lock()
-		st.comp = true
+		st.other = true
 		e.mu.Unlock()
 		component.Serve(e.comp, e.comps, c, rd, header, direct || isTLS(c))
 	default:

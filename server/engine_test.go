@@ -23,11 +23,12 @@ import (
 // built binary with real XMPP clients.
 
 type fixture struct {
-	t     testing.TB
-	st    *store.Store
-	eng   *Engine
-	port  int
-	files *pki.Area
+	t       testing.TB
+	st      *store.Store
+	eng     *Engine
+	port    int
+	s2sPort int
+	files   *pki.Area
 
 	mu    sync.Mutex
 	slept []time.Duration // throttle delays asked for
@@ -62,6 +63,13 @@ func start(t testing.TB) *fixture { t.Helper(); return startWith(t, nil) }
 // tests; the delays it asked for are kept in fixture.slept.
 func startWith(t testing.TB, tweak func(*Config)) *fixture {
 	t.Helper()
+	return startDomain(t, "example.lan", tweak)
+}
+
+// startDomain starts an engine hosting domain (self-signed certificate,
+// users alice and bob) on 127.0.0.1 with free ports.
+func startDomain(t testing.TB, domain string, tweak func(*Config)) *fixture {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(dir)
 	if err != nil {
@@ -71,18 +79,18 @@ func startWith(t testing.TB, tweak func(*Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	selfSigned(t, files, "example.lan")
-	f := &fixture{t: t, st: st, files: files, port: freePort(t)}
+	selfSigned(t, files, domain)
+	f := &fixture{t: t, st: st, files: files, port: freePort(t), s2sPort: freePort(t)}
 	ops := []store.Op{
-		{Kind: store.OpDomainPrimary, Name: "example.lan", Domain: &store.Domain{Name: "example.lan", Key: "example.lan.key", Cert: "example.lan.crt"}},
+		{Kind: store.OpDomainPrimary, Name: domain, Domain: &store.Domain{Name: domain, Key: domain + ".key", Cert: domain + ".crt"}},
 		{Kind: store.OpConfigSet, Name: store.XMPPListen, Value: "127.0.0.1"},
 		{Kind: store.OpConfigSet, Name: store.XMPPPortC2S, Value: fmt.Sprint(f.port)},
 		{Kind: store.OpConfigSet, Name: store.XMPPPortC2STLS, Value: fmt.Sprint(freePort(t))},
-		{Kind: store.OpConfigSet, Name: store.XMPPPortS2S, Value: fmt.Sprint(freePort(t))},
+		{Kind: store.OpConfigSet, Name: store.XMPPPortS2S, Value: fmt.Sprint(f.s2sPort)},
 		{Kind: store.OpConfigSet, Name: store.XMPPEnabled, Value: "true"},
 	}
 	for _, u := range []string{"alice", "bob"} {
-		a, _ := store.NewAccount(u+"@example.lan", u+"-password")
+		a, _ := store.NewAccount(u+"@"+domain, u+"-password")
 		ops = append(ops, store.Op{Kind: store.OpAccountCreate, Accounts: []store.Account{a}})
 	}
 	for _, op := range ops {

@@ -1,0 +1,322 @@
+// Package s2s owns federation: server-to-server streams (RFC 6120
+// jabber:server) in both directions. Outgoing: one queue and one TCP
+// connection per (local domain, remote domain) pair, found by SRV
+// (_xmpps-server/_xmpp-server, XEP-0368) with A/AAAA fallback or a
+// configured relay, STARTTLS always, the peer authenticated by SASL
+// EXTERNAL (XEP-0178) when its certificate verifies and by dialback
+// (XEP-0220) otherwise, closed after an idle period; stanzas queued while
+// the link is set up and bounced when it cannot be. Incoming: STARTTLS
+// required, EXTERNAL or dialback per domain pair, every stanza's from
+// checked against the domains authenticated on that stream. The secure
+// list (domains that must present a verified certificate) and the
+// block/allow policy apply both ways.
+package s2s
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"log"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/parley-xmpp/parley/server/resolve"
+	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/server/xml"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// Namespaces of server streams.
+const (
+	NSDialback        = "jabber:server:dialback"
+	NSDialbackFeature = "urn:xmpp:features:dialback"
+)
+
+// Handler is the IM core as federation sees it.
+type Handler interface {
+	// FromRemote takes a stanza from another server (jabber:client
+	// namespace), its from and to already checked.
+	FromRemote(el *xml.Element)
+	// Local reports whether a domain is served here (hosted or a
+	// component's).
+	Local(domain string) bool
+}
+
+// Config is what federation is built with.
+type Config struct {
+	Handler    Handler
+	Resolver   *resolve.Resolver
+	Federation func() store.FederationConfig        // the current settings
+	Roots      func() (*x509.CertPool, error)       // system roots plus the trust bundle
+	Cert       func(domain string) *tls.Certificate // our certificate for a local domain
+	TLS        func() *tls.Config                   // server side of STARTTLS (certificates by SNI)
+	Limits     xml.Limits                           //
+	Log        *log.Logger                          //
+	// Bounds (defaults in New).
+	ConnectTimeout time.Duration // the whole set-up of an outgoing link, default 30 s
+	AuthTimeout    time.Duration // negotiation of an incoming stream, default 30 s
+	MaxQueue       int           // stanzas waiting for a link being set up, default 1000
+}
+
+// Link is one federation link as the shell shows it.
+type Link struct {
+	Local, Remote string
+	Direction     string // "out" or "in"
+	State         string // "connecting", "up", "closing"
+	Auth          string // "EXTERNAL" or "dialback"
+	TLS           bool
+	Peer          string
+	Since         time.Time
+	Queued        int
+}
+
+// Failure is a recent failure to reach or accept a remote domain.
+type Failure struct {
+	Local, Remote, Error string
+	At                   time.Time
+}
+
+type pair struct{ local, remote string }
+
+// Service runs federation.
+type Service struct {
+	cfg    Config
+	secret []byte // dialback secret, new at every start
+
+	mu       sync.Mutex
+	out      map[pair]*outLink
+	in       map[*inStream]struct{}
+	failures map[pair]Failure
+	closed   bool
+}
+
+// New builds the federation service.
+func New(cfg Config) *Service {
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 30 * time.Second
+	}
+	if cfg.AuthTimeout == 0 {
+		cfg.AuthTimeout = 30 * time.Second
+	}
+	if cfg.MaxQueue == 0 {
+		cfg.MaxQueue = 1000
+	}
+	if cfg.Limits.MaxStanza == 0 {
+		cfg.Limits = xml.DefaultLimits
+	}
+	s := &Service{cfg: cfg, out: map[pair]*outLink{}, in: map[*inStream]struct{}{}, failures: map[pair]Failure{}}
+	s.secret = make([]byte, 32)
+	rand.Read(s.secret)
+	return s
+}
+
+// dialbackKey is the XEP-0185 key: HMAC-SHA256 keyed with SHA-256 of the
+// secret over "receiving originating streamID", in hex.
+func (s *Service) dialbackKey(receiving, originating, id string) string {
+	k := sha256.Sum256(s.secret)
+	m := hmac.New(sha256.New, k[:])
+	m.Write([]byte(receiving + " " + originating + " " + id))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func (s *Service) fail(p pair, err string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.failures) > 256 {
+		s.failures = map[pair]Failure{}
+	}
+	s.failures[p] = Failure{Local: p.local, Remote: p.remote, Error: err, At: time.Now()}
+	s.cfg.Log.Printf("s2s: %s → %s: %s", p.local, p.remote, err)
+}
+
+// Status lists the links and recent failures.
+func (s *Service) Status() ([]Link, []Failure) {
+	s.mu.Lock()
+	outs := make([]*outLink, 0, len(s.out))
+	for _, l := range s.out {
+		outs = append(outs, l)
+	}
+	ins := make([]*inStream, 0, len(s.in))
+	for st := range s.in {
+		ins = append(ins, st)
+	}
+	var fails []Failure
+	for _, f := range s.failures {
+		fails = append(fails, f)
+	}
+	s.mu.Unlock()
+	var links []Link
+	for _, l := range outs {
+		links = append(links, l.status())
+	}
+	for _, st := range ins {
+		links = append(links, st.status()...)
+	}
+	sort.Slice(links, func(i, j int) bool {
+		a, b := links[i], links[j]
+		if a.Remote != b.Remote {
+			return a.Remote < b.Remote
+		}
+		if a.Local != b.Local {
+			return a.Local < b.Local
+		}
+		return a.Direction > b.Direction
+	})
+	sort.Slice(fails, func(i, j int) bool { return fails[i].At.After(fails[j].At) })
+	return links, fails
+}
+
+// Route sends a stanza (jabber:client namespace, from and to set) to the
+// server of its to-domain. It never blocks: the stanza is queued on the
+// pair's link, which is set up if needed; when it cannot be delivered the
+// sender gets an error reply through the handler.
+func (s *Service) Route(el *xml.Element) {
+	from, err1 := jid.Parse(el.Get("from"))
+	to, err2 := jid.Parse(el.Get("to"))
+	if err1 != nil || err2 != nil {
+		return
+	}
+	p := pair{local: from.Domainpart(), remote: to.Domainpart()}
+	fed := s.cfg.Federation()
+	switch {
+	case !fed.Enabled:
+		s.bounce(el, "remote-server-not-found", "federation with other servers is disabled here")
+		return
+	case !fed.Permitted(p.remote):
+		s.bounce(el, "not-allowed", "federation with "+p.remote+" is not allowed by this server's policy")
+		return
+	case !s.cfg.Handler.Local(p.local):
+		s.bounce(el, "not-allowed", p.local+" is not served here")
+		return
+	}
+	for try := 0; try < 3; try++ {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			s.bounce(el, "remote-server-not-found", "the server is shutting down")
+			return
+		}
+		l := s.out[p]
+		if l == nil {
+			l = s.newOutLink(p)
+			s.out[p] = l
+			go l.run()
+		}
+		s.mu.Unlock()
+		if l.send(el) {
+			return
+		}
+	}
+	s.bounce(el, "remote-server-timeout", "the link to "+p.remote+" kept closing")
+}
+
+// bounce answers a stanza that cannot be delivered, unless it is an error
+// or a result itself (those are dropped, RFC 6120 §8.3.1).
+func (s *Service) bounce(el *xml.Element, condition, text string) {
+	if el.Get("type") == "error" || (el.Name.Local == "iq" && el.Get("type") == "result") {
+		return
+	}
+	if el.Name.Local == "presence" && el.Get("type") != "subscribe" {
+		return // presence broadcasts to an unreachable server just go nowhere
+	}
+	s.cfg.Handler.FromRemote(stream.ErrorReply(el, condition, text))
+}
+
+// Reconfigure applies a settings change: everything closes when
+// federation is disabled, links to domains no longer permitted close, and
+// so do links to domains now on the secure list without a verified
+// certificate.
+func (s *Service) Reconfigure() {
+	fed := s.cfg.Federation()
+	s.mu.Lock()
+	var outs []*outLink
+	for _, l := range s.out {
+		outs = append(outs, l)
+	}
+	var ins []*inStream
+	for st := range s.in {
+		ins = append(ins, st)
+	}
+	s.mu.Unlock()
+	for _, l := range outs {
+		if !fed.Enabled || !fed.Permitted(l.p.remote) || (fed.SecureRequired(l.p.remote) && !l.verified()) {
+			l.close(&stream.Error{Condition: "policy-violation", Text: "federation settings changed"})
+		}
+	}
+	for _, st := range ins {
+		st.reconfigure(fed)
+	}
+}
+
+// Close ends every link (system-shutdown) and refuses new ones.
+func (s *Service) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.closeAll(&stream.Error{Condition: "system-shutdown", Text: "the server is shutting down"})
+}
+
+// Open accepts new links again after Close (the service was re-enabled).
+func (s *Service) Open() {
+	s.mu.Lock()
+	s.closed = false
+	s.mu.Unlock()
+}
+
+func (s *Service) closeAll(e *stream.Error) {
+	s.mu.Lock()
+	var outs []*outLink
+	for _, l := range s.out {
+		outs = append(outs, l)
+	}
+	var ins []*inStream
+	for st := range s.in {
+		ins = append(ins, st)
+	}
+	s.mu.Unlock()
+	for _, l := range outs {
+		l.close(e)
+	}
+	for _, st := range ins {
+		st.close(e)
+	}
+}
+
+// serverHeader is the opening of a server stream, with the dialback
+// namespace declared.
+func serverHeader(from, to, id string) []byte {
+	h := stream.Header(stream.NSServer, from, to, id)
+	return []byte(strings.Replace(string(h), " version='1.0'", " xmlns:db='"+NSDialback+"' version='1.0'", 1))
+}
+
+func domainOf(j string) string {
+	if p, err := jid.Parse(j); err == nil {
+		return p.Domainpart()
+	}
+	return ""
+}
+
+// Authenticate sets up and authenticates a link from local to remote on a
+// connection of its own, then closes it: the last step of `xmpp federation
+// check`. It reports the method used (EXTERNAL or dialback).
+func (s *Service) Authenticate(ctx context.Context, local, remote string) (string, error) {
+	if !s.cfg.Handler.Local(local) {
+		return "", &linkError{"not-allowed", local + " is not served here"}
+	}
+	est, err := s.connect(ctx, pair{local, remote}, true)
+	if err != nil {
+		return "", err
+	}
+	est.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	est.raw.Write(stream.Close)
+	est.raw.Close()
+	return est.auth, nil
+}
