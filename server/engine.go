@@ -7,6 +7,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -24,6 +25,7 @@ import (
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server/c2s"
 	"github.com/parley-xmpp/parley/server/component"
+	"github.com/parley-xmpp/parley/server/fedcheck"
 	"github.com/parley-xmpp/parley/server/im"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/router"
@@ -60,15 +62,16 @@ type Status struct {
 
 // Engine is the XMPP engine.
 type Engine struct {
-	cfg    Config
-	router *router.Router
-	im     *im.Service
-	c2s    *c2s.Config
-	comps  *component.Registry
-	comp   *component.Config
-	s2s    *s2s.Service
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	cfg      Config
+	router   *router.Router
+	im       *im.Service
+	c2s      *c2s.Config
+	comps    *component.Registry
+	comp     *component.Config
+	s2s      *s2s.Service
+	resolver *resolve.Resolver
+	stop     chan struct{}
+	wg       sync.WaitGroup
 
 	mu        sync.Mutex
 	xmpp      store.XMPPConfig
@@ -142,9 +145,10 @@ func New(cfg Config) *Engine {
 		Features:    im.CapsFeature(),
 	}
 	e.fed.Store(&store.FederationConfig{})
+	e.resolver = &resolve.Resolver{Servers: cfg.Store.Resolvers}
 	e.s2s = s2s.New(s2s.Config{
 		Handler:    e.im,
-		Resolver:   &resolve.Resolver{Servers: cfg.Store.Resolvers},
+		Resolver:   e.resolver,
 		Federation: func() store.FederationConfig { return *e.fed.Load() },
 		Roots:      e.trustRoots,
 		Cert:       e.certFor,
@@ -156,8 +160,25 @@ func New(cfg Config) *Engine {
 	return e
 }
 
-// Federation is the federation service (for `xmpp federation check`).
-func (e *Engine) Federation() *s2s.Service { return e.s2s }
+// Resolver is the DNS client federation uses (for `dns`).
+func (e *Engine) Resolver() *resolve.Resolver { return e.resolver }
+
+// FederationCheck runs `xmpp federation check`: every step from DNS to
+// an authenticated link from local to remote, reported one at a time.
+func (e *Engine) FederationCheck(ctx context.Context, local, remote string, report func(fedcheck.Step)) bool {
+	fed := *e.fed.Load()
+	return fedcheck.Run(ctx, fedcheck.Config{
+		Resolver: e.resolver,
+		Roots:    e.trustRoots,
+		Route: func(d string) (string, bool) {
+			r, ok := fed.Routes[d]
+			return r, ok
+		},
+		ClientCert:   e.certFor,
+		Authenticate: e.s2s.Authenticate,
+		Secure:       fed.SecureRequired(remote),
+	}, local, remote, report)
+}
 
 // TrustRoots are the roots federation verifies peers against: the
 // system's and the trust bundle's.

@@ -27,6 +27,7 @@ type fixture struct {
 	st      *store.Store
 	eng     *Engine
 	port    int
+	tlsPort int
 	s2sPort int
 	files   *pki.Area
 
@@ -80,12 +81,12 @@ func startDomain(t testing.TB, domain string, tweak func(*Config)) *fixture {
 		t.Fatal(err)
 	}
 	selfSigned(t, files, domain)
-	f := &fixture{t: t, st: st, files: files, port: freePort(t), s2sPort: freePort(t)}
+	f := &fixture{t: t, st: st, files: files, port: freePort(t), tlsPort: freePort(t), s2sPort: freePort(t)}
 	ops := []store.Op{
 		{Kind: store.OpDomainPrimary, Name: domain, Domain: &store.Domain{Name: domain, Key: domain + ".key", Cert: domain + ".crt"}},
 		{Kind: store.OpConfigSet, Name: store.XMPPListen, Value: "127.0.0.1"},
 		{Kind: store.OpConfigSet, Name: store.XMPPPortC2S, Value: fmt.Sprint(f.port)},
-		{Kind: store.OpConfigSet, Name: store.XMPPPortC2STLS, Value: fmt.Sprint(freePort(t))},
+		{Kind: store.OpConfigSet, Name: store.XMPPPortC2STLS, Value: fmt.Sprint(f.tlsPort)},
 		{Kind: store.OpConfigSet, Name: store.XMPPPortS2S, Value: fmt.Sprint(f.s2sPort)},
 		{Kind: store.OpConfigSet, Name: store.XMPPEnabled, Value: "true"},
 	}

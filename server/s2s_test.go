@@ -363,3 +363,20 @@ func TestFederationSpoofedFromIsRefused(t *testing.T) {
 		t.Fatalf("alice received %s", el)
 	}
 }
+
+// XEP-0368: a server reached through _xmpps-server SRV records talks TLS
+// from the first byte; the direct TLS port accepts server streams too.
+func TestFederationDirectTLS(t *testing.T) {
+	fp := federate(t, nil)
+	fp.dns.Set(append(srvRecords("a.lan", fp.a.s2sPort),
+		fmt.Sprintf("_xmpps-server._tcp.b.lan. 60 IN SRV 0 5 %d b.lan.", fp.b.tlsPort),
+		"b.lan. 60 IN A 127.0.0.1")...)
+	alice := fp.a.userAt("a.lan", "alice")
+	bob := fp.b.userAt("b.lan", "bob")
+	alice.send(`<message to='bob@b.lan' type='chat'><body>direct</body></message>`)
+	bob.expect("the message", isMessageFrom("alice@a.lan/r", "direct"))
+	out := fp.a.links("out")
+	if len(out) != 1 || out[0].Peer != fmt.Sprintf("127.0.0.1:%d", fp.b.tlsPort) || out[0].Auth != "dialback" {
+		t.Fatalf("a.lan outgoing links: %+v", out)
+	}
+}
