@@ -688,6 +688,14 @@ func TestNoFederation(t *testing.T) {
 			t.Fatalf("%s: %s", tc.send, el)
 		}
 	}
+	// Inbound stanzas that would be answered go nowhere (and do not panic).
+	f.fromRemote(`<presence type='probe' from='romeo@remote.example' to='alice@example.lan'/>`)
+	f.fromRemote(`<presence type='probe' from='paris@remote.example' to='alice@example.lan'/>`)
+	f.fromRemote(`<iq type='get' id='p' from='romeo@remote.example' to='example.lan'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	f.fromRemote(`<presence type='subscribe' from='romeo@remote.example' to='alice@example.lan'/>`)
+	if s := f.rosterState(alice, romeo); s != "both" {
+		t.Fatalf("alice's item: %s", s)
+	}
 }
 
 // TestRemoteRequestBounds: what remote strangers can leave in a user's

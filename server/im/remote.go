@@ -116,7 +116,7 @@ func (s *Service) answerProbe(to, from addr) {
 		if (ok && it.PendingIn) || !s.accountExists(to.bare) {
 			return
 		}
-		s.Remote.Route(xml.New(stream.NSClient, "presence", "type", "unsubscribed", "from", to.bare, "to", from.bare))
+		s.deliverTo(xml.New(stream.NSClient, "presence", "type", "unsubscribed", "from", to.bare, "to", from.bare), from)
 		return
 	}
 	for _, cs := range s.Router.Available(to.bare) {
@@ -130,7 +130,7 @@ func (s *Service) answerProbe(to, from addr) {
 		c := p.Copy()
 		c.Set("from", to.bare+"/"+cs.Resource())
 		c.Set("to", from.full())
-		s.Remote.Route(c)
+		s.deliverTo(c, from)
 	}
 }
 
