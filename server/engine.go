@@ -147,14 +147,15 @@ func New(cfg Config) *Engine {
 	e.fed.Store(&store.FederationConfig{})
 	e.resolver = &resolve.Resolver{Servers: cfg.Store.Resolvers}
 	e.s2s = s2s.New(s2s.Config{
-		Handler:    e.im,
-		Resolver:   e.resolver,
-		Federation: func() store.FederationConfig { return *e.fed.Load() },
-		Roots:      e.trustRoots,
-		Cert:       e.certFor,
-		TLS:        e.tlsConfig,
-		Limits:     cfg.Limits,
-		Log:        cfg.Log,
+		Handler:     e.im,
+		Resolver:    e.resolver,
+		Federation:  func() store.FederationConfig { return *e.fed.Load() },
+		Roots:       e.trustRoots,
+		AuthTimeout: e.authTimeout,
+		Cert:        e.certFor,
+		TLS:         e.tlsConfig,
+		Limits:      cfg.Limits,
+		Log:         cfg.Log,
 	})
 	e.im.Remote = e.s2s
 	return e

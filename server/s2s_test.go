@@ -380,3 +380,20 @@ func TestFederationDirectTLS(t *testing.T) {
 		t.Fatalf("a.lan outgoing links: %+v", out)
 	}
 }
+
+// An authenticated incoming link stays open while quiet, past the
+// negotiation bound (the client auth timeout, 5 s here).
+func TestFederationQuietIncomingLinkStays(t *testing.T) {
+	fp := federate(t, nil)
+	fp.b.set(store.XMPPClientAuthTimeout, "5")
+	alice := fp.a.userAt("a.lan", "alice")
+	bob := fp.b.userAt("b.lan", "bob")
+	alice.send(`<message to='bob@b.lan' type='chat'><body>first</body></message>`)
+	bob.expect("the first message", isMessageFrom("alice@a.lan/r", "first"))
+	time.Sleep(7 * time.Second)
+	if in := fp.b.links("in"); len(in) != 1 {
+		t.Fatalf("b.lan's incoming link closed while quiet: %+v", in)
+	}
+	alice.send(`<message to='bob@b.lan' type='chat'><body>second</body></message>`)
+	bob.expect("the second message", isMessageFrom("alice@a.lan/r", "second"))
+}

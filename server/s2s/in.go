@@ -189,7 +189,7 @@ func (s *Service) ServeIn(c net.Conn, rd *xml.Reader, header *xml.Element, direc
 
 func (st *inStream) serve(rd *xml.Reader, header *xml.Element, isTLS bool) error {
 	s := st.s
-	deadline := time.Now().Add(s.cfg.AuthTimeout)
+	deadline := time.Now().Add(s.cfg.AuthTimeout())
 	st.raw.SetDeadline(deadline)
 	saslDone := false
 	headerSent := false
@@ -301,7 +301,7 @@ func (st *inStream) readErr(err error) error {
 // "sasl") or ends.
 func (st *inStream) exchange(rd *xml.Reader, local, from, id string, isTLS, saslDone bool) (string, error) {
 	s := st.s
-	idleArmed := false
+	st.watchIdle(rd)
 	for {
 		el, err := rd.Next()
 		if err != nil {
@@ -328,10 +328,6 @@ func (st *inStream) exchange(rd *xml.Reader, local, from, id string, isTLS, sasl
 			if err := st.stanza(el); err != nil {
 				return "", err
 			}
-			if !idleArmed {
-				idleArmed = true
-				st.armIdle(rd)
-			}
 		case el.Name.Space == stream.NSStream && el.Name.Local == "error":
 			s.cfg.Log.Printf("s2s: stream error from %s (%s): %s", from, st.peer, streamErrorText(el))
 			return "", io.EOF
@@ -341,22 +337,25 @@ func (st *inStream) exchange(rd *xml.Reader, local, from, id string, isTLS, sasl
 	}
 }
 
-// armIdle replaces the negotiation deadline, once a stanza has come in,
-// with a generous idle bound: a peer closes its idle link itself; one
-// that vanished without a word is dropped after this.
-func (st *inStream) armIdle(rd *xml.Reader) {
+// watchIdle decides what a read timeout means: before any domain is
+// authenticated it is the negotiation bound; after, the stream may stay
+// quiet for a generous idle period (a peer closes its idle link itself;
+// one that vanished without a word is dropped after a quiet period).
+func (st *inStream) watchIdle(rd *xml.Reader) {
 	idle := max(3*st.s.cfg.Federation().IdleTimeout, 15*time.Minute)
-	seen := rd.Consumed()
+	seen := int64(-1)
 	rd.OnTimeout(func(err error) error {
-		if n := rd.Consumed(); n != seen {
+		st.mu.Lock()
+		authed := len(st.authed) > 0
+		st.mu.Unlock()
+		if n := rd.Consumed(); !authed || n == seen {
+			return err
+		} else {
 			seen = n
-			st.raw.SetReadDeadline(time.Now().Add(idle))
-			return nil
 		}
-		return err
+		st.raw.SetReadDeadline(time.Now().Add(idle))
+		return nil
 	})
-	st.raw.SetDeadline(time.Time{})
-	st.raw.SetReadDeadline(time.Now().Add(idle))
 }
 
 // external handles SASL EXTERNAL (XEP-0178): the authorization identity

@@ -61,9 +61,9 @@ type Config struct {
 	Limits     xml.Limits                           //
 	Log        *log.Logger                          //
 	// Bounds (defaults in New).
-	ConnectTimeout time.Duration // the whole set-up of an outgoing link, default 30 s
-	AuthTimeout    time.Duration // negotiation of an incoming stream, default 30 s
-	MaxQueue       int           // stanzas waiting for a link being set up, default 1000
+	ConnectTimeout time.Duration        // the whole set-up of an outgoing link, default 30 s
+	AuthTimeout    func() time.Duration // negotiation of an incoming stream, default 30 s
+	MaxQueue       int                  // stanzas waiting for a link being set up, default 1000
 }
 
 // Link is one federation link as the shell shows it.
@@ -103,8 +103,8 @@ func New(cfg Config) *Service {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 30 * time.Second
 	}
-	if cfg.AuthTimeout == 0 {
-		cfg.AuthTimeout = 30 * time.Second
+	if cfg.AuthTimeout == nil {
+		cfg.AuthTimeout = func() time.Duration { return 30 * time.Second }
 	}
 	if cfg.MaxQueue == 0 {
 		cfg.MaxQueue = 1000
