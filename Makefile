@@ -8,10 +8,12 @@ DATA_DIR  ?= ./data
 SSH_LISTEN ?= 127.0.0.1:2222
 
 # Debian packages the tests drive for real: the OpenSSH client (ssh, sftp,
-# ssh-keygen), openssl, and the XMPP clients go-sendxmpp and slixmpp (a
-# Python library: checked by importing it with Debian's /usr/bin/python3).
-TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp
-TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp
+# ssh-keygen), openssl, the XMPP clients go-sendxmpp and slixmpp (a
+# Python library: checked by importing it with Debian's /usr/bin/python3),
+# and for the federation tests the peer servers Prosody and ejabberd and
+# the DNS server dnsmasq (package dnsmasq-base: no system service).
+TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp prosody ejabberdctl dnsmasq
+TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejabberd dnsmasq-base
 TEST_PYTHON   := /usr/bin/python3
 TEST_PYMODS   := slixmpp
 
@@ -26,14 +28,20 @@ run: build
 	@mkdir -p $(DATA_DIR)
 	bin/parley serve --data-dir $(DATA_DIR) --ssh-listen $(SSH_LISTEN)
 
-# Install what the tests need when it is missing.
+# Install what the tests need when it is missing. The tests run their own
+# Prosody and ejabberd on loopback addresses: the system services the
+# packages start would hold 5222/5269 on every address, so a fresh install
+# stops and disables them (where systemd runs).
 deps:
-	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(TEST_TOOLS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	for m in $(TEST_PYMODS); do $(TEST_PYTHON) -c "import $$m" >/dev/null 2>&1 || missing="$$missing python:$$m"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing $(TEST_PACKAGES) (missing:$$missing)"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(TEST_PACKAGES); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(TEST_PACKAGES) || exit 1; \
+		case "$$missing" in *prosody*|*ejabberdctl*) \
+			if command -v systemctl >/dev/null 2>&1; then $$SUDO systemctl disable --now prosody ejabberd >/dev/null 2>&1 || true; fi;; \
+		esac; \
 	fi
 
 fmt-check:
