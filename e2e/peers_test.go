@@ -527,7 +527,7 @@ modules:
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir, cmd.Env = dir, env
 	p := &xmppPeer{kind: "ejabberd", ip: c.ip, c2s: c2s, domain: c.domain,
-		proc: startPeerProc(t, "ejabberd "+c.domain+" on "+c.ip, cmd, filepath.Join(dir, "logs", "ejabberd.log"))}
+		proc: startPeerProc(t, "ejabberd "+c.domain+" on "+c.ip, cmd)} // its output is its log
 	p.proc.waitTCP(t, net.JoinHostPort(c.ip, c2s), net.JoinHostPort(c.ip, "5269"))
 	for i := 0; i+1 < len(c.users); i += 2 {
 		reg := asUser("ejabberd", append(ctl, "register", c.users[i], c.domain, c.users[i+1])...)
@@ -556,9 +556,9 @@ func TestPeersFederateWithEachOther(t *testing.T) {
 		t.Fatalf("the test DNS server answers %v, %v for ejab.lan, want %s", got, err, n.ip(hostEjab))
 	}
 	pros := startProsody(t, peerConfig{ip: n.ip(hostProsody), domain: "pros.lan", dns: dns, users: []string{"alice", "pw-alice"}})
-	ejab := startEjabberd(t, peerConfig{ip: n.ip(hostEjab), domain: "ejab.lan", dns: dns, users: []string{"bob", "pw-bob"}})
+	ejab := startEjabberd(t, peerConfig{ip: n.ip(hostEjab), domain: "ejab.lan", dns: dns, users: []string{"bob", "pw-bob-42"}})
 	alice := pros.login(t, "alice@pros.lan", "pw-alice")
-	bob := ejab.login(t, "bob@ejab.lan", "pw-bob")
+	bob := ejab.login(t, "bob@ejab.lan", "pw-bob-42")
 
 	alice.send(t, "bob@ejab.lan", "hello ejabberd")
 	waitPeerMessage(t, bob, "alice@pros.lan", "hello ejabberd", pros, ejab)
@@ -573,7 +573,9 @@ func waitPeerMessage(t *testing.T, c *xclient, from, body string, servers ...int
 	deadline := time.NewTimer(xmppWait)
 	defer deadline.Stop()
 	for {
-		e, ended := c.take(func(e *xev) bool { return e.Ev == "message" && e.Type != "error" && bareOf(e.From) == from && e.Body == body })
+		e, ended := c.take(func(e *xev) bool {
+			return e.Ev == "message" && e.Type != "error" && bareOf(e.From) == from && e.Body == body
+		})
 		if e != nil {
 			return
 		}

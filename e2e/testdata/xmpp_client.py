@@ -120,7 +120,8 @@ class Client(slixmpp.ClientXMPP):
 
     def on_message_error(self, msg):
         emit("message_error", **{"from": str(msg["from"]), "body": msg["body"],
-                                 "condition": msg["error"]["condition"]})
+                                 "condition": msg["error"]["condition"],
+                                 "text": msg["error"]["text"]})
 
     def on_presence(self, pres):
         x = pres.xml.find(NS_AVATAR + "x")
