@@ -259,11 +259,8 @@ func (c *checker) discover(ctx context.Context) []resolve.Target {
 func (c *checker) clientSRV(ctx context.Context) {
 	name := "SRV _xmpp-client._tcp." + c.ascii
 	plain, errPlain := c.res.Lookup(ctx, "SRV", "_xmpp-client._tcp."+c.ascii)
-	direct, errDirect := c.res.Lookup(ctx, "SRV", "_xmpps-client._tcp."+c.ascii)
-	var parts []string
-	for _, l := range limit(plain, maxTargets) {
-		parts = append(parts, l)
-	}
+	direct, _ := c.res.Lookup(ctx, "SRV", "_xmpps-client._tcp."+c.ascii) // optional: its failure alone says nothing
+	parts := append([]string(nil), limit(plain, maxTargets)...)
 	for _, l := range limit(direct, maxTargets) {
 		parts = append(parts, l+" (direct TLS)")
 	}
@@ -277,7 +274,6 @@ func (c *checker) clientSRV(ctx context.Context) {
 	}
 	c.step(Warn, name, "no _xmpp-client._tcp or _xmpps-client._tcp record: clients of "+c.remote+" cannot find their server (federation does not need it)",
 		fmt.Sprintf("for %s's clients: publish _xmpp-client._tcp.%s. SRV 0 5 5222 <its XMPP server's host>.", c.remote, c.ascii))
-	_ = errDirect
 }
 
 func limit(lines []string, n int) []string {
