@@ -187,7 +187,11 @@ func (c *checker) run(ctx context.Context) {
 // discover finds the targets: the route, or SRV, or the fallback.
 func (c *checker) discover(ctx context.Context) []resolve.Target {
 	if c.cfg.Route != nil {
-		if hp, ok := c.cfg.Route(c.remote); ok {
+		hp, ok := c.cfg.Route(c.remote)
+		if !ok && c.ascii != c.remote {
+			hp, ok = c.cfg.Route(c.ascii)
+		}
+		if ok {
 			t, err := parseRoute(hp)
 			if err != nil {
 				c.step(Fail, "route", fmt.Sprintf("the route of %s, %q, is unusable: %v", c.remote, clean(hp), err),
