@@ -141,6 +141,25 @@ func exchange(t *testing.T, a *xclient, aJID string, b *xclient, bJID string) {
 	a.message(t, bJID, "hello back from "+bJID)
 }
 
+// inOrder fails unless c received messages with these bodies in this
+// order.
+func inOrder(t *testing.T, c *xclient, bodies ...string) {
+	t.Helper()
+	c.mu.Lock()
+	var got []string
+	for _, e := range c.events {
+		for _, b := range bodies {
+			if e.Ev == "message" && e.Body == b {
+				got = append(got, b)
+			}
+		}
+	}
+	c.mu.Unlock()
+	if strings.Join(got, "|") != strings.Join(bodies, "|") {
+		t.Fatalf("%s: messages arrived as %q, want %q", c.name, got, bodies)
+	}
+}
+
 // subscribeBothWays has a subscribe to b's presence and b approve, then
 // the other way round; each sees the other online and both rosters say
 // both.
@@ -195,6 +214,15 @@ func testFederationWithPeer(t *testing.T, kind string) {
 	alice := x.login(t, "alice@par.lan", "pw-alice", clientOpts{})
 	bob := peer.login(t, bobJID, "pw-bob-42")
 
+	// Stanzas sent before the link is up wait for it: all arrive, in order.
+	queued := []string{"queued 1", "queued 2", "queued 3"}
+	for _, body := range queued {
+		alice.send(t, bobJID, body)
+	}
+	for _, body := range queued {
+		waitPeerMessage(t, bob, "alice@par.lan", body, x, peer)
+	}
+	inOrder(t, bob, queued...)
 	exchange(t, alice, "alice@par.lan", bob, bobJID)
 	subscribeBothWays(t, alice, "alice@par.lan", bob, bobJID)
 
@@ -314,30 +342,94 @@ func TestFederationSecureListRefusesWrongCertificate(t *testing.T) {
 }
 
 // TestFederationUnreachableDomainBounces: a domain whose server DNS names
-// but that does not listen, and a domain DNS does not know: the sender
-// gets remote-server-not-found or remote-server-timeout back, in bounded
-// time, and xmpp federation lists the failures.
+// but that does not listen, a domain DNS does not know, and a server that
+// accepts the connection but never says a word: the sender gets
+// remote-server-not-found or remote-server-timeout back within a bound
+// (the silent one after Parley's connect timeout), and xmpp federation
+// lists the failures.
 func TestFederationUnreachableDomainBounces(t *testing.T) {
 	t.Parallel()
 	needPeers(t)
 	n := newFedNet(t)
-	dns := startDNS(t, n.ip(hostDNS), append(xmppDomainRecs("par.lan", n.ip(hostParley)), xmppDomainRecs("gone.lan", n.ip(41))...)...)
+	recs := append(xmppDomainRecs("par.lan", n.ip(hostParley)), xmppDomainRecs("gone.lan", n.ip(41))...)
+	dns := startDNS(t, n.ip(hostDNS), append(recs, xmppDomainRecs("silent.lan", n.ip(42))...)...)
 	x := startParley(t, n.ip(hostParley), "par.lan", dns, "alice@par.lan", "pw-alice")
 	dumpOnFailure(t, x)
+	silentServer(t, n.ip(42))
 	alice := x.login(t, "alice@par.lan", "pw-alice", clientOpts{})
-	for _, to := range []string{"bob@gone.lan", "carol@nowhere.lan"} {
+	for _, c := range []struct {
+		to    string
+		bound time.Duration
+	}{
+		{"bob@gone.lan", xmppWait},
+		{"carol@nowhere.lan", xmppWait},
+		{"dave@silent.lan", silentBound},
+	} {
 		start := time.Now()
-		alice.send(t, to, "is anyone there?")
-		e := alice.wait(t, "a bounce from "+to, func(e *xev) bool { return e.Ev == "message_error" && bareOf(e.From) == to })
+		alice.send(t, c.to, "is anyone there?")
+		e := waitFor(t, alice, "a bounce from "+c.to, c.bound, func(e *xev) bool { return e.Ev == "message_error" && bareOf(e.From) == c.to })
 		if e.Condition != "remote-server-not-found" && e.Condition != "remote-server-timeout" {
-			t.Errorf("bounce from %s: condition %q, want remote-server-not-found or remote-server-timeout", to, e.Condition)
+			t.Errorf("bounce from %s: condition %q, want remote-server-not-found or remote-server-timeout", c.to, e.Condition)
 		}
-		t.Logf("%s bounced with %s (%q) after %v", to, e.Condition, e.Text, time.Since(start).Round(time.Millisecond))
+		if e.Text == "" {
+			t.Errorf("bounce from %s (%s) has no text saying why", c.to, e.Condition)
+		}
+		t.Logf("%s bounced with %s (%q) after %v", c.to, e.Condition, e.Text, time.Since(start).Round(time.Millisecond))
 	}
 	fails := strings.Join(labels(x.mustAdmin(t, "xmpp federation"))["Recent failures"], "\n")
-	for _, d := range []string{"gone.lan", "nowhere.lan"} {
+	for _, d := range []string{"gone.lan", "nowhere.lan", "silent.lan"} {
 		if !strings.Contains(fails, "par.lan → "+d) {
 			t.Errorf("xmpp federation lists no recent failure for %s:\n%s", d, fails)
+		}
+	}
+}
+
+// silentBound is how long a stanza for a server that accepts connections
+// and never answers may wait for its bounce: Parley's connect timeout (30
+// s) and some slack.
+const silentBound = 45 * time.Second
+
+// silentServer accepts connections on ip:5269, reads them and never
+// answers, until the test ends.
+func silentServer(t *testing.T, ip string) {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "5269"))
+	if err != nil {
+		t.Fatalf("the silent server: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(2 * silentBound))
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+}
+
+// waitFor is xclient.wait with a bound of its own.
+func waitFor(t *testing.T, c *xclient, what string, bound time.Duration, match func(*xev) bool) *xev {
+	t.Helper()
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	for {
+		e, ended := c.take(match)
+		if e != nil {
+			return e
+		}
+		if ended {
+			t.Fatalf("%s: the client ended without %s; it printed:\n%s", c.name, what, c.transcript())
+		}
+		select {
+		case <-c.notify:
+		case <-deadline.C:
+			t.Fatalf("%s: no %s within %v; the client printed:\n%s", c.name, what, bound, c.transcript())
 		}
 	}
 }
