@@ -404,7 +404,7 @@ func (st *inStream) answerVerify(el *xml.Element, _ string) {
 			reply.Set("type", "invalid")
 		}
 	}
-	st.write(reply.Bytes(stream.NSServer))
+	st.write(dialbackBytes(reply))
 }
 
 // dialback is the receiving side of dialback: the peer claims a domain;
@@ -424,7 +424,7 @@ func (st *inStream) dialback(el *xml.Element, id string) error {
 			}
 			r.Add(e)
 		}
-		st.write(r.Bytes(stream.NSServer))
+		st.write(dialbackBytes(r))
 	}
 	fed := st.s.cfg.Federation()
 	switch {
@@ -478,7 +478,7 @@ func (s *Service) verifyDialback(ctx context.Context, local, remote, id, key str
 	if d, ok := ctx.Deadline(); ok {
 		est.raw.SetDeadline(d)
 	}
-	if _, err := est.raw.Write(v.Bytes(stream.NSServer)); err != nil {
+	if _, err := est.raw.Write(dialbackBytes(v)); err != nil {
 		return err
 	}
 	for i := 0; i < 16; i++ {

@@ -466,7 +466,7 @@ func (s *Service) negotiateOut(ctx context.Context, c net.Conn, p pair, t target
 		}
 		key := s.dialbackKey(p.remote, p.local, id)
 		db := xml.New(NSDialback, "result", "from", p.local, "to", p.remote).AddText(key)
-		if _, err := conn.Write(db.Bytes(stream.NSServer)); err != nil {
+		if _, err := conn.Write(dialbackBytes(db)); err != nil {
 			return nil, err
 		}
 		for i := 0; i < 16; i++ {

@@ -291,10 +291,24 @@ func (s *Service) closeAll(e *stream.Error) {
 }
 
 // serverHeader is the opening of a server stream, with the dialback
-// namespace declared.
+// namespace declared on the stream element as prefix db.
 func serverHeader(from, to, id string) []byte {
 	h := stream.Header(stream.NSServer, from, to, id)
-	return []byte(strings.Replace(string(h), " version='1.0'", " xmlns:db='"+NSDialback+"' version='1.0'", 1))
+	return []byte(strings.Replace(string(h), "<stream:stream ", "<stream:stream xmlns:db='"+NSDialback+"' ", 1))
+}
+
+// dialbackBytes serializes a dialback element with the db prefix declared
+// on the stream (<db:result/>, <db:verify/>), as XEP-0220 writes them:
+// some servers (ejabberd) match the prefixed name and drop the same element
+// written with a default namespace.
+func dialbackBytes(el *xml.Element) []byte {
+	b := string(el.Bytes(NSDialback)) // no xmlns on the element itself
+	name := el.Name.Local
+	b = "<db:" + strings.TrimPrefix(b, "<")
+	if strings.HasSuffix(b, "</"+name+">") {
+		b = strings.TrimSuffix(b, "</"+name+">") + "</db:" + name + ">"
+	}
+	return []byte(b)
 }
 
 func domainOf(j string) string {
