@@ -237,6 +237,17 @@ func testFederationWithPeer(t *testing.T, kind string) {
 	if st := x.status(t)["Federation"]; !strings.Contains(st, "enabled") || !strings.Contains(st, peerDomain) {
 		t.Errorf("xmpp says Federation: %q, want it enabled with the links to %s", st, peerDomain)
 	}
+	// The troubleshooting command against the real peer: every step from
+	// its SRV record to a real dialback works.
+	r := x.admin("xmpp federation check " + peerDomain)
+	if r.err != nil || !strings.Contains(r.stdout, peerDomain+": federation works (dialback)") {
+		t.Fatalf("xmpp federation check %s: want success by dialback, got %v", peerDomain, r)
+	}
+	for _, want := range []string{"ok    SRV _xmpp-server._tcp." + peerDomain, "ok    STARTTLS", "ok    dialback"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("xmpp federation check %s does not say %q:\n%s", peerDomain, want, r.stdout)
+		}
+	}
 }
 
 // fedCA makes a private CA and, signed by it, a key and certificate for

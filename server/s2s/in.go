@@ -24,6 +24,10 @@ import (
 // may have running at once.
 const maxPendingDialback = 16
 
+// maxDomainPairs bounds the domain pairs one incoming stream may
+// authenticate (XEP-0220 lets a peer multiplex several domains).
+const maxDomainPairs = 256
+
 // inStream is one incoming server stream and the domain pairs
 // authenticated on it.
 type inStream struct {
@@ -442,6 +446,11 @@ func (st *inStream) dialback(el *xml.Element, id string) error {
 		return nil
 	}
 	st.mu.Lock()
+	if len(st.authed) >= maxDomainPairs {
+		st.mu.Unlock()
+		reply("error", "resource-constraint", "too many domains on one stream: open another")
+		return nil
+	}
 	if st.pending >= maxPendingDialback {
 		st.mu.Unlock()
 		return &stream.Error{Condition: "policy-violation", Text: "too many dialback requests at once"}

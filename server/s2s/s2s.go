@@ -139,15 +139,8 @@ func (s *Service) fail(p pair, err string) {
 
 // Status lists the links and recent failures.
 func (s *Service) Status() ([]Link, []Failure) {
+	outs, ins := s.snapshot()
 	s.mu.Lock()
-	outs := make([]*outLink, 0, len(s.out))
-	for _, l := range s.out {
-		outs = append(outs, l)
-	}
-	ins := make([]*inStream, 0, len(s.in))
-	for st := range s.in {
-		ins = append(ins, st)
-	}
 	var fails []Failure
 	for _, f := range s.failures {
 		fails = append(fails, f)
@@ -236,16 +229,7 @@ func (s *Service) bounce(el *xml.Element, condition, text string) {
 // certificate.
 func (s *Service) Reconfigure() {
 	fed := s.cfg.Federation()
-	s.mu.Lock()
-	var outs []*outLink
-	for _, l := range s.out {
-		outs = append(outs, l)
-	}
-	var ins []*inStream
-	for st := range s.in {
-		ins = append(ins, st)
-	}
-	s.mu.Unlock()
+	outs, ins := s.snapshot()
 	for _, l := range outs {
 		if !fed.Enabled || !fed.Permitted(l.p.remote) || (fed.SecureRequired(l.p.remote) && !l.verified()) {
 			l.close(&stream.Error{Condition: "policy-violation", Text: "federation settings changed"})
@@ -271,17 +255,23 @@ func (s *Service) Open() {
 	s.mu.Unlock()
 }
 
-func (s *Service) closeAll(e *stream.Error) {
+// snapshot lists the links, to act on them outside the service's lock.
+func (s *Service) snapshot() ([]*outLink, []*inStream) {
 	s.mu.Lock()
-	var outs []*outLink
+	defer s.mu.Unlock()
+	outs := make([]*outLink, 0, len(s.out))
 	for _, l := range s.out {
 		outs = append(outs, l)
 	}
-	var ins []*inStream
+	ins := make([]*inStream, 0, len(s.in))
 	for st := range s.in {
 		ins = append(ins, st)
 	}
-	s.mu.Unlock()
+	return outs, ins
+}
+
+func (s *Service) closeAll(e *stream.Error) {
+	outs, ins := s.snapshot()
 	for _, l := range outs {
 		l.close(e)
 	}
