@@ -237,10 +237,17 @@ func testFederationWithPeer(t *testing.T, kind string) {
 	if st := x.status(t)["Federation"]; !strings.Contains(st, "enabled") || !strings.Contains(st, peerDomain) {
 		t.Errorf("xmpp says Federation: %q, want it enabled with the links to %s", st, peerDomain)
 	}
+	// Parley's own DNS client, as the admin sees it.
+	if r := x.admin("dns lookup SRV _xmpp-server._tcp." + peerDomain); r.code != 0 || !strings.Contains(r.stdout, "5269 "+peerDomain) {
+		t.Errorf("dns lookup SRV _xmpp-server._tcp.%s: %v", peerDomain, r)
+	}
+	if r := x.admin("dns lookup A nowhere.lan"); r.code != 1 || !strings.Contains(r.stderr, "NXDOMAIN") {
+		t.Errorf("dns lookup A nowhere.lan: want a one-line NXDOMAIN error, got %v", r)
+	}
 	// The troubleshooting command against the real peer: every step from
 	// its SRV record to a real dialback works.
 	r := x.admin("xmpp federation check " + peerDomain)
-	if r.err != nil || !strings.Contains(r.stdout, peerDomain+": federation works (dialback)") {
+	if r.code != 0 || !strings.Contains(r.stdout, peerDomain+": federation works (dialback)") {
 		t.Fatalf("xmpp federation check %s: want success by dialback, got %v", peerDomain, r)
 	}
 	for _, want := range []string{"ok    SRV _xmpp-server._tcp." + peerDomain, "ok    STARTTLS", "ok    dialback"} {

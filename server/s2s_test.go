@@ -397,3 +397,37 @@ func TestFederationQuietIncomingLinkStays(t *testing.T) {
 	alice.send(`<message to='bob@b.lan' type='chat'><body>second</body></message>`)
 	bob.expect("the second message", isMessageFrom("alice@a.lan/r", "second"))
 }
+
+// A route replaces DNS for one domain: b.lan has no records at all.
+func TestFederationRoute(t *testing.T) {
+	fp := federate(t, nil)
+	fp.dns.Set(srvRecords("a.lan", fp.a.s2sPort)...) // b.lan unknown to DNS
+	alice := fp.a.userAt("a.lan", "alice")
+	bob := fp.b.userAt("b.lan", "bob")
+	alice.send(`<message to='bob@b.lan' type='chat' id='r1'><body>no route</body></message>`)
+	if el := alice.answer("r1"); stanzaError(el) != "remote-server-not-found" {
+		t.Fatalf("without a route: %s", el)
+	}
+	fp.a.set(store.FedRoute+"b.lan", fmt.Sprintf("127.0.0.1:%d", fp.b.s2sPort))
+	alice.send(`<message to='bob@b.lan' type='chat'><body>routed</body></message>`)
+	bob.expect("the routed message", isMessageFrom("alice@a.lan/r", "routed"))
+}
+
+// Allow-list mode: only domains with an allow entry federate.
+func TestFederationAllowList(t *testing.T) {
+	fp := federate(t, nil)
+	alice := fp.a.userAt("a.lan", "alice")
+	bob := fp.b.userAt("b.lan", "bob")
+	fp.a.set(store.FedAllowList, "true")
+	alice.send(`<message to='bob@b.lan' type='chat' id='l1'><body>not yet</body></message>`)
+	if el := alice.answer("l1"); stanzaError(el) != "not-allowed" {
+		t.Fatalf("not on the allow list: %s", el)
+	}
+	bob.send(`<message to='alice@a.lan' type='chat' id='l2'><body>let me in</body></message>`)
+	if el := bob.answer("l2"); stanzaError(el) != "remote-server-not-found" {
+		t.Fatalf("b.lan to a.lan, refused by a.lan: %s", el)
+	}
+	fp.a.set(store.FedPolicy+"b.lan", store.PolicyAllow)
+	alice.send(`<message to='bob@b.lan' type='chat'><body>allowed</body></message>`)
+	bob.expect("the allowed message", isMessageFrom("alice@a.lan/r", "allowed"))
+}
