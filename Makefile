@@ -38,10 +38,16 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing $(TEST_PACKAGES) (missing:$$missing)"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(TEST_PACKAGES) || exit 1; \
-		case "$$missing" in *prosody*|*ejabberdctl*) \
-			if command -v systemctl >/dev/null 2>&1; then $$SUDO systemctl disable --now prosody ejabberd >/dev/null 2>&1 || true; fi;; \
-		esac; \
+		norc=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null && $$SUDO chmod 755 /usr/sbin/policy-rc.d && norc=1; \
+		fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(TEST_PACKAGES); st=$$?; \
+		[ -z "$$norc" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; \
+		[ $$st = 0 ] || exit 1; \
+		for s in prosody ejabberd; do \
+			if command -v systemctl >/dev/null 2>&1; then $$SUDO systemctl disable --now $$s >/dev/null 2>&1; fi; \
+			$$SUDO service $$s stop >/dev/null 2>&1; \
+		done; true; \
 	fi
 
 fmt-check:
