@@ -159,6 +159,9 @@ func (r *Reader) Header() (*Element, error) {
 			if t.Target != "xml" {
 				return nil, &Error{"restricted-xml", "processing instructions are not allowed"}
 			}
+			if err := checkDeclaration(string(t.Inst)); err != nil {
+				return nil, err
+			}
 		case exml.CharData:
 			if len(bytes.TrimSpace(t)) > 0 {
 				return nil, &Error{"not-well-formed", "text before the stream header"}
@@ -282,4 +285,50 @@ func duplicateAttr(attrs []exml.Attr) bool {
 		seen[a.Name] = struct{}{}
 	}
 	return false
+}
+
+// checkDeclaration checks an XML declaration's pseudo-attributes (XML 1.0
+// §2.8): version first, then optional encoding and standalone, in that
+// order, each once, quoted. encoding/xml only looks for the encoding.
+func checkDeclaration(inst string) error {
+	bad := &Error{"not-well-formed", "the XML declaration is not well-formed"}
+	order := []string{"version", "encoding", "standalone"}
+	next := 0
+	rest := strings.TrimSpace(inst)
+	for rest != "" {
+		eq := strings.IndexByte(rest, '=')
+		if eq < 0 {
+			return bad
+		}
+		name := strings.TrimSpace(rest[:eq])
+		rest = strings.TrimLeft(rest[eq+1:], " \t\r\n")
+		if rest == "" || (rest[0] != '\'' && rest[0] != '"') {
+			return bad
+		}
+		end := strings.IndexByte(rest[1:], rest[0])
+		if end < 0 {
+			return bad
+		}
+		value := rest[1 : end+1]
+		rest = rest[end+2:]
+		if rest != "" && !strings.ContainsAny(rest[:1], " \t\r\n") {
+			return bad
+		}
+		rest = strings.TrimSpace(rest)
+		i := next
+		for i < len(order) && order[i] != name {
+			i++
+		}
+		if i == len(order) || (next == 0 && name != "version") {
+			return bad
+		}
+		if name == "version" && !strings.HasPrefix(value, "1.") {
+			return bad
+		}
+		next = i + 1
+	}
+	if next == 0 {
+		return bad
+	}
+	return nil
 }

@@ -80,6 +80,12 @@ func TestHeader(t *testing.T) {
 		{"truncated", `<stream:stream xmlns:stream='http://etherx.jabber.org/str`, "EOF", nil},
 		{"invalid UTF-8 in header", "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='\xff'>", "unsupported-encoding", nil},
 		{"garbage", `<<<`, "not-well-formed", nil},
+		{"standalone", `<?xml version="1.0" encoding="UTF-8" standalone='yes'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>`, "", nil},
+		{"declaration without version", `<?xml encoding='UTF-8'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>`, "not-well-formed", nil},
+		{"attribute in declaration", `<?xml xmlns:db='jabber:server:dialback' version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>`, "not-well-formed", nil},
+		{"declaration out of order", `<?xml version='1.0' standalone='yes' encoding='UTF-8'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>`, "not-well-formed", nil},
+		{"unquoted version", `<?xml version=1.0?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>`, "not-well-formed", nil},
+		{"empty declaration", `<?xml ?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>`, "not-well-formed", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
