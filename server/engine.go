@@ -551,6 +551,13 @@ func (e *Engine) tlsConfig() *tls.Config {
 			if c := e.certs[name]; c != nil {
 				return c, nil
 			}
+			// A component's domain (cb1.example.com) is served with its
+			// parent domain's certificate.
+			if i := strings.IndexByte(name, '.'); i > 0 {
+				if c := e.certs[name[i+1:]]; c != nil {
+					return c, nil
+				}
+			}
 			if c := e.certs[e.primary]; c != nil {
 				return c, nil
 			}

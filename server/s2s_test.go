@@ -431,3 +431,26 @@ func TestFederationAllowList(t *testing.T) {
 	alice.send(`<message to='bob@b.lan' type='chat'><body>allowed</body></message>`)
 	bob.expect("the allowed message", isMessageFrom("alice@a.lan/r", "allowed"))
 }
+
+// A call bridge's domain (cb1.a.lan) federates too: b.lan verifies it by
+// dialback through its own DNS records, and answers reach the component.
+func TestFederationComponentDomain(t *testing.T) {
+	fp := federate(t, nil)
+	fp.dns.Set(append(append(srvRecords("a.lan", fp.a.s2sPort), srvRecords("b.lan", fp.b.s2sPort)...),
+		fmt.Sprintf("_xmpp-server._tcp.cb1.a.lan. 60 IN SRV 0 5 %d a.lan.", fp.a.s2sPort))...)
+	if err := fp.a.st.Apply(store.Op{Kind: store.OpComponentAdd, Component: &store.Component{Name: "cb1", Domain: "a.lan", Secret: cbSecret}}); err != nil {
+		t.Fatal(err)
+	}
+	comp, got := fp.a.connectComponent("cb1.a.lan", cbSecret)
+	if got != "handshake" {
+		t.Fatalf("handshake: %s", got)
+	}
+	bob := fp.b.userAt("b.lan", "bob")
+	comp.send(`<message from='room@cb1.a.lan' to='bob@b.lan' type='chat'><body>join the call</body></message>`)
+	bob.expect("the component's message", isMessageFrom("room@cb1.a.lan", "join the call"))
+	bob.send(`<message to='room@cb1.a.lan' type='chat'><body>on my way</body></message>`)
+	m := comp.expect("bob's answer", func(el *xml.Element) bool { return el.Name.Local == "message" })
+	if m.Get("from") != "bob@b.lan/r" || m.Child("", "body").Text() != "on my way" {
+		t.Fatalf("component got %s", m)
+	}
+}
