@@ -303,8 +303,11 @@ func TestFederationParleyToParley(t *testing.T) {
 	subscribeBothWays(t, alice, "alice@par.lan", bob, "bob@par2.lan")
 
 	x.waitLink(t, "par.lan → par2.lan (out)", "up", "EXTERNAL", "TLS")
-	x.waitLink(t, "par.lan → par2.lan (in)", "up", "EXTERNAL", "TLS")
+	// Outgoing links leave from the appliance's XMPP address (xmpp
+	// listen), the one its peers and their firewalls know.
+	x.waitLink(t, "par.lan → par2.lan (in)", "up", "EXTERNAL", "TLS", "from "+n.ip(hostParley2)+":")
 	y.waitLink(t, "par2.lan → par.lan (out)", "up", "EXTERNAL", "TLS")
+	y.waitLink(t, "par2.lan → par.lan (in)", "from "+n.ip(hostParley)+":")
 
 	r := x.admin("xmpp federation check par2.lan")
 	if r.code != 0 || !strings.Contains(r.stdout, "par2.lan: federation works") {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -77,6 +78,7 @@ type Engine struct {
 	xmpp      store.XMPPConfig
 	hosted    atomic.Pointer[map[string]bool] // replaced whole on reconcile: read on every stanza without a lock
 	fed       atomic.Pointer[store.FederationConfig]
+	listenIPs atomic.Pointer[[]netip.Addr] // specific listen addresses, for outgoing links
 	roots     atomic.Pointer[x509.CertPool]
 	rootsErr  atomic.Pointer[string]
 	certs     map[string]*tls.Certificate
@@ -156,9 +158,26 @@ func New(cfg Config) *Engine {
 		TLS:         e.tlsConfig,
 		Limits:      cfg.Limits,
 		Log:         cfg.Log,
+		SourceIP:    e.sourceIP,
 	})
 	e.im.Remote = e.s2s
 	return e
+}
+
+// sourceIP is the address outgoing server links are made from: the first
+// listen address of the destination's family (none when listening on all
+// addresses: the system chooses).
+func (e *Engine) sourceIP(dst netip.Addr) netip.Addr {
+	p := e.listenIPs.Load()
+	if p == nil {
+		return netip.Addr{}
+	}
+	for _, ip := range *p {
+		if ip.Is4() == dst.Is4() && ip.IsLoopback() == dst.IsLoopback() {
+			return ip
+		}
+	}
+	return netip.Addr{}
 }
 
 // Resolver is the DNS client federation uses (for `dns`).
@@ -432,6 +451,13 @@ func (e *Engine) wantListeners(cfg store.XMPPConfig) (map[string]wanted, error) 
 			}
 		}
 	}
+	var ips []netip.Addr
+	for _, h := range hosts {
+		if ip, err := netip.ParseAddr(h); err == nil && !ip.IsUnspecified() {
+			ips = append(ips, ip.Unmap())
+		}
+	}
+	e.listenIPs.Store(&ips)
 	out := map[string]wanted{}
 	for _, h := range hosts {
 		for _, p := range []struct {

@@ -267,6 +267,11 @@ func (s *Service) connect(ctx context.Context, p pair, auth bool) (*established,
 			}
 			addr := netip.AddrPortFrom(a, t.Port).String()
 			d := net.Dialer{Timeout: 10 * time.Second}
+			if s.cfg.SourceIP != nil {
+				if ip := s.cfg.SourceIP(a); ip.IsValid() {
+					d.LocalAddr = &net.TCPAddr{IP: ip.AsSlice()}
+				}
+			}
 			c, err := d.DialContext(ctx, "tcp", addr)
 			if err != nil {
 				errs = append(errs, addr+": "+shortNetError(err))

@@ -21,6 +21,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"log"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -58,8 +59,13 @@ type Config struct {
 	Roots      func() (*x509.CertPool, error)       // system roots plus the trust bundle
 	Cert       func(domain string) *tls.Certificate // our certificate for a local domain
 	TLS        func() *tls.Config                   // server side of STARTTLS (certificates by SNI)
-	Limits     xml.Limits                           //
-	Log        *log.Logger                          //
+	// SourceIP, if set, picks the local address outgoing links are made
+	// from, for a destination (the appliance's XMPP address, so that
+	// firewalls see the address the peers know); invalid: the system's
+	// choice.
+	SourceIP func(dst netip.Addr) netip.Addr
+	Limits   xml.Limits
+	Log      *log.Logger //
 	// Bounds (defaults in New).
 	ConnectTimeout time.Duration        // the whole set-up of an outgoing link, default 30 s
 	AuthTimeout    func() time.Duration // negotiation of an incoming stream, default 30 s
