@@ -232,7 +232,7 @@ func BenchmarkFederationLinkSetup(b *testing.B) {
 // process, so the figure is what one federation link costs the two ends
 // together.
 func BenchmarkFederationIdleLinkMemory(b *testing.B) {
-	const fedLinks = 50
+	const fedLinks = 100
 	for i := 0; i < b.N; i++ {
 		fp := federateTB(b, nil)
 		recs := append(srvRecords("a.lan", fp.a.s2sPort), srvRecords("b.lan", fp.b.s2sPort)...)
