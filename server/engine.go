@@ -78,7 +78,8 @@ type Engine struct {
 	xmpp      store.XMPPConfig
 	hosted    atomic.Pointer[map[string]bool] // replaced whole on reconcile: read on every stanza without a lock
 	fed       atomic.Pointer[store.FederationConfig]
-	listenIPs atomic.Pointer[[]netip.Addr] // specific listen addresses, for outgoing links
+	listenIPs atomic.Pointer[[]netip.Addr]    // specific listen addresses, for outgoing links
+	compJIDs  atomic.Pointer[map[string]bool] // registered components' addresses, replaced whole on change
 	roots     atomic.Pointer[x509.CertPool]
 	rootsErr  atomic.Pointer[string]
 	certs     map[string]*tls.Certificate
@@ -245,7 +246,23 @@ func (e *Engine) certFor(domain string) *tls.Certificate {
 // Start applies the stored configuration and follows every change.
 func (e *Engine) Start() {
 	e.cfg.Store.Watch(e.onChange)
+	e.loadComponents()
 	e.reconcile()
+}
+
+// loadComponents refreshes the set of registered components' addresses,
+// which the router asks about every stanza to a domain not hosted here.
+func (e *Engine) loadComponents() {
+	all, err := e.cfg.Store.Components()
+	if err != nil {
+		e.cfg.Log.Printf("xmpp: reading the call bridges: %v", err)
+		return
+	}
+	m := make(map[string]bool, len(all))
+	for _, c := range all {
+		m[c.JID()] = true
+	}
+	e.compJIDs.Store(&m)
 }
 
 // StopGrace bounds how long Stop waits for sessions to write their
@@ -283,7 +300,10 @@ func (e *Engine) onChange(op store.Op) {
 		// Applied before Store.Apply returns: when a shell command that
 		// changed the configuration ends, the change is live.
 		e.reconcile()
+	case store.OpComponentAdd:
+		e.loadComponents()
 	case store.OpComponentDel:
+		e.loadComponents()
 		e.comps.KickName(op.Name, &stream.Error{Condition: "not-authorized", Text: "the component was deleted"})
 	case store.OpAccountDelete:
 		for _, s := range e.router.Sessions(op.Name) {
@@ -693,8 +713,8 @@ func (e *Engine) serve(c net.Conn, direct bool) {
 type componentRoutes struct{ e *Engine }
 
 func (c componentRoutes) Known(domain string) bool {
-	_, ok := c.e.cfg.Store.ComponentByJID(domain)
-	return ok
+	m := c.e.compJIDs.Load()
+	return m != nil && (*m)[domain]
 }
 
 func (c componentRoutes) Route(domain string, el *xml.Element) bool {

@@ -178,12 +178,12 @@ func (s *Service) Status() ([]Link, []Failure) {
 // pair's link, which is set up if needed; when it cannot be delivered the
 // sender gets an error reply through the handler.
 func (s *Service) Route(el *xml.Element) {
-	from, err1 := jid.Parse(el.Get("from"))
-	to, err2 := jid.Parse(el.Get("to"))
-	if err1 != nil || err2 != nil {
+	// from and to come normalized from the IM core: the domain parts are
+	// all that is needed, without parsing the addresses again.
+	p := pair{local: domainPart(el.Get("from")), remote: domainPart(el.Get("to"))}
+	if p.local == "" || p.remote == "" {
 		return
 	}
-	p := pair{local: from.Domainpart(), remote: to.Domainpart()}
 	fed := s.cfg.Federation()
 	switch {
 	case !fed.Enabled:
@@ -329,4 +329,16 @@ func (s *Service) Authenticate(ctx context.Context, local, remote string) (strin
 	est.raw.Write(stream.Close)
 	est.raw.Close()
 	return est.auth, nil
+}
+
+// domainPart is the domain of a normalized JID: after the '@' (if any),
+// before the '/' (if any).
+func domainPart(j string) string {
+	if i := strings.IndexByte(j, '/'); i >= 0 {
+		j = j[:i]
+	}
+	if i := strings.LastIndexByte(j, '@'); i >= 0 {
+		j = j[i+1:]
+	}
+	return j
 }
