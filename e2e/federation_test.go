@@ -388,7 +388,7 @@ func TestFederationUnreachableDomainBounces(t *testing.T) {
 	} {
 		start := time.Now()
 		alice.send(t, c.to, "is anyone there?")
-		e := waitFor(t, alice, "a bounce from "+c.to, c.bound, func(e *xev) bool { return e.Ev == "message_error" && bareOf(e.From) == c.to })
+		e := alice.waitWithin(t, "a bounce from "+c.to, c.bound, func(e *xev) bool { return e.Ev == "message_error" && bareOf(e.From) == c.to })
 		if e.Condition != "remote-server-not-found" && e.Condition != "remote-server-timeout" {
 			t.Errorf("bounce from %s: condition %q, want remote-server-not-found or remote-server-timeout", c.to, e.Condition)
 		}
@@ -432,27 +432,6 @@ func silentServer(t *testing.T, ip string) {
 			}()
 		}
 	}()
-}
-
-// waitFor is xclient.wait with a bound of its own.
-func waitFor(t *testing.T, c *xclient, what string, bound time.Duration, match func(*xev) bool) *xev {
-	t.Helper()
-	deadline := time.NewTimer(bound)
-	defer deadline.Stop()
-	for {
-		e, ended := c.take(match)
-		if e != nil {
-			return e
-		}
-		if ended {
-			t.Fatalf("%s: the client ended without %s; it printed:\n%s", c.name, what, c.transcript())
-		}
-		select {
-		case <-c.notify:
-		case <-deadline.C:
-			t.Fatalf("%s: no %s within %v; the client printed:\n%s", c.name, what, bound, c.transcript())
-		}
-	}
 }
 
 // TestFederationIdleLinkClosed: with an idle timeout of 5 s, the link to

@@ -402,7 +402,13 @@ func (c *xclient) take(match func(*xev) bool) (*xev, bool) {
 // wait waits for an event that matches and takes it.
 func (c *xclient) wait(t *testing.T, what string, match func(*xev) bool) *xev {
 	t.Helper()
-	deadline := time.NewTimer(xmppWait)
+	return c.waitWithin(t, what, xmppWait, match)
+}
+
+// waitWithin is wait with a bound of its own.
+func (c *xclient) waitWithin(t *testing.T, what string, bound time.Duration, match func(*xev) bool) *xev {
+	t.Helper()
+	deadline := time.NewTimer(bound)
 	defer deadline.Stop()
 	for {
 		e, ended := c.take(match)
@@ -415,7 +421,7 @@ func (c *xclient) wait(t *testing.T, what string, match func(*xev) bool) *xev {
 		select {
 		case <-c.notify:
 		case <-deadline.C:
-			t.Fatalf("%s: no %s within %v; the client printed (* = already matched):\n%s", c.name, what, xmppWait, c.transcript())
+			t.Fatalf("%s: no %s within %v; the client printed (* = already matched):\n%s", c.name, what, bound, c.transcript())
 		}
 	}
 }

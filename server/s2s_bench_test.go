@@ -3,16 +3,13 @@ package server
 import (
 	"bytes"
 	"fmt"
-	"log"
 	"net"
-	"os"
 	"runtime"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/parley-xmpp/parley/server/resolve/dnstest"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -38,32 +35,6 @@ import (
 //     authenticated link (the outgoing side on one engine plus the
 //     incoming side on the other).
 
-// federateTB is federate (s2s_test.go) for benchmarks.
-func federateTB(tb testing.TB, tweak func(*Config)) *fedPair {
-	tb.Helper()
-	if os.Getenv("PARLEY_TEST_LOG") != "" {
-		inner := tweak
-		tweak = func(c *Config) {
-			c.Log = log.New(os.Stderr, "", log.Lmicroseconds)
-			if inner != nil {
-				inner(c)
-			}
-		}
-	}
-	fp := &fedPair{a: startDomain(tb, "a.lan", tweak), b: startDomain(tb, "b.lan", tweak)}
-	d, err := dnstest.Start("127.0.0.1:0", append(srvRecords("a.lan", fp.a.s2sPort), srvRecords("b.lan", fp.b.s2sPort)...)...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { d.Close() })
-	fp.dns = d
-	for _, f := range []*fixture{fp.a, fp.b} {
-		f.set(store.DNSResolvers, d.Addr())
-		f.set(store.FedEnabled, "true")
-	}
-	return fp
-}
-
 // fedUsers logs alice in at a.lan and bob at b.lan (STARTTLS, available),
 // with each one's own presence echo read.
 func fedUsers(fp *fedPair) (alice, bob *client) {
@@ -80,7 +51,7 @@ func fedUsers(fp *fedPair) (alice, bob *client) {
 const fedWindow = 512
 
 func BenchmarkFederationMessage(b *testing.B) {
-	fp := federateTB(b, nil)
+	fp := federate(b, nil)
 	alice, bob := fedUsers(fp)
 	// Set the link up (untimed) and check it is the one being measured.
 	alice.send(`<message to='bob@b.lan/r' type='chat' id='warm'><body>warm-up</body></message>`)
@@ -183,7 +154,7 @@ func countMessagesProgress(c net.Conn, n int, got *atomic.Int64, progress chan<-
 }
 
 func BenchmarkFederationLinkSetup(b *testing.B) {
-	fp := federateTB(b, nil)
+	fp := federate(b, nil)
 	alice, bob := fedUsers(fp)
 	noLinks := func() bool { return len(fp.a.links("")) == 0 && len(fp.b.links("")) == 0 }
 	var lat []time.Duration
@@ -234,7 +205,7 @@ func BenchmarkFederationLinkSetup(b *testing.B) {
 func BenchmarkFederationIdleLinkMemory(b *testing.B) {
 	const fedLinks = 100
 	for i := 0; i < b.N; i++ {
-		fp := federateTB(b, nil)
+		fp := federate(b, nil)
 		recs := append(srvRecords("a.lan", fp.a.s2sPort), srvRecords("b.lan", fp.b.s2sPort)...)
 		var domains []string
 		for d := 0; d < fedLinks; d++ {

@@ -43,7 +43,7 @@ func srvRecords(domain string, port int) []string {
 
 // federate starts a.lan and b.lan, both federating, both resolving through
 // the test's DNS server.
-func federate(t *testing.T, tweak func(*Config)) *fedPair {
+func federate(t testing.TB, tweak func(*Config)) *fedPair {
 	t.Helper()
 	fp := &fedPair{}
 	if os.Getenv("PARLEY_TEST_LOG") != "" {
