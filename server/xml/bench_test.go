@@ -99,3 +99,44 @@ func BenchmarkTokenizerFloor(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReaderNextEncodingXML: BenchmarkReaderNext on encoding/xml
+// (UseEncodingXML), to compare.
+func BenchmarkReaderNextEncodingXML(b *testing.B) {
+	defer func(old bool) { UseEncodingXML = old }(UseEncodingXML)
+	UseEncodingXML = true
+	BenchmarkReaderNext(b)
+}
+
+// BenchmarkTokenizerFloorParley: Parley's tokenizer alone on the same
+// stanza, as BenchmarkTokenizerFloor does with encoding/xml.
+func BenchmarkTokenizerFloorParley(b *testing.B) {
+	tk := newTokenizer(&repeatReader{head: []byte(header), body: []byte(benchStanza)}, 1<<20)
+	for { // the XML declaration, then the stream header
+		t, err := tk.next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if t.kind == tokStart {
+			break
+		}
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchStanza)))
+	for b.Loop() {
+		depth := 0
+		for {
+			t, err := tk.next()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if t.kind == tokStart {
+				depth++
+			} else if t.kind == tokEnd {
+				if depth--; depth == 0 {
+					break
+				}
+			}
+		}
+	}
+}

@@ -11,7 +11,8 @@ import (
 	"unicode/utf8"
 )
 
-// Tokenizer is what the Reader needs from an XML tokenizer.
+// Tokenizer is what the Reader needs from an XML tokenizer: encoding/xml's
+// Decoder (UseEncodingXML), or Parley's own, which takes a faster path.
 type Tokenizer interface {
 	Token() (exml.Token, error)
 	InputOffset() int64
@@ -79,23 +80,77 @@ const readAhead = 4096
 // Reader reads one XML stream.
 type Reader struct {
 	lim    *limitReader
-	tok    Tokenizer
+	tok    source
 	limits Limits
 	stream Name // the stream element, once read
+
+	// the stanza being read: kept across calls, so that Next goes on with
+	// it after a read error (a timeout) the tokenizer does not keep
+	stack []*Element
+	start int64
 }
+
+// source is how the Reader takes tokens: Parley's tokenizer directly, or
+// a Tokenizer (encoding/xml) through stdSource.
+type source interface {
+	next() (*token, error)
+	InputOffset() int64
+}
+
+// UseEncodingXML makes NewReader use encoding/xml instead of Parley's own
+// tokenizer (tokenizer.go): the switch to fall back to, and to compare.
+var UseEncodingXML = true
 
 // NewReader starts reading a stream from r.
 func NewReader(r io.Reader, limits Limits) *Reader {
 	lim := &limitReader{r: r, limit: limits.MaxStanza + readAhead}
-	dec := exml.NewDecoder(lim)
-	dec.Strict = true
-	dec.CharsetReader = func(label string, input io.Reader) (io.Reader, error) {
-		if strings.EqualFold(label, "utf-8") {
-			return input, nil
+	var src source
+	if UseEncodingXML {
+		dec := exml.NewDecoder(lim)
+		dec.Strict = true
+		dec.CharsetReader = func(label string, input io.Reader) (io.Reader, error) {
+			if strings.EqualFold(label, "utf-8") {
+				return input, nil
+			}
+			return nil, &Error{"unsupported-encoding", "only UTF-8 is allowed, not " + label}
 		}
-		return nil, &Error{"unsupported-encoding", "only UTF-8 is allowed, not " + label}
+		src = &stdSource{tok: dec}
+	} else {
+		src = newTokenizer(lim, int(limits.MaxStanza)+2*readAhead)
 	}
-	return &Reader{lim: lim, tok: dec, limits: limits}
+	return &Reader{lim: lim, tok: src, limits: limits}
+}
+
+// stdSource takes tokens from a Tokenizer.
+type stdSource struct {
+	tok Tokenizer
+	t   token
+}
+
+func (s *stdSource) InputOffset() int64 { return s.tok.InputOffset() }
+
+func (s *stdSource) next() (*token, error) {
+	tok, err := s.tok.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch tok := tok.(type) {
+	case exml.StartElement:
+		s.t = token{kind: tokStart, name: tok.Name, attr: tok.Attr}
+	case exml.EndElement:
+		s.t = token{kind: tokEnd, name: tok.Name}
+	case exml.CharData:
+		s.t = token{kind: tokText, data: tok}
+	case exml.Comment:
+		s.t = token{kind: tokComment, data: tok}
+	case exml.ProcInst:
+		s.t = token{kind: tokProcInst, target: tok.Target, data: tok.Inst}
+	case exml.Directive:
+		s.t = token{kind: tokDirective, data: tok}
+	default:
+		return nil, fmt.Errorf("xml: unknown token %T", tok)
+	}
+	return &s.t, nil
 }
 
 // OnTimeout sets what happens when a read from the connection times out
@@ -150,35 +205,35 @@ func (r *Reader) rearm() {
 // returns the header as an element without children.
 func (r *Reader) Header() (*Element, error) {
 	for {
-		t, err := r.tok.Token()
+		t, err := r.tok.next()
 		if err != nil {
 			return nil, r.classify(err)
 		}
-		switch t := t.(type) {
-		case exml.ProcInst:
-			if t.Target != "xml" {
+		switch t.kind {
+		case tokProcInst:
+			if t.target != "xml" {
 				return nil, &Error{"restricted-xml", "processing instructions are not allowed"}
 			}
-			if err := checkDeclaration(string(t.Inst)); err != nil {
+			if err := checkDeclaration(string(t.data)); err != nil {
 				return nil, err
 			}
-		case exml.CharData:
-			if len(bytes.TrimSpace(t)) > 0 {
+		case tokText:
+			if len(bytes.TrimSpace(t.data)) > 0 {
 				return nil, &Error{"not-well-formed", "text before the stream header"}
 			}
-		case exml.StartElement:
-			if duplicateAttr(t.Attr) {
+		case tokStart:
+			if duplicateAttr(t.attr) {
 				return nil, &Error{"not-well-formed", "an attribute appears twice in the stream header"}
 			}
-			if t.Name.Local != "stream" || t.Name.Space != NSStream {
-				return nil, &Error{"invalid-namespace", fmt.Sprintf("expected a stream header, got <%s xmlns=%q>", t.Name.Local, t.Name.Space)}
+			if t.name.Local != "stream" || t.name.Space != NSStream {
+				return nil, &Error{"invalid-namespace", fmt.Sprintf("expected a stream header, got <%s xmlns=%q>", t.name.Local, t.name.Space)}
 			}
-			r.stream = t.Name
+			r.stream = t.name
 			r.rearm()
-			return &Element{Name: t.Name, Attr: t.Copy().Attr}, nil
-		case exml.Comment:
+			return &Element{Name: t.name, Attr: append([]Attr(nil), t.attr...)}, nil
+		case tokComment:
 			return nil, &Error{"restricted-xml", "comments are not allowed"}
-		case exml.Directive:
+		case tokDirective:
 			return nil, &Error{"restricted-xml", "DTDs and other directives are not allowed"}
 		default:
 			return nil, &Error{"not-well-formed", "unexpected data before the stream header"}
@@ -189,74 +244,83 @@ func (r *Reader) Header() (*Element, error) {
 // Next returns the next top-level element of the stream. At the end of the
 // stream (</stream:stream> or the connection closing) it returns io.EOF.
 func (r *Reader) Next() (*Element, error) {
-	var stack []*Element
-	start := int64(-1)
 	for {
 		// Text is its own token, so this is where a stanza's start tag
 		// begins.
 		before := r.tok.InputOffset()
-		t, err := r.tok.Token()
+		t, err := r.tok.next()
 		if err != nil {
 			return nil, r.classify(err)
 		}
-		switch t := t.(type) {
-		case exml.StartElement:
-			if len(stack) == 0 {
-				start = before
+		switch t.kind {
+		case tokStart:
+			if len(r.stack) == 0 {
+				r.start = before
 			}
-			if len(stack) >= r.limits.MaxDepth {
+			if len(r.stack) >= r.limits.MaxDepth {
 				return nil, &Error{"policy-violation", fmt.Sprintf("elements nested deeper than %d", r.limits.MaxDepth)}
 			}
-			if duplicateAttr(t.Attr) {
-				return nil, &Error{"not-well-formed", "an attribute appears twice in <" + t.Name.Local + ">"}
+			if duplicateAttr(t.attr) {
+				return nil, &Error{"not-well-formed", "an attribute appears twice in <" + t.name.Local + ">"}
 			}
-			el := &Element{Name: t.Name}
-			if len(t.Attr) > 0 {
-				el.Attr = make([]Attr, 0, len(t.Attr))
-				for _, a := range t.Attr {
-					if a.Name.Space == "xmlns" || (a.Name.Space == "" && a.Name.Local == "xmlns") {
-						continue
-					}
-					el.Attr = append(el.Attr, a)
+			el := &Element{Name: t.name}
+			n := 0
+			for _, a := range t.attr {
+				if !isNamespaceDecl(a) {
+					n++
 				}
 			}
-			if len(stack) > 0 {
-				p := stack[len(stack)-1]
+			if n > 0 {
+				// The tokenizer's Attr slice is its own, reused: copy.
+				el.Attr = make([]Attr, 0, n)
+				for _, a := range t.attr {
+					if !isNamespaceDecl(a) {
+						el.Attr = append(el.Attr, a)
+					}
+				}
+			}
+			if len(r.stack) > 0 {
+				p := r.stack[len(r.stack)-1]
 				p.Children = append(p.Children, el)
 			}
-			stack = append(stack, el)
-		case exml.EndElement:
-			if len(stack) == 0 {
+			r.stack = append(r.stack, el)
+		case tokEnd:
+			if len(r.stack) == 0 {
 				// </stream:stream>
 				return nil, io.EOF
 			}
-			el := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			if len(stack) == 0 {
-				if r.tok.InputOffset()-start > r.limits.MaxStanza {
+			el := r.stack[len(r.stack)-1]
+			r.stack[len(r.stack)-1] = nil
+			r.stack = r.stack[:len(r.stack)-1]
+			if len(r.stack) == 0 {
+				if r.tok.InputOffset()-r.start > r.limits.MaxStanza {
 					return nil, &Error{"policy-violation", fmt.Sprintf("stanza larger than %d bytes", r.limits.MaxStanza)}
 				}
 				r.rearm()
 				return el, nil
 			}
-		case exml.CharData:
-			if len(stack) == 0 {
-				if len(bytes.TrimSpace(t)) > 0 {
+		case tokText:
+			if len(r.stack) == 0 {
+				if len(bytes.TrimSpace(t.data)) > 0 {
 					return nil, &Error{"not-well-formed", "text outside of stanzas"}
 				}
 				r.rearm() // whitespace keepalives
 				continue
 			}
-			p := stack[len(stack)-1]
-			p.Children = append(p.Children, Text(t))
-		case exml.Comment:
+			p := r.stack[len(r.stack)-1]
+			p.Children = append(p.Children, Text(t.data))
+		case tokComment:
 			return nil, &Error{"restricted-xml", "comments are not allowed"}
-		case exml.ProcInst:
+		case tokProcInst:
 			return nil, &Error{"restricted-xml", "processing instructions are not allowed"}
-		case exml.Directive:
+		case tokDirective:
 			return nil, &Error{"restricted-xml", "DTDs and other directives are not allowed"}
 		}
 	}
+}
+
+func isNamespaceDecl(a Attr) bool {
+	return a.Name.Space == "xmlns" || (a.Name.Space == "" && a.Name.Local == "xmlns")
 }
 
 // duplicateAttr reports whether an attribute name (namespace resolved)

@@ -437,3 +437,86 @@ func depth(e *Element) int {
 	}
 	return d + 1
 }
+
+// TestReaderOnTheOtherTokenizer: the Reader's tests pass on both
+// tokenizers (UseEncodingXML switches).
+func TestReaderOnTheOtherTokenizer(t *testing.T) {
+	UseEncodingXML = !UseEncodingXML
+	defer func() { UseEncodingXML = !UseEncodingXML }()
+	for name, test := range map[string]func(*testing.T){
+		"Header": TestHeader, "NextElements": TestNextElements, "NextErrors": TestNextErrors,
+		"SizeLimitWhileReading": TestSizeLimitWhileReading, "SizeLimitRearms": TestSizeLimitRearms,
+		"RoundTrip": TestRoundTrip, "ElementsOwnTheirData": TestElementsOwnTheirData,
+	} {
+		t.Run(name, test)
+	}
+}
+
+// TestNextAfterTimeout: without OnTimeout, a read timeout comes back from
+// Next unchanged; the next call goes on with the stanza being read.
+func TestNextAfterTimeout(t *testing.T) {
+	if UseEncodingXML {
+		t.Skip("encoding/xml keeps the first error it sees")
+	}
+	stanza := `<message to='a@b'><body>hello</body></message>`
+	for cut := 0; cut <= len(stanza); cut++ {
+		parts := []string{header + stanza[:cut], stanza[cut:] + `<presence/>`}
+		timedOut := false
+		rd := NewReader(readerFunc(func(p []byte) (int, error) {
+			if len(parts) == 0 {
+				return 0, io.EOF
+			}
+			if len(parts) == 1 && !timedOut {
+				timedOut = true
+				return 0, timeoutErr{}
+			}
+			n := copy(p, parts[0])
+			if parts[0] = parts[0][n:]; parts[0] == "" {
+				parts = parts[1:]
+			}
+			return n, nil
+		}), DefaultLimits)
+		if _, err := rd.Header(); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		timeouts := 0
+		for {
+			el, err := rd.Next()
+			if err == (timeoutErr{}) {
+				timeouts++
+				continue
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("cut %d: %v", cut, err)
+			}
+			got = append(got, el.String())
+		}
+		want := []string{`<message xmlns="jabber:client" to="a@b"><body>hello</body></message>`, `<presence xmlns="jabber:client"/>`}
+		if timeouts != 1 || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("cut %d: %d timeouts, %q", cut, timeouts, got)
+		}
+	}
+}
+
+// TestElementsOwnTheirData: what Next returns shares nothing with the
+// tokenizer's buffers, which the next stanzas overwrite.
+func TestElementsOwnTheirData(t *testing.T) {
+	var in strings.Builder
+	for i := 0; i < 200; i++ {
+		fmt.Fprintf(&in, `<message to='u%d@b' id='%d'><body>text %d&amp;</body><x xmlns='urn:%d' a='%d'/></message>`, i, i, i, i, i)
+	}
+	els, err := readAll(t, in.String(), DefaultLimits)
+	if err != io.EOF || len(els) != 200 {
+		t.Fatalf("%d, %v", len(els), err)
+	}
+	for i, el := range els {
+		want := fmt.Sprintf(`<message xmlns="jabber:client" to="u%d@b" id="%d"><body>text %d&amp;</body><x xmlns="urn:%d" a="%d"/></message>`, i, i, i, i, i)
+		if el.String() != want {
+			t.Fatalf("%d: %s, want %s", i, el, want)
+		}
+	}
+}
