@@ -99,7 +99,7 @@ type source interface {
 
 // UseEncodingXML makes NewReader use encoding/xml instead of Parley's own
 // tokenizer (tokenizer.go): the switch to fall back to, and to compare.
-var UseEncodingXML = true
+var UseEncodingXML = false
 
 // NewReader starts reading a stream from r.
 func NewReader(r io.Reader, limits Limits) *Reader {
