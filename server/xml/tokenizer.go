@@ -217,6 +217,8 @@ func (t *tokenizer) fill() error {
 		t.pos, t.end = 0, 0
 		if cap(t.buf) > 64<<10 { // after a big stanza
 			t.buf = nil
+			clear(t.raw[:cap(t.raw)]) // slices of it
+			t.tok = token{}
 		}
 		for _, b := range []*[]byte{&t.text, &t.vals, &t.strs} {
 			if cap(*b) > 64<<10 {
