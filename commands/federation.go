@@ -30,7 +30,8 @@ type FederationLink struct {
 	TLS           bool
 	Peer          string // remote address:port
 	Since         time.Time
-	Queued        int // stanzas waiting (outgoing)
+	Queued        int    // stanzas waiting (outgoing)
+	Stanzas       uint64 // sent (outgoing) or received (incoming) on the link
 }
 
 // FederationFailure is a recent failure of a server-to-server link.
@@ -76,7 +77,8 @@ func federationCommands() []*Command {
 			Help: "Links are the server-to-server streams the engine has open: local domain → remote domain, the\n" +
 				"direction (out: this appliance connected; in: the remote server did), the state, how the peer was\n" +
 				"authenticated (EXTERNAL: its certificate verified; dialback: XEP-0220), TLS, the peer's address,\n" +
-				"since when, and for outgoing links the stanzas waiting. Failures are the most recent failed\n" +
+				"since when, the stanzas sent (out) or received (in) on it, and for outgoing links the stanzas\n" +
+				"waiting. Failures are the most recent failed\n" +
 				"links, newest first, e.g. remote-server-not-found when a domain has no usable DNS records.\n" +
 				"xmpp shows a one-line summary of the same.",
 			Perm: PermRead,
@@ -428,8 +430,10 @@ func linkText(l FederationLink) string {
 	if !l.Since.IsZero() {
 		parts = append(parts, "since "+timeText(l.Since))
 	}
-	if l.Direction != "in" {
-		parts = append(parts, fmt.Sprintf("%d queued", l.Queued))
+	if l.Direction == "in" {
+		parts = append(parts, plural(int(l.Stanzas), "stanza")+" received")
+	} else {
+		parts = append(parts, plural(int(l.Stanzas), "stanza")+" sent", fmt.Sprintf("%d queued", l.Queued))
 	}
 	return fmt.Sprintf("%s → %s (%s): %s", l.Local, clean(l.Remote), clean(l.Direction), strings.Join(parts, ", "))
 }

@@ -207,8 +207,8 @@ func TestFederationStatus(t *testing.T) {
 		Running: true,
 		Since:   fixedNow.Add(-time.Hour),
 		Federation: []FederationLink{
-			{Local: "example.com", Remote: "b.lan", Direction: "in", State: "up", Auth: "dialback", TLS: true, Peer: "127.0.0.12:40312", Since: up},
-			{Local: "example.com", Remote: "b.lan", Direction: "out", State: "up", Auth: "EXTERNAL", TLS: true, Peer: "127.0.0.12:5269", Since: up, Queued: 2},
+			{Local: "example.com", Remote: "b.lan", Direction: "in", State: "up", Auth: "dialback", TLS: true, Peer: "127.0.0.12:40312", Since: up, Stanzas: 1},
+			{Local: "example.com", Remote: "b.lan", Direction: "out", State: "up", Auth: "EXTERNAL", TLS: true, Peer: "127.0.0.12:5269", Since: up, Queued: 2, Stanzas: 1234},
 			{Local: "example.org", Remote: "c.lan", Direction: "out", State: "connecting", Peer: "relay.example.net:5269", Since: fixedNow, Queued: 5},
 		},
 		FederationFailures: []FederationFailure{

@@ -122,11 +122,11 @@ func TestFederationDialbackBothWays(t *testing.T) {
 	alice.expect("bob's message", isMessageFrom("bob@b.lan/r", "hi alice"))
 
 	out := fp.a.links("out")
-	if len(out) != 1 || out[0].Remote != "b.lan" || out[0].Auth != "dialback" || out[0].State != "up" || !out[0].TLS {
+	if len(out) != 1 || out[0].Remote != "b.lan" || out[0].Auth != "dialback" || out[0].State != "up" || !out[0].TLS || out[0].Stanzas != 1 {
 		t.Fatalf("a.lan outgoing links: %+v", out)
 	}
 	in := fp.a.links("in")
-	if len(in) != 1 || in[0].Remote != "b.lan" || in[0].Auth != "dialback" {
+	if len(in) != 1 || in[0].Remote != "b.lan" || in[0].Auth != "dialback" || in[0].Stanzas != 1 {
 		t.Fatalf("a.lan incoming links: %+v", in)
 	}
 	// An IQ to a remote server is answered across the link.

@@ -159,7 +159,7 @@ func (s engineStatus) Status() commands.XMPPStatus {
 	}
 	for _, l := range st.Federation {
 		out.Federation = append(out.Federation, commands.FederationLink{
-			Local: l.Local, Remote: l.Remote, Direction: l.Direction, State: l.State, Auth: l.Auth, TLS: l.TLS, Peer: l.Peer, Since: l.Since, Queued: l.Queued,
+			Local: l.Local, Remote: l.Remote, Direction: l.Direction, State: l.State, Auth: l.Auth, TLS: l.TLS, Peer: l.Peer, Since: l.Since, Queued: l.Queued, Stanzas: l.Stanzas,
 		})
 	}
 	for _, f := range st.FedFailures {

@@ -43,6 +43,7 @@ type inStream struct {
 	pending  int
 	closing  bool
 	verified map[string]bool // remote domain → its client certificate verified
+	stanzas  map[pair]uint64 // received, per authenticated pair
 }
 
 func (st *inStream) status() []Link {
@@ -50,7 +51,8 @@ func (st *inStream) status() []Link {
 	defer st.mu.Unlock()
 	var out []Link
 	for p, method := range st.authed {
-		out = append(out, Link{Local: p.local, Remote: p.remote, Direction: "in", State: "up", Auth: method, TLS: true, Peer: st.peer, Since: st.since})
+		out = append(out, Link{Local: p.local, Remote: p.remote, Direction: "in", State: "up", Auth: method, TLS: true, Peer: st.peer, Since: st.since,
+			Stanzas: st.stanzas[p]})
 	}
 	return out
 }
@@ -108,6 +110,19 @@ func (st *inStream) isAuthed(local, remote string) bool {
 	return ok
 }
 
+// count reports whether a pair is authenticated on the stream and, if so,
+// counts a stanza received for it.
+func (st *inStream) count(local, remote string) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	p := pair{local, remote}
+	if _, ok := st.authed[p]; !ok {
+		return false
+	}
+	st.stanzas[p]++
+	return true
+}
+
 func (st *inStream) remoteAuthed(remote string) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -148,7 +163,8 @@ func (st *inStream) certFor(remote string) bool {
 // ServeIn runs an incoming server stream whose header has been read. direct
 // tells whether TLS is already up (the direct TLS port).
 func (s *Service) ServeIn(c net.Conn, rd *xml.Reader, header *xml.Element, direct bool) {
-	st := &inStream{s: s, peer: c.RemoteAddr().String(), since: time.Now(), raw: c, authed: map[pair]string{}, verified: map[string]bool{}}
+	st := &inStream{s: s, peer: c.RemoteAddr().String(), since: time.Now(), raw: c, authed: map[pair]string{}, verified: map[string]bool{},
+		stanzas: map[pair]uint64{}}
 	if tc, ok := c.(*tls.Conn); ok {
 		st.chain = tc.ConnectionState().PeerCertificates
 	}
@@ -517,7 +533,7 @@ func (st *inStream) stanza(el *xml.Element) error {
 		return &stream.Error{Condition: "improper-addressing", Text: "a stanza between servers needs valid from and to addresses"}
 	}
 	remote, local := from.Domainpart(), to.Domainpart()
-	if !st.isAuthed(local, remote) {
+	if !st.count(local, remote) {
 		if !st.remoteAuthed(remote) {
 			return &stream.Error{Condition: "invalid-from", Text: remote + " is not authenticated on this stream"}
 		}

@@ -35,6 +35,7 @@ type outLink struct {
 	since    time.Time
 	lastUsed time.Time
 	idle     *time.Timer
+	stanzas  uint64
 }
 
 func (s *Service) newOutLink(p pair) *outLink {
@@ -66,7 +67,9 @@ func (l *outLink) send(el *xml.Element) bool {
 	case "up":
 		l.lastUsed = time.Now()
 		ok := l.conn.Send(stream.Retarget(el, stream.NSClient, stream.NSServer))
-		if !ok {
+		if ok {
+			l.stanzas++
+		} else {
 			l.state = "closing"
 		}
 		l.mu.Unlock()
@@ -88,7 +91,7 @@ func (l *outLink) verified() bool {
 func (l *outLink) status() Link {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := Link{Local: l.p.local, Remote: l.p.remote, Direction: "out", State: l.state, Since: l.since, Queued: len(l.pending)}
+	st := Link{Local: l.p.local, Remote: l.p.remote, Direction: "out", State: l.state, Since: l.since, Queued: len(l.pending), Stanzas: l.stanzas}
 	if l.est != nil {
 		st.Auth, st.TLS, st.Peer = l.est.auth, true, l.est.peer
 	}
@@ -141,7 +144,9 @@ func (l *outLink) run() {
 	l.mu.Lock()
 	l.conn, l.est, l.state, l.since, l.lastUsed = conn, est, "up", time.Now(), time.Now()
 	for _, el := range l.pending {
-		conn.Send(stream.Retarget(el, stream.NSClient, stream.NSServer))
+		if conn.Send(stream.Retarget(el, stream.NSClient, stream.NSServer)) {
+			l.stanzas++
+		}
 	}
 	l.pending = nil
 	l.idle = time.AfterFunc(l.s.cfg.Federation().IdleTimeout, l.idleCheck)

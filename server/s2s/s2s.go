@@ -82,6 +82,7 @@ type Link struct {
 	Peer          string
 	Since         time.Time
 	Queued        int
+	Stanzas       uint64 // sent on an outgoing link, received on an incoming one
 }
 
 // Failure is a recent failure to reach or accept a remote domain.
