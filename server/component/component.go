@@ -236,12 +236,14 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 	}
 	c.SetDeadline(time.Time{})
 	s := &session{jid: to, conn: stream.NewConn(c, stream.NSAccept), since: time.Now(), from: c.RemoteAddr().String()}
-	s.conn.SendRaw([]byte(`<handshake/>`))
 	r.mu.Lock()
 	old := r.sessions[to]
 	r.sessions[to] = s
 	delete(r.failures, to)
 	r.mu.Unlock()
+	// Registered before it is told: a component that sends or is sent to
+	// the moment it has the handshake answer is routed to, not bounced.
+	s.conn.SendRaw([]byte(`<handshake/>`))
 	if old != nil {
 		// The newer connection wins: a call bridge that restarted takes
 		// over at once, and there are never two live.
