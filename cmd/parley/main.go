@@ -41,6 +41,11 @@ func main() {
 			fmt.Fprintf(os.Stderr, "parley: %v\n", err)
 			os.Exit(1)
 		}
+	case "load":
+		if err := loadCmd(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintf(os.Stderr, "parley load: %v\n", err)
+			os.Exit(1)
+		}
 	case "version", "--version", "-v":
 		fmt.Printf("Parley %s\n", Version)
 	case "docs":
@@ -57,6 +62,7 @@ func main() {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, `usage:
   parley serve --data-dir DIR [--ssh-listen ADDR] [--admin-password-file F] [--admin-key F] [--hostname NAME]
+  parley load --domain D [--addr HOST:PORT] [--users N] [--messages M] [--server-pid PID]   (load generator; --help for all)
   parley version
   parley docs     print the command reference (docs/commands.md)
 `)
