@@ -201,8 +201,8 @@ func (c *loadConfig) check() error {
 		return fmt.Errorf("--timeout must be positive")
 	case c.Concurrency < 1 || c.Concurrency > 1000:
 		return fmt.Errorf("--login-concurrency must be between 1 and 1000, not %d", c.Concurrency)
-	case c.Settle < 0 || c.Settle > time.Minute:
-		return fmt.Errorf("--settle must be between 0 and 1m")
+	case c.Settle < 0 || c.Settle > 10*time.Minute:
+		return fmt.Errorf("--settle must be between 0 and 10m")
 	case c.ServerPID < 0:
 		return fmt.Errorf("--server-pid must be a process id")
 	case c.Password == "":
