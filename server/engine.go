@@ -80,8 +80,7 @@ type Engine struct {
 	fed       atomic.Pointer[store.FederationConfig]
 	listenIPs atomic.Pointer[[]netip.Addr]    // specific listen addresses, for outgoing links
 	compJIDs  atomic.Pointer[map[string]bool] // registered components' addresses, replaced whole on change
-	roots     atomic.Pointer[x509.CertPool]
-	rootsErr  atomic.Pointer[string]
+	trust     atomic.Pointer[trust]
 	certs     map[string]*tls.Certificate
 	primary   string
 	listeners map[string]*listener // by "addr kind"
@@ -201,14 +200,18 @@ func (e *Engine) FederationCheck(ctx context.Context, local, remote string, repo
 	}, local, remote, report)
 }
 
-// TrustRoots are the roots federation verifies peers against: the
-// system's and the trust bundle's.
+// trust is the pool federation verifies peers against (the system's roots
+// and the trust bundle's CAs), or why the bundle could not be read.
+type trust struct {
+	pool *x509.CertPool
+	err  error
+}
+
+// trustRoots is the trust pool as last loaded (the system's roots before
+// the first reconcile).
 func (e *Engine) trustRoots() (*x509.CertPool, error) {
-	if p := e.rootsErr.Load(); p != nil && *p != "" {
-		return nil, errors.New(*p)
-	}
-	if r := e.roots.Load(); r != nil {
-		return r, nil
+	if t := e.trust.Load(); t != nil {
+		return t.pool, t.err
 	}
 	return x509.SystemCertPool()
 }
@@ -217,30 +220,34 @@ func (e *Engine) trustRoots() (*x509.CertPool, error) {
 func (e *Engine) loadTrust(fed *store.FederationConfig) {
 	pool, err := pki.TrustPool(e.cfg.Files, fed.Trust)
 	if err != nil {
-		msg := fmt.Sprintf("federation trust bundle %s: %v", fed.Trust, err)
-		e.rootsErr.Store(&msg)
-		e.setError(errors.New(msg))
-		return
+		err = fmt.Errorf("federation trust bundle %s: %v", fed.Trust, err)
+		e.setError(err)
 	}
-	none := ""
-	e.rootsErr.Store(&none)
-	e.roots.Store(pool)
+	e.trust.Store(&trust{pool, err})
 }
 
-// certFor is our certificate for a local domain: its own, the parent
-// domain's for a component (cb1.example.com), else the primary's.
-func (e *Engine) certFor(domain string) *tls.Certificate {
+// certFor is our certificate for a name: a hosted domain's own, the parent
+// domain's for a name below it (a component, cb1.example.com), else the
+// primary domain's, else any. Both TLS by SNI and our client certificate
+// on outgoing server links take it from here.
+func (e *Engine) certFor(name string) *tls.Certificate {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if c := e.certs[domain]; c != nil {
+	if c := e.certs[name]; c != nil {
 		return c
 	}
-	if i := strings.IndexByte(domain, '.'); i > 0 {
-		if c := e.certs[domain[i+1:]]; c != nil {
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		if c := e.certs[name[i+1:]]; c != nil {
 			return c
 		}
 	}
-	return e.certs[e.primary]
+	if c := e.certs[e.primary]; c != nil {
+		return c
+	}
+	for _, c := range e.certs {
+		return c
+	}
+	return nil
 }
 
 // Start applies the stored configuration and follows every change.
@@ -591,23 +598,7 @@ func (e *Engine) tlsConfig() *tls.Config {
 			return nil, nil
 		},
 		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			name := strings.ToLower(strings.TrimSuffix(h.ServerName, "."))
-			if c := e.certs[name]; c != nil {
-				return c, nil
-			}
-			// A component's domain (cb1.example.com) is served with its
-			// parent domain's certificate.
-			if i := strings.IndexByte(name, '.'); i > 0 {
-				if c := e.certs[name[i+1:]]; c != nil {
-					return c, nil
-				}
-			}
-			if c := e.certs[e.primary]; c != nil {
-				return c, nil
-			}
-			for _, c := range e.certs {
+			if c := e.certFor(strings.ToLower(strings.TrimSuffix(h.ServerName, "."))); c != nil {
 				return c, nil
 			}
 			return nil, errors.New("no certificate")
