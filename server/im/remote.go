@@ -42,6 +42,10 @@ func (s *Service) toRemote(el *xml.Element, domain string) {
 	s.Remote.Route(el)
 }
 
+// Bounce answers a local sender's stanza that could not be delivered to
+// another server (for the s2s layer).
+func (s *Service) Bounce(el *xml.Element, condition, text string) { s.bounce(el, condition, text) }
+
 // FromRemote handles a stanza from another server, already checked by the
 // s2s layer: its from-domain is authenticated on the stream, its to-domain
 // is Local, its namespace jabber:client. Messages and presence are

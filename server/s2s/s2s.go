@@ -49,6 +49,9 @@ type Handler interface {
 	// Local reports whether a domain is served here (hosted or a
 	// component's).
 	Local(domain string) bool
+	// Bounce answers a local sender's stanza that could not be delivered
+	// with a stanza error (never an error or a result).
+	Bounce(el *xml.Element, condition, text string)
 }
 
 // Config is what federation is built with.
@@ -218,16 +221,13 @@ func (s *Service) Route(el *xml.Element) {
 	s.bounce(el, "remote-server-timeout", "the link to "+p.remote+" kept closing")
 }
 
-// bounce answers a stanza that cannot be delivered, unless it is an error
-// or a result itself (those are dropped, RFC 6120 §8.3.1).
+// bounce answers a stanza that cannot be delivered, through the IM core's
+// bounce (which drops errors and results, RFC 6120 §8.3.1).
 func (s *Service) bounce(el *xml.Element, condition, text string) {
-	if el.Get("type") == "error" || (el.Name.Local == "iq" && el.Get("type") == "result") {
-		return
-	}
 	if el.Name.Local == "presence" && el.Get("type") != "subscribe" {
 		return // presence broadcasts to an unreachable server just go nowhere
 	}
-	s.cfg.Handler.FromRemote(stream.ErrorReply(el, condition, text))
+	s.cfg.Handler.Bounce(el, condition, text)
 }
 
 // Reconfigure applies a settings change: everything closes when
