@@ -318,6 +318,24 @@ func TestFederationParleyToParley(t *testing.T) {
 			t.Errorf("xmpp federation check par2.lan does not say %q:\n%s", want, r.stdout)
 		}
 	}
+
+	// The block list, through the shell: a blocked domain's links close and
+	// what is sent to it bounces with not-allowed; removing the entry
+	// lets the traffic through again.
+	x.mustAdmin(t, "xmpp federation block par2.lan")
+	alice.send(t, "bob@par2.lan", "while blocked")
+	if e := alice.wait(t, "the bounce from the blocked domain", func(e *xev) bool { return e.Ev == "message_error" && bareOf(e.From) == "bob@par2.lan" }); e.Condition != "not-allowed" {
+		t.Errorf("message to a blocked domain: condition %q (%q), want not-allowed", e.Condition, e.Text)
+	}
+	x.mustAdmin(t, "xmpp federation policy del par2.lan")
+	exchange(t, alice, "alice@par.lan", bob, "bob@par2.lan")
+	bob.mu.Lock()
+	for _, e := range bob.events {
+		if e.Ev == "message" && e.Body == "while blocked" {
+			t.Errorf("bob received a message sent while par2.lan was blocked")
+		}
+	}
+	bob.mu.Unlock()
 }
 
 // TestFederationSecureListRefusesWrongCertificate: a peer (Prosody) whose
