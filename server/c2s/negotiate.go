@@ -85,13 +85,9 @@ func (n *negotiation) run(header *xml.Element) (*Session, error) {
 }
 
 func (n *negotiation) readErr(err error) error {
-	var xe *xml.Error
-	if errors.As(err, &xe) {
-		return n.fail(xe.Condition, xe.Text)
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return n.fail("connection-timeout", "authentication took too long")
+	var se *stream.Error
+	if errors.As(stream.ReadError(err, "authentication took too long"), &se) {
+		return n.fail(se.Condition, se.Text)
 	}
 	return err
 }

@@ -306,15 +306,7 @@ func (st *inStream) serve(rd *xml.Reader, header *xml.Element, isTLS bool) error
 }
 
 func (st *inStream) readErr(err error) error {
-	var xe *xml.Error
-	if errors.As(err, &xe) {
-		return &stream.Error{Condition: xe.Condition, Text: xe.Text}
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return &stream.Error{Condition: "connection-timeout", Text: "nothing received in time"}
-	}
-	return err
+	return stream.ReadError(err, "nothing received in time")
 }
 
 // exchange reads elements of one stream until it must restart ("tls",

@@ -163,6 +163,22 @@ func ErrorReply(orig *xml.Element, condition, text string) *xml.Element {
 	return StanzaError(orig, t, condition, text)
 }
 
+// ReadError is what a failed read of a stream means for the peer: the
+// stream error for what it sent (an *xml.Error's condition), or
+// connection-timeout with timeoutText when nothing came in time; any other
+// error (the connection went away) is returned as it is.
+func ReadError(err error, timeoutText string) error {
+	var xe *xml.Error
+	if errors.As(err, &xe) {
+		return &Error{Condition: xe.Condition, Text: xe.Text}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &Error{Condition: "connection-timeout", Text: timeoutText}
+	}
+	return err
+}
+
 // ErrQueueFull is returned when a peer does not read fast enough.
 var ErrQueueFull = errors.New("outbound queue full")
 
