@@ -329,10 +329,29 @@ func TestFederationParleyToParley(t *testing.T) {
 	}
 	x.mustAdmin(t, "xmpp federation policy del par2.lan")
 	exchange(t, alice, "alice@par.lan", bob, "bob@par2.lan")
+
+	// Disabled, federation bounces; a route replaces DNS (here to an
+	// address where nothing listens, so it bounces too); without it, DNS
+	// again and the traffic flows.
+	bounce := func(body, want string) {
+		t.Helper()
+		alice.send(t, "bob@par2.lan", body)
+		e := alice.wait(t, "the bounce of "+body, func(e *xev) bool { return e.Ev == "message_error" && bareOf(e.From) == "bob@par2.lan" })
+		if e.Condition != want || e.Text == "" {
+			t.Errorf("%s: condition %q (%q), want %s with a reason", body, e.Condition, e.Text, want)
+		}
+	}
+	x.mustAdmin(t, "xmpp federation disable")
+	bounce("while disabled", "remote-server-not-found")
+	x.mustAdmin(t, "xmpp federation enable")
+	x.mustAdmin(t, "xmpp federation route add par2.lan "+n.ip(99)+":5269")
+	bounce("via a dead route", "remote-server-not-found")
+	x.mustAdmin(t, "xmpp federation route del par2.lan")
+	exchange(t, alice, "alice@par.lan", bob, "bob@par2.lan")
 	bob.mu.Lock()
 	for _, e := range bob.events {
-		if e.Ev == "message" && e.Body == "while blocked" {
-			t.Errorf("bob received a message sent while par2.lan was blocked")
+		if e.Ev == "message" && (e.Body == "while blocked" || e.Body == "while disabled" || e.Body == "via a dead route") {
+			t.Errorf("bob received %q, sent while it could not be delivered", e.Body)
 		}
 	}
 	bob.mu.Unlock()

@@ -328,7 +328,7 @@ func (st *inStream) exchange(rd *xml.Reader, local, from, id string, isTLS, sasl
 				return "sasl", nil
 			}
 		case el.Name.Space == NSDialback && el.Name.Local == "verify":
-			st.answerVerify(el, id)
+			st.answerVerify(el)
 		case el.Name.Space == NSDialback && el.Name.Local == "result":
 			if !isTLS {
 				return "", &stream.Error{Condition: "policy-violation", Text: "STARTTLS first: this server does not accept unencrypted server links"}
@@ -402,7 +402,7 @@ func (st *inStream) external(el *xml.Element, local, from string) bool {
 
 // answerVerify is the authoritative side of dialback: was this key made
 // here for that stream?
-func (st *inStream) answerVerify(el *xml.Element, _ string) {
+func (st *inStream) answerVerify(el *xml.Element) {
 	from, to, id := domainOf(el.Get("from")), domainOf(el.Get("to")), el.Get("id")
 	reply := xml.New(NSDialback, "verify", "from", to, "to", from, "id", id)
 	if from == "" || to == "" || id == "" || !st.s.cfg.Handler.Local(to) {
