@@ -3,7 +3,6 @@ package commands
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -675,26 +674,11 @@ func trustBundleCAs(data []byte) ([]*x509.Certificate, error) {
 		}
 		return nil, fmt.Errorf("it is a %s, not a certificate", pki.Classify(data))
 	}
-	var cas []*x509.Certificate
-	n := 0
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		n++
-		cert, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d cannot be parsed: %v", n, err)
-		}
-		if cert.BasicConstraintsValid && cert.IsCA {
-			cas = append(cas, cert)
-		}
+	cas, all, err := pki.BundleCAs(data)
+	if err != nil {
+		return nil, err
 	}
+	n := len(all)
 	if len(cas) == 0 {
 		return nil, fmt.Errorf("none of its %s is a CA certificate (basic constraints CA:TRUE): upload the certificate of the CA that signed the peers' certificates", plural(n, "certificate"))
 	}
@@ -720,11 +704,6 @@ func runFederationTrust(c *Ctx, args []string) error {
 	}
 	if len(expired) == len(cas) {
 		return errorf("%s: %s cannot be a trust bundle: every CA certificate in it has expired (%s)", what, name, strings.Join(expired, "; "))
-	}
-	// The engine builds its pool with pki.TrustPool: what it refuses is
-	// refused here too, before anything changes.
-	if _, err := pki.TrustPool(c.Files, name); err != nil {
-		return errorf("%s: %s cannot be a trust bundle: %v", what, name, err)
 	}
 	if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.FedTrust, Value: name}); err != nil {
 		return err

@@ -303,19 +303,31 @@ func TrustPool(a *Area, bundle string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, err
 	}
-	certs, err := parseCertificates("bundle", data)
+	cas, certs, err := BundleCAs(data)
 	if err != nil {
 		return nil, NameInputs(err, map[string]string{"bundle": bundle})
 	}
-	n := 0
-	for _, c := range certs {
-		if c.BasicConstraintsValid && c.IsCA {
-			pool.AddCert(c)
-			n++
-		}
-	}
-	if n == 0 {
+	if len(cas) == 0 {
 		return nil, fmt.Errorf("%s: has no CA certificate (only %s): give the bundle of the CA that signs the peer's certificate", bundle, SubjectString(certs[0]))
 	}
+	for _, c := range cas {
+		pool.AddCert(c)
+	}
 	return pool, nil
+}
+
+// BundleCAs reads a trust bundle: its CA certificates (basicConstraints
+// CA:TRUE), which are what is trusted, and all of its certificates. It
+// fails when the data holds no certificate or one does not parse.
+func BundleCAs(data []byte) (cas, all []*x509.Certificate, err error) {
+	all, err = parseCertificates("bundle", data)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, c := range all {
+		if c.BasicConstraintsValid && c.IsCA {
+			cas = append(cas, c)
+		}
+	}
+	return cas, all, nil
 }
