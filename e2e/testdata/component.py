@@ -35,10 +35,10 @@ import sys
 
 import slixmpp
 
-from jsondriver import emit, read_commands
+from jsondriver import Lifecycle, emit, read_commands
 
 
-class Component(slixmpp.ComponentXMPP):
+class Component(Lifecycle, slixmpp.ComponentXMPP):
     def __init__(self, args):
         super().__init__(args.jid, args.secret, args.host, args.port)
         self.args = args
@@ -68,19 +68,6 @@ class Component(slixmpp.ComponentXMPP):
         if not self.reading:
             self.reading = True
             self.tasks.add(asyncio.ensure_future(read_commands(self)))
-
-    def on_stream_error(self, err):
-        emit("stream_error", condition=err["condition"], text=err["text"])
-
-    def on_disconnected(self, reason):
-        emit("disconnected", reason=str(reason or ""))
-        if not self.done.done():
-            self.done.set_result(0)
-
-    def on_connection_failed(self, err):
-        emit("connection_failed", reason=str(err))
-        if not self.done.done():
-            self.done.set_result(2)
 
     def on_message(self, msg):
         emit("message", **{

@@ -51,3 +51,22 @@ async def read_commands(driver):
         task = asyncio.ensure_future(command(driver, c))
         driver.tasks.add(task)
         task.add_done_callback(driver.tasks.discard)
+
+
+class Lifecycle:
+    """The stream's life as events, shared by the client and component
+    drivers: errors, disconnection (exit status 0) and connection failure
+    (exit status 2, through self.done)."""
+
+    def on_stream_error(self, err):
+        emit("stream_error", condition=err["condition"], text=err["text"])
+
+    def on_disconnected(self, reason):
+        emit("disconnected", reason=str(reason or ""))
+        if not self.done.done():
+            self.done.set_result(0)
+
+    def on_connection_failed(self, err):
+        emit("connection_failed", reason=str(err))
+        if not self.done.done():
+            self.done.set_result(2)

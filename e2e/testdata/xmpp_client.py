@@ -34,7 +34,7 @@ import sys
 
 import slixmpp
 
-from jsondriver import emit, read_commands
+from jsondriver import Lifecycle, emit, read_commands
 from slixmpp.xmlstream import ET
 
 NS_AVATAR = "{vcard-temp:x:update}"
@@ -42,7 +42,7 @@ NS_DELAY = "{urn:xmpp:delay}"
 NS_PRIVATE = "{jabber:iq:private}"
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(Lifecycle, slixmpp.ClientXMPP):
     def __init__(self, args):
         super().__init__(args.jid, args.password, sasl_mech=args.mech)
         self.args = args
@@ -95,19 +95,6 @@ class Client(slixmpp.ClientXMPP):
 
     def on_failed_auth(self, stanza):
         emit("failed_auth", condition=stanza["condition"])
-
-    def on_stream_error(self, err):
-        emit("stream_error", condition=err["condition"], text=err["text"])
-
-    def on_disconnected(self, reason):
-        emit("disconnected", reason=str(reason or ""))
-        if not self.done.done():
-            self.done.set_result(0)
-
-    def on_connection_failed(self, err):
-        emit("connection_failed", reason=str(err))
-        if not self.done.done():
-            self.done.set_result(2)
 
     def on_message(self, msg):
         delay = msg.xml.find(NS_DELAY + "delay")
