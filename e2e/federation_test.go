@@ -348,9 +348,16 @@ func TestFederationParleyToParley(t *testing.T) {
 	bounce("via a dead route", "remote-server-not-found")
 	x.mustAdmin(t, "xmpp federation route del par2.lan")
 	exchange(t, alice, "alice@par.lan", bob, "bob@par2.lan")
+
+	// Allow-list mode: only domains with an allow entry federate.
+	x.mustAdmin(t, "xmpp federation allow-list on")
+	bounce("not on the allow list", "not-allowed")
+	x.mustAdmin(t, "xmpp federation allow par2.lan")
+	exchange(t, alice, "alice@par.lan", bob, "bob@par2.lan")
+	x.mustAdmin(t, "xmpp federation allow-list off")
 	bob.mu.Lock()
 	for _, e := range bob.events {
-		if e.Ev == "message" && (e.Body == "while blocked" || e.Body == "while disabled" || e.Body == "via a dead route") {
+		if e.Ev == "message" && (e.Body == "while blocked" || e.Body == "while disabled" || e.Body == "via a dead route" || e.Body == "not on the allow list") {
 			t.Errorf("bob received %q, sent while it could not be delivered", e.Body)
 		}
 	}
