@@ -161,6 +161,9 @@ type Env struct {
 	Now     func() time.Time
 	// Sessions returns how many shell sessions each admin user has open.
 	Sessions func() map[string]int
+	// Logins are the SSH server's holds on password logins, per user and
+	// source address; nil when no SSH server runs in this process.
+	Logins LoginLocks
 	// XMPP is the XMPP engine running in this process; nil when there is
 	// none (unit tests, tools that only edit the store).
 	XMPP XMPPEngine
@@ -168,6 +171,25 @@ type Env struct {
 	// engine's resolver; nil when there is no engine in this process.
 	Federation FederationChecker
 	DNS        DNSResolver
+}
+
+// LoginLocks are the SSH server's holds on password logins: failures and
+// locks per user and source (user rule max_failed_logins), and the
+// sources whose password logins are paused (user rule per_source_penalty).
+type LoginLocks interface {
+	// Locks lists the sources with failures or a hold on user's password
+	// logins.
+	Locks(user string) []LoginLock
+	// Unlock forgets user's failures and locks, lifts the password pause
+	// of the sources they came from, and returns those sources.
+	Unlock(user string) []string
+}
+
+// LoginLock is one source's record of a user's failed passwords.
+type LoginLock struct {
+	Source string    // an IPv4 address or an IPv6 /64
+	Failed int       // failures in a row
+	Until  time.Time // password logins from Source held until then; zero if not
 }
 
 func (e *Env) now() time.Time {

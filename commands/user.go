@@ -87,30 +87,56 @@ func userCommands() []*Command {
 		{
 			Words:   []string{"user", "unlock"},
 			Args:    []Arg{name},
-			Summary: "Unlock a user locked out by too many failed logins",
+			Summary: "Let a user log in with a password again after failed logins locked or paused it",
+			Help: "Ends the locks of user rule max_failed_logins on the user's password logins, from every\n" +
+				"source address, and lifts the password pause (user rule per_source_penalty) of the addresses\n" +
+				"the user's failed logins came from. Public-key logins are never locked.",
 			Example: "user unlock alice",
 			Perm:    PermSystem,
-			Run: func(c *Ctx, args []string) error {
-				return adminOp(c, "user unlock", store.Op{Kind: store.OpAdminUnlock, Name: args[0]})
-			},
+			Run:     runUserUnlock,
 		},
 		{
 			Words:   []string{"user", "rule"},
 			Summary: "Show the password and login rules",
 			Perm:    PermRead,
-			Run: func(c *Ctx, args []string) error {
-				c.printf("min_length         %d\n", minPasswordLength(c.Store))
-				c.printf("max_failed_logins  %s\n", zeroOff(c.Store.ConfigInt(store.RuleMaxFailedLogins), "", " (then locked for 15 minutes)"))
-				c.printf("password_age       %s\n", zeroOff(c.Store.ConfigInt(store.RulePasswordAge), "", " days"))
-				return nil
-			},
+			Run:     runUserRule,
 		},
 		ruleCommand("min_length", store.RuleMinLength, 1, store.MaxPasswordLength,
 			"Set the minimum password length (default 8)", "user rule min_length 12"),
 		ruleCommand("max_failed_logins", store.RuleMaxFailedLogins, 0, 1000,
-			"Lock a user for 15 minutes after this many failed logins in a row (0: off, the default)", "user rule max_failed_logins 5"),
+			"Lock a user's password logins from one address for 15 minutes after this many failures in a row from there (0: off, the default)", "user rule max_failed_logins 5"),
 		ruleCommand("password_age", store.RulePasswordAge, 0, 3650,
 			"Make passwords expire this many days after they were set (0: never, the default)", "user rule password_age 90"),
+		{
+			Words:   []string{"user", "rule", "max_startups"},
+			Args:    []Arg{{Name: "start:rate:full"}},
+			Summary: "Above start unauthenticated SSH connections, refuse new ones with a chance from rate % up to 100 % at full (default 10:30:100)",
+			Help: "As OpenSSH's MaxStartups: with 10:30:100, up to 10 connections that have not logged in yet are\n" +
+				"always accepted; above that a new one is refused with a probability of 30 %, rising linearly to\n" +
+				"100 % at 100. One number n means n:100:n, a hard limit.",
+			Example: "user rule max_startups 10:30:100",
+			Perm:    PermSystem,
+			Run:     runRuleMaxStartups,
+		},
+		ruleCommand("per_source_max_startups", store.RulePerSourceMaxStartups, 0, store.MaxStartupsLimit,
+			"Most unauthenticated SSH connections from one address (IPv6: one /64) at once (0: no limit; default 5)", "user rule per_source_max_startups 5"),
+		ruleCommand("login_grace_time", store.RuleLoginGraceTime, 1, int(store.MaxLoginGraceTime/time.Second),
+			"Close an SSH connection that has not logged in after this many seconds (default 60)", "user rule login_grace_time 60"),
+		{
+			Words:   []string{"user", "rule", "per_source_penalty"},
+			Args:    []Arg{{Name: "setting", Repeat: true}},
+			Summary: "Penalize addresses whose SSH connections fail to log in: <key>:<seconds>…, on, off or default",
+			Help: "As OpenSSH's PerSourcePenalties. Each connection from an address (IPv6: a /64) that ends without\n" +
+				"logging in adds time to the address's penalty: authfail after failed passwords, noauth when it\n" +
+				"never tried to log in, grace-exceeded when login_grace_time closed it. The penalty counts down,\n" +
+				"is enforced once it reaches min, and never exceeds max. An authfail penalty pauses password\n" +
+				"logins from the address but still accepts public keys, so failed passwords never lock a key\n" +
+				"out; noauth and grace-exceeded penalties refuse the address's connections. Settings not given\n" +
+				"are kept. Defaults: authfail:5 noauth:1 grace-exceeded:20 min:15 max:600.",
+			Example: "user rule per_source_penalty authfail:10 max:1h\nuser rule per_source_penalty off",
+			Perm:    PermSystem,
+			Run:     runRulePenalty,
+		},
 		{
 			Words:   []string{"user", "sshkey", "add"},
 			Args:    []Arg{name, {Name: "file", Kind: ArgFile}},
@@ -149,6 +175,50 @@ func userCommands() []*Command {
 			Run:     runPasswd,
 		},
 	}
+}
+
+func runUserRule(c *Ctx, args []string) error {
+	l := c.Store.SSHLimits()
+	c.printf("min_length               %d\n", minPasswordLength(c.Store))
+	c.printf("max_failed_logins        %s\n", zeroOff(l.MaxFailedLogins, "", " per address (then password logins from there locked for 15 minutes)"))
+	c.printf("password_age             %s\n", zeroOff(c.Store.ConfigInt(store.RulePasswordAge), "", " days"))
+	c.printf("max_startups             %s\n", l.MaxStartups)
+	c.printf("per_source_max_startups  %s\n", zeroOff(l.PerSourceMaxStartups, "", ""))
+	c.printf("login_grace_time         %d seconds\n", int(l.LoginGraceTime/time.Second))
+	pen := l.Penalties.String()
+	if l.Penalties.Off {
+		pen = "off (" + strings.TrimPrefix(pen, "off ") + " when on)"
+	}
+	c.printf("per_source_penalty       %s\n", pen)
+	return nil
+}
+
+func runRuleMaxStartups(c *Ctx, args []string) error {
+	m, err := store.ParseStartups(args[0])
+	if err != nil {
+		return errorf("user rule max_startups: %v", err)
+	}
+	return c.Store.Apply(store.Op{Kind: store.OpConfigSet, Name: store.RuleMaxStartups, Value: m.String()})
+}
+
+func runRulePenalty(c *Ctx, args []string) error {
+	p, err := store.ParsePenalties(c.Store.SSHLimits().Penalties, args)
+	if err != nil {
+		return errorf("user rule per_source_penalty: %v", err)
+	}
+	return c.Store.Apply(store.Op{Kind: store.OpConfigSet, Name: store.RulePerSourcePenalty, Value: p.String()})
+}
+
+func runUserUnlock(c *Ctx, args []string) error {
+	if err := adminOp(c, "user unlock", store.Op{Kind: store.OpAdminUnlock, Name: args[0]}); err != nil {
+		return err
+	}
+	if c.Logins != nil {
+		if srcs := c.Logins.Unlock(args[0]); len(srcs) > 0 {
+			c.printf("Password logins for %s unlocked from %s\n", args[0], strings.Join(srcs, ", "))
+		}
+	}
+	return nil
 }
 
 func zeroOff(n int, pre, post string) string {
@@ -341,16 +411,25 @@ func runUserInfo(c *Ctx, args []string) error {
 		}
 		return t.UTC().Format(time.RFC3339)
 	}
-	locked := "no"
-	if a.Locked(now) {
-		locked = "until " + ts(a.LockedUntil)
+	locked, failed := "no", 0
+	if c.Logins != nil {
+		var held []string
+		for _, l := range c.Logins.Locks(a.Name) {
+			failed += l.Failed
+			if now.Before(l.Until) {
+				held = append(held, "password logins from "+l.Source+" until "+ts(l.Until))
+			}
+		}
+		if len(held) > 0 {
+			locked = strings.Join(held, "; ")
+		}
 	}
 	c.printf("Username         : %s\n", a.Name)
 	c.printf("Role             : %s\n", a.Role)
 	c.printf("Password expiry  : %s\n", expiryText(&a, c.Store.ConfigInt(store.RulePasswordAge), now))
 	c.printf("Password changed : %s\n", ts(a.PasswordChanged))
 	c.printf("Locked           : %s\n", locked)
-	c.printf("Failed logins    : %d\n", a.Failed)
+	c.printf("Failed logins    : %d\n", failed)
 	c.printf("Last login       : %s\n", ts(a.LastLogin))
 	c.printf("Logged in        : %d session(s)\n", c.sessions()[a.Name])
 	c.printf("SSH keys         : %d\n", len(a.Keys))

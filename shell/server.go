@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"log"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -23,13 +24,14 @@ import (
 	"github.com/parley-xmpp/parley/store"
 )
 
-// Limits on SSH connections.
+// Limits on SSH connections. The limits on logging in (MaxStartups, per
+// source, penalties, grace time, failed logins) are rules in the store:
+// see store.SSHLimits and guard.go.
 const (
-	LoginGraceTime  = 30 * time.Second // to authenticate and open a session
-	IdleTimeout     = 30 * time.Minute // no traffic at all
-	MaxConnections  = 64               // open at once
-	MaxAuthTries    = 6                // per connection
-	FailedAuthDelay = 300 * time.Millisecond
+	IdleTimeout      = 30 * time.Minute // no traffic at all
+	MaxAuthenticated = 64               // logged-in connections open at once
+	MaxAuthTries     = 6                // per connection
+	FailedAuthDelay  = 300 * time.Millisecond
 )
 
 // Config is what the SSH server needs.
@@ -44,9 +46,11 @@ type Config struct {
 
 // Server is the appliance's SSH server.
 type Server struct {
-	cfg   Config
-	ssh   *ssh.Server
-	conns atomic.Int64
+	cfg    Config
+	ssh    *ssh.Server
+	guard  *guard
+	authed atomic.Int64
+	epi    episodes
 
 	mu       sync.Mutex
 	sessions map[string]int
@@ -55,14 +59,21 @@ type Server struct {
 type ctxKey string
 
 const (
-	keyAuthMethod ctxKey = "parley-auth"    // "password" or "publickey"
-	keyStarted    ctxKey = "parley-started" // *atomic.Bool: a session began
+	keyAuthMethod ctxKey = "parley-auth" // "password" or "publickey"
+	keyConn       ctxKey = "parley-conn" // *connState
 )
 
 // New builds the server.
 func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, sessions: map[string]int{}}
+	s.guard = newGuard(cfg.Env.Store.SSHLimits(), time.Now, rand.IntN, s.epi.logf(cfg.Log))
+	cfg.Env.Store.Watch(func(op store.Op) {
+		if (op.Kind == store.OpConfigSet || op.Kind == store.OpConfigDel) && strings.HasPrefix(op.Name, "rule.") {
+			s.guard.setLimits(cfg.Env.Store.SSHLimits())
+		}
+	})
 	cfg.Env.Sessions = s.Sessions
+	cfg.Env.Logins = loginLocks{s.guard}
 	srv := &ssh.Server{
 		Version:                    "Parley",
 		HostSigners:                []ssh.Signer{cfg.HostKey},
@@ -74,7 +85,20 @@ func New(cfg Config) *Server {
 		ConnCallback:               s.onConn,
 		SubsystemHandlers:          map[string]ssh.SubsystemHandler{"sftp": s.handleSFTP},
 		ServerConfigCallback: func(ctx ssh.Context) *gossh.ServerConfig {
-			return &gossh.ServerConfig{MaxAuthTries: MaxAuthTries}
+			st, _ := ctx.Value(keyConn).(*connState)
+			return &gossh.ServerConfig{
+				MaxAuthTries: MaxAuthTries,
+				PreAuthConnCallback: func(c gossh.ServerPreAuthConn) {
+					if st != nil {
+						st.setPreAuth(c)
+					}
+				},
+				AuthLogCallback: func(meta gossh.ConnMetadata, method string, err error) {
+					if st != nil {
+						s.authLog(st, meta.User(), method, err)
+					}
+				},
+			}
 		},
 	}
 	s.ssh = srv
@@ -110,69 +134,186 @@ func (s *Server) track(user string, d int) {
 	}
 }
 
+// Connection phases.
+const (
+	phasePreAuth = iota // counted by the guard as unauthenticated
+	phaseAuthed         // logged in, counted in Server.authed
+	phaseDone
+)
+
+// connState is one connection's way through the login.
+type connState struct {
+	src  source
+	conn net.Conn
+
+	mu          sync.Mutex
+	phase       int
+	timer       *time.Timer
+	preAuth     gossh.ServerPreAuthConn
+	tried       bool // a method other than "none"
+	pwFailed    bool // a password or keyboard-interactive attempt failed
+	bannerSent  bool
+	sessionSeen bool // the login was recorded
+}
+
+func (st *connState) setPreAuth(c gossh.ServerPreAuthConn) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.preAuth = c
+}
+
+// banner shows msg to the person logging in, once per connection.
+func (st *connState) banner(msg string) {
+	st.mu.Lock()
+	c := st.preAuth
+	send := c != nil && !st.bannerSent
+	st.bannerSent = true
+	st.mu.Unlock()
+	if send {
+		c.SendAuthBanner(msg + "\n")
+	}
+}
+
+// leave moves the connection out of phasePreAuth, to to; it reports
+// whether it was there.
+func (st *connState) leave(to int) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.phase != phasePreAuth {
+		return false
+	}
+	st.phase = to
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+	return true
+}
+
 func (s *Server) onConn(ctx ssh.Context, conn net.Conn) net.Conn {
-	if s.conns.Add(1) > MaxConnections {
-		s.conns.Add(-1)
-		s.cfg.Log.Printf("ssh: refused %s: %d connections already open", conn.RemoteAddr(), MaxConnections)
+	src := sourceOf(conn.RemoteAddr())
+	why, until := s.guard.admit(src)
+	switch why {
+	case refusedPenalty:
+		s.epi.logf(s.cfg.Log)("refused-penalty", "ssh: refused %s: penalized until %s", src, until.UTC().Format(time.RFC3339))
+		return nil
+	case refusedPerSource:
+		s.epi.logf(s.cfg.Log)("refused-per-source", "ssh: refused %s: %d unauthenticated connections from it already (user rule per_source_max_startups)", src, s.guard.limits().PerSourceMaxStartups)
+		return nil
+	case refusedStartups:
+		s.epi.logf(s.cfg.Log)("refused-startups", "ssh: refused %s: too many unauthenticated connections (user rule max_startups %s)", src, s.guard.limits().MaxStartups)
 		return nil
 	}
-	started := new(atomic.Bool)
-	ctx.SetValue(keyStarted, started)
-	timer := time.AfterFunc(LoginGraceTime, func() {
-		if !started.Load() {
+	st := &connState{src: src, conn: conn}
+	ctx.SetValue(keyConn, st)
+	grace := s.guard.limits().LoginGraceTime
+	st.mu.Lock()
+	st.timer = time.AfterFunc(grace, func() {
+		if st.leave(phaseDone) {
+			s.guard.done(src, outGrace)
+			s.epi.logf(s.cfg.Log)("grace", "ssh: closed %s: not logged in within %v (user rule login_grace_time)", conn.RemoteAddr(), grace)
 			conn.Close()
 		}
 	})
-	go func() {
-		<-ctx.Done()
-		timer.Stop()
-		s.conns.Add(-1)
-	}()
+	st.mu.Unlock()
+	context.AfterFunc(ctx, func() { s.closed(st) })
 	return conn
 }
 
-// account returns the admin user if they may log in now.
-func (s *Server) account(ctx ssh.Context) (store.Admin, bool) {
-	a, err := s.cfg.Env.Store.Admin(ctx.User())
-	if err != nil {
-		return a, false
+// authLog follows every authentication attempt: a success takes the
+// connection out of the unauthenticated count.
+func (s *Server) authLog(st *connState, user, method string, err error) {
+	if method == "none" {
+		return
 	}
-	if a.Locked(time.Now()) {
-		s.cfg.Log.Printf("ssh: login refused for %s from %s: locked until %s", a.Name, ctx.RemoteAddr(), a.LockedUntil.UTC().Format(time.RFC3339))
-		return a, false
+	st.mu.Lock()
+	st.tried = true
+	if err != nil && (method == "password" || method == "keyboard-interactive") {
+		st.pwFailed = true
 	}
-	return a, true
+	st.mu.Unlock()
+	if err != nil || !st.leave(phaseAuthed) {
+		return
+	}
+	s.guard.done(st.src, outAuthenticated)
+	s.guard.loggedIn(user, st.src)
+	if n := s.authed.Add(1); n > MaxAuthenticated {
+		s.epi.logf(s.cfg.Log)("max-authenticated", "ssh: closed %s after login: %d logged-in connections already open", st.conn.RemoteAddr(), MaxAuthenticated)
+		st.conn.Close()
+	}
+}
+
+// closed accounts for a connection that ended.
+func (s *Server) closed(st *connState) {
+	st.mu.Lock()
+	phase, tried, pwFailed := st.phase, st.tried, st.pwFailed
+	st.phase = phaseDone
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+	st.mu.Unlock()
+	switch phase {
+	case phaseAuthed:
+		s.authed.Add(-1)
+	case phasePreAuth:
+		how := outNoAuth
+		switch {
+		case pwFailed:
+			how = outAuthFail
+		case tried:
+			how = outKeyFail
+		}
+		s.guard.done(st.src, how)
+	}
+}
+
+func connOf(ctx ssh.Context) *connState {
+	st, _ := ctx.Value(keyConn).(*connState)
+	return st
 }
 
 // passwordChecks bounds how many argon2id checks (19 MiB each) run at once,
 // so a flood of logins cannot exhaust memory.
 var passwordChecks = make(chan struct{}, 4)
 
-// checkPassword verifies a password for a login and records a failure.
-func (s *Server) checkPassword(ctx ssh.Context, password string) bool {
-	ok := s.verifyPassword(ctx, password)
+// checkPassword verifies a password for a login, unless password logins
+// of this user from this source are locked or paused: then it says why
+// (through say, or an authentication banner) and fails without checking.
+func (s *Server) checkPassword(ctx ssh.Context, password string, say func(string)) bool {
+	st := connOf(ctx)
+	if st == nil {
+		return false
+	}
+	if ok, why := s.guard.passwordAllowed(ctx.User(), st.src); !ok {
+		s.epi.logf(s.cfg.Log)("password-refused", "ssh: password login for %q from %s refused: locked or paused", ctx.User(), ctx.RemoteAddr())
+		if say != nil {
+			say(why)
+		} else {
+			st.banner(why)
+		}
+		time.Sleep(FailedAuthDelay)
+		return false
+	}
+	ok := s.verifyPassword(ctx, st, password)
 	if !ok {
 		time.Sleep(FailedAuthDelay) // outside the slot: slow the guesser, not others
 	}
 	return ok
 }
 
-func (s *Server) verifyPassword(ctx ssh.Context, password string) bool {
+func (s *Server) verifyPassword(ctx ssh.Context, st *connState, password string) bool {
 	passwordChecks <- struct{}{}
 	defer func() { <-passwordChecks }()
 	a, err := s.cfg.Env.Store.Admin(ctx.User())
 	if err != nil {
 		store.CheckPassword(dummyHash, password) // same cost as a real user
-		s.cfg.Log.Printf("ssh: failed login for unknown user %q from %s", ctx.User(), ctx.RemoteAddr())
-		return false
-	}
-	if a.Locked(time.Now()) {
-		s.cfg.Log.Printf("ssh: login refused for %s from %s: locked", a.Name, ctx.RemoteAddr())
+		s.epi.logf(s.cfg.Log)("failed-unknown", "ssh: failed login for unknown user %q from %s", ctx.User(), ctx.RemoteAddr())
 		return false
 	}
 	if !store.CheckPassword(a.PasswordHash, password) {
-		s.cfg.Env.Store.Apply(store.Op{Kind: store.OpAdminLoginFail, Name: a.Name})
-		s.cfg.Log.Printf("ssh: failed password for %s from %s", a.Name, ctx.RemoteAddr())
+		if s.guard.passwordFailed(a.Name, st.src) {
+			s.cfg.Log.Printf("ssh: password logins for %s from %s locked for %v after %d failed logins (user rule max_failed_logins)", a.Name, st.src, store.LockoutPeriod, s.guard.limits().MaxFailedLogins)
+		}
+		s.epi.logf(s.cfg.Log)("failed-password", "ssh: failed password for %s from %s", a.Name, ctx.RemoteAddr())
 		return false
 	}
 	ctx.SetValue(keyAuthMethod, "password")
@@ -182,28 +323,30 @@ func (s *Server) verifyPassword(ctx ssh.Context, password string) bool {
 var dummyHash, _ = store.HashPassword("parley-dummy-password")
 
 func (s *Server) passwordAuth(ctx ssh.Context, password string) bool {
-	return s.checkPassword(ctx, password)
+	return s.checkPassword(ctx, password, nil)
 }
 
-// keyboardAuth asks for the password; for a locked account it says so
-// instead, which the OpenSSH client shows to the person logging in.
+// keyboardAuth asks for the password; when password logins are locked or
+// paused it says so instead, which the OpenSSH client shows to the person
+// logging in.
 func (s *Server) keyboardAuth(ctx ssh.Context, challenge gossh.KeyboardInteractiveChallenge) bool {
-	if a, err := s.cfg.Env.Store.Admin(ctx.User()); err == nil && a.Locked(time.Now()) {
-		challenge("", fmt.Sprintf("Account %s is locked after too many failed logins until %s; an admin can run 'user unlock %s'.",
-			a.Name, a.LockedUntil.UTC().Format("15:04:05 MST"), a.Name), nil, nil)
-		time.Sleep(FailedAuthDelay)
-		return false
+	if st := connOf(ctx); st != nil {
+		if ok, _ := s.guard.passwordAllowed(ctx.User(), st.src); !ok {
+			return s.checkPassword(ctx, "", func(why string) { challenge("", why, nil, nil) })
+		}
 	}
 	answers, err := challenge("", "", []string{"Password: "}, []bool{false})
 	if err != nil || len(answers) != 1 {
 		return false
 	}
-	return s.checkPassword(ctx, answers[0])
+	return s.checkPassword(ctx, answers[0], func(why string) { challenge("", why, nil, nil) })
 }
 
+// publicKeyAuth accepts the user's authorized keys. Failed passwords never
+// lock a key out: the guard's locks and pauses only hold passwords.
 func (s *Server) publicKeyAuth(ctx ssh.Context, key ssh.PublicKey) bool {
-	a, ok := s.account(ctx)
-	if !ok {
+	a, err := s.cfg.Env.Store.Admin(ctx.User())
+	if err != nil {
 		return false
 	}
 	want := key.Marshal()
@@ -220,13 +363,19 @@ func (s *Server) publicKeyAuth(ctx ssh.Context, key ssh.PublicKey) bool {
 	return false
 }
 
-// begin marks the connection as logged in, records the login once, and
-// counts the session for LOGGED-IN until the returned end is called.
+// begin records the login once per connection, and counts the session
+// for LOGGED-IN until the returned end is called.
 func (s *Server) begin(sess ssh.Session) (a store.Admin, end func(), ok bool) {
 	ctx := sess.Context()
-	if st, ok := ctx.Value(keyStarted).(*atomic.Bool); ok && !st.Swap(true) {
-		s.cfg.Env.Store.Apply(store.Op{Kind: store.OpAdminLoginOK, Name: sess.User()})
-		s.cfg.Log.Printf("ssh: %s logged in from %s (%v)", sess.User(), sess.RemoteAddr(), ctx.Value(keyAuthMethod))
+	if st := connOf(ctx); st != nil {
+		st.mu.Lock()
+		first := !st.sessionSeen
+		st.sessionSeen = true
+		st.mu.Unlock()
+		if first {
+			s.cfg.Env.Store.Apply(store.Op{Kind: store.OpAdminLoginOK, Name: sess.User()})
+			s.cfg.Log.Printf("ssh: %s logged in from %s (%v)", sess.User(), sess.RemoteAddr(), ctx.Value(keyAuthMethod))
+		}
 	}
 	a, err := s.cfg.Env.Store.Admin(sess.User())
 	if err != nil {
