@@ -952,7 +952,7 @@ func TestSubcommandErrors(t *testing.T) {
 		{"xmpp user", "xmpp user: incomplete command; it needs one of: add, del, import, list, passwd (see 'help xmpp user')"},
 		{"xmpp multi-domain", "xmpp multi-domain: incomplete command; it needs one of: add, del, list (see 'help xmpp multi-domain')"},
 		{"xmpp user frob x", `xmpp user: unknown subcommand "frob"; use one of: add, del, import, list, passwd`},
-		{"user rule frob", `user rule: unknown subcommand "frob"; use one of: max_failed_logins, min_length, password_age (see 'help user rule')`},
+		{"user rule frob", `user rule: unknown subcommand "frob"; use one of: login_grace_time, max_failed_logins, max_startups, min_length, password_age, per_source_max_startups, per_source_penalty (see 'help user rule')`},
 		{"xmpp certs none extra", `xmpp certs none: unexpected argument "extra"; usage: xmpp certs none`},
 		{"version x", `version: unexpected argument "x"; usage: version`},
 		{"xmpp enable now", `xmpp enable: unexpected argument "now"; usage: xmpp enable`},

@@ -2,6 +2,7 @@ package shell
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -150,6 +151,28 @@ func TestExecAndScript(t *testing.T) {
 	}
 }
 
+// dialFrom logs in from a loopback source address with the given methods.
+func (ts *testServer) dialFrom(t *testing.T, from, user string, auth ...gossh.AuthMethod) (*gossh.Client, error) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
+	conn, err := d.Dial("tcp", ts.addr)
+	if err != nil {
+		return nil, err
+	}
+	cc, chans, reqs, err := gossh.NewClientConn(conn, ts.addr, &gossh.ClientConfig{
+		User: user, Auth: auth, HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	c := gossh.NewClient(cc, chans, reqs)
+	t.Cleanup(func() { c.Close() })
+	return c, nil
+}
+
+// Failed passwords lock a user's password logins from that address only:
+// the same user logs in from elsewhere, and with a key from there.
 func TestLoginFailuresAndLockout(t *testing.T) {
 	ts := start(t, pki.MaxFileSize)
 	if _, err := ts.dial(t, "admin", "wrong"); err == nil {
@@ -158,15 +181,98 @@ func TestLoginFailuresAndLockout(t *testing.T) {
 	if _, err := ts.dial(t, "nobody", adminPassword); err == nil {
 		t.Fatal("unknown user accepted")
 	}
+	signer := authorizeKey(t, ts, "admin")
 	ts.st.Apply(store.Op{Kind: store.OpConfigSet, Name: store.RuleMaxFailedLogins, Value: "2"})
 	for i := 0; i < 2; i++ {
-		ts.dial(t, "admin", "wrong")
+		ts.dialFrom(t, "127.0.0.3", "admin", gossh.Password("wrong"))
 	}
-	if _, err := ts.dial(t, "admin", adminPassword); err == nil {
-		t.Fatal("locked account accepted the right password")
+	if _, err := ts.dialFrom(t, "127.0.0.3", "admin", gossh.Password(adminPassword)); err == nil {
+		t.Fatal("locked password logins from 127.0.0.3 accepted the right password")
+	}
+	if _, err := ts.dialFrom(t, "127.0.0.1", "admin", gossh.Password(adminPassword)); err != nil {
+		t.Fatalf("failures from 127.0.0.3 locked admin out of 127.0.0.1: %v", err)
+	}
+	if _, err := ts.dialFrom(t, "127.0.0.3", "admin", gossh.PublicKeys(signer)); err != nil {
+		t.Fatalf("failed passwords locked admin's key out: %v", err)
 	}
 	ts.st.Apply(store.Op{Kind: store.OpAdminUnlock, Name: "admin"})
-	ts.client(t, "admin", adminPassword)
+	ts.srv.guard.unlock("admin")
+	if _, err := ts.dialFrom(t, "127.0.0.3", "admin", gossh.Password(adminPassword)); err != nil {
+		t.Fatalf("after unlock: %v", err)
+	}
+}
+
+// authorizeKey makes a key pair and authorizes it for user.
+func authorizeKey(t *testing.T, ts *testServer, user string) gossh.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := gossh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey())))
+	if err := ts.st.Apply(store.Op{Kind: store.OpAdminKeyAdd, Name: user, Value: line}); err != nil {
+		t.Fatal(err)
+	}
+	return signer
+}
+
+// Idle unauthenticated connections from one address do not keep others
+// out, and are closed at the login grace time.
+func TestIdleHoldersAndGraceTime(t *testing.T) {
+	ts := start(t, pki.MaxFileSize)
+	ts.st.Apply(store.Op{Kind: store.OpConfigSet, Name: store.RuleLoginGraceTime, Value: "2"})
+	var holders []net.Conn
+	t.Cleanup(func() {
+		for _, c := range holders {
+			c.Close()
+		}
+	})
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	for i := 0; i < 70; i++ {
+		c, err := d.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		holders = append(holders, c)
+	}
+	// The server reads what is refused and closes it; the admitted ones wait.
+	time.Sleep(200 * time.Millisecond)
+	if u, _, _ := ts.srv.guard.counts(); u != 5 {
+		t.Fatalf("%d unauthenticated connections held, want 5 (per_source_max_startups)", u)
+	}
+	start := time.Now()
+	c, err := ts.dialFrom(t, "127.0.0.1", "admin", gossh.Password(adminPassword))
+	if err != nil {
+		t.Fatalf("admin kept out by 70 idle connections from another address: %v", err)
+	}
+	c.Close()
+	// The held ones are closed at the grace time (2 s).
+	buf := make([]byte, 256)
+	h := holders[0]
+	h.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, err := h.Read(buf); err != nil {
+			break
+		}
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("an idle unauthenticated connection stayed %v, grace time 2 s", el)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if u, _, _ := ts.srv.guard.counts(); u == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			u, s, _ := ts.srv.guard.counts()
+			t.Fatalf("after the grace time %d unauthenticated connections from %d sources remain", u, s)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func TestExpiredPasswordRefusedInExecMode(t *testing.T) {
