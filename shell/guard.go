@@ -320,17 +320,22 @@ func (g *guard) passwordFailed(user string, src source) bool {
 	return false
 }
 
-// loggedIn clears user's run of failures from src; a lock in force stays.
+// loggedIn clears user's run of failures from src. A lock or password
+// pause in force stays (a key login proves the user is there, not that the
+// guesser is not), and so does the record, for user unlock to find.
 func (g *guard) loggedIn(user string, src source) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	k := failKey{user, src}
-	if f := g.fails[k]; f != nil {
-		if g.now().Before(f.locked) {
-			f.n = 0
-		} else {
-			delete(g.fails, k)
-		}
+	f := g.fails[k]
+	if f == nil {
+		return
+	}
+	now := g.now()
+	if p := g.penalties[src]; now.Before(f.locked) || p != nil && p.password.on(now) {
+		f.n = 0
+	} else {
+		delete(g.fails, k)
 	}
 }
 

@@ -273,6 +273,11 @@ func TestFailedLoginsPerSource(t *testing.T) {
 	if ok, _ := g.passwordAllowed("admin", "127.0.0.5"); ok {
 		t.Fatal("no password pause after 3 failed connections")
 	}
+	// A key login there keeps the pause (and the record user unlock needs).
+	g.loggedIn("admin", "127.0.0.5")
+	if ok, _ := g.passwordAllowed("admin", "127.0.0.5"); ok {
+		t.Fatal("a key login lifted the password pause")
+	}
 	g.unlock("admin")
 	if ok, _ := g.passwordAllowed("admin", "127.0.0.5"); !ok {
 		t.Fatal("user unlock did not lift the pause of the user's address")
