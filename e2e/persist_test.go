@@ -25,6 +25,10 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 		"user sshkey add alice alice_ed25519.pub",
 		"user rule min_length 10",
 		"user rule max_failed_logins 7",
+		"user rule max_startups 20:40:80",
+		"user rule per_source_max_startups 4",
+		"user rule login_grace_time 45",
+		"user rule per_source_penalty authfail:7 max:20m",
 		"pki selfsigned kept CN:kept.example.com",
 	}, "\n") + "\n"
 	mustOK(t, a.ssh(a.asAdmin(), script, ""), "setup script")
@@ -43,6 +47,11 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 		}
 		if got != want {
 			t.Fatalf("%s after restart:\n%s\nbefore:\n%s", c, got, want)
+		}
+	}
+	for _, want := range []string{"max_startups             20:40:80", "per_source_max_startups  4", "login_grace_time         45 seconds", "per_source_penalty       authfail:7 noauth:1 grace-exceeded:20 min:15 max:1200"} {
+		if !strings.Contains(before["user rule"], want) {
+			t.Fatalf("user rule does not show %q:\n%s", want, before["user rule"])
 		}
 	}
 	if got, err := os.ReadFile(filepath.Join(a.filesDir(), "payload.bin")); err != nil || !bytes.Equal(got, payload) {

@@ -359,7 +359,7 @@ func TestMinLengthRule(t *testing.T) {
 	t.Parallel()
 	a := start(t, options{})
 	mustOK(t, a.admin("user rule min_length 12"), "user rule min_length 12")
-	if rules := a.mustAdmin(t, "user rule"); !strings.Contains(rules, "min_length         12\n") {
+	if rules := a.mustAdmin(t, "user rule"); !strings.Contains(rules, "min_length               12\n") {
 		t.Fatalf("user rule:\n%s", rules)
 	}
 	mustFail(t, a.ssh(a.asAdmin(), "Eleven-char\n", "user add alice audit"), "an 11-character password",
