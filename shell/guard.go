@@ -56,8 +56,11 @@ func sourceOf(addr net.Addr) source {
 // maxSources bounds the penalty table and the failed-login table.
 const maxSources = 10000
 
-// sweepEvery is the least time between two sweeps of a full table.
-const sweepEvery = time.Second
+// A full table is swept at most once a second; any table once a minute.
+const (
+	sweepFull  = time.Second
+	sweepEvery = time.Minute
+)
 
 // outcome is how a connection left the unauthenticated state.
 type outcome int
@@ -223,10 +226,11 @@ func (g *guard) done(src source, how outcome) {
 		return
 	}
 	now := g.now()
+	g.sweep(now, sweepEvery)
 	p := g.penalties[src]
 	if p == nil {
 		if len(g.penalties) >= maxSources {
-			g.sweep(now)
+			g.sweep(now, sweepFull)
 		}
 		if len(g.penalties) >= maxSources {
 			g.logf("penalty-overflow", "ssh: penalty table full (%d sources): %s not penalized", maxSources, src)
@@ -249,9 +253,10 @@ func (g *guard) done(src source, how outcome) {
 	}
 }
 
-// sweep drops what has expired; g.mu is held.
-func (g *guard) sweep(now time.Time) {
-	if now.Sub(g.swept) < sweepEvery {
+// sweep drops what has expired, if the last sweep is at least gap ago;
+// g.mu is held.
+func (g *guard) sweep(now time.Time, gap time.Duration) {
+	if now.Sub(g.swept) < gap {
 		return
 	}
 	g.swept = now
@@ -295,10 +300,11 @@ func (g *guard) passwordFailed(user string, src source) bool {
 	defer g.mu.Unlock()
 	now := g.now()
 	k := failKey{user, src}
+	g.sweep(now, sweepEvery)
 	f := g.fails[k]
 	if f == nil {
 		if len(g.fails) >= maxSources {
-			g.sweep(now)
+			g.sweep(now, sweepFull)
 		}
 		if len(g.fails) >= maxSources {
 			g.logf("fail-overflow", "ssh: failed-login table full (%d entries): failure of %s from %s not counted", maxSources, user, src)

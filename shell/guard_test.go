@@ -309,6 +309,14 @@ func TestGuardTablesBounded(t *testing.T) {
 	if _, _, pen := g.counts(); pen != 1 || len(g.fails) != 1 {
 		t.Fatalf("after expiry: %d penalties, %d failure records, want 1 and 1", pen, len(g.fails))
 	}
+	// Expired entries go within a minute even when the table is not full.
+	clk.advance(store.LockoutPeriod + time.Minute)
+	g.unauth++
+	g.perSource["192.0.2.2"]++
+	g.done("192.0.2.2", outNoAuth)
+	if _, _, pen := g.counts(); pen != 1 {
+		t.Fatalf("expired penalties kept: %d entries, want 1", pen)
+	}
 	if len(g.perSource) != 0 || g.unauth != 0 {
 		t.Fatalf("startup counts left behind: %d, %v", g.unauth, g.perSource)
 	}
