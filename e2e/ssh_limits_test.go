@@ -142,6 +142,14 @@ func TestSSHPasswordGuessingDoesNotLockAdminOut(t *testing.T) {
 	if !strings.Contains(r.stderr, "from 127.0.0.3") || !strings.Contains(r.stderr, "public-key logins still work") || !strings.Contains(r.stderr, "user unlock admin") {
 		t.Errorf("ssh does not explain the hold:\n%s", r.stderr)
 	}
+	// By the password method, ssh shows the reason as a banner.
+	pwm := guess(adminPassword)
+	pwm.opts = append(pwm.opts, "-o", "LogLevel=INFO")
+	r = a.ssh(pwm, "", "hostname")
+	loginRefused(t, r, "admin's password (password method) from 127.0.0.3 while held")
+	if !strings.Contains(r.stderr, "public-key logins still work") {
+		t.Errorf("ssh does not show why the password is refused:\n%s", r.stderr)
+	}
 	// user unlock ends the lock and the source's password pause.
 	if out := a.mustAdmin(t, "user unlock admin"); !strings.Contains(out, "127.0.0.3") {
 		t.Errorf("user unlock admin does not name the address it unlocked: %q", out)
