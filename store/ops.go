@@ -22,7 +22,7 @@ const (
 	OpAdminExpire    OpKind = "admin.expire"     // Name; forces a change at next login
 	OpAdminUnlock    OpKind = "admin.unlock"     // Name
 	OpAdminLoginOK   OpKind = "admin.login-ok"   // Name
-	OpAdminLoginFail OpKind = "admin.login-fail" // Name; locks per the max_failed_logins rule
+	OpAdminLoginFail OpKind = "admin.login-fail" // Name; locks the whole account per max_failed_logins (kept for old logs: the SSH server counts failures per source address in memory instead)
 	OpAdminKeyAdd    OpKind = "admin.key-add"    // Name, Value = authorized_keys line
 	OpAdminKeyDel    OpKind = "admin.key-del"    // Name, Index (1-based)
 	OpAudit          OpKind = "audit"            // Audit
