@@ -54,6 +54,9 @@ type Config struct {
 	// Features are extra stream features offered after authentication
 	// (e.g. the server's entity capabilities).
 	Features []byte
+	// StanzaRate is each session's stanza token bucket as configured
+	// (xmpp limits stanza-rate): stanzas per second and the burst.
+	StanzaRate func() (perSecond float64, burst int)
 }
 
 // Session is one client stream.

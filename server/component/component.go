@@ -235,6 +235,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		return
 	}
 	c.SetDeadline(time.Time{})
+	stream.Authenticated(c)
 	s := &session{jid: to, conn: stream.NewConn(c, stream.NSAccept), since: time.Now(), from: c.RemoteAddr().String()}
 	r.mu.Lock()
 	old := r.sessions[to]

@@ -326,3 +326,20 @@ func Retarget(el *xml.Element, from, to string) *xml.Element {
 	}
 	return c
 }
+
+// Authenticated tells whoever tracks the connection c (or the one it
+// wraps, e.g. under TLS) that its peer has authenticated: the engine counts
+// connections until then against the limits of unauthenticated ones.
+func Authenticated(c net.Conn) {
+	for c != nil {
+		if a, ok := c.(interface{ Authenticated() }); ok {
+			a.Authenticated()
+			return
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return
+		}
+		c = u.NetConn()
+	}
+}
