@@ -41,7 +41,7 @@ func (c *fakeConn) Close() error {
 	c.mu.Unlock()
 	return nil
 }
-func (c *fakeConn) SetDeadline(t time.Time) error     { return c.SetReadDeadline(t) }
+func (c *fakeConn) SetDeadline(t time.Time) error      { return c.SetReadDeadline(t) }
 func (c *fakeConn) SetWriteDeadline(t time.Time) error { return nil }
 func (c *fakeConn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
