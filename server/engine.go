@@ -825,7 +825,7 @@ func (e *Engine) serve(raw net.Conn, direct bool) {
 		e.mu.Unlock()
 		component.Serve(e.comp, e.comps, c, rd, header, direct || isTLS(c))
 	default:
-		fail(stream.NSClient, &stream.Error{Condition: "invalid-namespace", Text: fmt.Sprintf("unknown stream namespace %q", ns)})
+		fail(stream.NSClient, &stream.Error{Condition: "invalid-namespace", Text: fmt.Sprintf("unknown stream namespace %q", xml.Clip(ns))})
 	}
 }
 

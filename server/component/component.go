@@ -200,9 +200,9 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 	}
 	comp, ok := cfg.Lookup(to)
 	if to == "" || !ok {
-		r.fail(to, "unknown component")
-		cfg.Log.Printf("component: unknown component %q from %s", to, c.RemoteAddr())
-		fail("host-unknown", "no component "+to+" is registered here (xmpp callbridge add)")
+		r.fail(xml.Clip(to), "unknown component")
+		cfg.Log.Printf("component: unknown component %q from %s", xml.Clip(to), c.RemoteAddr())
+		fail("host-unknown", "no component "+xml.Clip(to)+" is registered here (xmpp callbridge add)")
 		return
 	}
 	if !tls && !isLoopback(c.RemoteAddr()) && !cfg.PlainAllowed() {
