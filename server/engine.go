@@ -406,12 +406,12 @@ func (e *Engine) setError(err error) {
 func (e *Engine) Status() Status {
 	total, by := e.router.Count()
 	links, fails := e.s2s.Status()
+	open, limit, _ := openFiles()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := Status{Running: len(e.listeners) > 0, Since: e.since, Sessions: total, ByDomain: by, LastError: e.lastErr, LastErrorAt: e.lastErrAt,
-		Components: e.comps.Status(), IdleTimeout: e.cfg.IdleTimeout, MaxStanza: e.cfg.Limits.MaxStanza}
+		Components: e.comps.Status(), IdleTimeout: e.cfg.IdleTimeout, MaxStanza: e.cfg.Limits.MaxStanza, OpenFiles: open, FileLimit: limit}
 	st.PreAuthLimit, st.PreAuthPerAddress, st.PreAuth = e.preauth.limits()
-	st.OpenFiles, st.FileLimit, _ = openFiles()
 	st.Federation, st.FedFailures = links, fails
 	for _, l := range e.listeners {
 		st.Listeners = append(st.Listeners, l.label)
