@@ -398,3 +398,27 @@ func TestPreAuthLimitsInTheEngine(t *testing.T) {
 		t.Fatalf("status: %d of %d, %d per address", st.PreAuth, st.PreAuthLimit, st.PreAuthPerAddress)
 	}
 }
+
+// TestOpenFilesWarning: the log warns once when the open files pass the
+// share of the limit, and says when they are back.
+func TestOpenFilesWarning(t *testing.T) {
+	old := filesWarnShare
+	defer func() { filesWarnShare = old }()
+	var logBuf syncLog
+	e := &Engine{cfg: Config{Log: log.New(&logBuf, "", 0)}}
+	open, limit, err := openFiles()
+	if err != nil || open <= 0 || limit <= 0 {
+		t.Fatalf("openFiles = %d, %d, %v", open, limit, err)
+	}
+	filesWarnShare = float64(open-1) / float64(limit) / 2 // well below what is open
+	e.checkFiles()
+	e.checkFiles()
+	if n := strings.Count(logBuf.String(), "files the process may open are in use"); n != 1 {
+		t.Fatalf("warned %d times, want once:\n%s", n, logBuf.String())
+	}
+	filesWarnShare = 2 // far above
+	e.checkFiles()
+	if !strings.Contains(logBuf.String(), "open files back to") {
+		t.Fatalf("no line at the end of the episode:\n%s", logBuf.String())
+	}
+}
