@@ -89,6 +89,7 @@ type Engine struct {
 	listenIPs atomic.Pointer[[]netip.Addr]    // specific listen addresses, for outgoing links
 	compJIDs  atomic.Pointer[map[string]bool] // registered components' addresses, replaced whole on change
 	trust     atomic.Pointer[trust]
+	rate      atomic.Pointer[stanzaRate] // replaced whole on reconcile: may be read per stanza
 	certs     map[string]*tls.Certificate
 	primary   string
 	listeners map[string]*listener // by "addr kind"
@@ -98,6 +99,11 @@ type Engine struct {
 	lastErrAt time.Time
 	stopped   bool
 	filesWarn bool // the open-file count is near the limit (logged once per episode)
+}
+
+type stanzaRate struct {
+	perSecond float64
+	burst     int
 }
 
 type connState struct {
@@ -169,12 +175,12 @@ func New(cfg Config) *Engine {
 		Log:         cfg.Log,
 		Features:    im.CapsFeature(),
 		StanzaRate: func() (float64, int) {
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			return e.xmpp.StanzaRate, e.xmpp.StanzaBurst
+			r := e.rate.Load()
+			return r.perSecond, r.burst
 		},
 	}
 	e.fed.Store(&store.FederationConfig{})
+	e.rate.Store(&stanzaRate{store.DefaultStanzaRate, store.DefaultStanzaBurst})
 	e.resolver = &resolve.Resolver{Servers: cfg.Store.Resolvers}
 	e.s2s = s2s.New(s2s.Config{
 		Handler:     e.im,
@@ -442,6 +448,7 @@ func (e *Engine) reconcile() {
 		preAuthMax = autoPreAuth(fileLimit())
 	}
 	e.preauth.setLimits(preAuthMax, max(cfg.PreAuthPerAddress, 1))
+	e.rate.Store(&stanzaRate{cfg.StanzaRate, cfg.StanzaBurst})
 	hosted := map[string]bool{}
 	if cfg.Enabled {
 		for _, d := range cfg.Domains {

@@ -422,3 +422,16 @@ func TestOpenFilesWarning(t *testing.T) {
 		t.Fatalf("no line at the end of the episode:\n%s", logBuf.String())
 	}
 }
+
+// TestStanzaRateSetting: c2s sees xmpp limits stanza-rate as it changes.
+func TestStanzaRateSetting(t *testing.T) {
+	f := start(t)
+	if r, b := f.eng.c2s.StanzaRate(); r != store.DefaultStanzaRate || b != store.DefaultStanzaBurst {
+		t.Fatalf("defaults: %v, %d", r, b)
+	}
+	f.setConfig(store.XMPPStanzaRate, "2.5", func(c store.XMPPConfig) bool { return c.StanzaRate == 2.5 })
+	f.setConfig(store.XMPPStanzaBurst, "7", func(c store.XMPPConfig) bool { return c.StanzaBurst == 7 })
+	if r, b := f.eng.c2s.StanzaRate(); r != 2.5 || b != 7 {
+		t.Fatalf("after the change: %v, %d", r, b)
+	}
+}
