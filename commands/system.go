@@ -89,9 +89,10 @@ func systemCommands(t *Tree) []*Command {
 		},
 		{
 			Words:   []string{"health"},
-			Summary: "Check the store, the files area and certificate expiry",
+			Summary: "Check the store, the files area, certificate expiry and the open files",
 			Help: "Prints one line per check with OK, WARN or FAIL. Certificates in the files area that have expired\n" +
-				"are FAIL, those expiring within 30 days WARN. The command fails if any check fails.",
+				"are FAIL, those expiring within 30 days WARN. Open files over 80% of the process's open-file limit\n" +
+				"are WARN (new connections fail at the limit). The command fails if any check fails.",
 			Perm: PermRead,
 			Run:  runHealth,
 		},
@@ -256,6 +257,16 @@ func runHealth(c *Ctx, args []string) error {
 		line("OK", "certificates", "none in the files area")
 	case nBad == 0:
 		line("OK", "certificates", fmt.Sprintf("%d checked, none expiring within 30 days", nCerts))
+	}
+	if c.XMPP != nil {
+		if st := c.XMPP.Status(); st.FileLimit > 0 {
+			if float64(st.OpenFiles) > openFilesNear*float64(st.FileLimit) {
+				line("WARN", "open files", openFilesText(st.OpenFiles, st.FileLimit)+
+					": near the limit, new connections will fail; raise it (ulimit -n, systemd LimitNOFILE=) or lower xmpp limits pre-auth")
+			} else {
+				line("OK", "open files", openFilesText(st.OpenFiles, st.FileLimit))
+			}
+		}
 	}
 	if failed {
 		return errorf("health: some checks failed (see FAIL above)")

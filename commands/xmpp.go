@@ -31,6 +31,13 @@ type XMPPStatus struct {
 	// recent failed links (see federation.go).
 	Federation         []FederationLink
 	FederationFailures []FederationFailure
+	// Connections not yet authenticated: held now, the limit in force
+	// (set, or automatic from the open-file limit), the limit per address.
+	PreAuth, PreAuthLimit, PreAuthPerAddress int
+	// The process's open files and its open-file limit (0: unknown).
+	OpenFiles, FileLimit int
+	IdleTimeout          time.Duration // a silent client is pinged after this, closed after twice
+	MaxStanza            int64         // bytes
 }
 
 // ComponentStatus is one external component as the engine sees it.
@@ -220,6 +227,7 @@ func xmppCommands() []*Command {
 		},
 	}
 	cmds = append(cmds, xmppUserCommands()...)
+	cmds = append(cmds, xmppLimitsCommands()...)
 	cmds = append(cmds, federationCommands()...)
 	return append(cmds, callbridgeCommands()...)
 }

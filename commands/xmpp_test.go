@@ -357,6 +357,8 @@ func TestXMPPReset(t *testing.T) {
 	f.ok("xmpp user add alice@example.com", "password-123")
 	f.ok("xmpp callbridge add cb1")
 	f.ok("xmpp callbridge plain allow")
+	f.ok("xmpp limits pre-auth 300 per-address 7")
+	f.ok("xmpp limits stanza-rate 3 burst 9")
 	f.env.Store.Apply(store.Op{Kind: store.OpConfigSet, Name: store.ConfigHostname, Value: "keep.example"})
 
 	f.refuse("xmpp reset", "xmpp reset: not confirmed (type reset to confirm); nothing was changed", "yes")
@@ -374,7 +376,8 @@ func TestXMPPReset(t *testing.T) {
 		t.Errorf("reset output %q", out)
 	}
 	cfg := f.config()
-	want := store.XMPPConfig{PortC2S: 5222, PortC2STLS: 5223, PortS2S: 5269, ClientAuthTimeout: 30 * time.Second}
+	want := store.XMPPConfig{PortC2S: 5222, PortC2STLS: 5223, PortS2S: 5269, ClientAuthTimeout: 30 * time.Second,
+		PreAuthPerAddress: 100, StanzaRate: 100, StanzaBurst: 500}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("after reset: %+v", cfg)
 	}
@@ -928,8 +931,8 @@ func TestXMPPRoles(t *testing.T) {
 func TestXMPPComplete(t *testing.T) {
 	f := newFixture(t)
 	tests := []struct{ line, role, want string }{
-		{"xmpp ", store.RoleAdmin, "callbridge certs client_auth_timeout disable domain enable federation listen max-sessions multi-domain port reset user"},
-		{"xmpp ", store.RoleAudit, "federation multi-domain user"},
+		{"xmpp ", store.RoleAdmin, "callbridge certs client_auth_timeout disable domain enable federation limits listen max-sessions multi-domain port reset user"},
+		{"xmpp ", store.RoleAudit, "federation limits multi-domain user"},
 		{"xmpp port ", store.RoleAdmin, "c2s c2s-tls s2s"},
 		{"xmpp multi-domain ", store.RoleAdmin, "add del list"},
 		{"xmpp user ", store.RoleAdmin, "add del import list passwd"},
@@ -948,7 +951,7 @@ func TestXMPPComplete(t *testing.T) {
 func TestSubcommandErrors(t *testing.T) {
 	f := newFixture(t)
 	tests := []struct{ line, want string }{
-		{"xmpp frob", `xmpp: unknown subcommand "frob"; use one of: callbridge, certs, client_auth_timeout, disable, domain, enable, federation, listen, max-sessions, multi-domain, port, reset, user (see 'help xmpp')`},
+		{"xmpp frob", `xmpp: unknown subcommand "frob"; use one of: callbridge, certs, client_auth_timeout, disable, domain, enable, federation, limits, listen, max-sessions, multi-domain, port, reset, user (see 'help xmpp')`},
 		{"xmpp user", "xmpp user: incomplete command; it needs one of: add, del, import, list, passwd (see 'help xmpp user')"},
 		{"xmpp multi-domain", "xmpp multi-domain: incomplete command; it needs one of: add, del, list (see 'help xmpp multi-domain')"},
 		{"xmpp user frob x", `xmpp user: unknown subcommand "frob"; use one of: add, del, import, list, passwd`},

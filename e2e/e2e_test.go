@@ -125,6 +125,7 @@ type options struct {
 	noPassword bool   // first boot without --admin-password-file: a generated password
 	adminKey   bool   // generate a key pair and pass --admin-key
 	maxUpload  int64  // --sftp-max-upload (0 leaves it out)
+	nofile     int    // the process's open-file limit, soft and hard (prlimit); 0: inherited
 }
 
 // appliance is one running `parley serve` and what it takes to reach it.
@@ -134,6 +135,7 @@ type appliance struct {
 	dataDir  string
 	port     string
 	args     []string // serve's arguments, after the listen address
+	nofile   int      // options.nofile
 	password string   // the admin's password when given by file
 	key      string   // the admin's private key file, with options.adminKey
 
@@ -147,7 +149,7 @@ type appliance struct {
 func start(t *testing.T, o options) *appliance {
 	t.Helper()
 	work := t.TempDir()
-	a := &appliance{t: t, work: work, dataDir: filepath.Join(work, "data")}
+	a := &appliance{t: t, work: work, dataDir: filepath.Join(work, "data"), nofile: o.nofile}
 	if !o.noPassword {
 		pwFile := filepath.Join(work, "admin-password")
 		if err := os.WriteFile(pwFile, []byte(adminPassword+"\n"), 0o600); err != nil {
@@ -200,6 +202,10 @@ func freePort(t *testing.T) string {
 func (a *appliance) tryBoot() error {
 	args := append([]string{"serve", "--data-dir", a.dataDir, "--ssh-listen", "127.0.0.1:" + a.port}, a.args...)
 	cmd := exec.Command(parleyBin, args...)
+	if a.nofile > 0 {
+		// prlimit sets the limit and execs parley: the process is parley's.
+		cmd = exec.Command("prlimit", append([]string{fmt.Sprintf("--nofile=%d:%d", a.nofile, a.nofile), parleyBin}, args...)...)
+	}
 	a.stdout, a.stderr = &syncBuffer{}, &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = a.stdout, a.stderr
 	if err := cmd.Start(); err != nil {

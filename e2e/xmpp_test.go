@@ -104,8 +104,14 @@ func portOn(t *testing.T, host string) string {
 // accounts, given as jid, password, jid, password…
 func startXMPP(t *testing.T, domain string, accounts ...string) *xmppAppliance {
 	t.Helper()
+	return startXMPPWith(t, options{}, domain, accounts...)
+}
+
+// startXMPPWith is startXMPP with an appliance started with o.
+func startXMPPWith(t *testing.T, o options, domain string, accounts ...string) *xmppAppliance {
+	t.Helper()
 	needXMPPClients(t)
-	x := &xmppAppliance{appliance: start(t, options{}), domain: domain, host: newLoopback(t)}
+	x := &xmppAppliance{appliance: start(t, o), domain: domain, host: newLoopback(t)}
 	x.c2s, x.c2sTLS, x.s2sPort = portOn(t, x.host), portOn(t, x.host), portOn(t, x.host)
 	script := strings.Join([]string{
 		"xmpp domain " + domain,

@@ -59,6 +59,13 @@ type Status struct {
 	Components  []component.Status
 	Federation  []s2s.Link
 	FedFailures []s2s.Failure
+	// Unauthenticated connections: held now, the global limit in force
+	// (automatic or set) and the limit per address.
+	PreAuth, PreAuthLimit, PreAuthPerAddress int
+	// The process's open files and its limit (0 if unknown).
+	OpenFiles, FileLimit int
+	IdleTimeout          time.Duration
+	MaxStanza            int64
 }
 
 // Engine is the XMPP engine.
@@ -71,6 +78,7 @@ type Engine struct {
 	comp     *component.Config
 	s2s      *s2s.Service
 	resolver *resolve.Resolver
+	preauth  *preAuth
 	stop     chan struct{}
 	wg       sync.WaitGroup
 
@@ -81,6 +89,7 @@ type Engine struct {
 	listenIPs atomic.Pointer[[]netip.Addr]    // specific listen addresses, for outgoing links
 	compJIDs  atomic.Pointer[map[string]bool] // registered components' addresses, replaced whole on change
 	trust     atomic.Pointer[trust]
+	rate      atomic.Pointer[stanzaRate] // replaced whole on reconcile: may be read per stanza
 	certs     map[string]*tls.Certificate
 	primary   string
 	listeners map[string]*listener // by "addr kind"
@@ -89,12 +98,32 @@ type Engine struct {
 	lastErr   string
 	lastErrAt time.Time
 	stopped   bool
+	filesWarn bool // the open-file count is near the limit (logged once per episode)
+}
+
+type stanzaRate struct {
+	perSecond float64
+	burst     int
 }
 
 type connState struct {
 	sess  *c2s.Session
 	other bool // a component's or a server's stream: closed by its own service
 }
+
+// Accept back-off: after a failed accept (e.g. EMFILE: no file descriptor
+// left), wait this long, doubling up to acceptMaxDelay, as net/http does.
+var (
+	acceptMinDelay = 5 * time.Millisecond
+	acceptMaxDelay = time.Second
+)
+
+// How often the open-file count is checked, and the share of the limit
+// above which the log and health warn.
+var (
+	filesCheckEvery = 5 * time.Second
+	filesWarnShare  = 0.8
+)
 
 type listener struct {
 	l      net.Listener
@@ -111,7 +140,7 @@ func New(cfg Config) *Engine {
 		cfg.Limits = xml.DefaultLimits
 	}
 	e := &Engine{
-		cfg: cfg, router: router.New(), stop: make(chan struct{}),
+		cfg: cfg, router: router.New(), stop: make(chan struct{}), preauth: newPreAuth(),
 		certs: map[string]*tls.Certificate{}, listeners: map[string]*listener{}, conns: map[net.Conn]*connState{},
 	}
 	e.comps = component.NewRegistry()
@@ -145,8 +174,13 @@ func New(cfg Config) *Engine {
 		Throttle:    c2s.NewThrottle(),
 		Log:         cfg.Log,
 		Features:    im.CapsFeature(),
+		StanzaRate: func() (float64, int) {
+			r := e.rate.Load()
+			return r.perSecond, r.burst
+		},
 	}
 	e.fed.Store(&store.FederationConfig{})
+	e.rate.Store(&stanzaRate{store.DefaultStanzaRate, store.DefaultStanzaBurst})
 	e.resolver = &resolve.Resolver{Servers: cfg.Store.Resolvers}
 	e.s2s = s2s.New(s2s.Config{
 		Handler:     e.im,
@@ -255,6 +289,42 @@ func (e *Engine) Start() {
 	e.cfg.Store.Watch(e.onChange)
 	e.loadComponents()
 	e.reconcile()
+	e.wg.Add(1)
+	go e.watchFiles()
+}
+
+// watchFiles warns in the log, once per episode, while the process's
+// open files near its limit.
+func (e *Engine) watchFiles() {
+	defer e.wg.Done()
+	t := time.NewTicker(filesCheckEvery)
+	defer t.Stop()
+	for {
+		e.checkFiles()
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (e *Engine) checkFiles() {
+	open, limit, err := openFiles()
+	if err != nil || limit <= 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch share := float64(open) / float64(limit); {
+	case share > filesWarnShare && !e.filesWarn:
+		e.filesWarn = true
+		e.cfg.Log.Printf("xmpp: %d of the %d files the process may open are in use (%.0f%%): new connections will fail at the limit; raise it (ulimit -n, systemd LimitNOFILE=) or lower xmpp limits pre-auth",
+			open, limit, 100*share)
+	case share < filesWarnShare-0.1 && e.filesWarn:
+		e.filesWarn = false
+		e.cfg.Log.Printf("xmpp: open files back to %d of %d", open, limit)
+	}
 }
 
 // loadComponents refreshes the set of registered components' addresses,
@@ -342,10 +412,12 @@ func (e *Engine) setError(err error) {
 func (e *Engine) Status() Status {
 	total, by := e.router.Count()
 	links, fails := e.s2s.Status()
+	open, limit, _ := openFiles()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := Status{Running: len(e.listeners) > 0, Since: e.since, Sessions: total, ByDomain: by, LastError: e.lastErr, LastErrorAt: e.lastErrAt,
-		Components: e.comps.Status()}
+		Components: e.comps.Status(), IdleTimeout: e.cfg.IdleTimeout, MaxStanza: e.cfg.Limits.MaxStanza, OpenFiles: open, FileLimit: limit}
+	st.PreAuthLimit, st.PreAuthPerAddress, st.PreAuth = e.preauth.limits()
 	st.Federation, st.FedFailures = links, fails
 	for _, l := range e.listeners {
 		st.Listeners = append(st.Listeners, l.label)
@@ -371,6 +443,12 @@ func (e *Engine) reconcile() {
 		return
 	}
 	e.xmpp = cfg
+	preAuthMax := cfg.PreAuth
+	if preAuthMax <= 0 {
+		preAuthMax = autoPreAuth(fileLimit())
+	}
+	e.preauth.setLimits(preAuthMax, max(cfg.PreAuthPerAddress, 1))
+	e.rate.Store(&stanzaRate{cfg.StanzaRate, cfg.StanzaBurst})
 	hosted := map[string]bool{}
 	if cfg.Enabled {
 		for _, d := range cfg.Domains {
@@ -606,25 +684,82 @@ func (e *Engine) tlsConfig() *tls.Config {
 	}
 }
 
+// accept serves a listener until it is closed. A failed accept (no file
+// descriptor left, EMFILE; a connection aborted before it was taken) is
+// retried after a back-off, never the end of the listener: the failure is
+// the engine's last error and one line in the log per episode.
 func (e *Engine) accept(l *listener) {
 	defer e.wg.Done()
+	var (
+		delay    time.Duration
+		failures int
+		since    time.Time
+	)
 	for {
 		c, err := l.l.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(50 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			if delay == 0 {
+				delay, since = acceptMinDelay, time.Now()
+				e.mu.Lock()
+				e.setError(fmt.Errorf("accepting connections on %s: %v (retrying%s)", l.label, err, filesNote()))
+				e.mu.Unlock()
+			} else {
+				delay = min(2*delay, acceptMaxDelay)
+			}
+			failures++
+			select {
+			case <-e.stop:
+				return
+			case <-time.After(delay):
+			}
+			continue
+		}
+		if failures > 0 {
+			e.cfg.Log.Printf("xmpp: accepting connections on %s again, after %d failed attempts over %v", l.label, failures, time.Since(since).Round(time.Millisecond))
+			delay, failures = 0, 0
 		}
 		go e.serve(c, l.direct)
 	}
 }
 
+// filesNote says how many files are open when that may be why accept
+// failed.
+func filesNote() string {
+	open, limit, err := openFiles()
+	if err != nil || limit <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d of %d open files in use", open, limit)
+}
+
+// refuse closes a connection the pre-auth limits do not take, with a
+// stream error when it is plain XML (on the direct TLS port it is a TLS
+// handshake: closed at once).
+func (e *Engine) refuse(c net.Conn, direct bool, xe *xml.Error) {
+	if !direct {
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		c.Write(append(stream.Header(stream.NSClient, "", "", stream.NewID()), (&stream.Error{Condition: xe.Condition, Text: xe.Text}).Bytes()...))
+	}
+	c.Close()
+}
+
+func (e *Engine) logf(format string, a ...any) { e.cfg.Log.Printf("xmpp: "+format, a...) }
+
 // serve runs one connection: direct TLS if on 5223, then the stream header
-// decides what it is (client, server or component), by namespace.
-func (e *Engine) serve(c net.Conn, direct bool) {
+// decides what it is (client, server or component), by namespace. Until
+// its peer authenticates, the connection counts against the pre-auth
+// limits.
+func (e *Engine) serve(raw net.Conn, direct bool) {
+	p, refused := e.preauth.admit(raw, e.logf)
+	if refused != nil {
+		e.refuse(raw, direct, refused)
+		return
+	}
+	defer e.preauth.done(p, e.logf)
+	var c net.Conn = p
 	e.mu.Lock()
 	max := e.xmpp.MaxSessions
 	st := &connState{}
@@ -681,6 +816,7 @@ func (e *Engine) serve(c net.Conn, direct bool) {
 		}
 		c.SetWriteDeadline(time.Time{})
 		c2s.Serve(e.c2s, c, rd, header, direct, func(s *c2s.Session) {
+			e.preauth.done(p, e.logf)
 			e.mu.Lock()
 			st.sess = s
 			e.mu.Unlock()
@@ -696,7 +832,7 @@ func (e *Engine) serve(c net.Conn, direct bool) {
 		e.mu.Unlock()
 		component.Serve(e.comp, e.comps, c, rd, header, direct || isTLS(c))
 	default:
-		fail(stream.NSClient, &stream.Error{Condition: "invalid-namespace", Text: fmt.Sprintf("unknown stream namespace %q", ns)})
+		fail(stream.NSClient, &stream.Error{Condition: "invalid-namespace", Text: fmt.Sprintf("unknown stream namespace %q", xml.Clip(ns))})
 	}
 }
 

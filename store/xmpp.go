@@ -29,6 +29,12 @@ const (
 	XMPPPortS2S           = "xmpp.port.s2s"            // server streams, default 5269
 	XMPPMaxSessions       = "xmpp.max-sessions"        // 0 or unset: no limit
 	XMPPClientAuthTimeout = "xmpp.client-auth-timeout" // seconds, default 30
+
+	// xmpp limits (commands/xmpp_limits.go)
+	XMPPPreAuth           = "xmpp.limits.pre-auth"             // unauthenticated connections; unset: automatic
+	XMPPPreAuthPerAddress = "xmpp.limits.pre-auth-per-address" // of them from one address (IPv6: one /64)
+	XMPPStanzaRate        = "xmpp.limits.stanza-rate"          // stanzas per second per client session
+	XMPPStanzaBurst       = "xmpp.limits.stanza-burst"         // the token bucket's depth
 )
 
 // ListenNone is the value of XMPPListen meaning "listen nowhere".
@@ -40,6 +46,20 @@ const (
 	DefaultPortC2STLS        = 5223
 	DefaultPortS2S           = 5269
 	DefaultClientAuthTimeout = 30 * time.Second
+
+	// DefaultPreAuthMax bounds the automatic limit of unauthenticated
+	// connections (XMPPConfig.PreAuth 0): a quarter of the process's
+	// open-file limit, at most this many.
+	DefaultPreAuthMax = 5000
+	// DefaultPreAuthPerAddress: a NAT gateway's users log in within
+	// milliseconds each, so 100 at once from one address is plenty, and a
+	// single flooding address holds at most 100 descriptors.
+	DefaultPreAuthPerAddress = 100
+	// Stanzas per second per client session and the burst allowed above
+	// that rate: far above what a person's client sends (a login's roster,
+	// presence and disco burst is a few dozen), well below a flood.
+	DefaultStanzaRate  = 100
+	DefaultStanzaBurst = 500
 )
 
 // Domain is one hosted XMPP domain and the files (in the files area) of its
@@ -62,6 +82,15 @@ type XMPPConfig struct {
 	PortS2S           int
 	MaxSessions       int
 	ClientAuthTimeout time.Duration
+
+	// PreAuth limits connections not yet authenticated (0: automatic, see
+	// DefaultPreAuthMax); PreAuthPerAddress those from one address.
+	PreAuth           int
+	PreAuthPerAddress int
+	// StanzaRate (per second) and StanzaBurst are each client session's
+	// token bucket.
+	StanzaRate  float64
+	StanzaBurst int
 }
 
 // Primary returns the primary domain, if one is set.
@@ -84,7 +113,8 @@ func (c *XMPPConfig) Domain(name string) (Domain, bool) {
 
 // XMPP returns the current XMPP configuration.
 func (s *Store) XMPP() (XMPPConfig, error) {
-	c := XMPPConfig{PortC2S: DefaultPortC2S, PortC2STLS: DefaultPortC2STLS, PortS2S: DefaultPortS2S, ClientAuthTimeout: DefaultClientAuthTimeout}
+	c := XMPPConfig{PortC2S: DefaultPortC2S, PortC2STLS: DefaultPortC2STLS, PortS2S: DefaultPortS2S, ClientAuthTimeout: DefaultClientAuthTimeout,
+		PreAuthPerAddress: DefaultPreAuthPerAddress, StanzaRate: DefaultStanzaRate, StanzaBurst: DefaultStanzaBurst}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		cfg := tx.Bucket(bucketConfig)
 		get := func(k string) (string, bool) {
@@ -113,6 +143,14 @@ func (s *Store) XMPP() (XMPPConfig, error) {
 		c.PortS2S = num(XMPPPortS2S, DefaultPortS2S)
 		c.MaxSessions = num(XMPPMaxSessions, 0)
 		c.ClientAuthTimeout = time.Duration(num(XMPPClientAuthTimeout, int(DefaultClientAuthTimeout/time.Second))) * time.Second
+		c.PreAuth = num(XMPPPreAuth, 0)
+		c.PreAuthPerAddress = num(XMPPPreAuthPerAddress, DefaultPreAuthPerAddress)
+		if v, ok := get(XMPPStanzaRate); ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 {
+				c.StanzaRate = f
+			}
+		}
+		c.StanzaBurst = num(XMPPStanzaBurst, DefaultStanzaBurst)
 		return tx.Bucket(bucketDomains).ForEach(func(k, v []byte) error {
 			var d Domain
 			if err := json.Unmarshal(v, &d); err != nil {

@@ -28,7 +28,8 @@ func TestXMPPConfigDefaultsAndSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := XMPPConfig{PortC2S: 5222, PortC2STLS: 5223, PortS2S: 5269, ClientAuthTimeout: 30 * time.Second}
+	want := XMPPConfig{PortC2S: 5222, PortC2STLS: 5223, PortS2S: 5269, ClientAuthTimeout: 30 * time.Second,
+		PreAuthPerAddress: 100, StanzaRate: 100, StanzaBurst: 500}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults = %+v", cfg)
 	}
@@ -47,9 +48,13 @@ func TestXMPPConfigDefaultsAndSettings(t *testing.T) {
 	set(XMPPPortS2S, "not-a-number") // unreadable: the default
 	set(XMPPMaxSessions, "100")
 	set(XMPPClientAuthTimeout, "60")
+	set(XMPPPreAuth, "2000")
+	set(XMPPPreAuthPerAddress, "20")
+	set(XMPPStanzaRate, "2.5")
+	set(XMPPStanzaBurst, "10")
 	cfg, _ = s.XMPP()
 	want = XMPPConfig{Enabled: true, Listen: []string{"127.0.0.1", "::1", "eth0"}, PortC2S: 15222, PortC2STLS: 443, PortS2S: 5269,
-		MaxSessions: 100, ClientAuthTimeout: time.Minute}
+		MaxSessions: 100, ClientAuthTimeout: time.Minute, PreAuth: 2000, PreAuthPerAddress: 20, StanzaRate: 2.5, StanzaBurst: 10}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("settings = %+v", cfg)
 	}
@@ -149,7 +154,8 @@ func TestXMPPReset(t *testing.T) {
 
 	mustApply(t, s, Op{Kind: OpXMPPReset})
 	cfg, _ := s.XMPP()
-	want := XMPPConfig{PortC2S: 5222, PortC2STLS: 5223, PortS2S: 5269, ClientAuthTimeout: 30 * time.Second}
+	want := XMPPConfig{PortC2S: 5222, PortC2STLS: 5223, PortS2S: 5269, ClientAuthTimeout: 30 * time.Second,
+		PreAuthPerAddress: 100, StanzaRate: 100, StanzaBurst: 500}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("after reset: %+v", cfg)
 	}

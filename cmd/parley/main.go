@@ -162,6 +162,8 @@ func (s engineStatus) Status() commands.XMPPStatus {
 	out := commands.XMPPStatus{
 		Running: st.Running, Since: st.Since, Listeners: st.Listeners, Sessions: st.Sessions,
 		ByDomain: st.ByDomain, LastError: st.LastError, LastErrorAt: st.LastErrorAt,
+		PreAuth: st.PreAuth, PreAuthLimit: st.PreAuthLimit, PreAuthPerAddress: st.PreAuthPerAddress,
+		OpenFiles: st.OpenFiles, FileLimit: st.FileLimit, IdleTimeout: st.IdleTimeout, MaxStanza: st.MaxStanza,
 	}
 	for _, l := range st.Federation {
 		out.Federation = append(out.Federation, commands.FederationLink{

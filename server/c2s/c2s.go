@@ -54,6 +54,9 @@ type Config struct {
 	// Features are extra stream features offered after authentication
 	// (e.g. the server's entity capabilities).
 	Features []byte
+	// StanzaRate is each session's stanza token bucket as configured
+	// (xmpp limits stanza-rate): stanzas per second and the burst.
+	StanzaRate func() (perSecond float64, burst int)
 }
 
 // Session is one client stream.
@@ -230,28 +233,29 @@ func (s *Session) serve(rd *xml.Reader) {
 		cfg.Handler.Offline(s)
 	}()
 	// Idle handling happens below the tokenizer (a timeout must not end
-	// the stream it is reading): when the deadline passes, any bytes read
-	// since the last look (stanzas, whitespace keepalives, a ping's answer)
-	// extend it; otherwise the client gets one ping, then the next silent
-	// period closes the stream.
+	// the stream it is reading), counted from the last bytes read
+	// (stanzas, whitespace keepalives, a ping's answer): silent for the
+	// idle timeout, the client gets one ping; silent for twice that, the
+	// stream is closed.
 	idle := cfg.IdleTimeout
-	pinged := false
-	seen := rd.Consumed()
+	var pingedFor time.Time // the silence a ping was sent for, by its start
 	rd.OnTimeout(func(err error) error {
-		switch n := rd.Consumed(); {
-		case n != seen:
-			seen, pinged = n, false
-		case pinged:
+		last := rd.LastRead()
+		switch quiet := time.Since(last); {
+		case quiet < idle:
+			s.raw.SetReadDeadline(last.Add(idle))
+			return nil
+		case quiet >= 2*idle:
 			return err
-		default:
-			pinged = true
+		case !pingedFor.Equal(last):
+			pingedFor = last
 			s.conn.Send(xml.New(stream.NSClient, "iq", "type", "get", "id", "idle-"+stream.NewID(), "to", s.full, "from", s.domain).
 				Add(xml.New("urn:xmpp:ping", "ping")))
 		}
-		s.raw.SetReadDeadline(time.Now().Add(idle))
+		s.raw.SetReadDeadline(last.Add(2 * idle))
 		return nil
 	})
-	s.raw.SetReadDeadline(time.Now().Add(idle))
+	s.raw.SetReadDeadline(rd.LastRead().Add(idle))
 	for {
 		el, err := rd.Next()
 		if err != nil {
@@ -271,7 +275,7 @@ func (s *Session) serve(rd *xml.Reader) {
 			break
 		}
 		if el.Name.Space != stream.NSClient || !isStanza(el.Name.Local) {
-			s.Close(&stream.Error{Condition: "unsupported-stanza-type", Text: "<" + el.Name.Local + "> in " + el.Name.Space + " is not a stanza"})
+			s.Close(&stream.Error{Condition: "unsupported-stanza-type", Text: "<" + xml.Clip(el.Name.Local) + "> in " + xml.Clip(el.Name.Space) + " is not a stanza"})
 			break
 		}
 		// from is always the session's full JID (RFC 6120 §8.1.2.1).

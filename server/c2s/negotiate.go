@@ -96,7 +96,7 @@ func (n *negotiation) checkHeader(h *xml.Element) error {
 	to := h.Get("to")
 	d, err := jid.Parse(to)
 	if to == "" || err != nil || d.Localpart() != "" || d.Resourcepart() != "" || !n.cfg.Hosted(d.Domainpart()) {
-		return n.fail("host-unknown", fmt.Sprintf("%q is not served here", to))
+		return n.fail("host-unknown", fmt.Sprintf("%q is not served here", xml.Clip(to)))
 	}
 	if n.domain != "" && d.Domainpart() != n.domain {
 		return n.fail("host-unknown", "the domain changed during negotiation")
@@ -227,7 +227,7 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 	case "PLAIN":
 		mech = sasl.Plain
 	default:
-		return false, n.attemptFailed(ip, "invalid-mechanism", fmt.Sprintf("%q is not offered", name))
+		return false, n.attemptFailed(ip, "invalid-mechanism", fmt.Sprintf("%q is not offered", xml.Clip(name)))
 	}
 	var (
 		user     string

@@ -200,9 +200,9 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 	}
 	comp, ok := cfg.Lookup(to)
 	if to == "" || !ok {
-		r.fail(to, "unknown component")
-		cfg.Log.Printf("component: unknown component %q from %s", to, c.RemoteAddr())
-		fail("host-unknown", "no component "+to+" is registered here (xmpp callbridge add)")
+		r.fail(xml.Clip(to), "unknown component")
+		cfg.Log.Printf("component: unknown component %q from %s", xml.Clip(to), c.RemoteAddr())
+		fail("host-unknown", "no component "+xml.Clip(to)+" is registered here (xmpp callbridge add)")
 		return
 	}
 	if !tls && !isLoopback(c.RemoteAddr()) && !cfg.PlainAllowed() {
@@ -235,6 +235,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		return
 	}
 	c.SetDeadline(time.Time{})
+	stream.Authenticated(c)
 	s := &session{jid: to, conn: stream.NewConn(c, stream.NSAccept), since: time.Now(), from: c.RemoteAddr().String()}
 	r.mu.Lock()
 	old := r.sessions[to]

@@ -137,7 +137,9 @@ func (st *inStream) remoteAuthed(remote string) bool {
 func (st *inStream) mark(local, remote, method string) {
 	st.mu.Lock()
 	st.authed[pair{local, remote}] = method
+	raw := st.raw
 	st.mu.Unlock()
+	stream.Authenticated(raw) // no longer counts as unauthenticated
 	st.s.cfg.Log.Printf("s2s: %s ← %s authenticated (%s, %s)", local, remote, method, st.peer)
 }
 

@@ -13,6 +13,7 @@ import (
 	"net"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/parley-xmpp/parley/server/xml"
 )
@@ -98,13 +99,28 @@ func (e *Error) Bytes() []byte {
 	if e.Text != "" {
 		t := xml.New(NSStreams, "text")
 		t.Attr = append(t.Attr, xml.Attr{Name: xml.Name{Space: xml.NSXML, Local: "lang"}, Value: "en"})
-		el.Add(t.AddText(e.Text))
+		el.Add(t.AddText(clipText(e.Text)))
 	}
 	b := el.Bytes(NSStream)
 	// the stream prefix is declared in the header
 	b = bytes.Replace(b, []byte("<error>"), []byte("<stream:error>"), 1)
 	b = bytes.Replace(b, []byte("</error>"), []byte("</stream:error>"), 1)
 	return append(b, Close...)
+}
+
+// MaxErrorText bounds the text of a stream error as sent: texts quote
+// what a peer sent only in part (xml.Clip), and this is the backstop.
+const MaxErrorText = 1024
+
+func clipText(s string) string {
+	if len(s) <= MaxErrorText {
+		return s
+	}
+	i := MaxErrorText
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 // StanzaError builds the error reply to a stanza (RFC 6120 §8.3): to and
@@ -325,4 +341,21 @@ func Retarget(el *xml.Element, from, to string) *xml.Element {
 		}
 	}
 	return c
+}
+
+// Authenticated tells whoever tracks the connection c (or the one it
+// wraps, e.g. under TLS) that its peer has authenticated: the engine counts
+// connections until then against the limits of unauthenticated ones.
+func Authenticated(c net.Conn) {
+	for c != nil {
+		if a, ok := c.(interface{ Authenticated() }); ok {
+			a.Authenticated()
+			return
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return
+		}
+		c = u.NetConn()
+	}
 }

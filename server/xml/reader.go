@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -41,6 +42,23 @@ const NSStream = "http://etherx.jabber.org/streams"
 
 var errTooBig = errors.New("stanza too big")
 
+// MaxQuote is the most of a peer's input an error text quotes.
+const MaxQuote = 64
+
+// Clip returns at most MaxQuote bytes of s (cut between characters),
+// marked with "…" when cut: error texts quote only a bounded prefix of
+// what a peer sent.
+func Clip(s string) string {
+	if len(s) <= MaxQuote {
+		return s
+	}
+	i := MaxQuote
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
+}
+
 // limitReader refuses to read past an offset, so a peer cannot make the
 // tokenizer buffer more than one stanza's worth of input.
 type limitReader struct {
@@ -48,6 +66,11 @@ type limitReader struct {
 	n         int64 // bytes read so far
 	limit     int64
 	onTimeout func(error) error
+	last      time.Time // of the last read that brought data
+	// prolog: no '<' seen yet. Only whitespace may come before it; other
+	// bytes (a TLS ClientHello, an HTTP request) fail the read at once
+	// instead of waiting, as text, for a '<' that never comes.
+	prolog bool
 }
 
 func (l *limitReader) Read(p []byte) (int, error) {
@@ -59,6 +82,14 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	}
 	for {
 		k, err := l.r.Read(p)
+		if k > 0 {
+			l.last = time.Now()
+			if l.prolog {
+				if err := l.checkProlog(p[:k]); err != nil {
+					return 0, err
+				}
+			}
+		}
 		l.n += int64(k)
 		if k == 0 && err != nil && l.onTimeout != nil {
 			var ne net.Error
@@ -72,6 +103,32 @@ func (l *limitReader) Read(p []byte) (int, error) {
 		}
 		return k, err
 	}
+}
+
+// checkProlog looks at bytes before the first '<'.
+func (l *limitReader) checkProlog(b []byte) error {
+	for i, c := range b {
+		switch c {
+		case '<':
+			l.prolog = false
+			return nil
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		rest := b[i:]
+		switch {
+		case c == 0x16 && len(rest) >= 3 && rest[1] == 3:
+			return &Error{"not-well-formed", "TLS before the stream header: this port starts in plain XML (STARTTLS); for TLS from the first byte use the direct TLS port"}
+		case bytes.HasPrefix(rest, []byte("GET ")) || bytes.HasPrefix(rest, []byte("POST ")) || bytes.HasPrefix(rest, []byte("HEAD ")) ||
+			bytes.HasPrefix(rest, []byte("CONNECT ")) || bytes.HasPrefix(rest, []byte("PUT ")) || bytes.HasPrefix(rest, []byte("OPTIONS ")):
+			return &Error{"not-well-formed", "an HTTP request: this is an XMPP port, which expects an XML stream"}
+		}
+		if len(rest) > 16 {
+			rest = rest[:16]
+		}
+		return &Error{"not-well-formed", fmt.Sprintf("not XML before the stream header: %q", rest)}
+	}
+	return nil
 }
 
 // readAhead is how far the tokenizer may buffer beyond a stanza.
@@ -103,7 +160,7 @@ var UseEncodingXML = false
 
 // NewReader starts reading a stream from r.
 func NewReader(r io.Reader, limits Limits) *Reader {
-	lim := &limitReader{r: r, limit: limits.MaxStanza + readAhead}
+	lim := &limitReader{r: r, limit: limits.MaxStanza + readAhead, prolog: true, last: time.Now()}
 	var src source
 	if UseEncodingXML {
 		dec := exml.NewDecoder(lim)
@@ -112,7 +169,7 @@ func NewReader(r io.Reader, limits Limits) *Reader {
 			if strings.EqualFold(label, "utf-8") {
 				return input, nil
 			}
-			return nil, &Error{"unsupported-encoding", "only UTF-8 is allowed, not " + label}
+			return nil, &Error{"unsupported-encoding", "only UTF-8 is allowed, not " + Clip(label)}
 		}
 		src = &stdSource{tok: dec}
 	} else {
@@ -163,6 +220,10 @@ func (r *Reader) OnTimeout(fn func(error) error) { r.lim.onTimeout = fn }
 // Consumed is how many bytes the Reader has taken from the connection,
 // including whitespace keepalives and stanzas not yet complete.
 func (r *Reader) Consumed() int64 { return r.lim.n }
+
+// LastRead is when bytes last came from the connection (whitespace
+// keepalives included), or when the Reader was made.
+func (r *Reader) LastRead() time.Time { return r.lim.last }
 
 func (r *Reader) classify(err error) error {
 	var xe *Error
@@ -226,7 +287,7 @@ func (r *Reader) Header() (*Element, error) {
 				return nil, &Error{"not-well-formed", "an attribute appears twice in the stream header"}
 			}
 			if t.name.Local != "stream" || t.name.Space != NSStream {
-				return nil, &Error{"invalid-namespace", fmt.Sprintf("expected a stream header, got <%s xmlns=%q>", t.name.Local, t.name.Space)}
+				return nil, &Error{"invalid-namespace", fmt.Sprintf("expected a stream header, got <%s xmlns=%q>", Clip(t.name.Local), Clip(t.name.Space))}
 			}
 			r.stream = t.name
 			r.rearm()
@@ -256,12 +317,19 @@ func (r *Reader) Next() (*Element, error) {
 		case tokStart:
 			if len(r.stack) == 0 {
 				r.start = before
+				if t.name.Local == "stream" && t.name.Space == NSStream {
+					// A stream restarts only where the protocol says so
+					// (after STARTTLS, SASL success), on a new Reader:
+					// read as an element, it would swallow every stanza
+					// after it.
+					return nil, &Error{"unsupported-stanza-type", "a second stream header: a stream restarts only after STARTTLS or SASL success"}
+				}
 			}
 			if len(r.stack) >= r.limits.MaxDepth {
 				return nil, &Error{"policy-violation", fmt.Sprintf("elements nested deeper than %d", r.limits.MaxDepth)}
 			}
 			if duplicateAttr(t.attr) {
-				return nil, &Error{"not-well-formed", "an attribute appears twice in <" + t.name.Local + ">"}
+				return nil, &Error{"not-well-formed", "an attribute appears twice in <" + Clip(t.name.Local) + ">"}
 			}
 			el := &Element{Name: t.name}
 			n := 0

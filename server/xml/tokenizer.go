@@ -125,6 +125,10 @@ func wf(format string, args ...any) error {
 	return &Error{"not-well-formed", fmt.Sprintf(format, args...)}
 }
 
+// clipBytes is Clip for a byte slice (an error's cold path: only the
+// prefix is copied).
+func clipBytes(b []byte) string { return Clip(string(b[:min(len(b), MaxQuote+4)])) }
+
 func badUTF8() error { return &Error{"unsupported-encoding", "invalid UTF-8"} }
 
 // InputOffset is the input offset just after the last token returned.
@@ -469,10 +473,10 @@ func (t *tokenizer) parsePI(b []byte) (int, error) {
 		// As encoding/xml: only XML 1.0, only UTF-8.
 		content := string(data)
 		if v := procInst("version", content); v != "" && v != "1.0" {
-			return 0, wf("XML version %q is not supported", v)
+			return 0, wf("XML version %q is not supported", Clip(v))
 		}
 		if e := procInst("encoding", content); e != "" && !strings.EqualFold(e, "utf-8") {
-			return 0, &Error{"unsupported-encoding", "only UTF-8 is allowed, not " + e}
+			return 0, &Error{"unsupported-encoding", "only UTF-8 is allowed, not " + Clip(e)}
 		}
 	}
 	t.tok = token{kind: tokProcInst, target: target, data: data}
@@ -580,14 +584,14 @@ func (t *tokenizer) parseEnd(b []byte) (int, error) {
 		return 0, errNeedMore
 	}
 	if b[i] != '>' {
-		return 0, wf("invalid characters between </%s and >", local)
+		return 0, wf("invalid characters between </%s and >", clipBytes(local))
 	}
 	if len(t.stack) == 0 {
-		return 0, wf("unexpected end element </%s>", local)
+		return 0, wf("unexpected end element </%s>", clipBytes(local))
 	}
 	top := &t.stack[len(t.stack)-1]
 	if string(local) != top.local || string(prefix) != top.prefix {
-		return 0, wf("element <%s> closed by </%s>", top.local, local)
+		return 0, wf("element <%s> closed by </%s>", Clip(top.local), clipBytes(local))
 	}
 	t.pop()
 	return i + 1, nil
@@ -630,7 +634,7 @@ func (t *tokenizer) parseStart(b []byte) (int, error) {
 			break
 		}
 		if i == sp {
-			return 0, wf("attributes must be separated by whitespace in <%s>", local)
+			return 0, wf("attributes must be separated by whitespace in <%s>", clipBytes(local))
 		}
 		var a rawAttr
 		if a.prefix, a.local, i, err = qname(b, i); err != nil {
@@ -700,14 +704,14 @@ func (t *tokenizer) start(prefix, local []byte) error {
 				}
 				continue
 			case v == "":
-				return wf("empty namespace for the prefix %s", l)
+				return wf("empty namespace for the prefix %s", Clip(l))
 			case v == NSXML || v == nsXMLNS:
-				return wf("the namespace %s must not be bound to another prefix", v)
+				return wf("the namespace %s must not be bound to another prefix", Clip(v))
 			}
 			t.ns = append(t.ns, binding{l, v})
 		case p == "" && l == "xmlns":
 			if v == NSXML || v == nsXMLNS {
-				return wf("the namespace %s must not be the default", v)
+				return wf("the namespace %s must not be the default", Clip(v))
 			}
 			t.ns = append(t.ns, binding{"", v})
 		}
@@ -729,7 +733,7 @@ func (t *tokenizer) start(prefix, local []byte) error {
 	default:
 		var ok bool
 		if name.Space, ok = t.lookup(p); !ok {
-			return &Error{"invalid-namespace", "undeclared namespace prefix " + p + " in <" + p + ":" + name.Local + ">"}
+			return &Error{"invalid-namespace", "undeclared namespace prefix " + Clip(p) + " in <" + Clip(p+":"+name.Local) + ">"}
 		}
 	}
 	for k := range t.raw {
@@ -742,7 +746,7 @@ func (t *tokenizer) start(prefix, local []byte) error {
 		default:
 			var ok bool
 			if a.Name.Space, ok = t.lookup(p); !ok {
-				return &Error{"invalid-namespace", "undeclared namespace prefix " + p + " in attribute " + p + ":" + l}
+				return &Error{"invalid-namespace", "undeclared namespace prefix " + Clip(p) + " in attribute " + Clip(p+":"+l)}
 			}
 		}
 		t.attr = append(t.attr, a)
@@ -991,7 +995,7 @@ func checkName(name []byte) error {
 	for i := 0; i < len(name); {
 		if c := name[i]; c < utf8.RuneSelf {
 			if !asciiName[c] || first && !asciiNameStart[c] {
-				return wf("invalid XML name: %s", name)
+				return wf("invalid XML name: %s", clipBytes(name))
 			}
 			first = false
 			i++
@@ -1002,7 +1006,7 @@ func checkName(name []byte) error {
 			return badUTF8()
 		}
 		if !unicode.Is(nameChar, r) || first && !unicode.Is(nameStart, r) {
-			return wf("invalid XML name: %s", name)
+			return wf("invalid XML name: %s", clipBytes(name))
 		}
 		first = false
 		i += size
@@ -1028,7 +1032,7 @@ func qname(b []byte, i int) (prefix, local []byte, end int, err error) {
 		return nil, name, j, nil
 	}
 	if c == 0 || c == len(name)-1 || bytes.IndexByte(name[c+1:], ':') >= 0 {
-		return nil, nil, 0, wf("%s is not a qualified name", name)
+		return nil, nil, 0, wf("%s is not a qualified name", clipBytes(name))
 	}
 	return name[:c], name[c+1:], j, nil
 }
