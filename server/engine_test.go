@@ -33,6 +33,10 @@ type fixture struct {
 
 	mu    sync.Mutex
 	slept []time.Duration // throttle delays asked for
+	// The throttle's clock runs ahead of the real one by the delays it
+	// asked for (its sleeps return at once), unless frozen.
+	ahead  time.Duration
+	frozen bool
 }
 
 func freePort(t testing.TB) int {
@@ -61,7 +65,8 @@ func start(t testing.TB) *fixture { t.Helper(); return startWith(t, nil) }
 
 // startWith starts an engine whose Config tweak may change (idle timeout,
 // limits) before it is built. The engine's auth throttle never sleeps in
-// tests; the delays it asked for are kept in fixture.slept.
+// tests; the delays it asked for are kept in fixture.slept, and its clock
+// moves ahead by them.
 func startWith(t testing.TB, tweak func(*Config)) *fixture {
 	t.Helper()
 	return startDomain(t, "example.lan", tweak)
@@ -107,7 +112,15 @@ func startDomain(t testing.TB, domain string, tweak func(*Config)) *fixture {
 	f.eng.c2s.Throttle.Sleep = func(d time.Duration) {
 		f.mu.Lock()
 		f.slept = append(f.slept, d)
+		if !f.frozen {
+			f.ahead += d
+		}
 		f.mu.Unlock()
+	}
+	f.eng.c2s.Throttle.Now = func() time.Time {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return time.Now().Add(f.ahead)
 	}
 	f.eng.Start()
 	t.Cleanup(func() {
