@@ -57,19 +57,25 @@ type Config struct {
 	MaxWait    time.Duration // the longest an attempt waits for its turn
 	CleanWait  time.Duration // the longest a clean address's attempt waits for the account
 	CleanAfter time.Duration // an address with no failure for this long is clean again
-	MaxKeys    int           // per table (addresses, accounts)
+	// RefuseDelay is how long a refused attempt waits before it is told
+	// (at most what it may wait): a connection cannot spin through
+	// refusals faster than that.
+	RefuseDelay time.Duration
+	MaxKeys     int // per table (addresses, accounts)
 }
 
 // Default is Parley's setting: per address 5 failed attempts at once, then
 // one per 10 s (8,640 a day); per account 10, then one per 20 s; a wait of
-// at most 10 s, 3 s for the account from a clean address.
+// at most 10 s, 3 s for the account from a clean address; a refusal after
+// 1 s.
 var Default = Config{
-	Address:    Rate{Burst: 5, Interval: 10 * time.Second},
-	Account:    Rate{Burst: 10, Interval: 20 * time.Second},
-	MaxWait:    10 * time.Second,
-	CleanWait:  3 * time.Second,
-	CleanAfter: 15 * time.Minute,
-	MaxKeys:    100000,
+	Address:     Rate{Burst: 5, Interval: 10 * time.Second},
+	Account:     Rate{Burst: 10, Interval: 20 * time.Second},
+	MaxWait:     10 * time.Second,
+	CleanWait:   3 * time.Second,
+	CleanAfter:  15 * time.Minute,
+	RefuseDelay: time.Second,
+	MaxKeys:     100000,
 }
 
 // Throttle holds the buckets of one service (client logins, or component
@@ -144,11 +150,12 @@ type Attempt struct {
 }
 
 // Begin reserves the source address's next turn and waits for it. It
-// returns ErrThrottled, without waiting, if the turn is more than maxWait
+// returns ErrThrottled, after RefuseDelay, if the turn is more than maxWait
 // (or Config.MaxWait) away.
 func (t *Throttle) Begin(addr string, maxWait time.Duration) (*Attempt, error) {
 	a, wait, err := t.begin(addr, maxWait)
 	if err != nil {
+		t.refused(maxWait)
 		return a, err
 	}
 	if wait > 0 {
@@ -186,12 +193,15 @@ func (t *Throttle) begin(addr string, maxWait time.Duration) (*Attempt, time.Dur
 
 // Account reserves the account's next turn and waits for it. An attempt
 // from a clean address waits at most Config.CleanWait and is never refused;
-// others get ErrThrottled, without waiting, if the turn is more than
+// others get ErrThrottled, after RefuseDelay, if the turn is more than
 // maxWait (or Config.MaxWait) away. The caller checks the password only
 // after Account returned nil.
 func (a *Attempt) Account(name string, maxWait time.Duration) error {
 	wait, err := a.account1(name, maxWait)
 	if err != nil {
+		if errors.Is(err, ErrThrottled) {
+			a.t.refused(maxWait)
+		}
 		return err
 	}
 	if wait > 0 {
@@ -236,6 +246,17 @@ func (a *Attempt) account1(name string, maxWait time.Duration) (time.Duration, e
 	}
 	a.account, a.holdsAcct = name, true
 	return wait, nil
+}
+
+// refused waits RefuseDelay, at most maxWait.
+func (t *Throttle) refused(maxWait time.Duration) {
+	d := t.cfg.RefuseDelay
+	if d > maxWait {
+		d = maxWait
+	}
+	if d > 0 {
+		t.Sleep(d)
+	}
 }
 
 // Throttled reports whether the attempt had to wait or was refused (the

@@ -291,6 +291,29 @@ func TestRefunds(t *testing.T) {
 	}
 }
 
+// A refusal is told after RefuseDelay (at most what the caller may wait),
+// so that a connection cannot spin through refusals.
+func TestRefuseDelay(t *testing.T) {
+	cfg := testConfig
+	cfg.RefuseDelay = 700 * time.Millisecond
+	th, _, s, _ := newTest(cfg)
+	for i := 0; i < 3+5; i++ {
+		if _, err := th.Begin("192.0.2.1", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.d = nil
+	if _, err := th.Begin("192.0.2.1", time.Minute); !errors.Is(err, ErrThrottled) {
+		t.Fatal(err)
+	}
+	if _, err := th.Begin("192.0.2.1", 300*time.Millisecond); !errors.Is(err, ErrThrottled) {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(s.d) != "[700ms 300ms]" {
+		t.Fatalf("refusals waited %v, want [700ms 300ms]", s.d)
+	}
+}
+
 // The longest wait is what the caller has left, and the configured one.
 func TestMaxWaitFromCaller(t *testing.T) {
 	th, _, _, _ := newTest(testConfig)
