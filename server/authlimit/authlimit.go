@@ -172,7 +172,7 @@ func (t *Throttle) begin(addr string, maxWait time.Duration) (*Attempt, time.Dur
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	now := t.Now()
+	now := t.Now().UnixNano()
 	e := t.addrs.get(key, now)
 	a.clean = e == nil
 	if e == nil {
@@ -220,7 +220,7 @@ func (a *Attempt) account1(name string, maxWait time.Duration) (time.Duration, e
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	now := t.Now()
+	now := t.Now().UnixNano()
 	e := t.accounts.get(name, now)
 	if e == nil {
 		e = t.accounts.add(name, now)
@@ -286,7 +286,7 @@ func (a *Attempt) end(refund, failed bool) {
 	t := a.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	now := t.Now()
+	now := t.Now().UnixNano()
 	if a.holdsAddr {
 		if e := t.addrs.m[a.addr]; e != nil {
 			if refund {
@@ -333,30 +333,28 @@ func (t *Throttle) Stats() (addresses, accounts int) {
 
 // entry is one key's bucket, in the GCRA form: tat is the time at which the
 // bucket is full again (one token comes back per Interval); the bucket is
-// empty when tat is (Burst-1)·Interval or more ahead of now.
+// empty when tat is (Burst-1)·Interval or more ahead of now. Times are Unix
+// nanoseconds: an entry is 24 bytes.
 type entry struct {
-	tat      time.Time
-	lastFail time.Time
+	tat      int64
+	lastFail int64 // 0: none
 	episode  bool
 }
 
 // reserve takes the next token. wait is how long until it is there; if
 // that is more than maxWait nothing is taken and ok is false, unless force
 // (then tat is kept at most Burst+maxWait ahead).
-func (e *entry) reserve(now time.Time, r Rate, maxWait time.Duration, force bool) (wait time.Duration, ok bool) {
-	tat := e.tat
-	if tat.Before(now) {
-		tat = now
-	}
-	tau := time.Duration(r.Burst-1) * r.Interval
-	if w := tat.Sub(now) - tau; w > 0 {
-		wait = w
+func (e *entry) reserve(now int64, r Rate, maxWait time.Duration, force bool) (wait time.Duration, ok bool) {
+	tat := max(e.tat, now)
+	tau := int64(r.Burst-1) * int64(r.Interval)
+	if w := tat - now - tau; w > 0 {
+		wait = time.Duration(w)
 	}
 	if wait > maxWait && !force {
 		return wait, false
 	}
-	tat = tat.Add(r.Interval)
-	if limit := now.Add(tau + r.Interval + maxWait); force && tat.After(limit) {
+	tat += int64(r.Interval)
+	if limit := now + tau + int64(r.Interval) + int64(maxWait); force && tat > limit {
 		tat = limit
 	}
 	e.tat = tat
@@ -364,7 +362,7 @@ func (e *entry) reserve(now time.Time, r Rate, maxWait time.Duration, force bool
 }
 
 func (e *entry) refund(r Rate) {
-	e.tat = e.tat.Add(-r.Interval)
+	e.tat -= int64(r.Interval)
 }
 
 // table is one map of buckets with its bound.
@@ -375,13 +373,13 @@ type table struct {
 	m            map[string]*entry
 }
 
-func (tb *table) expired(e *entry, now time.Time) bool {
-	return !e.tat.After(now) && (e.lastFail.IsZero() || now.Sub(e.lastFail) >= tb.keepFailures)
+func (tb *table) expired(e *entry, now int64) bool {
+	return e.tat <= now && (e.lastFail == 0 || now-e.lastFail >= int64(tb.keepFailures))
 }
 
 // get returns the live entry of key, or nil (an expired one is forgotten:
 // its episode is over).
-func (tb *table) get(key string, now time.Time) *entry {
+func (tb *table) get(key string, now int64) *entry {
 	e := tb.m[key]
 	if e != nil && tb.expired(e, now) {
 		delete(tb.m, key)
@@ -390,7 +388,7 @@ func (tb *table) get(key string, now time.Time) *entry {
 	return e
 }
 
-func (tb *table) add(key string, now time.Time) *entry {
+func (tb *table) add(key string, now int64) *entry {
 	if len(tb.m) >= tb.max {
 		tb.shrink(now)
 	}
@@ -401,7 +399,7 @@ func (tb *table) add(key string, now time.Time) *entry {
 
 // shrink forgets the expired entries, then the least throttled ones (the
 // earliest tat) until the table is at most 90 % full.
-func (tb *table) shrink(now time.Time) {
+func (tb *table) shrink(now int64) {
 	for k, e := range tb.m {
 		if tb.expired(e, now) {
 			delete(tb.m, k)
@@ -413,13 +411,13 @@ func (tb *table) shrink(now time.Time) {
 	}
 	type kv struct {
 		k   string
-		tat time.Time
+		tat int64
 	}
 	all := make([]kv, 0, len(tb.m))
 	for k, e := range tb.m {
 		all = append(all, kv{k, e.tat})
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].tat.Before(all[j].tat) })
+	sort.Slice(all, func(i, j int) bool { return all[i].tat < all[j].tat })
 	for _, x := range all[:len(all)-target] {
 		delete(tb.m, x.k)
 	}
