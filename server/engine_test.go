@@ -111,13 +111,14 @@ func startDomain(t testing.TB, domain string, tweak func(*Config)) *fixture {
 	}
 	f.eng = New(cfg)
 	for _, th := range []*authlimit.Throttle{f.eng.c2s.Throttle, f.eng.comp.Throttle} {
-		th.Sleep = func(d time.Duration) {
+		th.Wait = func(d time.Duration, _ <-chan struct{}) bool {
 			f.mu.Lock()
 			f.slept = append(f.slept, d)
 			if !f.frozen {
 				f.ahead += d
 			}
 			f.mu.Unlock()
+			return false
 		}
 		th.Now = func() time.Time {
 			f.mu.Lock()

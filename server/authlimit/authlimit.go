@@ -4,18 +4,21 @@
 // Every attempt takes a token from two buckets: one of its source address
 // (an IPv6 address counts as its /64) and one of the account it names (the
 // bare JID, or the component's address). A bucket holds Burst tokens and
-// gets one back every Interval; an attempt that finds its bucket empty
-// waits for the next token, and the token it will get is reserved at once,
-// so that N connections in parallel wait N intervals, not one. Tokens are
-// taken before the password is checked (the attempt is presumed to fail) and
-// given back when it succeeds or is abandoned without a guess: a success
-// takes nothing off the failures before it, so an attacker who holds one
-// valid account gains nothing by logging in with it between guesses, and
-// one account's success never helps another.
+// gets one back every Interval. The token is taken before the password is
+// checked — the attempt is presumed to fail — and given back when it
+// succeeds, or when it is abandoned without testing a password. So the
+// attempts in progress at once from an address are at most the tokens it
+// has: 50 parallel connections do not make 50 guesses, they make as many as
+// the bucket holds, then one per Interval. A success takes nothing off the
+// failures before it: an attacker who holds one valid account gains nothing
+// by logging in with it between guesses, and one account's success never
+// helps another.
 //
-// An attempt whose turn is further away than it may wait (Config.MaxWait,
-// and what is left of the connection's authentication time) is refused at
-// once without checking the password: the caller answers
+// An attempt that finds no token waits for one — given back by an attempt
+// in progress that succeeds (legitimate logins in parallel from one address
+// wait milliseconds), or refilled — for at most Config.MaxWait and what is
+// left of the connection's authentication time. Beyond that it is refused
+// without its password being checked, after RefuseDelay: the caller answers
 // temporary-auth-failure (RFC 6120 §6.5.12) or ends the stream.
 //
 // The account's bucket slows, it does not lock out: an attempt from a clean
@@ -40,8 +43,8 @@ import (
 	"time"
 )
 
-// ErrThrottled is returned for an attempt refused because its turn is too
-// far away.
+// ErrThrottled is returned for an attempt refused because no token came
+// within the time it may wait.
 var ErrThrottled = errors.New("too many failed authentication attempts: try again later")
 
 // Rate is a token bucket: Burst attempts at once, then one per Interval.
@@ -54,7 +57,7 @@ type Rate struct {
 type Config struct {
 	Address    Rate          // per source address (IPv6: per /64)
 	Account    Rate          // per account or component
-	MaxWait    time.Duration // the longest an attempt waits for its turn
+	MaxWait    time.Duration // the longest an attempt waits for a token
 	CleanWait  time.Duration // the longest a clean address's attempt waits for the account
 	CleanAfter time.Duration // an address with no failure for this long is clean again
 	// RefuseDelay is how long a refused attempt waits before it is told
@@ -85,9 +88,11 @@ type Throttle struct {
 	name string // for the log: "c2s", "component"
 	log  *log.Logger
 
-	// Now and Sleep are time.Now and time.Sleep; tests replace them.
-	Now   func() time.Time
-	Sleep func(time.Duration)
+	// Now is time.Now. Wait waits d, or until wake is closed (a token may
+	// have come back), and reports whether it was woken; tests replace
+	// both.
+	Now  func() time.Time
+	Wait func(d time.Duration, wake <-chan struct{}) (woken bool)
 
 	mu       sync.Mutex
 	addrs    table
@@ -106,10 +111,21 @@ func New(cfg Config, name string, l *log.Logger) *Throttle {
 	if cfg.MaxKeys < 1 {
 		cfg.MaxKeys = Default.MaxKeys
 	}
-	t := &Throttle{cfg: cfg, name: name, log: l, Now: time.Now, Sleep: time.Sleep}
-	t.addrs = table{rate: cfg.Address, keepFailures: cfg.CleanAfter, max: cfg.MaxKeys, m: map[string]*entry{}}
-	t.accounts = table{rate: cfg.Account, max: cfg.MaxKeys, m: map[string]*entry{}}
+	t := &Throttle{cfg: cfg, name: name, log: l, Now: time.Now, Wait: realWait}
+	t.addrs = table{what: "address", rate: cfg.Address, keepFailures: cfg.CleanAfter, max: cfg.MaxKeys, m: map[string]*entry{}}
+	t.accounts = table{what: "account", rate: cfg.Account, max: cfg.MaxKeys, m: map[string]*entry{}}
 	return t
+}
+
+func realWait(d time.Duration, wake <-chan struct{}) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-wake:
+		return true
+	case <-tm.C:
+		return false
+	}
 }
 
 // Config returns the limits in force.
@@ -140,122 +156,107 @@ func AddressKey(addr string) string {
 // counts; later calls do nothing, as do all on a nil Attempt).
 type Attempt struct {
 	t         *Throttle
-	addr      string
-	account   string
+	addr      *entry
+	acct      *entry
+	addrKey   string
+	acctKey   string
 	clean     bool
 	throttled bool
-	holdsAddr bool
-	holdsAcct bool
 	done      bool
 }
 
-// Begin reserves the source address's next turn and waits for it. It
-// returns ErrThrottled, after RefuseDelay, if the turn is more than maxWait
-// (or Config.MaxWait) away.
+// Begin takes a token of the source address, waiting for one at most
+// maxWait (and Config.MaxWait). It returns ErrThrottled, after
+// RefuseDelay, if none came.
 func (t *Throttle) Begin(addr string, maxWait time.Duration) (*Attempt, error) {
-	a, wait, err := t.begin(addr, maxWait)
+	a := &Attempt{t: t, addrKey: AddressKey(addr)}
+	maxWait = min(maxWait, t.cfg.MaxWait)
+	e, err := t.take(a, &t.addrs, a.addrKey, maxWait, false, true)
 	if err != nil {
+		a.done = true
 		t.refused(maxWait)
 		return a, err
 	}
-	if wait > 0 {
-		t.Sleep(wait)
-	}
+	a.addr = e
 	return a, nil
 }
 
-func (t *Throttle) begin(addr string, maxWait time.Duration) (*Attempt, time.Duration, error) {
-	key := AddressKey(addr)
-	a := &Attempt{t: t, addr: key}
-	if maxWait > t.cfg.MaxWait {
-		maxWait = t.cfg.MaxWait
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.Now().UnixNano()
-	e := t.addrs.get(key, now)
-	a.clean = e == nil
-	if e == nil {
-		e = t.addrs.add(key, now)
-	}
-	wait, ok := e.reserve(now, t.cfg.Address, maxWait, false)
-	if wait > 0 || !ok {
-		a.throttled = true
-		t.episode(e, "address", key, t.cfg.Address)
-	}
-	if !ok {
-		a.done = true
-		return a, 0, ErrThrottled
-	}
-	a.holdsAddr = true
-	return a, wait, nil
-}
-
-// Account reserves the account's next turn and waits for it. An attempt
-// from a clean address waits at most Config.CleanWait and is never refused;
-// others get ErrThrottled, after RefuseDelay, if the turn is more than
-// maxWait (or Config.MaxWait) away. The caller checks the password only
-// after Account returned nil.
+// Account takes a token of the account. An attempt from a clean address
+// waits at most Config.CleanWait and is never refused; others wait at most
+// maxWait (and Config.MaxWait) and get ErrThrottled, after RefuseDelay, if
+// no token came. The caller checks the password only after Account
+// returned nil.
 func (a *Attempt) Account(name string, maxWait time.Duration) error {
-	wait, err := a.account1(name, maxWait)
+	t := a.t
+	if a.done || a.acct != nil {
+		return errors.New("authlimit: Account after the attempt ended, or twice")
+	}
+	maxWait = min(maxWait, t.cfg.MaxWait)
+	wait, force := maxWait, false
+	if a.clean {
+		wait, force = min(t.cfg.CleanWait, t.cfg.MaxWait), true
+	}
+	e, err := t.take(a, &t.accounts, name, wait, force, false)
 	if err != nil {
-		if errors.Is(err, ErrThrottled) {
-			a.t.refused(maxWait)
-		}
+		t.refused(maxWait)
 		return err
 	}
-	if wait > 0 {
-		a.t.Sleep(wait)
-	}
+	a.acct, a.acctKey = e, name
 	return nil
 }
 
-func (a *Attempt) account1(name string, maxWait time.Duration) (time.Duration, error) {
-	t := a.t
-	if a.done || a.holdsAcct {
-		return 0, errors.New("authlimit: Account after the attempt ended, or twice")
-	}
-	if maxWait > t.cfg.MaxWait {
-		maxWait = t.cfg.MaxWait
-	}
+// take takes a token of key in tb, waiting for one at most maxWait; with
+// force, it takes one anyway when the wait is over. first marks the
+// address step, where cleanliness is decided.
+func (t *Throttle) take(a *Attempt, tb *table, key string, maxWait time.Duration, force, first bool) (*entry, error) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.Now().UnixNano()
-	e := t.accounts.get(name, now)
-	if e == nil {
-		e = t.accounts.add(name, now)
-	}
-	var (
-		wait time.Duration
-		ok   bool
-	)
-	if a.clean {
-		wait, ok = e.reserve(now, t.cfg.Account, t.cfg.MaxWait, true)
-		if wait > t.cfg.CleanWait {
-			wait = t.cfg.CleanWait
+	start := t.Now().UnixNano()
+	budget := maxWait
+	for {
+		now := t.Now().UnixNano()
+		e := tb.get(key, now)
+		if e == nil {
+			if first {
+				a.clean = true
+			}
+			e = tb.add(key, now)
 		}
-	} else {
-		wait, ok = e.reserve(now, t.cfg.Account, maxWait, false)
-	}
-	if wait > 0 || !ok {
+		first = false
+		refill, ok := e.try(now, tb.rate)
+		if ok {
+			e.inflight++
+			t.mu.Unlock()
+			return e, nil
+		}
 		a.throttled = true
-		t.episode(e, "account", name, t.cfg.Account)
-	}
-	if !ok {
-		return 0, ErrThrottled
-	}
-	a.account, a.holdsAcct = name, true
-	return wait, nil
-}
-
-// refused waits RefuseDelay, at most maxWait.
-func (t *Throttle) refused(maxWait time.Duration) {
-	d := t.cfg.RefuseDelay
-	if d > maxWait {
-		d = maxWait
-	}
-	if d > 0 {
-		t.Sleep(d)
+		t.episode(e, tb, key)
+		left := min(budget, time.Duration(start+int64(maxWait)-now))
+		// Refuse at once when no token can come in time: none refills,
+		// and no attempt in progress may give one back. A forced take
+		// waits all it may first: slowed, not refused.
+		if left <= 0 || !force && refill > left && e.inflight == 0 {
+			if force {
+				e.force(now, tb.rate, maxWait)
+				e.inflight++
+				t.mu.Unlock()
+				return e, nil
+			}
+			t.mu.Unlock()
+			return nil, ErrThrottled
+		}
+		if e.wake == nil {
+			e.wake = make(chan struct{})
+		}
+		wake := e.wake
+		d := min(refill, left)
+		t.mu.Unlock()
+		before := t.Now()
+		if t.Wait(d, wake) {
+			budget -= max(t.Now().Sub(before), 0)
+		} else {
+			budget -= d
+		}
+		t.mu.Lock()
 	}
 }
 
@@ -269,16 +270,16 @@ func (a *Attempt) Clean() bool { return a != nil && a.clean }
 
 // Succeeded gives the attempt's tokens back: a success is not a failure.
 // Earlier failures stay counted.
-func (a *Attempt) Succeeded() { a.end(true, false) }
+func (a *Attempt) Succeeded() { a.end(true) }
 
 // Abandoned gives the tokens back for an attempt that tested no password
 // (the client aborted it).
-func (a *Attempt) Abandoned() { a.end(true, false) }
+func (a *Attempt) Abandoned() { a.end(true) }
 
 // Failed keeps the tokens taken and marks the address as not clean.
-func (a *Attempt) Failed() { a.end(false, true) }
+func (a *Attempt) Failed() { a.end(false) }
 
-func (a *Attempt) end(refund, failed bool) {
+func (a *Attempt) end(refund bool) {
 	if a == nil || a.done {
 		return
 	}
@@ -287,33 +288,38 @@ func (a *Attempt) end(refund, failed bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.Now().UnixNano()
-	if a.holdsAddr {
-		if e := t.addrs.m[a.addr]; e != nil {
-			if refund {
-				e.refund(t.cfg.Address)
+	if e := a.addr; e != nil {
+		e.release(refund, t.cfg.Address)
+		if !refund {
+			e.lastFail = now
+			// Forgotten meanwhile: remember the failure.
+			if cur := t.addrs.m[a.addrKey]; cur == nil {
+				t.addrs.add(a.addrKey, now).lastFail = now
+			} else {
+				cur.lastFail = now
 			}
-			if failed {
-				e.lastFail = now
-			}
-		} else if failed { // forgotten meanwhile: remember the failure
-			t.addrs.add(a.addr, now).lastFail = now
 		}
 	}
-	if a.holdsAcct && refund {
-		if e := t.accounts.m[a.account]; e != nil {
-			e.refund(t.cfg.Account)
-		}
+	if e := a.acct; e != nil {
+		e.release(refund, t.cfg.Account)
+	}
+}
+
+// refused waits RefuseDelay, at most maxWait.
+func (t *Throttle) refused(maxWait time.Duration) {
+	if d := min(t.cfg.RefuseDelay, maxWait); d > 0 {
+		t.Wait(d, nil)
 	}
 }
 
 // episode logs once when a key starts being throttled.
-func (t *Throttle) episode(e *entry, what, key string, r Rate) {
+func (t *Throttle) episode(e *entry, tb *table, key string) {
 	if e.episode {
 		return
 	}
 	e.episode = true
 	if t.log != nil {
-		t.log.Printf("%s: %s %s is over %d failed authentication attempts: further attempts wait their turn (one per %v, at most %v) or are refused", t.name, what, quoteKey(key), r.Burst, r.Interval, t.cfg.MaxWait)
+		t.log.Printf("%s: %s %s is over %d failed authentication attempts: further attempts wait their turn (one per %v, at most %v) or are refused", t.name, tb.what, quoteKey(key), tb.rate.Burst, tb.rate.Interval, t.cfg.MaxWait)
 	}
 }
 
@@ -332,41 +338,51 @@ func (t *Throttle) Stats() (addresses, accounts int) {
 }
 
 // entry is one key's bucket, in the GCRA form: tat is the time at which the
-// bucket is full again (one token comes back per Interval); the bucket is
-// empty when tat is (Burst-1)·Interval or more ahead of now. Times are Unix
-// nanoseconds: an entry is 24 bytes.
+// bucket is full again (one token comes back per Interval); it is empty when
+// tat is (Burst-1)·Interval or more ahead of now. Times are Unix
+// nanoseconds.
 type entry struct {
 	tat      int64
 	lastFail int64 // 0: none
+	inflight int32 // attempts holding a token, not ended
 	episode  bool
+	wake     chan struct{} // closed when a token comes back early
 }
 
-// reserve takes the next token. wait is how long until it is there; if
-// that is more than maxWait nothing is taken and ok is false, unless force
-// (then tat is kept at most Burst+maxWait ahead).
-func (e *entry) reserve(now int64, r Rate, maxWait time.Duration, force bool) (wait time.Duration, ok bool) {
+// try takes a token if there is one; otherwise refill is how long until
+// one comes back by itself.
+func (e *entry) try(now int64, r Rate) (refill time.Duration, ok bool) {
 	tat := max(e.tat, now)
 	tau := int64(r.Burst-1) * int64(r.Interval)
 	if w := tat - now - tau; w > 0 {
-		wait = time.Duration(w)
+		return time.Duration(w), false
 	}
-	if wait > maxWait && !force {
-		return wait, false
-	}
-	tat += int64(r.Interval)
-	if limit := now + tau + int64(r.Interval) + int64(maxWait); force && tat > limit {
-		tat = limit
-	}
-	e.tat = tat
-	return wait, true
+	e.tat = tat + int64(r.Interval)
+	return 0, true
 }
 
-func (e *entry) refund(r Rate) {
-	e.tat -= int64(r.Interval)
+// force takes a token that is not there, keeping the debt bounded.
+func (e *entry) force(now int64, r Rate, maxWait time.Duration) {
+	tau := int64(r.Burst-1) * int64(r.Interval)
+	e.tat = min(max(e.tat, now)+int64(r.Interval), now+tau+int64(r.Interval)+int64(maxWait))
+}
+
+// release ends an attempt holding a token: with refund the token comes
+// back. Waiters are woken either way (they may now refuse at once).
+func (e *entry) release(refund bool, r Rate) {
+	e.inflight--
+	if refund {
+		e.tat -= int64(r.Interval)
+	}
+	if e.wake != nil {
+		close(e.wake)
+		e.wake = nil
+	}
 }
 
 // table is one map of buckets with its bound.
 type table struct {
+	what         string // "address", "account"
 	rate         Rate
 	keepFailures time.Duration // keep a key this long after its last failure
 	max          int
@@ -374,7 +390,7 @@ type table struct {
 }
 
 func (tb *table) expired(e *entry, now int64) bool {
-	return e.tat <= now && (e.lastFail == 0 || now-e.lastFail >= int64(tb.keepFailures))
+	return e.inflight == 0 && e.tat <= now && (e.lastFail == 0 || now-e.lastFail >= int64(tb.keepFailures))
 }
 
 // get returns the live entry of key, or nil (an expired one is forgotten:
@@ -398,7 +414,8 @@ func (tb *table) add(key string, now int64) *entry {
 }
 
 // shrink forgets the expired entries, then the least throttled ones (the
-// earliest tat) until the table is at most 90 % full.
+// earliest tat) until the table is at most 90 % full. An attempt holding a
+// token of a forgotten entry gives it back to nobody.
 func (tb *table) shrink(now int64) {
 	for k, e := range tb.m {
 		if tb.expired(e, now) {

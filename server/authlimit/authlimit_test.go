@@ -5,71 +5,77 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
+// fake is a throttle on a test clock: its waits return at once, recorded,
+// and move the clock on by what they waited unless frozen.
+type fake struct {
+	*Throttle
+	mu     sync.Mutex
+	now    time.Time
+	frozen bool
+	waits  []time.Duration
+	logs   bytes.Buffer
 }
 
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
+func newFake(cfg Config) *fake {
+	f := &fake{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	f.Throttle = New(cfg, "test", log.New(&f.logs, "", 0))
+	f.Throttle.Now = func() time.Time {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.now
+	}
+	f.Throttle.Wait = func(d time.Duration, _ <-chan struct{}) bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.waits = append(f.waits, d)
+		if !f.frozen {
+			f.now = f.now.Add(d)
+		}
+		return false
+	}
+	return f
 }
 
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+func (f *fake) advance(d time.Duration) {
+	f.mu.Lock()
+	f.now = f.now.Add(d)
+	f.mu.Unlock()
 }
 
-// testConfig: 3 at once then one per second per address, 4 then one per 2 s
-// per account, waits of at most 5 s (1 s for a clean address).
-var testConfig = Config{
-	Address:    Rate{Burst: 3, Interval: time.Second},
-	Account:    Rate{Burst: 4, Interval: 2 * time.Second},
-	MaxWait:    5 * time.Second,
-	CleanWait:  time.Second,
-	CleanAfter: time.Minute,
-	MaxKeys:    1000,
+// waited is the sum of the waits since mark (a length of f.waits).
+func (f *fake) waited(mark int) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var d time.Duration
+	for _, w := range f.waits[mark:] {
+		d += w
+	}
+	return d
 }
 
-type sleeps struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func (s *sleeps) sleep(d time.Duration) {
-	s.mu.Lock()
-	s.d = append(s.d, d)
-	s.mu.Unlock()
-}
-
-func newTest(cfg Config) (*Throttle, *clock, *sleeps, *bytes.Buffer) {
-	var logs bytes.Buffer
-	th := New(cfg, "test", log.New(&logs, "", 0))
-	clk := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	s := &sleeps{}
-	th.Now, th.Sleep = clk.Now, s.sleep
-	return th, clk, s, &logs
+func (f *fake) mark() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.waits)
 }
 
 // try is one whole attempt: address, account, then failed or succeeded. It
-// returns the total wait asked for, and whether it was refused.
-func try(t *testing.T, th *Throttle, s *sleeps, addr, account string, ok bool) (time.Duration, bool) {
+// returns what it waited, and whether it was refused.
+func (f *fake) try(t *testing.T, addr, account string, ok bool) (time.Duration, bool) {
 	t.Helper()
-	s.mu.Lock()
-	n := len(s.d)
-	s.mu.Unlock()
-	a, err := th.Begin(addr, time.Minute)
+	m := f.mark()
+	a, err := f.Begin(addr, time.Minute)
 	if err == nil {
-		err = a.Account(account, time.Minute)
+		if err = a.Account(account, time.Minute); err != nil {
+			a.Failed()
+		}
 	}
 	if err != nil && !errors.Is(err, ErrThrottled) {
 		t.Fatal(err)
@@ -81,102 +87,175 @@ func try(t *testing.T, th *Throttle, s *sleeps, addr, account string, ok bool) (
 			a.Failed()
 		}
 	}
-	var total time.Duration
-	s.mu.Lock()
-	for _, d := range s.d[n:] {
-		total += d
-	}
-	s.mu.Unlock()
-	return total, err != nil
+	return f.waited(m), err != nil
 }
 
-// Parallel attempts from one address share its bucket: 50 connections at
-// the same instant get the burst at once, then one turn per interval up to
-// the longest wait, and the rest are refused — N connections get N times
-// the delay, not N times the rate.
-func TestParallelAttemptsShareTheAddress(t *testing.T) {
-	th, clk, s, logs := newTest(testConfig)
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		refused int
-	)
+// testConfig: 3 at once then one per second per address, 4 then one per 2 s
+// per account, waits of at most 5 s (1 s for a clean address's account).
+var testConfig = Config{
+	Address:    Rate{Burst: 3, Interval: time.Second},
+	Account:    Rate{Burst: 4, Interval: 2 * time.Second},
+	MaxWait:    5 * time.Second,
+	CleanWait:  time.Second,
+	CleanAfter: time.Minute,
+	MaxKeys:    1000,
+}
+
+// realTime is testConfig scaled down to run on the real clock.
+func realTime(burst int, interval, maxWait time.Duration) *Throttle {
+	return New(Config{
+		Address:    Rate{Burst: burst, Interval: interval},
+		Account:    Rate{Burst: 1000, Interval: time.Millisecond},
+		MaxWait:    maxWait,
+		CleanWait:  maxWait,
+		CleanAfter: time.Minute,
+		MaxKeys:    1000,
+	}, "test", nil)
+}
+
+// Parallel guesses from one address share its bucket: 50 connections make
+// the burst at once, then one per interval, and the rest are refused — N
+// connections get N times the delay, not N times the rate.
+func TestParallelGuessesShareTheAddress(t *testing.T) {
+	const iv = 50 * time.Millisecond
+	th := realTime(3, iv, 4*iv)
+	var guesses, refused atomic.Int32
+	var wg sync.WaitGroup
+	start := time.Now()
 	for i := 0; i < 50; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
 			a, err := th.Begin("192.0.2.1", time.Minute)
 			if errors.Is(err, ErrThrottled) {
-				mu.Lock()
-				refused++
-				mu.Unlock()
+				refused.Add(1)
 				return
 			}
 			if err := a.Account(fmt.Sprintf("user%d@example.lan", i), time.Minute); err != nil {
 				t.Error(err)
 				return
 			}
+			time.Sleep(5 * time.Millisecond) // the password check
+			guesses.Add(1)
 			a.Failed()
 		}(i)
 	}
 	wg.Wait()
-	sort.Slice(s.d, func(i, j int) bool { return s.d[i] < s.d[j] })
-	// 3 at once (no sleep), then turns 1 s … 5 s away.
-	want := []time.Duration{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second, 5 * time.Second}
-	if fmt.Sprint(s.d) != fmt.Sprint(want) || refused != 50-3-5 {
-		t.Fatalf("waits %v and %d refused, want %v and %d refused", s.d, refused, want, 50-3-5)
+	took := time.Since(start)
+	max := 3 + int32(took/iv) + 1
+	if g := guesses.Load(); g < 3 || g > max || g+refused.Load() != 50 {
+		t.Fatalf("%d guesses and %d refused in %v, want 3 to %d guesses (3 at once, then one per %v), the rest refused", g, refused.Load(), took, max, iv)
 	}
-	if n := strings.Count(logs.String(), "\n"); n != 1 || !strings.Contains(logs.String(), `address "192.0.2.1"`) {
-		t.Fatalf("want one log line for the episode, got:\n%s", logs.String())
+}
+
+// Parallel logins that succeed (a NAT, the load generator) hardly wait: a
+// success gives its token back at once, and waiters are woken for it.
+func TestParallelSuccessesDoNotWait(t *testing.T) {
+	th := realTime(3, 10*time.Second, 5*time.Second)
+	var ok, refused atomic.Int32
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			a, err := th.Begin("192.0.2.1", time.Minute)
+			if err != nil {
+				refused.Add(1)
+				return
+			}
+			if err := a.Account(fmt.Sprintf("user%d@example.lan", i), time.Minute); err != nil {
+				refused.Add(1)
+				return
+			}
+			time.Sleep(time.Millisecond)
+			ok.Add(1)
+			a.Succeeded()
+		}(i)
 	}
-	// Once the waits are over the address gets one turn per interval.
-	clk.advance(5 * time.Second)
-	if d, refused := try(t, th, s, "192.0.2.1", "x@example.lan", false); refused || d != time.Second {
-		t.Fatalf("after the waits: wait %v refused %v, want 1s", d, refused)
+	wg.Wait()
+	if took := time.Since(start); ok.Load() != 200 || took > 3*time.Second {
+		t.Fatalf("200 parallel good logins from one address: %d in, %d refused, in %v", ok.Load(), refused.Load(), took)
 	}
-	// Another address is not concerned.
-	if d, refused := try(t, th, s, "192.0.2.2", "x@example.lan", false); refused || d != 0 {
-		t.Fatalf("another address: wait %v refused %v", d, refused)
+}
+
+// A waiter is woken when an attempt in progress ends: it gets the token a
+// success gives back, or it is refused at once if the attempt failed and
+// no token can refill in time.
+func TestWaitersWokenByTheEnd(t *testing.T) {
+	th := realTime(1, 10*time.Second, 2*time.Second)
+	for _, success := range []bool{true, false} {
+		addr := fmt.Sprintf("192.0.2.%d", map[bool]int{true: 1, false: 2}[success])
+		first, err := th.Begin(addr, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error)
+		start := time.Now()
+		go func() {
+			a, err := th.Begin(addr, time.Minute)
+			if err == nil {
+				a.Failed()
+			}
+			done <- err
+		}()
+		time.Sleep(50 * time.Millisecond)
+		if success {
+			first.Succeeded()
+		} else {
+			first.Failed()
+		}
+		err = <-done
+		took := time.Since(start)
+		switch {
+		case success && err != nil, !success && !errors.Is(err, ErrThrottled):
+			t.Fatalf("first attempt success %v: the waiter got %v", success, err)
+		case took > time.Second:
+			t.Fatalf("first attempt success %v: the waiter took %v, want it woken", success, took)
+		}
 	}
 }
 
 // A success takes nothing off the failures before it: an attacker holding
-// one valid account cannot reset its address by logging in with it between
-// guesses, and the success of one account never resets another's.
+// one valid account cannot free its address by logging in with it between
+// guesses, and the success of one account never resets another.
 func TestSuccessOfAnotherAccountDoesNotReset(t *testing.T) {
-	th, _, s, _ := newTest(testConfig)
+	f := newFake(testConfig)
+	f.frozen = true
 	const addr = "198.51.100.7"
 	for i := 0; i < 3; i++ {
-		if d, r := try(t, th, s, addr, "alice@example.lan", false); d != 0 || r {
+		if d, r := f.try(t, addr, "alice@example.lan", false); d != 0 || r {
 			t.Fatalf("free failure %d: wait %v refused %v", i, d, r)
 		}
 	}
-	// Logging in as mallory (valid) from the same address does not free
-	// it: it waits its turn like any attempt, and gives back only its own.
-	for i := 0; i < 3; i++ {
-		d, r := try(t, th, s, addr, "mallory@example.lan", true)
-		if r || d != time.Second {
-			t.Fatalf("success %d: wait %v refused %v, want 1s (the address has used its burst)", i, d, r)
+	if _, r := f.try(t, addr, "alice@example.lan", false); !r {
+		t.Fatal("a fourth guess at once was not refused")
+	}
+	// One token refills; mallory (valid) logs in with it, again and again.
+	f.advance(time.Second)
+	for i := 0; i < 5; i++ {
+		if _, r := f.try(t, addr, "mallory@example.lan", true); r {
+			t.Fatalf("mallory's login %d refused", i)
 		}
 	}
-	if d, r := try(t, th, s, addr, "alice@example.lan", false); r || d != time.Second {
-		t.Fatalf("guess after the successes: wait %v refused %v, want 1s", d, r)
+	// That freed nothing but the token mallory gave back.
+	if _, r := f.try(t, addr, "alice@example.lan", false); r {
+		t.Fatal("the refilled token was not there")
 	}
-	// The account's failures are not reset by another account's success
-	// from another, clean address either.
-	other, _, s2, _ := newTest(testConfig)
+	if _, r := f.try(t, addr, "alice@example.lan", false); !r {
+		t.Fatal("mallory's successes gave the address more than its one refilled token")
+	}
+	// Nor does bob's success, from another address, touch alice's account.
+	g := newFake(testConfig)
+	g.frozen = true
 	for i := 0; i < 4; i++ {
-		try(t, other, s2, fmt.Sprintf("203.0.113.%d", 10+i), "alice@example.lan", false) // clean addresses, one guess each
+		g.try(t, fmt.Sprintf("203.0.113.%d", 10+i), "alice@example.lan", false) // clean addresses, one guess each
 	}
-	if d, r := try(t, other, s2, "203.0.113.99", "bob@example.lan", true); d != 0 || r {
+	if d, r := g.try(t, "203.0.113.99", "bob@example.lan", true); d != 0 || r {
 		t.Fatalf("bob: wait %v refused %v", d, r)
 	}
-	a, err := other.Begin("203.0.113.10", time.Minute) // not clean: it failed
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w, err := a.account1("alice@example.lan", time.Minute); err != nil || w != 2*time.Second {
-		t.Fatalf("alice's account after bob's success: wait %v, %v; want 2s", w, err)
+	if _, r := g.try(t, "203.0.113.10", "alice@example.lan", false); !r { // not clean: it failed
+		t.Fatal("alice's account had a token again after bob's success")
 	}
 }
 
@@ -185,59 +264,59 @@ func TestSuccessOfAnotherAccountDoesNotReset(t *testing.T) {
 // clean address is only slowed, never refused, however hard the account is
 // hammered.
 func TestAccountAcrossAddresses(t *testing.T) {
-	th, clk, s, logs := newTest(testConfig)
+	f := newFake(testConfig)
+	f.frozen = true // time moves only by the rounds below
 	const victim = "alice@example.lan"
 	addrs := []string{"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "2001:db8::1"}
-	for _, a := range addrs { // one clean guess each
-		try(t, th, s, a, victim, false)
+	guesses := 0
+	for _, a := range addrs { // one clean guess each, never refused
+		if _, r := f.try(t, a, victim, false); r {
+			t.Fatalf("the clean guess from %s was refused", a)
+		}
+		guesses++
 	}
-	guesses, refused := 0, 0
 	for round := 0; round < 10; round++ {
 		for _, a := range addrs {
 			for j := 0; j < 3; j++ {
-				at, err := th.Begin(a, time.Minute)
+				at, err := f.Begin(a, time.Minute)
 				if err != nil {
-					refused++
 					continue
 				}
 				if at.Clean() {
 					t.Fatalf("%s is clean after a failure", a)
 				}
-				if err := at.Account(victim, time.Minute); err != nil {
-					refused++
-					at.Failed()
-					continue
+				if err := at.Account(victim, time.Minute); err == nil {
+					guesses++
 				}
-				guesses++
 				at.Failed()
 			}
 		}
-		clk.advance(time.Second)
+		f.advance(time.Second)
 	}
-	// In 10 s: 5 clean guesses, then what the account allows: its burst
-	// less those 5 spent … at most 10 s / 2 s + 5 s of waits / 2 s more.
-	if guesses > 4+5+2 || guesses < 4 {
-		t.Fatalf("%d guesses against the account in 10 s from 5 addresses (%d refused)", guesses, refused)
+	// In 10 s: the account's 4 at once and 5 refills, one more clean
+	// guess forced beyond them.
+	if guesses > 4+5+1 {
+		t.Fatalf("%d guesses against the account in 10 s from 5 addresses", guesses)
 	}
-	if !strings.Contains(logs.String(), `account "alice@example.lan"`) {
-		t.Fatalf("no episode logged for the account:\n%s", logs.String())
+	if !strings.Contains(f.logs.String(), `account "alice@example.lan"`) || !strings.Contains(f.logs.String(), `address "192.0.2.1"`) {
+		t.Fatalf("the episodes are not logged:\n%s", f.logs.String())
 	}
-	// The real user from an address that never failed: slowed at most
-	// CleanWait, never refused, and in.
-	at, err := th.Begin("192.0.2.200", time.Minute)
+	// The real user, from an address that never failed: slowed at most
+	// CleanWait, never refused.
+	m := f.mark()
+	at, err := f.Begin("192.0.2.200", time.Minute)
 	if err != nil || !at.Clean() {
 		t.Fatalf("a new address: %v, clean %v", err, at.Clean())
 	}
-	w, err := at.account1(victim, time.Minute)
-	if err != nil || w > testConfig.CleanWait {
-		t.Fatalf("the real user: wait %v, %v; want at most %v and no refusal", w, err, testConfig.CleanWait)
+	if err := at.Account(victim, time.Minute); err != nil || f.waited(m) > testConfig.CleanWait {
+		t.Fatalf("the real user: %v after %v; want in, after at most %v", err, f.waited(m), testConfig.CleanWait)
 	}
 	at.Succeeded()
-	// A second attempt from the same address while the first is in
-	// progress is not clean: many connections from one fresh address buy
-	// one clean turn, not many.
-	a1, _ := th.Begin("192.0.2.201", time.Minute)
-	a2, _ := th.Begin("192.0.2.201", time.Minute)
+	// A second attempt from one address while the first is in progress is
+	// not clean: many connections from one fresh address buy one clean
+	// turn, not many.
+	a1, _ := f.Begin("192.0.2.201", time.Minute)
+	a2, _ := f.Begin("192.0.2.201", time.Minute)
 	if !a1.Clean() || a2.Clean() {
 		t.Fatalf("parallel attempts of a new address: clean %v, %v; want true, false", a1.Clean(), a2.Clean())
 	}
@@ -246,22 +325,21 @@ func TestAccountAcrossAddresses(t *testing.T) {
 // An address or account that stopped failing is forgotten once its bucket
 // is full again (an address after CleanAfter): clean, and no memory used.
 func TestExpiry(t *testing.T) {
-	th, clk, s, _ := newTest(testConfig)
+	f := newFake(testConfig)
 	for i := 0; i < 6; i++ {
-		try(t, th, s, "192.0.2.9", "alice@example.lan", false)
-		clk.advance(time.Second)
+		f.try(t, "192.0.2.9", "alice@example.lan", false)
 	}
-	clk.advance(testConfig.CleanAfter)
-	if d, r := try(t, th, s, "192.0.2.9", "alice@example.lan", false); d != 0 || r {
+	f.advance(testConfig.CleanAfter)
+	if d, r := f.try(t, "192.0.2.9", "alice@example.lan", false); d != 0 || r {
 		t.Fatalf("after CleanAfter: wait %v refused %v", d, r)
 	}
-	a, _ := th.Begin("192.0.2.9", time.Minute)
+	a, _ := f.Begin("192.0.2.9", time.Minute)
 	if a.Clean() {
 		t.Fatal("clean right after a failure")
 	}
 	a.Abandoned()
-	clk.advance(testConfig.CleanAfter + time.Minute)
-	a, _ = th.Begin("192.0.2.9", time.Minute)
+	f.advance(testConfig.CleanAfter + time.Minute)
+	a, _ = f.Begin("192.0.2.9", time.Minute)
 	if !a.Clean() {
 		t.Fatal("not clean again after CleanAfter without failures")
 	}
@@ -270,9 +348,9 @@ func TestExpiry(t *testing.T) {
 
 // Abandoned (an aborted SASL exchange) and Succeeded give the token back.
 func TestRefunds(t *testing.T) {
-	th, _, s, _ := newTest(testConfig)
+	f := newFake(testConfig)
 	for i := 0; i < 20; i++ {
-		a, err := th.Begin("192.0.2.1", time.Minute)
+		a, err := f.Begin("192.0.2.1", time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -286,8 +364,23 @@ func TestRefunds(t *testing.T) {
 		}
 		a.Failed() // after the end: ignored
 	}
-	if len(s.d) != 0 {
-		t.Fatalf("waits %v for attempts that all gave their tokens back", s.d)
+	if len(f.waits) != 0 {
+		t.Fatalf("waits %v for attempts that all gave their tokens back", f.waits)
+	}
+}
+
+// A sequential guesser waits one interval per guess once the burst is
+// spent; a turn further than the caller may wait is refused at once.
+func TestSequentialWaitsAndMaxWait(t *testing.T) {
+	f := newFake(testConfig)
+	for i := 0; i < 3; i++ {
+		f.try(t, "192.0.2.1", "alice@example.lan", false)
+	}
+	if d, r := f.try(t, "192.0.2.1", "alice@example.lan", false); r || d != time.Second {
+		t.Fatalf("the fourth guess: waited %v, refused %v; want 1s", d, r)
+	}
+	if _, err := f.Begin("192.0.2.1", 500*time.Millisecond); !errors.Is(err, ErrThrottled) {
+		t.Fatalf("a token 1 s away with 0.5 s to wait: %v, want ErrThrottled", err)
 	}
 }
 
@@ -296,51 +389,34 @@ func TestRefunds(t *testing.T) {
 func TestRefuseDelay(t *testing.T) {
 	cfg := testConfig
 	cfg.RefuseDelay = 700 * time.Millisecond
-	th, _, s, _ := newTest(cfg)
-	for i := 0; i < 3+5; i++ {
-		if _, err := th.Begin("192.0.2.1", time.Minute); err != nil {
+	f := newFake(cfg)
+	f.frozen = true
+	for i := 0; i < 3; i++ {
+		a, err := f.Begin("192.0.2.1", time.Minute)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	s.d = nil
-	if _, err := th.Begin("192.0.2.1", time.Minute); !errors.Is(err, ErrThrottled) {
-		t.Fatal(err)
-	}
-	if _, err := th.Begin("192.0.2.1", 300*time.Millisecond); !errors.Is(err, ErrThrottled) {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(s.d) != "[700ms 300ms]" {
-		t.Fatalf("refusals waited %v, want [700ms 300ms]", s.d)
-	}
-}
-
-// The longest wait is what the caller has left, and the configured one.
-func TestMaxWaitFromCaller(t *testing.T) {
-	th, _, _, _ := newTest(testConfig)
-	for i := 0; i < 3; i++ {
-		a, _ := th.Begin("192.0.2.1", time.Minute)
 		a.Failed()
 	}
-	if _, err := th.Begin("192.0.2.1", 500*time.Millisecond); !errors.Is(err, ErrThrottled) {
-		t.Fatalf("a turn 1 s away with 0.5 s left: %v, want ErrThrottled", err)
-	}
-	if a, err := th.Begin("192.0.2.1", 2*time.Second); err != nil {
+	m := f.mark()
+	if _, err := f.Begin("192.0.2.1", 300*time.Millisecond); !errors.Is(err, ErrThrottled) {
 		t.Fatal(err)
-	} else {
-		a.Failed()
+	}
+	if got := fmt.Sprint(f.waits[m:]); got != "[300ms]" {
+		t.Fatalf("the refusal waited %v, want [300ms] (what the caller could wait)", got)
 	}
 }
 
 // The tables stay bounded under a spray of addresses and account names, and
 // what is dropped first is the least throttled.
 func TestMemoryBound(t *testing.T) {
-	th, clk, s, _ := newTest(testConfig)
-	// A hammered key first.
-	for i := 0; i < 8; i++ {
-		try(t, th, s, "192.0.2.1", "alice@example.lan", false)
+	f := newFake(testConfig)
+	f.frozen = true
+	for i := 0; i < 8; i++ { // a hammered key first
+		f.try(t, "192.0.2.1", "alice@example.lan", false)
 	}
 	for i := 0; i < 5*testConfig.MaxKeys; i++ {
-		a, err := th.Begin(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), time.Minute)
+		a, err := f.Begin(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -349,14 +425,14 @@ func TestMemoryBound(t *testing.T) {
 		}
 		a.Failed()
 		if i%1000 == 0 {
-			clk.advance(time.Millisecond)
+			f.advance(time.Millisecond)
 		}
 	}
-	addrs, accounts := th.Stats()
+	addrs, accounts := f.Stats()
 	if addrs > testConfig.MaxKeys || accounts > testConfig.MaxKeys {
 		t.Fatalf("%d addresses and %d accounts remembered, more than %d", addrs, accounts, testConfig.MaxKeys)
 	}
-	if a, _ := th.Begin("192.0.2.1", time.Minute); a.Clean() {
+	if a, _ := f.Begin("192.0.2.1", time.Minute); a.Clean() {
 		t.Fatal("the spray made the hammered address clean")
 	}
 }
@@ -379,8 +455,7 @@ func TestAddressKey(t *testing.T) {
 }
 
 func TestConcurrentUse(t *testing.T) {
-	th := New(testConfig, "test", nil)
-	th.Sleep = func(time.Duration) {}
+	th := realTime(2, time.Millisecond, 3*time.Millisecond)
 	var wg sync.WaitGroup
 	for g := 0; g < 8; g++ {
 		wg.Add(1)

@@ -127,7 +127,7 @@ func saslRun(t *testing.T, mech string, first, second []byte, raw bool) (bool, s
 	in.WriteString(`<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>`)
 	conn := &fuzzConn{r: strings.NewReader(in.String())}
 	th := authlimit.New(authlimit.Default, "fuzz", nil)
-	th.Sleep = func(time.Duration) {}
+	th.Wait = func(time.Duration, <-chan struct{}) bool { return false }
 	cfg := &Config{
 		Hosted:      func(d string) bool { return d == "example.lan" },
 		Accounts:    fuzzAccounts{"alice@example.lan": fuzzAccount},
