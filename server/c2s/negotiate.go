@@ -214,8 +214,8 @@ func remoteIP(c net.Conn) string {
 	return host
 }
 
-// maxWait is how long an attempt may wait for its turn: what is left of
-// the authentication time, less a margin to answer in.
+// maxWait is how long an attempt may wait for the throttle: what is left
+// of the authentication time, less a margin to answer in.
 func (n *negotiation) maxWait() time.Duration {
 	return time.Until(n.deadline) - 2*time.Second
 }
@@ -226,9 +226,9 @@ func (n *negotiation) maxWait() time.Duration {
 // The throttle (package authlimit) is asked twice before any password is
 // checked: for the source address when <auth> arrives, and for the account
 // once the mechanism names it (before PLAIN's PBKDF2 or SCRAM's lookup).
-// An attempt whose turn is too far away gets temporary-auth-failure at
-// once (RFC 6120 §6.5.12: try again later), counted as an attempt of the
-// stream but not as a failed guess.
+// An attempt that gets no token in the time it may wait gets
+// temporary-auth-failure without its password being checked (RFC 6120
+// §6.5.12: try again later), counted as an attempt of the stream.
 func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 	ip := remoteIP(n.raw)
 	att, err := n.cfg.Throttle.Begin(ip, n.maxWait())
@@ -260,7 +260,7 @@ func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit
 		authzErr  bool
 		throttled bool
 	)
-	// turn waits for the account's turn; false: refused.
+	// turn waits for the account's token; false: refused.
 	turn := func(key string) bool {
 		if err := att.Account(key, n.maxWait()); err != nil {
 			throttled = true

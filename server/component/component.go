@@ -185,7 +185,7 @@ func Handshake(id, secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// throttle waits for the handshake's turn; nil Attempt methods are no-ops.
+// throttle waits for the handshake's tokens; nil Attempt methods are no-ops.
 func throttle(cfg *Config, c net.Conn, to string, deadline time.Time) (*authlimit.Attempt, error) {
 	if cfg.Throttle == nil {
 		return nil, nil
@@ -251,10 +251,11 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		c.Close()
 		return
 	}
-	// The handshake is a guess at the secret: it waits its turn per source
-	// address and per component (package authlimit), or is refused
-	// unchecked when that turn is further than the handshake may wait.
+	// The handshake is a guess at the secret: it waits for a token per
+	// source address and per component (package authlimit), or is refused
+	// unchecked when none comes in the time the handshake may wait.
 	att, err := throttle(cfg, c, to, deadline)
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // the wait may have used up the first one
 	if err != nil {
 		r.fail(to, "too many failed handshakes")
 		c.Write((&stream.Error{Condition: "policy-violation", Text: "too many failed handshakes: try again later"}).Bytes())
