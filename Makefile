@@ -17,7 +17,7 @@ TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejab
 TEST_PYTHON   := /usr/bin/python3
 TEST_PYMODS   := slixmpp
 
-.PHONY: all build run test deps vet fmt-check docs bench clean
+.PHONY: all build run test deps vet fmt-check fuzz docs bench clean
 
 all: build
 
@@ -57,8 +57,22 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-test: deps fmt-check vet
+test: deps fmt-check vet fuzz
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Each fuzz target runs FUZZTIME on top of its corpus (seeds in the code and
+# in the package's testdata/fuzz/<Target>/, where a failing input is also
+# written: keep it there as a regression case). `go test -fuzz` takes one
+# target of one package at a time.
+FUZZTIME    ?= 5s
+FUZZ_TARGETS := ./server/xml:FuzzReader ./server/xml:FuzzTokenizer ./server/c2s:FuzzSASL ./server/im:FuzzParseAddr
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "fuzz $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 docs:
 	$(GO) run ./cmd/parley docs > docs/commands.md

@@ -3,7 +3,9 @@ package server
 import (
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/component"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -106,6 +108,37 @@ func TestComponentFailures(t *testing.T) {
 	e := a.next()
 	if e.Get("type") != "error" || e.Child("", "error").Child("", "service-unavailable") == nil {
 		t.Fatalf("bounce: %s", e)
+	}
+}
+
+// TestComponentHandshakeThrottled: wrong handshakes from one address spend
+// its burst; the next handshake waits for a token (here no time passes, so
+// none comes) and is refused with policy-violation unchecked, even with the
+// right secret: the attempts of an address are not told apart by what
+// they send.
+func TestComponentHandshakeThrottled(t *testing.T) {
+	f := start(t)
+	f.mu.Lock()
+	f.frozen = true
+	f.mu.Unlock()
+	f.addBridge("cb1")
+	burst, iv := authlimit.Default.Address.Burst, authlimit.Default.Address.Interval
+	for i := 0; i < burst; i++ {
+		if _, got := f.connectComponent("cb1.example.lan", "wrong-secret"); got != "not-authorized" {
+			t.Fatalf("wrong secret %d: %s", i+1, got)
+		}
+	}
+	if _, got := f.connectComponent("cb1.example.lan", cbSecret); got != "policy-violation" {
+		t.Fatalf("handshake %d: %s, want policy-violation", burst+1, got)
+	}
+	f.mu.Lock()
+	slept := append([]time.Duration(nil), f.slept...)
+	f.mu.Unlock()
+	if len(slept) != 2 || slept[0] <= iv-time.Second || slept[0] > iv || slept[1] != authlimit.Default.RefuseDelay {
+		t.Fatalf("delays %v: want a wait of about %v for a token, then %v before the refusal", slept, iv, authlimit.Default.RefuseDelay)
+	}
+	if st := f.eng.Status().Components; len(st) != 1 || st[0].Connected || st[0].LastFailure != "too many failed handshakes" {
+		t.Fatalf("status: %+v", st)
 	}
 }
 

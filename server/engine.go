@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/c2s"
 	"github.com/parley-xmpp/parley/server/component"
 	"github.com/parley-xmpp/parley/server/fedcheck"
@@ -156,6 +157,7 @@ func New(cfg Config) *Engine {
 		Limits:      cfg.Limits,
 		AuthTimeout: e.authTimeout,
 		Log:         cfg.Log,
+		Throttle:    authlimit.New(authlimit.Default, "component", cfg.Log),
 	}
 	e.c2s = &c2s.Config{
 		TLS:         e.tlsConfig,
@@ -171,7 +173,7 @@ func New(cfg Config) *Engine {
 		},
 		IdleTimeout: cfg.IdleTimeout,
 		Limits:      cfg.Limits,
-		Throttle:    c2s.NewThrottle(),
+		Throttle:    authlimit.New(authlimit.Default, "c2s", cfg.Log),
 		Log:         cfg.Log,
 		Features:    im.CapsFeature(),
 		StanzaRate: func() (float64, int) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -33,6 +34,10 @@ type fixture struct {
 
 	mu    sync.Mutex
 	slept []time.Duration // throttle delays asked for
+	// The throttle's clock runs ahead of the real one by the delays it
+	// asked for (its sleeps return at once), unless frozen.
+	ahead  time.Duration
+	frozen bool
 }
 
 func freePort(t testing.TB) int {
@@ -60,8 +65,9 @@ func selfSigned(t testing.TB, files *pki.Area, domain string) {
 func start(t testing.TB) *fixture { t.Helper(); return startWith(t, nil) }
 
 // startWith starts an engine whose Config tweak may change (idle timeout,
-// limits) before it is built. The engine's auth throttle never sleeps in
-// tests; the delays it asked for are kept in fixture.slept.
+// limits) before it is built. The engine's auth throttles never sleep in
+// tests; the delays it asked for are kept in fixture.slept, and its clock
+// moves ahead by them.
 func startWith(t testing.TB, tweak func(*Config)) *fixture {
 	t.Helper()
 	return startDomain(t, "example.lan", tweak)
@@ -104,10 +110,21 @@ func startDomain(t testing.TB, domain string, tweak func(*Config)) *fixture {
 		tweak(&cfg)
 	}
 	f.eng = New(cfg)
-	f.eng.c2s.Throttle.Sleep = func(d time.Duration) {
-		f.mu.Lock()
-		f.slept = append(f.slept, d)
-		f.mu.Unlock()
+	for _, th := range []*authlimit.Throttle{f.eng.c2s.Throttle, f.eng.comp.Throttle} {
+		th.Wait = func(d time.Duration, _ <-chan struct{}) bool {
+			f.mu.Lock()
+			f.slept = append(f.slept, d)
+			if !f.frozen {
+				f.ahead += d
+			}
+			f.mu.Unlock()
+			return false
+		}
+		th.Now = func() time.Time {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return time.Now().Add(f.ahead)
+		}
 	}
 	f.eng.Start()
 	t.Cleanup(func() {

@@ -2,9 +2,11 @@ package server
 
 import (
 	"testing"
+	"time"
 
 	"mellium.im/sasl"
 
+	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/xml"
 )
 
@@ -136,7 +138,10 @@ func TestSASLFailures(t *testing.T) {
 }
 
 // TestSASLTooManyFailures: the fifth failure on a stream ends it with
-// policy-violation, and the per-address throttle asked for growing delays.
+// policy-violation. That spends the address's burst: the next attempt from
+// it waits for a token even for another account that then logs in, and the
+// success takes nothing off the failures (the guess after it gets the token
+// that refilled meanwhile, the next one waits again).
 func TestSASLTooManyFailures(t *testing.T) {
 	f := start(t)
 	c := f.dial()
@@ -149,19 +154,33 @@ func TestSASLTooManyFailures(t *testing.T) {
 	if got := c.streamError(); got != "policy-violation" {
 		t.Fatalf("got %s", got)
 	}
-	f.mu.Lock()
-	if len(f.slept) != 2 || f.slept[0] >= f.slept[1] {
-		t.Errorf("throttle delays %v: want two, growing (after 3 free failures)", f.slept)
+	slept := func() []time.Duration {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return append([]time.Duration(nil), f.slept...)
 	}
-	f.mu.Unlock()
-	// A success from the address resets the throttle.
+	if d := slept(); len(d) != 0 {
+		t.Fatalf("throttle delays %v within the burst", d)
+	}
+	iv := authlimit.Default.Address.Interval
+	near := func(d, want time.Duration) bool { return d > want-time.Second && d <= want }
 	c = f.dial()
 	c.preauth("example.lan")
-	if el := c.auth(sasl.ScramSha256, "alice", "alice-password", ""); el.Name.Local != "success" {
+	if el := c.auth(sasl.ScramSha256, "bob", "bob-password", ""); el.Name.Local != "success" {
 		t.Fatal(el)
 	}
-	if d := f.eng.c2s.Throttle.Delay("127.0.0.1"); d != 0 {
-		t.Fatalf("throttle after a success: %v", d)
+	if d := slept(); len(d) != 1 || !near(d[0], iv) {
+		t.Fatalf("bob's login after 5 failures from his address: delays %v, want one of about %v", d, iv)
+	}
+	c = f.dial()
+	c.preauth("example.lan")
+	for i := 0; i < 2; i++ {
+		if el := c.auth(sasl.Plain, "alice", "wrong", ""); saslCondition(el) != "not-authorized" {
+			t.Fatal(el)
+		}
+	}
+	if d := slept(); len(d) != 2 || !near(d[1], iv) {
+		t.Fatalf("two guesses after bob's success: delays %v, want a second one of about %v (not reset)", d, iv)
 	}
 }
 

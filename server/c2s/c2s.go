@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -47,7 +48,7 @@ type Config struct {
 	AuthTimeout func() time.Duration
 	IdleTimeout time.Duration // after this long without data: a ping; twice: closed
 	Limits      xml.Limits
-	Throttle    *Throttle
+	Throttle    *authlimit.Throttle
 	Log         *log.Logger
 	// MaxSessions is the limit of bound sessions (0: none).
 	MaxSessions func() int

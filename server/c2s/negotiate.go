@@ -16,6 +16,7 @@ import (
 	"mellium.im/sasl"
 	"mellium.im/xmpp/jid"
 
+	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -213,11 +214,35 @@ func remoteIP(c net.Conn) string {
 	return host
 }
 
+// maxWait is how long an attempt may wait for the throttle: what is left
+// of the authentication time, less a margin to answer in.
+func (n *negotiation) maxWait() time.Duration {
+	return time.Until(n.deadline) - 2*time.Second
+}
+
 // authenticate runs one SASL exchange. It reports whether it succeeded; a
 // failed attempt may be retried until MaxAuthAttempts.
+//
+// The throttle (package authlimit) is asked twice before any password is
+// checked: for the source address when <auth> arrives, and for the account
+// once the mechanism names it (before PLAIN's PBKDF2 or SCRAM's lookup).
+// An attempt that gets no token in the time it may wait gets
+// temporary-auth-failure without its password being checked (RFC 6120
+// §6.5.12: try again later), counted as an attempt of the stream.
 func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 	ip := remoteIP(n.raw)
-	n.cfg.Throttle.Wait(ip)
+	att, err := n.cfg.Throttle.Begin(ip, n.maxWait())
+	if err != nil {
+		return false, n.attemptRefused()
+	}
+	ok, err := n.authenticate1(auth, ip, att)
+	// An attempt not ended above (the stream failed in the middle) counts
+	// as failed: its tokens stay taken. Otherwise this does nothing.
+	att.Failed()
+	return ok, err
+}
+
+func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit.Attempt) (bool, error) {
 	var mech sasl.Mechanism
 	switch name := auth.Get("mechanism"); name {
 	case "SCRAM-SHA-256":
@@ -227,14 +252,39 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 	case "PLAIN":
 		mech = sasl.Plain
 	default:
-		return false, n.attemptFailed(ip, "invalid-mechanism", fmt.Sprintf("%q is not offered", xml.Clip(name)))
+		att.Abandoned() // no password tested
+		return false, n.attemptFailed(ip, att, "invalid-mechanism", fmt.Sprintf("%q is not offered", xml.Clip(name)))
 	}
 	var (
-		user     string
-		authzErr bool
+		user      string
+		authzErr  bool
+		throttled bool
 	)
+	// turn waits for the account's token; false: refused.
+	turn := func(key string) bool {
+		if err := att.Account(key, n.maxWait()); err != nil {
+			throttled = true
+			return false
+		}
+		return true
+	}
 	account := func(username, identity []byte) (store.Account, error) {
 		j, err := jid.New(string(username), n.domain, "")
+		key := ""
+		if err == nil {
+			key = j.String()
+		} else {
+			// Not a valid user name: throttled under its bytes
+			// (bounded), so that junk names are no way around.
+			u := username
+			if len(u) > 256 {
+				u = u[:256]
+			}
+			key = "\x00" + string(u) + "@" + n.domain
+		}
+		if !turn(key) {
+			return store.Account{}, authlimit.ErrThrottled
+		}
 		if err != nil {
 			return store.Account{}, err
 		}
@@ -249,6 +299,9 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 		func(neg *sasl.Negotiator) bool { // PLAIN
 			u, p, id := neg.Credentials()
 			a, err := account(u, id)
+			if throttled {
+				return false
+			}
 			if err != nil {
 				a = decoyAccount(string(u))
 			}
@@ -256,7 +309,7 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 		},
 		sasl.SaltedCredentials(func(u, id []byte, mechName string) ([]byte, []byte, int64, error) {
 			a, err := account(u, id)
-			if authzErr {
+			if authzErr || throttled {
 				return nil, nil, 0, err
 			}
 			if err != nil {
@@ -273,38 +326,47 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 
 	// Without an initial response (RFC 6120 §6.4.2) the exchange starts
 	// with an empty challenge; "=" is an empty initial response.
-	var (
-		data []byte
-		err  error
-	)
+	var data []byte
 	if strings.TrimSpace(auth.Text()) != "" {
+		var err error
 		if data, err = decodeSASL(auth.Text()); err != nil {
-			return false, n.attemptFailed(ip, "incorrect-encoding", "")
+			att.Abandoned() // no password tested
+			return false, n.attemptFailed(ip, att, "incorrect-encoding", "")
 		}
-	} else if data, err = n.exchange(ip, nil); err != nil || data == nil {
-		return false, err
+	} else {
+		d, err := n.exchange(ip, att, nil)
+		if err != nil || d == nil {
+			return false, err
+		}
+		data = d
 	}
 	for {
 		more, resp, err := neg.Step(data)
+		if throttled {
+			att.Failed()
+			return false, n.attemptRefused()
+		}
 		if err != nil {
 			cond := "not-authorized"
 			if authzErr {
 				cond = "invalid-authzid"
 			}
-			return false, n.attemptFailed(ip, cond, "")
+			att.Failed()
+			return false, n.attemptFailed(ip, att, cond, "")
 		}
 		if !more {
 			if _, err := n.cfg.Accounts.Account(user + "@" + n.domain); user == "" || err != nil {
-				return false, n.attemptFailed(ip, "not-authorized", "")
+				att.Failed()
+				return false, n.attemptFailed(ip, att, "not-authorized", "")
 			}
 			n.authed, n.local = true, user
-			n.cfg.Throttle.Success(ip)
+			att.Succeeded()
 			if len(resp) == 0 {
 				return true, n.write([]byte(`<success xmlns="` + stream.NSSASL + `"/>`))
 			}
 			return true, n.write([]byte(`<success xmlns="` + stream.NSSASL + `">` + base64.StdEncoding.EncodeToString(resp) + `</success>`))
 		}
-		if data, err = n.exchange(ip, resp); err != nil || data == nil {
+		if data, err = n.exchange(ip, att, resp); err != nil || data == nil {
 			return false, err
 		}
 	}
@@ -313,7 +375,7 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 // exchange sends a SASL challenge and reads the client's response. It
 // returns the decoded response; nil data with a nil error means the attempt
 // ended (aborted, or the response was not base64) and may be retried.
-func (n *negotiation) exchange(ip string, challenge []byte) ([]byte, error) {
+func (n *negotiation) exchange(ip string, att *authlimit.Attempt, challenge []byte) ([]byte, error) {
 	c := `<challenge xmlns="` + stream.NSSASL + `"/>`
 	if len(challenge) > 0 {
 		c = `<challenge xmlns="` + stream.NSSASL + `">` + base64.StdEncoding.EncodeToString(challenge) + `</challenge>`
@@ -326,14 +388,16 @@ func (n *negotiation) exchange(ip string, challenge []byte) ([]byte, error) {
 		return nil, n.readErr(err)
 	}
 	if el.Name.Space == stream.NSSASL && el.Name.Local == "abort" {
-		return nil, n.attemptFailed(ip, "aborted", "")
+		att.Abandoned()
+		return nil, n.attemptFailed(ip, att, "aborted", "")
 	}
 	if el.Name.Space != stream.NSSASL || el.Name.Local != "response" {
 		return nil, n.fail("not-authorized", "expected a SASL response")
 	}
 	data, err := decodeSASL(el.Text())
 	if err != nil {
-		return nil, n.attemptFailed(ip, "incorrect-encoding", "")
+		att.Failed() // may be a guess's proof gone wrong: counted
+		return nil, n.attemptFailed(ip, att, "incorrect-encoding", "")
 	}
 	if data == nil {
 		data = []byte{} // an empty response is still a response
@@ -341,13 +405,30 @@ func (n *negotiation) exchange(ip string, challenge []byte) ([]byte, error) {
 	return data, nil
 }
 
-func (n *negotiation) attemptFailed(ip, condition, text string) error {
+// attemptFailed answers a failed attempt with a SASL failure; the stream
+// ends after MaxAuthAttempts. A failure is logged unless the throttle
+// already logged its episode.
+func (n *negotiation) attemptFailed(ip string, att *authlimit.Attempt, condition, text string) error {
 	if condition != "aborted" {
 		n.failures++
-		n.cfg.Throttle.Fail(ip)
-		n.cfg.Log.Printf("c2s: authentication failed from %s for domain %s (%s)", ip, n.domain, condition)
+		if att == nil || !att.Throttled() {
+			n.cfg.Log.Printf("c2s: authentication failed from %s for domain %s (%s)", ip, n.domain, condition)
+		}
 	}
 	if err := n.saslFailure(condition, text); err != nil {
+		return err
+	}
+	if n.failures >= MaxAuthAttempts {
+		return n.fail("policy-violation", "too many failed authentication attempts")
+	}
+	return nil
+}
+
+// attemptRefused answers an attempt the throttle refused (no password was
+// checked) with temporary-auth-failure; it counts against MaxAuthAttempts.
+func (n *negotiation) attemptRefused() error {
+	n.failures++
+	if err := n.saslFailure("temporary-auth-failure", "too many failed authentication attempts: try again later"); err != nil {
 		return err
 	}
 	if n.failures >= MaxAuthAttempts {

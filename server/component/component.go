@@ -22,6 +22,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -41,6 +42,9 @@ type Config struct {
 	Limits       xml.Limits
 	AuthTimeout  func() time.Duration
 	Log          *log.Logger
+	// Throttle bounds the rate of handshakes per source address and per
+	// component (nil: none).
+	Throttle *authlimit.Throttle
 }
 
 // Status is one component's state.
@@ -181,6 +185,27 @@ func Handshake(id, secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// throttle waits for the handshake's tokens; nil Attempt methods are no-ops.
+func throttle(cfg *Config, c net.Conn, to string, deadline time.Time) (*authlimit.Attempt, error) {
+	if cfg.Throttle == nil {
+		return nil, nil
+	}
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		host = c.RemoteAddr().String()
+	}
+	maxWait := time.Until(deadline) - 2*time.Second
+	att, err := cfg.Throttle.Begin(host, maxWait)
+	if err != nil {
+		return nil, err
+	}
+	if err := att.Account(to, maxWait); err != nil {
+		att.Failed()
+		return nil, err
+	}
+	return att, nil
+}
+
 // Serve runs a component stream whose header has been read. tls tells
 // whether the connection is encrypted.
 func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Element, tls bool) {
@@ -210,7 +235,8 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		fail("policy-violation", "plain component connections are accepted from loopback only: connect with TLS to the c2s-tls port, or have an admin run xmpp callbridge plain allow")
 		return
 	}
-	c.SetDeadline(time.Now().Add(cfg.AuthTimeout()))
+	deadline := time.Now().Add(cfg.AuthTimeout())
+	c.SetDeadline(deadline)
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Write(stream.Header(stream.NSAccept, to, "", id)); err != nil {
 		c.Close()
@@ -225,15 +251,30 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		c.Close()
 		return
 	}
+	// The handshake is a guess at the secret: it waits for a token per
+	// source address and per component (package authlimit), or is refused
+	// unchecked when none comes in the time the handshake may wait.
+	att, err := throttle(cfg, c, to, deadline)
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // the wait may have used up the first one
+	if err != nil {
+		r.fail(to, "too many failed handshakes")
+		c.Write((&stream.Error{Condition: "policy-violation", Text: "too many failed handshakes: try again later"}).Bytes())
+		c.Close()
+		return
+	}
 	want := Handshake(id, comp.Secret)
 	got := strings.ToLower(strings.TrimSpace(el.Text()))
 	if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		att.Failed()
 		r.fail(to, "authentication failure")
-		cfg.Log.Printf("component: authentication failure for %s from %s", to, c.RemoteAddr())
+		if !att.Throttled() { // else the throttle logged the episode
+			cfg.Log.Printf("component: authentication failure for %s from %s", to, c.RemoteAddr())
+		}
 		c.Write((&stream.Error{Condition: "not-authorized", Text: "the handshake does not match the shared secret"}).Bytes())
 		c.Close()
 		return
 	}
+	att.Succeeded()
 	c.SetDeadline(time.Time{})
 	stream.Authenticated(c)
 	s := &session{jid: to, conn: stream.NewConn(c, stream.NSAccept), since: time.Now(), from: c.RemoteAddr().String()}

@@ -178,6 +178,9 @@ func parseAddr(s string) (addr, bool) {
 		return addr{}, false
 	}
 	a = addr{bare: j.Bare().String(), resource: j.Resourcepart(), domain: j.Domainpart(), local: j.Localpart()}
+	if full := a.full(); full != s && !stable(full) {
+		return addr{}, false // e.g. "a@b..": its domain "b." would not parse again
+	}
 	addrCache.Lock()
 	if addrCache.m == nil || len(addrCache.m) >= addrCacheSize {
 		addrCache.m = make(map[string]addr, 256)
@@ -185,6 +188,14 @@ func parseAddr(s string) (addr, bool) {
 	addrCache.m[s] = a
 	addrCache.Unlock()
 	return a, true
+}
+
+// stable reports whether a normalized address parses again to itself
+// (what normalization changed must not change again, or the same
+// address would have two spellings).
+func stable(full string) bool {
+	j, err := jid.Parse(full)
+	return err == nil && j.String() == full
 }
 
 func (a addr) full() string {

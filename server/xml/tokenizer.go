@@ -1034,6 +1034,11 @@ func qname(b []byte, i int) (prefix, local []byte, end int, err error) {
 	if c == 0 || c == len(name)-1 || bytes.IndexByte(name[c+1:], ':') >= 0 {
 		return nil, nil, 0, wf("%s is not a qualified name", clipBytes(name))
 	}
+	// Both parts are NCNames: the local part starts as a name does too
+	// ("stream:0" is a Name, not a QName, and "0" alone would not parse).
+	if err := checkName(name[c+1:]); err != nil {
+		return nil, nil, 0, wf("%s is not a qualified name", name)
+	}
 	return name[:c], name[c+1:], j, nil
 }
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"unicode"
+	"unicode/utf8"
 )
 
 func stdDecoder(r io.Reader) *exml.Decoder {
@@ -63,6 +65,13 @@ var charRef = regexp.MustCompile(`&#(x[0-9a-fA-F]+|[0-9]+);`)
 // (raw: the same token without namespace translation; src: its bytes)
 // breaks and encoding/xml does not enforce but the tokenizer does, or "".
 // It is written independently of the tokenizer, from encoding/xml's view.
+// ncNameStart reports whether a QName's local part starts as a name must
+// (encoding/xml checks the whole prefixed name only).
+func ncNameStart(local string) bool {
+	r, _ := utf8.DecodeRuneInString(local)
+	return local != "" && unicode.Is(nameStart, r)
+}
+
 func stricter(tok, raw exml.Token, src []byte, scopes *[][]string) string {
 	declared := func(p string) bool {
 		for _, s := range *scopes {
@@ -89,7 +98,7 @@ func stricter(tok, raw exml.Token, src []byte, scopes *[][]string) string {
 		var decl []string
 		for _, a := range r.Attr {
 			switch {
-			case strings.Contains(a.Name.Local, ":"):
+			case strings.Contains(a.Name.Local, ":"), a.Name.Space != "" && !ncNameStart(a.Name.Local):
 				return "attribute name not a QName"
 			case a.Name.Space == "xmlns":
 				switch {
@@ -107,7 +116,7 @@ func stricter(tok, raw exml.Token, src []byte, scopes *[][]string) string {
 		}
 		*scopes = append(*scopes, decl)
 		switch {
-		case strings.Contains(r.Name.Local, ":"):
+		case strings.Contains(r.Name.Local, ":"), r.Name.Space != "" && !ncNameStart(r.Name.Local):
 			return "element name not a QName"
 		case r.Name.Space == "xmlns" || r.Name.Space == "" && r.Name.Local == "xmlns":
 			return "xmlns element"
