@@ -1,0 +1,210 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parley-xmpp/parley/server/xml"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// The delivery rule (DESIGN.md, Seams): a stanza handed to a connection is
+// written, stored offline, or bounced to its sender; never dropped.
+
+// tally counts, per message id, how often it was seen.
+type tally map[string]int
+
+// readMessages reads stanzas until the stream or the connection ends,
+// counting messages with a body whose id starts with prefix; after each,
+// pause. After stopAfter of them (0: never) it ends its side of the stream
+// and reads on to the end.
+func (c *client) readMessages(seen tally, prefix string, stopAfter int, pause time.Duration) (got int, streamErr string) {
+	for {
+		el, err := c.rd.Next()
+		if err != nil {
+			return got, streamErr
+		}
+		if el.Name.Space == xml.NSStream && el.Name.Local == "error" {
+			streamErr = el.Elements()[0].Name.Local
+			continue
+		}
+		if el.Name.Local != "message" || el.Child("", "body") == nil || !strings.HasPrefix(el.Get("id"), prefix) {
+			continue
+		}
+		seen[el.Get("id")]++
+		got++
+		if got == stopAfter {
+			c.send(`</stream:stream>`)
+		}
+		if pause > 0 {
+			time.Sleep(pause)
+		}
+	}
+}
+
+// readUntil reads until every one of n messages was seen at least once.
+func (c *client) readUntil(seen tally, prefix string, n int) {
+	c.t.Helper()
+	for len(seen) < n {
+		el, err := c.rd.Next()
+		if err != nil {
+			c.t.Fatalf("read: %v (%d of %d messages seen)", err, len(seen), n)
+		}
+		if el.Name.Local == "message" && el.Child("", "body") != nil && strings.HasPrefix(el.Get("id"), prefix) {
+			seen[el.Get("id")]++
+		}
+	}
+}
+
+func (s tally) exactlyOnce(t *testing.T, prefix string, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		id := fmt.Sprint(prefix, i)
+		if s[id] != 1 {
+			t.Fatalf("%s arrived %d times (%d distinct of %d)", id, s[id], len(s), n)
+		}
+	}
+	if len(s) != n {
+		t.Fatalf("%d distinct messages, want %d", len(s), n)
+	}
+}
+
+func (f *fixture) stored(bare string) int {
+	msgs, err := f.st.Offline(bare)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return len(msgs)
+}
+
+// dialSmall is dial with a small receive buffer, set before the
+// connection is made (shrinking it later makes the kernel drop what the
+// window it announced let in).
+func (f *fixture) dialSmall() *client {
+	f.t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
+	}}
+	c, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", f.port))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	f.t.Cleanup(func() { c.Close() })
+	return &client{t: f.t, conn: c}
+}
+
+// TestOfflineFlushPaced: 10 MB of stored messages (more than an outbound
+// queue holds) reach a slow client exactly once over two logins: the first
+// ends its stream part way, what it was not sent stays stored, the second
+// gets the rest.
+func TestOfflineFlushPaced(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	const n = 300
+	body := strings.Repeat("p", 35<<10)
+	for i := 0; i < n; i++ {
+		msg := fmt.Sprintf(`<message xmlns="jabber:client" from="alice@example.lan/a" to="bob@example.lan" type="chat" id="o%d"><body>%s</body></message>`, i, body)
+		if err := f.st.Apply(store.Op{Kind: store.OpOfflinePush, Name: "bob@example.lan", Data: []byte(msg)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := tally{}
+	b := f.dialSmall()
+	b.conn.SetDeadline(time.Now().Add(40 * time.Second))
+	b.login("bob", "bob-password", "one")
+	b.send(`<presence/>`)
+	got, serr := b.readMessages(seen, "o", 100, time.Millisecond)
+	if got < 100 || got >= n || serr != "" {
+		t.Fatalf("first login: %d messages, stream error %q; want 100 or a few more, then the end of the stream", got, serr)
+	}
+	waitFor(t, "the written messages deleted", func() bool { return f.stored("bob@example.lan") == n-got })
+
+	b2 := f.dial()
+	b2.login("bob", "bob-password", "two")
+	b2.send(`<presence/>`)
+	b2.readUntil(seen, "o", n)
+	b2.ping("sync")
+	seen.exactlyOnce(t, "o", n)
+	waitFor(t, "the store emptied", func() bool { return f.stored("bob@example.lan") == 0 })
+}
+
+// TestStalledRecipient: a recipient that stops reading while 6 MB arrive
+// for it: every message is delivered (read when it reads again), stored
+// (read at its next login) or bounced to the sender; none twice, none
+// missing. The stalled session is closed and unbound, the sender is never
+// held up.
+func TestStalledRecipient(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	b := f.dialSmall()
+	b.conn.SetDeadline(time.Now().Add(60 * time.Second))
+	b.login("bob", "bob-password", "stalled")
+	b.send(`<presence/>`)
+	b.expect("own presence", func(el *xml.Element) bool { return el.Name.Local == "presence" })
+	a := f.dial()
+	a.conn.SetDeadline(time.Now().Add(60 * time.Second))
+	a.login("alice", "alice-password", "a")
+
+	const n = 1000
+	// alice's bounces, counted as they come.
+	var mu sync.Mutex
+	bounced := tally{}
+	go func() {
+		for {
+			el, err := a.rd.Next()
+			if err != nil {
+				return
+			}
+			if el.Name.Local == "message" && el.Get("type") == "error" {
+				mu.Lock()
+				bounced[el.Get("id")]++
+				mu.Unlock()
+			}
+		}
+	}()
+	body := strings.Repeat("s", 10<<10)
+	for i := 0; i < n; i++ {
+		a.send(fmt.Sprintf(`<message to='bob@example.lan' type='chat' id='s%d'><body>%s</body></message>`, i, body))
+	}
+	waitFor(t, "bob's stalled session unbound", func() bool { return !f.bound("bob@example.lan", "stalled") })
+
+	// bob reads again: what was written to him before the end.
+	seen := tally{}
+	delivered, serr := b.readMessages(seen, "s", 0, 0)
+	var stored, nb int
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		stored = f.stored("bob@example.lan")
+		mu.Lock()
+		nb = len(bounced)
+		mu.Unlock()
+		if delivered+stored+nb == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d delivered (stream error %q), %d stored, %d bounced: %d of %d missing", delivered, serr, stored, nb, n-delivered-stored-nb, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if delivered == n || stored+nb == 0 {
+		t.Fatalf("bob read %d messages (stream error %q): the queue never overflowed", delivered, serr)
+	}
+	b2 := f.dial()
+	b2.login("bob", "bob-password", "later")
+	b2.send(`<presence/>`)
+	b2.readUntil(seen, "s", delivered+stored)
+	b2.ping("sync")
+	t.Logf("%d delivered (stream error %q), %d stored and delivered at the next login, %d bounced", delivered, serr, stored, nb)
+	mu.Lock()
+	for id, k := range bounced {
+		seen[id] += k
+	}
+	mu.Unlock()
+	seen.exactlyOnce(t, "s", n)
+}
