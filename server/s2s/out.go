@@ -140,6 +140,12 @@ func (l *outLink) run() {
 		}
 		return
 	}
+	l.up(est)
+}
+
+// up runs the link on an established stream until it ends; what it
+// accepted and did not write then bounces.
+func (l *outLink) up(est *established) {
 	conn := stream.NewConn(est.raw, stream.NSServer)
 	l.mu.Lock()
 	l.conn, l.est, l.state, l.since, l.lastUsed = conn, est, "up", time.Now(), time.Now()
