@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/component"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -207,4 +208,79 @@ func TestStalledRecipient(t *testing.T) {
 	}
 	mu.Unlock()
 	seen.exactlyOnce(t, "s", n)
+}
+
+// TestStalledComponent: a component (a call bridge) that stops reading:
+// its connection is closed with a stream error and every message handed
+// to it is either written (it reads them in the end) or bounced to the
+// sender with service-unavailable; none lost, none both.
+func TestStalledComponent(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	f.addBridge("cb1")
+	comp := f.dialSmall()
+	comp.conn.SetDeadline(time.Now().Add(60 * time.Second))
+	comp.send(`<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='cb1.example.lan'>`)
+	comp.rd = xml.NewReader(comp.conn, xml.DefaultLimits)
+	h, err := comp.rd.Header()
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp.send(`<handshake>` + component.Handshake(h.Get("id"), cbSecret) + `</handshake>`)
+	if el := comp.next(); el.Name.Local != "handshake" {
+		t.Fatalf("handshake: %s", el)
+	}
+	a := f.dial()
+	a.conn.SetDeadline(time.Now().Add(60 * time.Second))
+	a.login("alice", "alice-password", "a")
+	var mu sync.Mutex
+	bounced := tally{}
+	conds := map[string]int{}
+	go func() {
+		for {
+			el, err := a.rd.Next()
+			if err != nil {
+				return
+			}
+			if el.Name.Local == "message" && el.Get("type") == "error" {
+				mu.Lock()
+				bounced[el.Get("id")]++
+				conds[stanzaError(el)]++
+				mu.Unlock()
+			}
+		}
+	}()
+	const n = 1000
+	body := strings.Repeat("c", 10<<10)
+	for i := 0; i < n; i++ {
+		a.send(fmt.Sprintf(`<message to='room@cb1.example.lan' type='chat' id='c%d'><body>%s</body></message>`, i, body))
+	}
+	seen := tally{}
+	delivered, serr := comp.readMessages(seen, "c", 0, 0)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		mu.Lock()
+		nb := len(bounced)
+		mu.Unlock()
+		if delivered+nb >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d delivered (stream error %q), %d bounced: %d of %d missing", delivered, serr, nb, n-delivered-nb, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if delivered == n || len(bounced) == 0 {
+		t.Fatalf("%d delivered, %d bounced: the queue never overflowed", delivered, len(bounced))
+	}
+	if len(conds) != 1 || conds["service-unavailable"] != len(bounced) {
+		t.Fatalf("bounce conditions %v, want service-unavailable", conds)
+	}
+	t.Logf("%d delivered (stream error %q), %d bounced", delivered, serr, len(bounced))
+	for id, k := range bounced {
+		seen[id] += k
+	}
+	seen.exactlyOnce(t, "c", n)
 }
