@@ -236,11 +236,15 @@ func TestStalledComponent(t *testing.T) {
 	var mu sync.Mutex
 	bounced := tally{}
 	conds := map[string]int{}
+	routed := make(chan struct{})
 	go func() {
 		for {
 			el, err := a.rd.Next()
 			if err != nil {
 				return
+			}
+			if el.Get("id") == "routed" {
+				close(routed)
 			}
 			if el.Name.Local == "message" && el.Get("type") == "error" {
 				mu.Lock()
@@ -254,6 +258,14 @@ func TestStalledComponent(t *testing.T) {
 	body := strings.Repeat("c", 10<<10)
 	for i := 0; i < n; i++ {
 		a.send(fmt.Sprintf(`<message to='room@cb1.example.lan' type='chat' id='c%d'><body>%s</body></message>`, i, body))
+	}
+	// Once the server answers this, it has routed them all; only then
+	// does the component read again.
+	a.send(`<iq type='get' id='routed'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	select {
+	case <-routed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer to a ping after the messages")
 	}
 	seen := tally{}
 	delivered, serr := comp.readMessages(seen, "c", 0, 0)
