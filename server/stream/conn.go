@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-xmpp/parley/server/xml"
@@ -32,18 +33,20 @@ type Conn struct {
 	net.Conn
 	NS string // the stream's default namespace, for serializing
 
-	mu        sync.Mutex
-	queue     []item
-	queued    int  // bytes queued or being written
-	closed    bool // the writer has stopped
-	closing   bool // no more stanzas: write the queue and final, then close
-	overflow  bool // the queue overflowed: close without writing the queue
-	final     []byte
-	unwritten [][]byte
-	pacer     Pacer
-	low       int
-	wake      chan struct{}
-	done      chan struct{}
+	mu       sync.Mutex
+	queue    []item
+	queued   int  // bytes queued or being written
+	closed   bool // the writer has stopped
+	closing  bool // no more stanzas: write the queue and final, then close
+	overflow bool // the queue overflowed: close without writing the queue
+	// overflowed is overflow, read by the writer without the lock.
+	overflowed atomic.Bool
+	final      []byte
+	unwritten  [][]byte
+	pacer      Pacer
+	low        int
+	wake       chan struct{}
+	done       chan struct{}
 }
 
 // item is one queued stanza; id is the Pacer's number for a tracked one.
@@ -133,10 +136,13 @@ func (c *Conn) writer() {
 			} else {
 				c.queue = c.queue[k:]
 			}
-			// Under the lock, so that an overflow's shorter deadline is
-			// never overwritten by this one.
-			c.Conn.SetWriteDeadline(time.Now().Add(WriteTimeout))
 			c.mu.Unlock()
+			c.Conn.SetWriteDeadline(time.Now().Add(WriteTimeout))
+			if c.overflowed.Load() {
+				// An overflow set its shorter deadline in the meantime:
+				// it stands.
+				c.Conn.SetWriteDeadline(time.Now().Add(OverflowGrace))
+			}
 
 			batch.Reset()
 			for _, it := range q {
@@ -227,6 +233,7 @@ func (c *Conn) send(b []byte, id uint64) bool {
 	}
 	if c.queued+len(b) > MaxQueueBytes {
 		c.closing, c.overflow = true, true
+		c.overflowed.Store(true)
 		c.Conn.SetWriteDeadline(time.Now().Add(OverflowGrace))
 		c.mu.Unlock()
 		c.poke()
