@@ -30,6 +30,7 @@ type flusher struct {
 	out     *stream.Conn
 	written atomic.Uint64 // the highest sequence number written
 	wake    chan struct{}
+	done    chan struct{} // closed when the flush is over and its deletions made
 }
 
 func (f *flusher) Written(seq uint64) {
@@ -70,7 +71,7 @@ func (s *Service) flushOffline(sess *c2s.Session) {
 	if s.flushing == nil {
 		s.flushing = map[string]*flusher{}
 	}
-	f := &flusher{s: s, sess: sess, out: sess.Out(), wake: make(chan struct{}, 1)}
+	f := &flusher{s: s, sess: sess, out: sess.Out(), wake: make(chan struct{}, 1), done: make(chan struct{})}
 	s.flushing[bare] = f
 	s.flushMu.Unlock()
 	go f.run(page)
@@ -79,6 +80,7 @@ func (s *Service) flushOffline(sess *c2s.Session) {
 // run sends the stored messages, page after page, as the writer takes
 // them, deleting what was written as it goes.
 func (f *flusher) run(page []store.OfflineMessage) {
+	defer close(f.done)
 	s, bare := f.s, f.sess.Bare()
 	f.out.SetPacer(f, flushLow)
 	var queued, deleted uint64 // the last sequence number queued, and deleted
@@ -135,6 +137,18 @@ func (f *flusher) run(page []store.OfflineMessage) {
 				break
 			}
 		}
+	}
+}
+
+// waitFlush waits for the flush to a session that ended, if one runs: its
+// last deletions are made before the session is gone (and before the
+// engine stops and closes the store).
+func (s *Service) waitFlush(sess *c2s.Session) {
+	s.flushMu.Lock()
+	f := s.flushing[sess.Bare()]
+	s.flushMu.Unlock()
+	if f != nil && f.sess == sess {
+		<-f.done
 	}
 }
 

@@ -229,6 +229,7 @@ func (s *Service) Undelivered(sess *c2s.Session, stanzas []*xml.Element) {
 // Offline is called when a session ends: an available session's contacts
 // see it leave.
 func (s *Service) Offline(sess *c2s.Session) {
+	s.waitFlush(sess)
 	if was := sess.SetPresence(false, 0, nil); was {
 		un := xml.New(stream.NSClient, "presence", "type", "unavailable", "from", sess.Full())
 		s.broadcast(sess, un, true)
