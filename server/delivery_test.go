@@ -296,3 +296,79 @@ func TestStalledComponent(t *testing.T) {
 	}
 	seen.exactlyOnce(t, "c", n)
 }
+
+// TestStalledResourceFailsOver: bob has two available resources and one
+// stops reading. Messages to it that it cannot take go to his other
+// resource (RFC 6121 §8.5.3.2.1: as for a resource that is gone), not to
+// offline storage and never back to the stalled one: each arrives once.
+func TestStalledResourceFailsOver(t *testing.T) {
+	t.Parallel()
+	f := start(t)
+	stalled := f.dialSmall()
+	stalled.conn.SetDeadline(time.Now().Add(60 * time.Second))
+	stalled.login("bob", "bob-password", "stalled")
+	stalled.send(`<presence/>`)
+	stalled.expect("own presence", func(el *xml.Element) bool { return el.Name.Local == "presence" })
+	good := f.dial()
+	good.conn.SetDeadline(time.Now().Add(60 * time.Second))
+	good.login("bob", "bob-password", "good")
+	good.send(`<presence/>`)
+	a := f.dial()
+	a.conn.SetDeadline(time.Now().Add(60 * time.Second))
+	a.login("alice", "alice-password", "a")
+
+	const n = 1000
+	body := strings.Repeat("f", 10<<10)
+	var mu sync.Mutex
+	seenGood := tally{}
+	goodDone := make(chan struct{})
+	go func() {
+		defer close(goodDone)
+		for {
+			el, err := good.rd.Next()
+			if err != nil || el.Get("id") == "end" {
+				return
+			}
+			if el.Name.Local == "message" && strings.HasPrefix(el.Get("id"), "f") {
+				mu.Lock()
+				seenGood[el.Get("id")]++
+				mu.Unlock()
+			}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		a.send(fmt.Sprintf(`<message to='bob@example.lan/stalled' type='chat' id='f%d'><body>%s</body></message>`, i, body))
+	}
+	waitFor(t, "the stalled resource unbound", func() bool { return !f.bound("bob@example.lan", "stalled") })
+	seen := tally{}
+	delivered, serr := stalled.readMessages(seen, "f", 0, 0)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		got := len(seenGood)
+		mu.Unlock()
+		if delivered+got >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d delivered to the stalled resource (stream error %q), %d to the other, %d stored: %d missing", delivered, serr, got, f.stored("bob@example.lan"), n-delivered-got)
+		}
+	}
+	// A last message to the good resource: nothing more comes before it.
+	a.send(`<message to='bob@example.lan/good' type='chat' id='end'><body>end</body></message>`)
+	select {
+	case <-goodDone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the good resource did not get the end marker")
+	}
+	if stored := f.stored("bob@example.lan"); stored != 0 {
+		t.Fatalf("%d messages stored offline while bob had an available resource", stored)
+	}
+	t.Logf("%d delivered to the stalled resource (stream error %q), %d to the other", delivered, serr, len(seenGood))
+	if delivered == n || len(seenGood) == 0 {
+		t.Fatalf("the stalled resource got %d: its queue never overflowed", delivered)
+	}
+	for id, k := range seenGood {
+		seen[id] += k
+	}
+	seen.exactlyOnce(t, "f", n)
+}
