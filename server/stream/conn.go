@@ -183,6 +183,9 @@ func (c *Conn) writer() {
 				return
 			}
 			c.mu.Unlock()
+			// The written stanzas may share an array with what is still
+			// queued: let go of them.
+			clear(q)
 			if p != nil {
 				if last != 0 {
 					p.Written(last)
