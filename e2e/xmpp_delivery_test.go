@@ -25,8 +25,8 @@ type goClient struct {
 	pongs chan string // answers to sendAll's pings, once it reads in the background
 }
 
-// stanza is what the tests look at in a stanza (or a stream error).
-type stanza struct {
+// goStanza is what the tests look at in a stanza (or a stream error).
+type goStanza struct {
 	XMLName xml.Name
 	ID      string `xml:"id,attr"`
 	Type    string `xml:"type,attr"`
@@ -39,7 +39,7 @@ type stanza struct {
 }
 
 // condition is the stanza error's condition ("" if none).
-func (s *stanza) condition() string {
+func (s *goStanza) condition() string {
 	if s.Error == nil {
 		return ""
 	}
@@ -74,7 +74,7 @@ func (x *xmppAppliance) goLogin(t *testing.T, user, password, resource string, r
 
 // next reads the next stanza (or stream error) within d; an error at the
 // end of the stream or the connection.
-func (g *goClient) next(d time.Duration) (*stanza, error) {
+func (g *goClient) next(d time.Duration) (*goStanza, error) {
 	g.c.SetReadDeadline(time.Now().Add(d))
 	for {
 		tok, err := g.dec.Token()
@@ -82,7 +82,7 @@ func (g *goClient) next(d time.Duration) (*stanza, error) {
 			return nil, err
 		}
 		if se, ok := tok.(xml.StartElement); ok {
-			s := &stanza{}
+			s := &goStanza{}
 			if err := g.dec.DecodeElement(s, &se); err != nil {
 				return nil, err
 			}
@@ -91,14 +91,14 @@ func (g *goClient) next(d time.Duration) (*stanza, error) {
 	}
 }
 
-// counts is how often each message id was seen, safe for concurrent use.
-type counts struct {
+// idCounts is how often each message id was seen, safe for concurrent use.
+type idCounts struct {
 	mu    sync.Mutex
 	m     map[string]int
 	conds map[string]int // of bounces: stanza error conditions
 }
 
-func (c *counts) cond(condition string) {
+func (c *idCounts) cond(condition string) {
 	c.mu.Lock()
 	if c.conds == nil {
 		c.conds = map[string]int{}
@@ -107,7 +107,7 @@ func (c *counts) cond(condition string) {
 	c.mu.Unlock()
 }
 
-func (c *counts) add(id string) {
+func (c *idCounts) add(id string) {
 	c.mu.Lock()
 	if c.m == nil {
 		c.m = map[string]int{}
@@ -116,15 +116,15 @@ func (c *counts) add(id string) {
 	c.mu.Unlock()
 }
 
-func (c *counts) len() int {
+func (c *idCounts) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.m)
 }
 
-// exactlyOnce fails unless ids prefix0 … prefix(n-1), and nothing else,
-// were seen once each across the counts.
-func exactlyOnce(t *testing.T, prefix string, n int, cs ...*counts) {
+// exactlyOnceAcross fails unless ids prefix0 … prefix(n-1), and nothing else,
+// were seen once each across the idCounts.
+func exactlyOnceAcross(t *testing.T, prefix string, n int, cs ...*idCounts) {
 	t.Helper()
 	all := map[string]int{}
 	for _, c := range cs {
@@ -151,14 +151,14 @@ func exactlyOnce(t *testing.T, prefix string, n int, cs ...*counts) {
 	}
 }
 
-// body is a message body of about size bytes that names its id.
-func body(id string, size int) string {
+// sizedBody is a message body of about size bytes that names its id.
+func sizedBody(id string, size int) string {
 	return id + " " + strings.Repeat("m", size-len(id)-1)
 }
 
 // collect records, from a slixmpp client's events, the messages whose body
 // starts with prefix, by id (the body's first word).
-func (c *xclient) collect(prefix string, into *counts) {
+func (c *xclient) collect(prefix string, into *idCounts) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, e := range c.events {
@@ -171,7 +171,7 @@ func (c *xclient) collect(prefix string, into *counts) {
 }
 
 // collectUntil collects until n distinct ids are in into, within bound.
-func (c *xclient) collectUntil(t *testing.T, prefix string, into *counts, n int, bound time.Duration) {
+func (c *xclient) collectUntil(t *testing.T, prefix string, into *idCounts, n int, bound time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(bound)
 	for {
@@ -193,7 +193,7 @@ func (c *xclient) collectUntil(t *testing.T, prefix string, into *counts, n int,
 // bytes, then a ping, and returns once the ping's answer came: the server
 // has routed them all. Bounces seen meanwhile go into bounced; the reading
 // goes on in the background until the connection closes.
-func (g *goClient) sendAll(t *testing.T, to, prefix string, n, min, max int, bounced *counts) {
+func (g *goClient) sendAll(t *testing.T, to, prefix string, n, min, max int, bounced *idCounts) {
 	t.Helper()
 	if g.pongs == nil {
 		g.pongs = make(chan string, 4)
@@ -216,7 +216,7 @@ func (g *goClient) sendAll(t *testing.T, to, prefix string, n, min, max int, bou
 	rnd := rand.New(rand.NewSource(int64(n)))
 	for i := 0; i < n; i++ {
 		id := fmt.Sprint(prefix, i)
-		g.write(fmt.Sprintf(`<message to='%s' type='chat' id='%s'><body>%s</body></message>`, to, id, body(id, min+rnd.Intn(max-min+1))))
+		g.write(fmt.Sprintf(`<message to='%s' type='chat' id='%s'><body>%s</body></message>`, to, id, sizedBody(id, min+rnd.Intn(max-min+1))))
 	}
 	g.write(`<iq type='get' id='sent-` + prefix + `'><ping xmlns='urn:xmpp:ping'/></iq>`)
 	select {
@@ -238,7 +238,7 @@ func TestXMPPOfflineFlushExactlyOnce(t *testing.T) {
 	x := startXMPP(t, "example.lan", "alice@example.lan", "Alice-pass-1", "bob@example.lan", "Bob-pass-22")
 	alice := x.goLogin(t, "alice", "Alice-pass-1", "a", 0)
 	const n = 1000
-	var bounced counts
+	var bounced idCounts
 	begin := time.Now()
 	alice.sendAll(t, "bob@example.lan", "o", n, 10<<10, 20<<10, &bounced)
 	if bounced.len() != 0 {
@@ -248,7 +248,7 @@ func TestXMPPOfflineFlushExactlyOnce(t *testing.T) {
 
 	// A slow reader: it ends its stream after 300 messages and reads what
 	// was already on its way to the end.
-	var first counts
+	var first idCounts
 	bob := x.goLogin(t, "bob", "Bob-pass-22", "slow", 32<<10)
 	bob.write(`<presence/>`)
 	got, streamErr := 0, ""
@@ -275,12 +275,12 @@ func TestXMPPOfflineFlushExactlyOnce(t *testing.T) {
 	t.Logf("first login: %d messages in %v", got, time.Since(begin))
 
 	// slixmpp gets the rest at the next login, and nothing twice.
-	var second counts
+	var second idCounts
 	c := x.login(t, "bob@example.lan", "Bob-pass-22", clientOpts{})
 	c.collectUntil(t, "o", &second, n-got, 40*time.Second)
 	c.ping(t, "")
 	c.collect("o", &second)
-	exactlyOnce(t, "o", n, &first, &second)
+	exactlyOnceAcross(t, "o", n, &first, &second)
 	c.logout(t)
 
 	// Nothing is left for a third login.
@@ -301,7 +301,7 @@ func TestXMPPStalledRecipient(t *testing.T) {
 	t.Parallel()
 	x := startXMPP(t, "example.lan", "alice@example.lan", "Alice-pass-1", "bob@example.lan", "Bob-pass-22")
 	alice := x.goLogin(t, "alice", "Alice-pass-1", "a", 0)
-	var bounced counts
+	var bounced idCounts
 	const older, n, room = 900, 1000, 1000 - 900
 	alice.sendAll(t, "bob@example.lan", "p", older, 100, 200, &bounced)
 	if bounced.len() != 0 {
@@ -317,7 +317,7 @@ func TestXMPPStalledRecipient(t *testing.T) {
 	t.Logf("sent in %v, %d bounced so far", time.Since(begin), bounced.len())
 
 	// bob reads again: what the server wrote before it closed his stream.
-	var delivered counts
+	var delivered idCounts
 	streamErr := ""
 	for {
 		s, err := bob.next(20 * time.Second)
@@ -347,7 +347,7 @@ func TestXMPPStalledRecipient(t *testing.T) {
 	}
 
 	// At the next login: the older messages and the stored new ones.
-	var stored, olderSeen counts
+	var stored, olderSeen idCounts
 	c := x.login(t, "bob@example.lan", "Bob-pass-22", clientOpts{})
 	deadline := time.Now().Add(40 * time.Second)
 	for stored.len() < room || olderSeen.len() < older {
@@ -366,8 +366,8 @@ func TestXMPPStalledRecipient(t *testing.T) {
 	c.collect("s", &stored)
 	c.collect("p", &olderSeen)
 	t.Logf("%d delivered, %d stored, %d bounced, in %v", d, stored.len(), bounced.len(), time.Since(begin))
-	exactlyOnce(t, "s", n, &delivered, &stored, &bounced)
-	exactlyOnce(t, "p", older, &olderSeen)
+	exactlyOnceAcross(t, "s", n, &delivered, &stored, &bounced)
+	exactlyOnceAcross(t, "p", older, &olderSeen)
 	// Bounced because bob's offline storage is full.
 	if len(bounced.conds) != 1 || bounced.conds["service-unavailable"] != bounced.len() {
 		t.Fatalf("bounces with the conditions %v, want service-unavailable", bounced.conds)
