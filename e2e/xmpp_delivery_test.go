@@ -372,4 +372,9 @@ func TestXMPPStalledRecipient(t *testing.T) {
 	if len(bounced.conds) != 1 || bounced.conds["service-unavailable"] != bounced.len() {
 		t.Fatalf("bounces with the conditions %v, want service-unavailable", bounced.conds)
 	}
+	// The log says it once.
+	logs := x.stdout.String() + x.stderr.String()
+	if k := strings.Count(logs, "c2s: bob@example.lan/stalled did not read fast enough: closed with policy-violation"); k != 1 {
+		t.Fatalf("the log says %d times that bob's stalled session was closed; log:\n%s", k, logs)
+	}
 }
