@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/c2s"
 	"github.com/parley-xmpp/parley/server/component"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -119,11 +120,35 @@ func TestOfflineFlushPaced(t *testing.T) {
 	b := f.dialSmall()
 	b.conn.SetDeadline(time.Now().Add(40 * time.Second))
 	b.login("bob", "bob-password", "one")
+	// The flush is paced by the writer: what waits in the session's queue
+	// stays near the flush's high-water mark (512 KiB), far below the
+	// queue's limit, however much is stored.
+	out := f.eng.router.Session("bob@example.lan", "one").(*c2s.Session).Out()
+	most := 0
+	sampled := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			most = max(most, out.Queued())
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Microsecond):
+			}
+		}
+	}()
 	b.send(`<presence/>`)
 	got, serr := b.readMessages(seen, "o", 100, time.Millisecond)
+	close(stop)
+	<-sampled
 	if got < 100 || got >= n || serr != "" {
 		t.Fatalf("first login: %d messages, stream error %q; want 100 or a few more, then the end of the stream", got, serr)
 	}
+	if most == 0 || most > 512<<10+len(body)+1024 {
+		t.Fatalf("up to %d bytes waited in the queue during the flush", most)
+	}
+	t.Logf("at most %d KiB queued during the flush", most>>10)
 	waitFor(t, "the written messages deleted", func() bool { return f.stored("bob@example.lan") == n-got })
 
 	b2 := f.dial()
