@@ -103,6 +103,24 @@ func (s *Store) Offline(user string) ([]OfflineMessage, error) {
 	return out, err
 }
 
+// OfflineAfter returns at most limit of a user's stored stanzas with a
+// sequence number above after, oldest first.
+func (s *Store) OfflineAfter(user string, after uint64, limit int) ([]OfflineMessage, error) {
+	var out []OfflineMessage
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOffline).Bucket([]byte(user))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			out = append(out, OfflineMessage{Seq: binary.BigEndian.Uint64(k), Stanza: append([]byte(nil), v...)})
+		}
+		return nil
+	})
+	return out, err
+}
+
 // VCard returns a user's stored vCard XML, or nil.
 func (s *Store) VCard(user string) ([]byte, error) {
 	var out []byte

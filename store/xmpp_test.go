@@ -416,6 +416,15 @@ func TestOffline(t *testing.T) {
 	if len(out) != 3 || out[0].Seq != 1 || out[2].Seq != 3 || string(out[1].Stanza) != "<message id='2'/>" {
 		t.Fatalf("queue = %+v", out)
 	}
+	if page, err := s.OfflineAfter(u, 1, 1); err != nil || len(page) != 1 || page[0].Seq != 2 {
+		t.Fatalf("page after 1: %+v %v", page, err)
+	}
+	if page, _ := s.OfflineAfter(u, 0, 10); len(page) != 3 {
+		t.Fatalf("page after 0: %+v", page)
+	}
+	if page, err := s.OfflineAfter("nobody@example.com", 0, 10); err != nil || len(page) != 0 {
+		t.Fatalf("page of nobody: %+v %v", page, err)
+	}
 	mustApply(t, s, Op{Kind: OpOfflineDel, Name: u, Index: 2})
 	out, _ = s.Offline(u)
 	if len(out) != 1 || out[0].Seq != 3 {

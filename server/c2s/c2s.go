@@ -35,6 +35,11 @@ type Handler interface {
 	Handle(s *Session, stanza *xml.Element)
 	// Offline is called after the session is unbound.
 	Offline(s *Session)
+	// Undelivered is called, after the session is unbound and before
+	// Offline, with the stanzas its connection accepted but could not
+	// write (it failed, or closed while they were queued): the handler
+	// routes, stores or bounces them as for any undeliverable stanza.
+	Undelivered(s *Session, stanzas []*xml.Element)
 }
 
 // Config is what client streams need from the engine. Functions are read at
@@ -170,8 +175,20 @@ func (s *Session) DirectedTo(clear bool) []string {
 	return out
 }
 
-// Deliver queues a stanza to the client.
-func (s *Session) Deliver(el *xml.Element) bool { return s.conn.Send(el) }
+// Deliver queues a stanza to the client. When it cannot (the connection is
+// failing or closing) the session is unbound at once, so that the caller,
+// who keeps the stanza, routes it elsewhere without finding it again.
+func (s *Session) Deliver(el *xml.Element) bool {
+	if s.conn.Send(el) {
+		return true
+	}
+	s.cfg.Router.Unbind(s)
+	return false
+}
+
+// Out is the session's outbound connection, for a sender that paces itself
+// by the writer (the offline flush, with SendTracked and a Pacer).
+func (s *Session) Out() *stream.Conn { return s.conn }
 
 // Replace closes the session because another bound its resource.
 func (s *Session) Replace() {
@@ -231,6 +248,16 @@ func (s *Session) serve(rd *xml.Reader) {
 	cfg.Handler.Online(s)
 	defer func() {
 		cfg.Router.Unbind(s)
+		// The connection is done: what it accepted and did not write goes
+		// through the delivery rule.
+		if back := s.conn.Unwritten(); len(back) > 0 {
+			if s.conn.Overflowed() {
+				cfg.Log.Printf("c2s: %s did not read fast enough: closed with policy-violation, %d stanzas not written are routed again", s.full, len(back))
+			}
+			cfg.Handler.Undelivered(s, stream.ParseStanzas(back, stream.NSClient))
+		} else if s.conn.Overflowed() {
+			cfg.Log.Printf("c2s: %s did not read fast enough: closed with policy-violation", s.full)
+		}
 		cfg.Handler.Offline(s)
 	}()
 	// Idle handling happens below the tokenizer (a timeout must not end

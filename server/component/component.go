@@ -32,6 +32,9 @@ import (
 // jabber:client namespace.
 type Handler interface {
 	FromComponent(component string, el *xml.Element)
+	// Bounce answers the sender of a stanza that could not be delivered
+	// with a stanza error (never an error or a result).
+	Bounce(el *xml.Element, condition, text string)
 }
 
 // Config is what the accept side needs.
@@ -330,4 +333,15 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		cfg.Handler.FromComponent(to, stream.Retarget(el, stream.NSAccept, stream.NSClient))
 	}
 	<-s.conn.Done()
+	// What the connection accepted and did not write bounces: a component
+	// has no offline storage.
+	back := s.conn.Unwritten()
+	if s.conn.Overflowed() {
+		cfg.Log.Printf("component: %s did not read fast enough: closed with policy-violation, %d stanzas not written bounce", to, len(back))
+	}
+	for _, el := range stream.ParseStanzas(back, stream.NSAccept) {
+		if el.Name.Local != "presence" {
+			cfg.Handler.Bounce(stream.Retarget(el, stream.NSAccept, stream.NSClient), "service-unavailable", "the component "+to+" disconnected before this was sent to it")
+		}
+	}
 }

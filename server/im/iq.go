@@ -82,11 +82,7 @@ func (s *Service) handleIQ(sess *c2s.Session, iq *xml.Element, to addr, noTo boo
 	}
 	// To a full JID of a user: routed to that resource.
 	if to.resource != "" && to.local != "" {
-		if t := s.Router.Session(to.bare, to.resource); t != nil {
-			t.Deliver(iq)
-		} else {
-			s.bounce(iq, "service-unavailable", "")
-		}
+		s.iqToResource(iq, to)
 		return
 	}
 	if typ == "result" || typ == "error" {

@@ -148,11 +148,7 @@ func (s *Service) remoteIQ(iq *xml.Element, to, from addr) {
 		return
 	}
 	if to.local != "" && to.resource != "" {
-		if t := s.Router.Session(to.bare, to.resource); t != nil {
-			t.Deliver(iq)
-		} else {
-			s.bounce(iq, "service-unavailable", "")
-		}
+		s.iqToResource(iq, to)
 		return
 	}
 	if typ == "result" || typ == "error" {

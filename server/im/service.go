@@ -42,6 +42,9 @@ type Service struct {
 	photos sync.Map // bare JID → avatar hash ("" for none)
 
 	offline [64]sync.Mutex // by bare JID: storing vs. flushing offline messages
+	// flushing holds the running offline flush of each user (offline.go).
+	flushMu  sync.Mutex
+	flushing map[string]*flusher
 	// rosterMu makes each roster change (a subscription presence or a
 	// roster set, which touch two users' rosters) one read-modify-write.
 	// Roster changes are rare; messages never take it.
@@ -113,11 +116,7 @@ func (s *Service) FromComponent(component string, el *xml.Element) {
 func (s *Service) componentIQ(iq *xml.Element, a addr) {
 	typ := iq.Get("type")
 	if a.local != "" && a.resource != "" {
-		if sess := s.Router.Session(a.bare, a.resource); sess != nil {
-			sess.Deliver(iq)
-		} else {
-			s.bounce(iq, "service-unavailable", "")
-		}
+		s.iqToResource(iq, a)
 		return
 	}
 	if typ != "get" && typ != "set" {
@@ -208,9 +207,40 @@ func (a addr) full() string {
 // Online is called when a session is bound.
 func (s *Service) Online(sess *c2s.Session) {}
 
+// iqToResource delivers an IQ to a user's full JID, or bounces it with
+// service-unavailable (RFC 6121 §8.5.3.1) when no session is bound there or
+// its connection is failing.
+func (s *Service) iqToResource(iq *xml.Element, to addr) {
+	if t := s.Router.Session(to.bare, to.resource); t != nil && t.Deliver(iq) {
+		return
+	}
+	s.bounce(iq, "service-unavailable", "")
+}
+
+// Undelivered takes the stanzas a session's connection accepted and could
+// not write (the session is unbound by now): messages are routed again, so
+// they reach another resource or offline storage (RFC 6121 §8.5.3.2.1, as
+// for a resource that is gone); IQ requests bounce with
+// service-unavailable (§8.5.3.1); presence goes nowhere (§8.5.3.1:
+// pending subscription requests are in the roster and come again at the
+// next login).
+func (s *Service) Undelivered(sess *c2s.Session, stanzas []*xml.Element) {
+	for _, el := range stanzas {
+		switch el.Name.Local {
+		case "message":
+			if to, ok := parseAddr(el.Get("to")); ok {
+				s.routeMessage(el, to)
+			}
+		case "iq":
+			s.bounce(el, "service-unavailable", "the recipient's connection closed before it was sent")
+		}
+	}
+}
+
 // Offline is called when a session ends: an available session's contacts
 // see it leave.
 func (s *Service) Offline(sess *c2s.Session) {
+	s.waitFlush(sess)
 	if was := sess.SetPresence(false, 0, nil); was {
 		un := xml.New(stream.NSClient, "presence", "type", "unavailable", "from", sess.Full())
 		s.broadcast(sess, un, true)
@@ -312,8 +342,9 @@ func (s *Service) routeMessage(el *xml.Element, to addr) {
 		return
 	}
 	if to.resource != "" {
-		if sess := s.Router.Session(to.bare, to.resource); sess != nil {
-			sess.Deliver(el)
+		// A session whose connection fails is unbound by Deliver: then it
+		// is as if the resource were gone.
+		if sess := s.Router.Session(to.bare, to.resource); sess != nil && sess.Deliver(el) {
 			return
 		}
 		if typ == "error" || typ == "groupchat" {
@@ -329,27 +360,43 @@ func (s *Service) routeMessage(el *xml.Element, to addr) {
 	}
 	// Bound sessions prove the account exists; the store is read (a JSON
 	// decode) only when nobody is online, not on every message.
-	targets := s.Router.Targets(to.bare, typ)
-	if len(targets) > 0 {
-		if typ == "groupchat" {
-			s.bounce(el, "service-unavailable", "")
-			return
-		}
-		for _, t := range targets {
-			t.Deliver(el)
-		}
+	if typ == "groupchat" { // to a user's bare JID: nothing here takes it
+		s.bounce(el, "service-unavailable", "")
+		return
+	}
+	if s.deliverTargets(el, to.bare, typ) {
 		return
 	}
 	if !s.accountExists(to.bare) {
 		s.bounce(el, "service-unavailable", "")
 		return
 	}
-	switch typ {
-	case "chat", "normal":
+	if typ == "chat" || typ == "normal" {
 		s.storeOffline(el, to)
-	case "groupchat":
-		s.bounce(el, "service-unavailable", "")
 	}
+}
+
+// deliverTargets delivers a message to the resources of a user that get
+// it (router.Targets); it reports false when none could take it. A session
+// whose connection fails is unbound by its Deliver, so the targets are
+// chosen again without it.
+func (s *Service) deliverTargets(el *xml.Element, bare, typ string) bool {
+	for try := 0; try < 4; try++ {
+		targets := s.Router.Targets(bare, typ)
+		if len(targets) == 0 {
+			return false
+		}
+		ok := false
+		for _, t := range targets {
+			if t.Deliver(el) {
+				ok = true
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }
 
 // storeOffline keeps a message for an offline user (XEP-0160), durably,
@@ -372,10 +419,7 @@ func (s *Service) storeOffline(el *xml.Element, to addr) {
 	if typ == "" {
 		typ = "normal"
 	}
-	if targets := s.Router.Targets(to.bare, typ); len(targets) > 0 {
-		for _, t := range targets {
-			t.Deliver(el)
-		}
+	if s.deliverTargets(el, to.bare, typ) {
 		return
 	}
 	c := el.Copy()
@@ -383,32 +427,6 @@ func (s *Service) storeOffline(el *xml.Element, to addr) {
 	if err := s.Store.Apply(store.Op{Kind: store.OpOfflinePush, Name: to.bare, Data: c.Bytes(stream.NSClient)}); err != nil {
 		s.Log.Printf("im: offline message for %s not stored: %v", to.bare, err)
 		s.bounce(el, "service-unavailable", "the recipient's offline storage is full")
-	}
-}
-
-// flushOffline delivers stored messages to a session that became available
-// with a non-negative priority, then deletes them.
-func (s *Service) flushOffline(sess *c2s.Session) {
-	mu := s.offlineLock(sess.Bare())
-	mu.Lock()
-	defer mu.Unlock()
-	msgs, err := s.Store.Offline(sess.Bare())
-	if err != nil || len(msgs) == 0 {
-		return
-	}
-	rd := newElementParser()
-	var last uint64
-	for _, m := range msgs {
-		el, err := rd.parse(m.Stanza)
-		if err != nil {
-			s.Log.Printf("im: dropping unreadable offline message for %s: %v", sess.Bare(), err)
-		} else if !sess.Deliver(el) {
-			break
-		}
-		last = m.Seq
-	}
-	if last > 0 {
-		s.Store.Apply(store.Op{Kind: store.OpOfflineDel, Name: sess.Bare(), Index: int(last)})
 	}
 }
 

@@ -140,18 +140,36 @@ func (l *outLink) run() {
 		}
 		return
 	}
+	l.up(est)
+}
+
+// up runs the link on an established stream until it ends; what it
+// accepted and did not write then bounces.
+func (l *outLink) up(est *established) {
 	conn := stream.NewConn(est.raw, stream.NSServer)
 	l.mu.Lock()
 	l.conn, l.est, l.state, l.since, l.lastUsed = conn, est, "up", time.Now(), time.Now()
+	var refused []*xml.Element
 	for _, el := range l.pending {
 		if conn.Send(stream.Retarget(el, stream.NSClient, stream.NSServer)) {
 			l.stanzas++
+		} else {
+			refused = append(refused, el)
 		}
 	}
 	l.pending = nil
+	if len(refused) > 0 {
+		l.state = "closing" // the queue overflowed: the connection is failing
+	}
 	l.idle = time.AfterFunc(l.s.cfg.Federation().IdleTimeout, l.idleCheck)
 	l.mu.Unlock()
 	l.s.cfg.Log.Printf("s2s: %s → %s up (%s, %s)", l.p.local, l.p.remote, est.auth, est.peer)
+	if len(refused) > 0 {
+		l.s.remove(l)
+		for _, el := range refused {
+			l.s.bounce(el, "remote-server-timeout", "the server of "+l.p.remote+" does not read fast enough")
+		}
+	}
 
 	// The peer sends nothing on our stream but its end or an error.
 	for {
@@ -170,6 +188,16 @@ func (l *outLink) run() {
 	l.mu.Unlock()
 	conn.CloseWith(stream.Close)
 	<-conn.Done()
+	// What the link accepted and did not write bounces to its senders.
+	back := conn.Unwritten()
+	text := "the link to " + l.p.remote + " closed before this was sent"
+	if conn.Overflowed() {
+		text = "the server of " + l.p.remote + " does not read fast enough"
+		l.s.fail(l.p, fmt.Sprintf("closed with policy-violation: it did not read fast enough; %d stanzas bounce", len(back)))
+	}
+	for _, el := range stream.ParseStanzas(back, stream.NSServer) {
+		l.s.bounce(stream.Retarget(el, stream.NSServer, stream.NSClient), "remote-server-timeout", text)
+	}
 }
 
 // idleCheck closes the link once nothing was sent on it for the idle

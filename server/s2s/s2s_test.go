@@ -1,11 +1,19 @@
 package s2s
 
 import (
+	"fmt"
+	"io"
+	"log"
+	"net"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
+	"github.com/parley-xmpp/parley/store"
 )
 
 func TestServerHeader(t *testing.T) {
@@ -61,5 +69,96 @@ func TestDomainPart(t *testing.T) {
 		if got := domainPart(in); got != want {
 			t.Errorf("domainPart(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+type bounceRecorder struct {
+	mu      sync.Mutex
+	bounced map[string]string // id → condition
+}
+
+func (h *bounceRecorder) FromRemote(*xml.Element)  {}
+func (h *bounceRecorder) Local(domain string) bool { return domain == "a.lan" }
+func (h *bounceRecorder) Bounce(el *xml.Element, condition, text string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if el.Name.Space != stream.NSClient {
+		panic("a bounce in " + el.Name.Space)
+	}
+	h.bounced[el.Get("id")] = condition
+}
+
+// TestStalledLinkBounces: a remote server that stops reading: its link's
+// queue overflows, the link closes, and every stanza handed to it is
+// either written (the peer reads them in the end) or bounced to its
+// sender — none lost, none both.
+func TestStalledLinkBounces(t *testing.T) {
+	h := &bounceRecorder{bounced: map[string]string{}}
+	s := New(Config{
+		Handler: h,
+		Federation: func() store.FederationConfig {
+			// A new link after the stalled one finds nobody: its queue bounces.
+			return store.FederationConfig{Enabled: true, IdleTimeout: time.Minute, Routes: map[string]string{"b.lan": "127.0.0.1:1"}}
+		},
+		Resolver: &resolve.Resolver{},
+		Log:      log.New(io.Discard, "", 0),
+	})
+	srv, peer := net.Pipe()
+	p := pair{"a.lan", "b.lan"}
+	l := s.newOutLink(p)
+	s.out[p] = l
+	upDone := make(chan struct{})
+	go func() {
+		// The peer's side of the stream: nothing until it closes.
+		l.up(&established{raw: srv, rd: xml.NewReader(io.MultiReader(strings.NewReader(`<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>`), srv), xml.DefaultLimits)})
+		close(upDone)
+	}()
+	for l.status().State != "up" {
+		time.Sleep(time.Millisecond)
+	}
+	const n = 1000
+	body := strings.Repeat("b", 10<<10)
+	for i := 0; i < n; i++ {
+		s.Route(xml.New(stream.NSClient, "message", "from", "alice@a.lan/r", "to", "bob@b.lan", "type", "chat", "id", fmt.Sprint("m", i)).
+			Add(xml.New(stream.NSClient, "body").AddText(body)))
+	}
+	// The peer reads again, to the end: what was written to it.
+	read, _ := io.ReadAll(peer)
+	select {
+	case <-upDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stalled link did not end")
+	}
+	written := map[string]bool{}
+	for _, part := range strings.Split(string(read), `id="`)[1:] {
+		id, rest, _ := strings.Cut(part, `"`)
+		if strings.Contains(rest, "</message>") {
+			written[id] = true
+		}
+	}
+	waitFor := time.Now().Add(10 * time.Second)
+	for {
+		h.mu.Lock()
+		nb := len(h.bounced)
+		h.mu.Unlock()
+		if nb+len(written) >= n || time.Now().After(waitFor) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !strings.Contains(string(read), "policy-violation") && !strings.Contains(string(read), "</stream:stream>") {
+		t.Logf("the peer got no stream end (its stream broke mid-stanza)")
+	}
+	for i := 0; i < n; i++ {
+		id := fmt.Sprint("m", i)
+		_, b := h.bounced[id]
+		if b == written[id] {
+			t.Fatalf("%s: written %v, bounced %v (%d written, %d bounced of %d)", id, written[id], b, len(written), len(h.bounced), n)
+		}
+	}
+	if len(written) == 0 || len(h.bounced) == 0 {
+		t.Fatalf("%d written, %d bounced: the queue never overflowed", len(written), len(h.bounced))
 	}
 }

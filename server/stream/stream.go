@@ -1,7 +1,8 @@
 // Package stream owns what every XMPP stream shares: namespaces, the stream
 // header and stream errors (RFC 6120 §4), stanza errors (§8.3), and Conn, a
 // connection with one bounded outbound queue drained by one writer, so a
-// slow reader never blocks anyone who sends to it.
+// slow reader never blocks anyone who sends to it, and which hands back
+// what it could not write (conn.go).
 package stream
 
 import (
@@ -11,8 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync"
-	"time"
 	"unicode/utf8"
 
 	"github.com/parley-xmpp/parley/server/xml"
@@ -194,136 +193,6 @@ func ReadError(err error, timeoutText string) error {
 	}
 	return err
 }
-
-// ErrQueueFull is returned when a peer does not read fast enough.
-var ErrQueueFull = errors.New("outbound queue full")
-
-// Conn is a connection with a bounded outbound queue and one writer
-// goroutine. Send never blocks; when the queue is full the connection is
-// closed (the slow peer is dropped, nobody else waits).
-type Conn struct {
-	net.Conn
-	NS string // the stream's default namespace, for serializing
-
-	mu      sync.Mutex
-	queue   [][]byte
-	queued  int // bytes
-	closed  bool
-	closing bool
-	wake    chan struct{}
-	done    chan struct{}
-}
-
-// Queue limits.
-const (
-	MaxQueueBytes = 4 << 20
-	WriteTimeout  = 30 * time.Second
-	maxIdleBatch  = 64 << 10 // the largest write buffer a connection keeps between bursts
-)
-
-// NewConn wraps c and starts its writer.
-func NewConn(c net.Conn, ns string) *Conn {
-	s := &Conn{Conn: c, NS: ns, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	go s.writer()
-	return s
-}
-
-func (c *Conn) writer() {
-	defer close(c.done)
-	var batch bytes.Buffer
-	for range c.wake {
-		for {
-			// The batch being written still counts against
-			// MaxQueueBytes until it is out: the bound is on everything
-			// held for the peer, not just what waits behind the write.
-			c.mu.Lock()
-			q := c.queue
-			c.queue = nil
-			closing := c.closing
-			c.mu.Unlock()
-			if len(q) == 0 {
-				if closing {
-					c.Conn.Close()
-					return
-				}
-				break
-			}
-			batch.Reset()
-			for _, b := range q {
-				batch.Write(b)
-			}
-			n := batch.Len()
-			c.Conn.SetWriteDeadline(time.Now().Add(WriteTimeout))
-			if _, err := c.Conn.Write(batch.Bytes()); err != nil {
-				c.Conn.Close()
-				c.mu.Lock()
-				c.closed = true
-				c.mu.Unlock()
-				return
-			}
-			c.mu.Lock()
-			c.queued = max(c.queued-n, 0)
-			c.mu.Unlock()
-			if batch.Cap() > maxIdleBatch {
-				batch = bytes.Buffer{} // a burst's buffer is not kept for good
-			}
-		}
-	}
-	c.Conn.Close()
-}
-
-// SendRaw queues bytes; it reports false if the connection is closed or its
-// queue overflowed (then it is being closed).
-func (c *Conn) SendRaw(b []byte) bool {
-	c.mu.Lock()
-	if c.closed || c.closing {
-		c.mu.Unlock()
-		return false
-	}
-	if c.queued+len(b) > MaxQueueBytes {
-		c.closing, c.queue, c.queued = true, nil, 0
-		c.mu.Unlock()
-		c.Conn.Close() // the writer sees closing and exits
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-		return false
-	}
-	c.queue = append(c.queue, b)
-	c.queued += len(b)
-	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-	return true
-}
-
-// Send queues an element.
-func (c *Conn) Send(e *xml.Element) bool { return c.SendRaw(e.Bytes(c.NS)) }
-
-// CloseWith queues final bytes (a stream error or the stream end), then
-// closes the connection once they are written.
-func (c *Conn) CloseWith(b []byte) {
-	c.mu.Lock()
-	if c.closed || c.closing {
-		c.mu.Unlock()
-		return
-	}
-	if b != nil {
-		c.queue = append(c.queue, b)
-	}
-	c.closing = true
-	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
-// Done is closed when the writer has finished and the connection is closed.
-func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Retarget returns a copy of el with every element in namespace from moved
 // to namespace to: the stanza namespaces differ between client

@@ -2,9 +2,11 @@ package stream
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,5 +173,228 @@ func TestConnPeerGone(t *testing.T) {
 	}
 	if c.SendRaw([]byte("y")) {
 		t.Fatal("send to a dead connection accepted")
+	}
+}
+
+// stanzas returns n message stanzas of about size bytes, numbered.
+func stanzas(n, size int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = []byte(fmt.Sprintf(`<message id="m%d"><body>%s</body></message>`, i, strings.Repeat("x", size)))
+	}
+	return out
+}
+
+// ids lists the ids of the whole messages in b.
+func ids(b []byte) []string {
+	var out []string
+	parts := bytes.Split(b, []byte(`<message id="`))
+	for _, p := range parts[1:] {
+		if id, _, ok := bytes.Cut(p, []byte(`"`)); ok && bytes.Contains(p, []byte("</message>")) {
+			out = append(out, string(id))
+		}
+	}
+	return out
+}
+
+// accounted fails unless every stanza sent is, exactly once, in what the
+// peer read or in what the connection handed back.
+func accounted(t *testing.T, sent [][]byte, read []byte, back [][]byte) {
+	t.Helper()
+	seen := map[string]int{}
+	for _, id := range ids(read) {
+		seen[id]++
+	}
+	for _, b := range back {
+		for _, id := range ids(b) {
+			seen[id]++
+		}
+	}
+	for _, b := range sent {
+		id := ids(b)[0]
+		if seen[id] != 1 {
+			t.Fatalf("%s: read or handed back %d times (read %d stanzas, %d handed back, %d sent)", id, seen[id], len(ids(read)), len(back), len(sent))
+		}
+		delete(seen, id)
+	}
+	if len(seen) != 0 {
+		t.Fatalf("never sent: %v", seen)
+	}
+}
+
+func waitDone(t *testing.T, c *Conn, within time.Duration) {
+	t.Helper()
+	select {
+	case <-c.Done():
+	case <-time.After(within):
+		t.Fatalf("the connection did not end within %v", within)
+	}
+}
+
+// TestConnOverflowHandsBack: a peer that never reads makes the queue
+// overflow; the connection ends and hands back, in order, every stanza it
+// accepted; the one refused stays with the caller.
+func TestConnOverflowHandsBack(t *testing.T) {
+	srv, cli := net.Pipe() // unbuffered: nothing is written until read
+	defer cli.Close()
+	c := NewConn(srv, NSClient)
+	all := stanzas(1000, 10<<10)
+	var sent [][]byte
+	for _, b := range all {
+		if !c.SendRaw(b) {
+			break
+		}
+		sent = append(sent, b)
+	}
+	if len(sent) == len(all) || len(sent) < MaxQueueBytes/len(all[0])-1 {
+		t.Fatalf("accepted %d stanzas of %d bytes", len(sent), len(all[0]))
+	}
+	if !c.Overflowed() || !c.Closing() {
+		t.Fatal("not failing after the overflow")
+	}
+	waitDone(t, c, OverflowGrace+5*time.Second)
+	back := c.Unwritten()
+	if len(back) != len(sent) {
+		t.Fatalf("handed back %d of %d", len(back), len(sent))
+	}
+	for i := range back {
+		if !bytes.Equal(back[i], sent[i]) {
+			t.Fatalf("stanza %d handed back is not the one sent", i)
+		}
+	}
+	if c.SendRaw([]byte("more")) {
+		t.Fatal("send after overflow accepted")
+	}
+}
+
+// TestConnOverflowStreamError: when the peer reads again after the
+// overflow, it gets what was in flight, whole, and a policy-violation
+// stream error; the rest is handed back; nothing twice, nothing missing.
+func TestConnOverflowStreamError(t *testing.T) {
+	srv, cli := net.Pipe()
+	c := NewConn(srv, NSClient)
+	all := stanzas(1000, 10<<10)
+	c.SendRaw(all[0])
+	sent := all[:1]
+	first := make([]byte, 1) // the writer is in the middle of writing the first stanza
+	if _, err := io.ReadFull(cli, first); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range all[1:] {
+		if !c.SendRaw(b) {
+			break
+		}
+		sent = append(sent, b)
+	}
+	rest, _ := io.ReadAll(cli)
+	read := append(first, rest...)
+	waitDone(t, c, 5*time.Second)
+	if !bytes.Contains(read, []byte(`<stream:error><policy-violation xmlns="urn:ietf:params:xml:ns:xmpp-streams"/>`)) || !bytes.HasSuffix(read, Close) {
+		t.Fatalf("no policy-violation stream error at the end: %q", read[max(0, len(read)-300):])
+	}
+	if n := len(ids(read)); n == 0 || n == len(sent) {
+		t.Fatalf("the peer read %d of %d stanzas", n, len(sent))
+	}
+	accounted(t, sent, read, c.Unwritten())
+}
+
+// TestConnStalledPeerPartialWrite: a peer that reads part of a batch and
+// stalls: the stanza it got only part of is handed back, the whole ones
+// are not.
+func TestConnStalledPeerPartialWrite(t *testing.T) {
+	srv, cli := net.Pipe()
+	defer cli.Close()
+	c := NewConn(srv, NSClient)
+	var sent [][]byte
+	for _, b := range stanzas(20, 1000) {
+		c.SendRaw(b)
+		sent = append(sent, b)
+	}
+	read := make([]byte, 5500) // five stanzas and a half
+	if _, err := io.ReadFull(cli, read); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetWriteDeadline(time.Now()) // the write in progress fails, as after WriteTimeout
+	c.SetWriteDeadline(time.Now())
+	waitDone(t, c, 5*time.Second)
+	back := c.Unwritten()
+	if len(ids(read)) != 5 || len(back) != 15 {
+		t.Fatalf("read %d whole stanzas, %d handed back", len(ids(read)), len(back))
+	}
+	accounted(t, sent, read, back)
+}
+
+type testPacer struct {
+	mu      sync.Mutex
+	written []uint64
+	lows    int
+}
+
+func (p *testPacer) Written(id uint64) { p.mu.Lock(); p.written = append(p.written, id); p.mu.Unlock() }
+func (p *testPacer) Low()              { p.mu.Lock(); p.lows++; p.mu.Unlock() }
+
+// TestConnTracked: tracked stanzas are reported written in order, the
+// pacer hears when the queue runs low, and tracked stanzas not written
+// when the peer goes are not handed back (their owner keeps them).
+func TestConnTracked(t *testing.T) {
+	srv, cli := net.Pipe()
+	c := NewConn(srv, NSClient)
+	p := &testPacer{}
+	c.SetPacer(p, 1000)
+	all := stanzas(10, 100)
+	for i, b := range all {
+		if i%2 == 0 {
+			c.SendTracked(b, uint64(i+1))
+		} else {
+			c.SendRaw(b)
+		}
+	}
+	got := make([]byte, 0, 4096)
+	buf := make([]byte, 4096)
+	for len(ids(got)) < 10 {
+		n, err := cli.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p.mu.Lock()
+		w, lows := append([]uint64(nil), p.written...), p.lows
+		p.mu.Unlock()
+		if len(w) > 0 && w[len(w)-1] == 9 && lows > 0 {
+			for i := 1; i < len(w); i++ {
+				if w[i] <= w[i-1] {
+					t.Fatalf("written out of order: %v", w)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("written %v, low %d times", w, lows)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The peer goes: tracked stanzas stay with the pacer's owner.
+	cli.Close()
+	c.SendTracked([]byte(`<message id="m100"/>`), 100)
+	c.SendRaw([]byte(`<message id="m101"><body>x</body></message>`))
+	waitDone(t, c, 5*time.Second)
+	back := c.Unwritten()
+	if len(back) > 1 || (len(back) == 1 && ids(back[0])[0] != "m101") {
+		t.Fatalf("handed back %q", back)
+	}
+}
+
+func TestParseStanzas(t *testing.T) {
+	els := ParseStanzas([][]byte{
+		[]byte(`<message to="a@x" id="1"><body>hi</body></message>`),
+		[]byte(`<handshake/>`),
+		[]byte(`<iq type="get" id="2"><ping xmlns="urn:xmpp:ping"/></iq>`),
+		[]byte(`<broken`),
+	}, NSAccept)
+	if len(els) != 2 || els[0].Name != (xml.Name{Space: NSAccept, Local: "message"}) || els[0].Child("", "body").Text() != "hi" || els[1].Get("id") != "2" {
+		t.Fatalf("%v", els)
 	}
 }

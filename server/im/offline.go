@@ -1,0 +1,160 @@
+package im
+
+import (
+	"sync/atomic"
+
+	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// The offline flush (XEP-0160): stored messages go to a session that
+// became available, at the pace its writer takes them, and are deleted
+// from the store only once written. A flush fills the session's queue up
+// to flushHigh bytes, waits for the writer to bring it down to flushLow,
+// and goes on, a page of the store at a time, so live traffic keeps room
+// in the queue and a slow client is never overflowed by its own backlog.
+// If the session ends first, what was not written stays stored and goes
+// to another available resource of the user, or to the next login.
+const (
+	flushHigh = 512 << 10
+	flushLow  = 128 << 10
+	flushPage = 64 // messages read from the store at a time
+)
+
+// flusher is one running flush. It is the Pacer of the session's
+// connection: the writer tells it what was written and when to go on.
+type flusher struct {
+	s       *Service
+	sess    *c2s.Session
+	out     *stream.Conn
+	written atomic.Uint64 // the highest sequence number written
+	wake    chan struct{}
+	done    chan struct{} // closed when the flush is over and its deletions made
+}
+
+func (f *flusher) Written(seq uint64) {
+	f.written.Store(seq)
+	f.poke()
+}
+
+func (f *flusher) Low() { f.poke() }
+
+func (f *flusher) poke() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// flushOffline starts delivering stored messages to a session that became
+// available with a non-negative priority. There is one flush per user at a
+// time: a second session gets what the first cannot take.
+func (s *Service) flushOffline(sess *c2s.Session) {
+	bare := sess.Bare()
+	s.flushMu.Lock()
+	if s.flushing[bare] != nil || sess.Out().Closing() {
+		s.flushMu.Unlock()
+		return
+	}
+	mu := s.offlineLock(bare)
+	mu.Lock()
+	page, err := s.Store.OfflineAfter(bare, 0, flushPage)
+	mu.Unlock()
+	if err != nil || len(page) == 0 {
+		s.flushMu.Unlock()
+		if err != nil {
+			s.Log.Printf("im: offline messages of %s cannot be read: %v", bare, err)
+		}
+		return
+	}
+	if s.flushing == nil {
+		s.flushing = map[string]*flusher{}
+	}
+	f := &flusher{s: s, sess: sess, out: sess.Out(), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s.flushing[bare] = f
+	s.flushMu.Unlock()
+	go f.run(page)
+}
+
+// run sends the stored messages, page after page, as the writer takes
+// them, deleting what was written as it goes.
+func (f *flusher) run(page []store.OfflineMessage) {
+	defer close(f.done)
+	s, bare := f.s, f.sess.Bare()
+	f.out.SetPacer(f, flushLow)
+	var queued, deleted uint64 // the last sequence number queued, and deleted
+	more := len(page) == flushPage
+	ended := false
+	for !ended {
+		for len(page) > 0 && f.out.Queued() < flushHigh {
+			if !f.out.SendTracked(page[0].Stanza, page[0].Seq) {
+				ended = true // the session is closing: the rest stays stored
+				break
+			}
+			queued, page = page[0].Seq, page[1:]
+		}
+		if len(page) == 0 && more && !ended {
+			var err error
+			page, err = s.Store.OfflineAfter(bare, queued, flushPage)
+			if err != nil {
+				s.Log.Printf("im: offline messages of %s cannot be read: %v", bare, err)
+			}
+			more = len(page) == flushPage
+			if len(page) > 0 {
+				continue
+			}
+		}
+		if w := f.written.Load(); w > deleted {
+			f.delete(w)
+			deleted = w
+		}
+		if len(page) == 0 && !more && deleted >= queued {
+			break // all written and deleted
+		}
+		select {
+		case <-f.wake:
+		case <-f.out.Done():
+			ended = true
+		}
+	}
+	if ended {
+		<-f.out.Done() // no more Written calls after this
+	}
+	f.out.SetPacer(nil, 0)
+	if w := f.written.Load(); w > deleted {
+		f.delete(w)
+	}
+	s.flushMu.Lock()
+	delete(s.flushing, bare)
+	s.flushMu.Unlock()
+	if ended {
+		// What was not written goes to another available resource, if
+		// there is one; otherwise it waits for the next login.
+		for _, t := range s.Router.Targets(bare, "normal") {
+			if cs, ok := t.(*c2s.Session); ok && cs != f.sess && !cs.Out().Closing() {
+				s.flushOffline(cs)
+				break
+			}
+		}
+	}
+}
+
+// waitFlush waits for the flush to a session that ended, if one runs: its
+// last deletions are made before the session is gone (and before the
+// engine stops and closes the store).
+func (s *Service) waitFlush(sess *c2s.Session) {
+	s.flushMu.Lock()
+	f := s.flushing[sess.Bare()]
+	s.flushMu.Unlock()
+	if f != nil && f.sess == sess {
+		<-f.done
+	}
+}
+
+// delete removes the stored messages up to seq: they are written.
+func (f *flusher) delete(seq uint64) {
+	if err := f.s.Store.Apply(store.Op{Kind: store.OpOfflineDel, Name: f.sess.Bare(), Index: int(seq)}); err != nil {
+		f.s.Log.Printf("im: delivered offline messages of %s not deleted: %v", f.sess.Bare(), err)
+	}
+}
