@@ -110,7 +110,12 @@ func TestStalledLinkBounces(t *testing.T) {
 	upDone := make(chan struct{})
 	go func() {
 		// The peer's side of the stream: nothing until it closes.
-		l.up(&established{raw: srv, rd: xml.NewReader(io.MultiReader(strings.NewReader(`<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>`), srv), xml.DefaultLimits)})
+		// The peer's stream header has been read, as by a real link set-up.
+		rd := xml.NewReader(io.MultiReader(strings.NewReader(`<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>`), srv), xml.DefaultLimits)
+		if _, err := rd.Header(); err != nil {
+			panic(err)
+		}
+		l.up(&established{raw: srv, rd: rd})
 		close(upDone)
 	}()
 	for l.status().State != "up" {
