@@ -17,6 +17,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -38,6 +39,10 @@ type Service struct {
 	// Remote, if set, is where stanzas for other servers go (federation);
 	// nil makes them bounce with remote-server-not-found.
 	Remote Remote
+
+	// Episodes, if set, logs limits hit once per episode (nil: every
+	// time, to Log).
+	Episodes *limit.Episodes
 
 	photos sync.Map // bare JID → avatar hash ("" for none)
 
@@ -225,8 +230,8 @@ func (s *Service) Handle(sess *c2s.Session, el *xml.Element) {
 		}
 		el.Set("to", a.full())
 		if !s.Hosted(a.domain) && s.Components != nil && s.Components.Known(a.domain) {
-			if el.Name.Local == "presence" && (el.Get("type") == "" || el.Get("type") == "unavailable") {
-				sess.AddDirected(a.full(), el.Get("type") == "")
+			if el.Name.Local == "presence" && (el.Get("type") == "" || el.Get("type") == "unavailable") && !s.addDirected(sess, el, a) {
+				return
 			}
 			s.toComponent(el, a)
 			return
@@ -398,6 +403,15 @@ func (s *Service) flushOffline(sess *c2s.Session) {
 	}
 	if last > 0 {
 		s.Store.Apply(store.Op{Kind: store.OpOfflineDel, Name: sess.Bare(), Index: int(last)})
+	}
+}
+
+// logLimit logs a limit hit, once per episode of key.
+func (s *Service) logLimit(key, format string, args ...any) {
+	if s.Episodes != nil {
+		s.Episodes.Printf(key, format, args...)
+	} else {
+		s.Log.Printf(format, args...)
 	}
 }
 
