@@ -375,7 +375,7 @@ func (s *Service) storeOffline(el *xml.Element, to addr) {
 	c := el.Copy()
 	c.Add(xml.New("urn:xmpp:delay", "delay", "from", to.domain, "stamp", time.Now().UTC().Format("2006-01-02T15:04:05.000Z")).AddText("Offline storage"))
 	if err := s.Store.Apply(store.Op{Kind: store.OpOfflinePush, Name: to.bare, Data: c.Bytes(stream.NSClient)}); err != nil {
-		s.Log.Printf("im: offline message for %s not stored: %v", to.bare, err)
+		s.logLimit("im: offline messages for "+to.bare+" not stored", "im: offline message for %s not stored: %v", to.bare, err)
 		s.bounce(el, "service-unavailable", "the recipient's offline storage is full")
 	}
 }
