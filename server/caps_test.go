@@ -99,3 +99,51 @@ func TestStanzaRateSlowsClient(t *testing.T) {
 		t.Fatalf("60 messages arrived in %v: the rate of 50/s was not applied", d)
 	}
 }
+
+// TestComponentStanzaRate: a component is read at ten times the clients'
+// rate: at 50/s for clients (500/s, burst 100 for a component), 600
+// messages take about a second.
+func TestComponentStanzaRate(t *testing.T) {
+	f := start(t)
+	f.setStanzaRate(50, 10)
+	f.addBridge("cb1")
+	comp, got := f.connectComponent("cb1.example.lan", cbSecret)
+	if got != "handshake" {
+		t.Fatalf("handshake: %s", got)
+	}
+	bob := f.dial()
+	bob.login("bob", "bob-password", "desk")
+	var b strings.Builder
+	for i := 0; i < 600; i++ {
+		fmt.Fprintf(&b, "<message from='room@cb1.example.lan' to='bob@example.lan/desk' id='m%d'><body>%d</body></message>", i, i)
+	}
+	start := time.Now()
+	comp.send(b.String())
+	bob.expect("the last", func(el *xml.Element) bool { return el.Name.Local == "message" && el.Get("id") == "m599" })
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("600 messages from a component arrived in %v: the rate of 500/s was not applied", d)
+	}
+}
+
+// TestIncomingServerStreamRate: an incoming server stream is read at ten
+// times the clients' rate: at 50/s for a.lan's clients (500/s, burst 100
+// for a link), 600 messages from b.lan take about a second.
+func TestIncomingServerStreamRate(t *testing.T) {
+	fp := federate(t, nil)
+	fp.a.setStanzaRate(50, 10)
+	fp.b.setStanzaRate(1e9, 1<<30)
+	alice := fp.a.userAt("a.lan", "alice")
+	bob := fp.b.userAt("b.lan", "bob")
+	bob.send(`<message to='alice@a.lan/r' type='chat' id='hello'><body>hello</body></message>`)
+	alice.expect("the first message", isMessageFrom("bob@b.lan/r", "hello"))
+	var b strings.Builder
+	for i := 0; i < 600; i++ {
+		fmt.Fprintf(&b, "<message to='alice@a.lan/r' type='chat' id='m%d'><body>%d</body></message>", i, i)
+	}
+	start := time.Now()
+	bob.send(b.String())
+	alice.expect("the last", isMessageFrom("bob@b.lan/r", "599"))
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("600 messages over a server link arrived in %v: the rate of 500/s was not applied", d)
+	}
+}

@@ -265,7 +265,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		r.mu.Unlock()
 		cfg.Log.Printf("component: %s disconnected", to)
 	}()
-	bucket := limit.NewBucket(limit.Rate(cfg.StanzaRate, limit.LinkFactor))
+	bucket := limit.NewBucket(limit.LinkRate(cfg.StanzaRate))
 	rateAt := limit.Now()
 	for {
 		el, err := rd.Next()
@@ -296,11 +296,11 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		}
 		if now := limit.Now(); now-rateAt > int64(time.Second) {
 			rateAt = now
-			bucket.Set(limit.Rate(cfg.StanzaRate, limit.LinkFactor))
+			bucket.Set(limit.LinkRate(cfg.StanzaRate))
 		}
 		if w := bucket.Take(limit.Now()); w > 0 {
 			// Over the rate: not read until it is back within it.
-			r, b := limit.Rate(cfg.StanzaRate, limit.LinkFactor)
+			r, b := limit.LinkRate(cfg.StanzaRate)
 			if cfg.Episodes != nil {
 				cfg.Episodes.Printf("component: "+to+" over the stanza rate", "component: %s sends more than %g stanzas/s (burst %d): reading it more slowly", to, r, b)
 			}

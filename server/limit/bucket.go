@@ -96,3 +96,15 @@ func Rate(setting func() (perSecond float64, burst int), factor float64) (float6
 	}
 	return r * factor, int(float64(b) * factor)
 }
+
+// LinkRate is the rate of a server link or a component stream: the
+// setting's value (already a link's rate), or the clients' default times
+// LinkFactor when it is nil or gives no rate.
+func LinkRate(setting func() (perSecond float64, burst int)) (float64, int) {
+	if setting != nil {
+		if r, b := setting(); r > 0 {
+			return r, b
+		}
+	}
+	return Rate(nil, LinkFactor)
+}

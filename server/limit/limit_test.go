@@ -258,3 +258,19 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestRates(t *testing.T) {
+	if r, b := Rate(nil, 1); r != DefaultRate || b != DefaultBurst {
+		t.Errorf("Rate(nil, 1) = %g, %d", r, b)
+	}
+	set := func() (float64, int) { return 20, 30 }
+	if r, b := Rate(set, LinkFactor); r != 200 || b != 300 {
+		t.Errorf("Rate(20/30, 10) = %g, %d", r, b)
+	}
+	if r, b := LinkRate(nil); r != DefaultRate*LinkFactor || b != DefaultBurst*LinkFactor {
+		t.Errorf("LinkRate(nil) = %g, %d", r, b)
+	}
+	if r, b := LinkRate(set); r != 20 || b != 30 {
+		t.Errorf("LinkRate(20/30) = %g, %d: a link's setting is not scaled again", r, b)
+	}
+}

@@ -360,10 +360,10 @@ func (st *inStream) pace(from string) {
 	now := limit.Now()
 	if !st.bucket.Limited() || now-st.rateAt > int64(time.Second) {
 		st.rateAt = now
-		st.bucket.Set(limit.Rate(st.s.cfg.StanzaRate, limit.LinkFactor))
+		st.bucket.Set(limit.LinkRate(st.s.cfg.StanzaRate))
 	}
 	if w := st.bucket.Take(now); w > 0 {
-		r, b := limit.Rate(st.s.cfg.StanzaRate, limit.LinkFactor)
+		r, b := limit.LinkRate(st.s.cfg.StanzaRate)
 		st.s.cfg.Episodes.Printf("s2s: incoming stream "+st.peer+" over the stanza rate", "s2s: the stream from %s (%s) sends more than %g stanzas/s (burst %d): reading it more slowly", from, st.peer, r, b)
 		time.Sleep(w)
 	}
