@@ -165,11 +165,12 @@ func flood(c net.Conn, d time.Duration, next func(i int) []byte) int {
 func (a *appliance) logLines() int { return strings.Count(a.stderr.String(), "\n") }
 
 // Directed presence to a million unique addresses (as fast as the client
-// can write for 15 s): the appliance's memory stays bounded, the client
+// can write for 10 s): the appliance's memory stays bounded, the client
 // gets policy-violation errors once its directed-presence set is full, and
 // the log says so in a line or two. Before the caps, the set grew by about
 // 120 bytes an address (a million: over 100 MB) and nothing was refused.
 func TestXMPPDirectedPresenceFloodBounded(t *testing.T) {
+	t.Parallel()
 	x := startXMPP(t, "caps.lan", "mallory@caps.lan", "pw-mallory")
 	r := x.rawDial(t, "caps.lan")
 	r.login("mallory", "pw-mallory", "flood")
@@ -180,7 +181,7 @@ func TestXMPPDirectedPresenceFloodBounded(t *testing.T) {
 	peak := x.rssPeak(t, stop)
 	const total, batch = 1000000, 1000
 	var buf bytes.Buffer
-	sent := flood(r.c, 15*time.Second, func(i int) []byte {
+	sent := flood(r.c, 10*time.Second, func(i int) []byte {
 		if i*batch >= total {
 			return nil
 		}
@@ -191,7 +192,7 @@ func TestXMPPDirectedPresenceFloodBounded(t *testing.T) {
 		return buf.Bytes()
 	}) * batch
 	// Whatever the server still reads, for a moment.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for errs.count("<policy-violation") == 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -218,6 +219,7 @@ func TestXMPPDirectedPresenceFloodBounded(t *testing.T) {
 // being set up), the appliance's memory stays bounded, and its log has a
 // few lines, not one per domain.
 func TestXMPPRemoteDomainFloodBounded(t *testing.T) {
+	t.Parallel()
 	x := startXMPP(t, "caps.lan", "mallory@caps.lan", "pw-mallory")
 	dns, err := dnstest.Start(net.JoinHostPort(x.host, "0"), "caps.lan. 60 IN A "+x.host)
 	if err != nil {
@@ -275,6 +277,7 @@ func TestXMPPRemoteDomainFloodBounded(t *testing.T) {
 // other resource) gets about 1,000 of them in those 5 s, not 50,000, and
 // the log has a line or two about it.
 func TestXMPPStanzaFloodSlowed(t *testing.T) {
+	t.Parallel()
 	x := startXMPP(t, "caps.lan", "mallory@caps.lan", "pw-mallory")
 	w := x.rawDial(t, "caps.lan")
 	w.login("mallory", "pw-mallory", "watch")
