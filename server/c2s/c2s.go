@@ -253,8 +253,12 @@ func (s *Session) serve(rd *xml.Reader) {
 	if cfg.MaxSessions != nil {
 		max = cfg.MaxSessions()
 	}
-	if !cfg.Router.BindLimited(s, max) {
-		s.Close(&stream.Error{Condition: "resource-constraint", Text: fmt.Sprintf("the server's limit of %d sessions is reached", max)})
+	if err := cfg.Router.BindChecked(s, max); err != nil {
+		text := fmt.Sprintf("the server's limit of %d sessions is reached", max)
+		if errors.Is(err, router.ErrTooManyResources) {
+			text = fmt.Sprintf("%s has %d sessions, the most one account may have: close one first", s.bare, router.MaxResources)
+		}
+		s.Close(&stream.Error{Condition: "resource-constraint", Text: text})
 		<-s.conn.Done()
 		return
 	}
