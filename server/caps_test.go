@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"mellium.im/sasl"
+
 	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/xml"
 )
 
@@ -146,4 +149,27 @@ func TestIncomingServerStreamRate(t *testing.T) {
 	if d := time.Since(start); d < 900*time.Millisecond {
 		t.Fatalf("600 messages over a server link arrived in %v: the rate of 500/s was not applied", d)
 	}
+}
+
+// TestMaxResourcesPerAccount: the 101st session of one account is closed
+// with resource-constraint, saying why; another account still logs in.
+func TestMaxResourcesPerAccount(t *testing.T) {
+	f := start(t)
+	for i := 0; i < router.MaxResources; i++ {
+		c := f.dial()
+		c.login("alice", "alice-password", fmt.Sprint("r", i))
+	}
+	c := f.dial()
+	c.open("example.lan")
+	c.starttls("example.lan")
+	c.open("example.lan")
+	c.auth(sasl.Plain, "alice", "alice-password", "")
+	c.open("example.lan")
+	c.send(`<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>one-more</resource></bind></iq>`)
+	if got := c.streamError(); got != "resource-constraint" {
+		t.Fatalf("the 101st session: %s", got)
+	}
+	b := f.dial()
+	b.login("bob", "bob-password", "desk")
+	b.ping("bob")
 }
