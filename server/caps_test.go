@@ -21,6 +21,13 @@ func (f *fixture) setStanzaRate(perSecond float64, burst int) {
 	f.eng.mu.Unlock()
 }
 
+// unlimited lifts the stanza rates of both servers (clients, links) for
+// benchmarks that measure throughput.
+func (fp *fedPair) unlimited() {
+	fp.a.setStanzaRate(1e12, 1<<30)
+	fp.b.setStanzaRate(1e12, 1<<30)
+}
+
 // TestDirectedPresenceCap: a session may have sent directed presence to
 // c2s.MaxDirected addresses; one more is refused with policy-violation,
 // and once one of them gets unavailable presence there is room again.
