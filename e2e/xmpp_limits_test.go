@@ -140,10 +140,10 @@ func (k *counter) around(s string) string {
 	return k.sample[s]
 }
 
-// flood writes what next returns (nil: the end) to c until then, or until
+// writeFor writes what next returns (nil: the end) to c until then, or until
 // d has passed, and reports how many pieces it wrote. A write blocked by a
 // server that does not read is cut at the end of d.
-func flood(c net.Conn, d time.Duration, next func(i int) []byte) int {
+func writeFor(c net.Conn, d time.Duration, next func(i int) []byte) int {
 	end := time.Now().Add(d)
 	c.SetWriteDeadline(end)
 	defer c.SetWriteDeadline(time.Time{})
@@ -181,7 +181,7 @@ func TestXMPPDirectedPresenceFloodBounded(t *testing.T) {
 	peak := x.rssPeak(t, stop)
 	const total, batch = 1000000, 1000
 	var buf bytes.Buffer
-	sent := flood(r.c, 10*time.Second, func(i int) []byte {
+	sent := writeFor(r.c, 10*time.Second, func(i int) []byte {
 		if i*batch >= total {
 			return nil
 		}
@@ -236,7 +236,7 @@ func TestXMPPRemoteDomainFloodBounded(t *testing.T) {
 	stop := make(chan struct{})
 	peak := x.rssPeak(t, stop)
 	const domains = 5000
-	sent := flood(r.c, 20*time.Second, func(i int) []byte {
+	sent := writeFor(r.c, 20*time.Second, func(i int) []byte {
 		if i >= domains {
 			return nil
 		}
@@ -299,7 +299,7 @@ func TestXMPPStanzaFloodSlowed(t *testing.T) {
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		i := 0
-		n := flood(r.c, window, func(int) []byte {
+		n := writeFor(r.c, window, func(int) []byte {
 			<-tick.C // 100 presences every 10 ms: 10,000/s
 			buf.Reset()
 			for j := 0; j < 100; j++ {
