@@ -29,6 +29,7 @@ import (
 	"github.com/parley-xmpp/parley/server/component"
 	"github.com/parley-xmpp/parley/server/fedcheck"
 	"github.com/parley-xmpp/parley/server/im"
+	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/s2s"
@@ -145,8 +146,10 @@ func New(cfg Config) *Engine {
 		certs: map[string]*tls.Certificate{}, listeners: map[string]*listener{}, conns: map[net.Conn]*connState{},
 	}
 	e.comps = component.NewRegistry()
+	// One episode logger for every limit: one line per episode.
+	episodes := limit.NewEpisodes(cfg.Log)
 	e.im = &im.Service{Store: cfg.Store, Router: e.router, Hosted: e.Hosted, Version: cfg.Version, Started: time.Now(), Log: cfg.Log,
-		Components: componentRoutes{e}}
+		Components: componentRoutes{e}, Episodes: episodes}
 	e.comp = &component.Config{
 		Lookup: cfg.Store.ComponentByJID,
 		PlainAllowed: func() bool {
@@ -158,6 +161,8 @@ func New(cfg Config) *Engine {
 		AuthTimeout: e.authTimeout,
 		Log:         cfg.Log,
 		Throttle:    authlimit.New(authlimit.Default, "component", cfg.Log),
+		StanzaRate:  e.linkStanzaRate,
+		Episodes:    episodes,
 	}
 	e.c2s = &c2s.Config{
 		TLS:         e.tlsConfig,
@@ -176,6 +181,7 @@ func New(cfg Config) *Engine {
 		Throttle:    authlimit.New(authlimit.Default, "c2s", cfg.Log),
 		Log:         cfg.Log,
 		Features:    im.CapsFeature(),
+		Episodes:    episodes,
 		StanzaRate: func() (float64, int) {
 			r := e.rate.Load()
 			return r.perSecond, r.burst
@@ -195,9 +201,17 @@ func New(cfg Config) *Engine {
 		Limits:      cfg.Limits,
 		Log:         cfg.Log,
 		SourceIP:    e.sourceIP,
+		StanzaRate:  e.linkStanzaRate,
+		Episodes:    episodes,
 	})
 	e.im.Remote = e.s2s
 	return e
+}
+
+// linkStanzaRate is the stanza rate of a server or component stream: the
+// clients' times limit.LinkFactor (they carry many users' traffic).
+func (e *Engine) linkStanzaRate() (float64, int) {
+	return limit.Rate(e.c2s.StanzaRate, limit.LinkFactor)
 }
 
 // sourceIP is the address outgoing server links are made from: the first

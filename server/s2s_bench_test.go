@@ -52,6 +52,7 @@ const fedWindow = 512
 
 func BenchmarkFederationMessage(b *testing.B) {
 	fp := federate(b, nil)
+	fp.unlimited()
 	alice, bob := fedUsers(fp)
 	// Set the link up (untimed) and check it is the one being measured.
 	alice.send(`<message to='bob@b.lan/r' type='chat' id='warm'><body>warm-up</body></message>`)
@@ -155,6 +156,7 @@ func countMessagesProgress(c net.Conn, n int, got *atomic.Int64, progress chan<-
 
 func BenchmarkFederationLinkSetup(b *testing.B) {
 	fp := federate(b, nil)
+	fp.unlimited()
 	alice, bob := fedUsers(fp)
 	noLinks := func() bool { return len(fp.a.links("")) == 0 && len(fp.b.links("")) == 0 }
 	var lat []time.Duration
@@ -206,6 +208,7 @@ func BenchmarkFederationIdleLinkMemory(b *testing.B) {
 	const fedLinks = 100
 	for i := 0; i < b.N; i++ {
 		fp := federate(b, nil)
+		fp.unlimited()
 		recs := append(srvRecords("a.lan", fp.a.s2sPort), srvRecords("b.lan", fp.b.s2sPort)...)
 		var domains []string
 		for d := 0; d < fedLinks; d++ {

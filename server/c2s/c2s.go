@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/server/authlimit"
+	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -60,9 +61,33 @@ type Config struct {
 	// Features are extra stream features offered after authentication
 	// (e.g. the server's entity capabilities).
 	Features []byte
-	// StanzaRate is each session's stanza token bucket as configured
-	// (xmpp limits stanza-rate): stanzas per second and the burst.
+	// StanzaRate is how many stanzas a bound client may send: per second
+	// sustained, and in a burst (nil, or a rate of 0: limit.DefaultRate
+	// and limit.DefaultBurst). A client over it is not read from until it
+	// is back within the rate: it is slowed down, nothing is dropped. A
+	// session reads it when it starts and about once a second.
 	StanzaRate func() (perSecond float64, burst int)
+	// Episodes logs limits hit, one line per episode (nil: every time, to
+	// Log).
+	Episodes *limit.Episodes
+}
+
+// MaxDirected is how many addresses one session may have sent directed
+// presence to (and not yet unavailable presence): each gets the session's
+// unavailable presence when it ends. Beyond it, directed presence is
+// refused with a policy-violation error.
+const MaxDirected = 1000
+
+// stanzaRate is the configured rate, or the default.
+func (cfg *Config) stanzaRate() (float64, int) { return limit.Rate(cfg.StanzaRate, 1) }
+
+// logLimit logs a limit hit: once per episode of key with Episodes.
+func (cfg *Config) logLimit(key, format string, args ...any) {
+	if cfg.Episodes != nil {
+		cfg.Episodes.Printf(key, format, args...)
+	} else if cfg.Log != nil {
+		cfg.Log.Printf(format, args...)
+	}
 }
 
 // Session is one client stream.
@@ -86,6 +111,10 @@ type Session struct {
 	replaced   bool
 	bindResult *xml.Element
 	Started    time.Time
+
+	// Owned by the read loop.
+	bucket limit.Bucket
+	rateAt int64 // when the rate was last read (limit.Now)
 }
 
 // Bare is local@domain.
@@ -146,19 +175,25 @@ func (s *Session) Interested() bool {
 	return s.interested
 }
 
-// AddDirected remembers a JID that got directed presence; DirectedTo
-// returns (and with clear, forgets) them.
-func (s *Session) AddDirected(jid string, add bool) {
+// AddDirected remembers a JID that got directed presence (add) or
+// forgets it (unavailable presence); DirectedTo returns (and with clear,
+// forgets) them. It reports false, remembering nothing, when jid is new
+// and MaxDirected are already remembered: the presence must not go out.
+func (s *Session) AddDirected(jid string, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !add {
+		delete(s.directed, jid)
+		return true
+	}
 	if s.directed == nil {
 		s.directed = map[string]bool{}
 	}
-	if add {
-		s.directed[jid] = true
-	} else {
-		delete(s.directed, jid)
+	if !s.directed[jid] && len(s.directed) >= MaxDirected {
+		return false
 	}
+	s.directed[jid] = true
+	return true
 }
 
 // DirectedTo returns the JIDs that got directed presence.
@@ -236,8 +271,12 @@ func (s *Session) serve(rd *xml.Reader) {
 	if cfg.MaxSessions != nil {
 		max = cfg.MaxSessions()
 	}
-	if !cfg.Router.BindLimited(s, max) {
-		s.Close(&stream.Error{Condition: "resource-constraint", Text: fmt.Sprintf("the server's limit of %d sessions is reached", max)})
+	if err := cfg.Router.BindChecked(s, max); err != nil {
+		text := fmt.Sprintf("the server's limit of %d sessions is reached", max)
+		if errors.Is(err, router.ErrTooManyResources) {
+			text = fmt.Sprintf("%s has %d sessions, the most one account may have: close one first", s.bare, router.MaxResources)
+		}
+		s.Close(&stream.Error{Condition: "resource-constraint", Text: text})
 		<-s.conn.Done()
 		return
 	}
@@ -284,6 +323,8 @@ func (s *Session) serve(rd *xml.Reader) {
 		return nil
 	})
 	s.raw.SetReadDeadline(rd.LastRead().Add(idle))
+	s.rateAt = limit.Now()
+	s.bucket = limit.NewBucket(cfg.stanzaRate())
 	for {
 		el, err := rd.Next()
 		if err != nil {
@@ -306,11 +347,40 @@ func (s *Session) serve(rd *xml.Reader) {
 			s.Close(&stream.Error{Condition: "unsupported-stanza-type", Text: "<" + xml.Clip(el.Name.Local) + "> in " + xml.Clip(el.Name.Space) + " is not a stanza"})
 			break
 		}
+		if !s.pace() {
+			break
+		}
 		// from is always the session's full JID (RFC 6120 §8.1.2.1).
 		el.Set("from", s.full)
 		cfg.Handler.Handle(s, el)
 	}
 	<-s.conn.Done()
+}
+
+// pace takes a token for one stanza from the session's bucket and, when
+// the client is over its rate, waits until it is back within it: the
+// stream is not read meanwhile, so TCP slows the client down. It reports
+// false if the session ended while it waited.
+func (s *Session) pace() bool {
+	now := limit.Now()
+	if now-s.rateAt > int64(time.Second) {
+		s.rateAt = now
+		s.bucket.Set(s.cfg.stanzaRate())
+	}
+	w := s.bucket.Take(now)
+	if w == 0 {
+		return true
+	}
+	r, b := s.cfg.stanzaRate()
+	s.cfg.logLimit("c2s: "+s.bare+" over the stanza rate", "c2s: %s sends more than %g stanzas/s (burst %d): reading it more slowly", s.full, r, b)
+	t := time.NewTimer(w)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.conn.Done():
+		return false
+	}
 }
 
 func isStanza(local string) bool {

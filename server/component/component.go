@@ -23,6 +23,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/parley-xmpp/parley/server/authlimit"
+	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -48,6 +49,12 @@ type Config struct {
 	// Throttle bounds the rate of handshakes per source address and per
 	// component (nil: none).
 	Throttle *authlimit.Throttle
+	// StanzaRate is the rate of stanzas a component may send (nil:
+	// limit.DefaultRate and limit.DefaultBurst times limit.LinkFactor);
+	// over it, it is read more slowly.
+	StanzaRate func() (perSecond float64, burst int)
+	// Episodes logs limits hit once per episode (nil: every time, to Log).
+	Episodes *limit.Episodes
 }
 
 // Status is one component's state.
@@ -303,6 +310,8 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		r.mu.Unlock()
 		cfg.Log.Printf("component: %s disconnected", to)
 	}()
+	bucket := limit.NewBucket(limit.LinkRate(cfg.StanzaRate))
+	rateAt := limit.Now()
 	for {
 		el, err := rd.Next()
 		if err != nil {
@@ -329,6 +338,18 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		if el.Get("to") == "" {
 			s.conn.CloseWith((&stream.Error{Condition: "improper-addressing", Text: "a stanza from a component needs a 'to'"}).Bytes())
 			break
+		}
+		if now := limit.Now(); now-rateAt > int64(time.Second) {
+			rateAt = now
+			bucket.Set(limit.LinkRate(cfg.StanzaRate))
+		}
+		if w := bucket.Take(limit.Now()); w > 0 {
+			// Over the rate: not read until it is back within it.
+			r, b := limit.LinkRate(cfg.StanzaRate)
+			if cfg.Episodes != nil {
+				cfg.Episodes.Printf("component: "+to+" over the stanza rate", "component: %s sends more than %g stanzas/s (burst %d): reading it more slowly", to, r, b)
+			}
+			time.Sleep(w)
 		}
 		cfg.Handler.FromComponent(to, stream.Retarget(el, stream.NSAccept, stream.NSClient))
 	}

@@ -2,6 +2,7 @@ package im
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -49,11 +50,27 @@ func (s *Service) handlePresence(sess *c2s.Session, el *xml.Element, to addr, no
 		return
 	}
 	// Directed presence: to a local user, a component, or another server.
-	sess.AddDirected(to.full(), typ == "")
+	if !s.addDirected(sess, el, to) {
+		return
+	}
 	if to.local == "" && s.Hosted(to.domain) {
 		return
 	}
 	s.deliverTo(el, to)
+}
+
+// addDirected records directed presence (available or unavailable) to an
+// address in the session's set. When the set is full the presence does
+// not go out: the client gets a policy-violation error and the log one
+// line per episode.
+func (s *Service) addDirected(sess *c2s.Session, el *xml.Element, to addr) bool {
+	if sess.AddDirected(to.full(), el.Get("type") == "") {
+		return true
+	}
+	sess.Deliver(stream.ErrorReply(el, "policy-violation",
+		fmt.Sprintf("directed presence goes to at most %d addresses at once: send unavailable presence to some of them first", c2s.MaxDirected)))
+	s.logLimit("im: "+sess.Bare()+" directed presence cap", "im: %s has sent directed presence to %d addresses: more is refused", sess.Full(), c2s.MaxDirected)
+	return false
 }
 
 // broadcastOwn handles a client's broadcast presence (RFC 6121 §4.2, §4.5).
@@ -317,7 +334,7 @@ func (s *Service) inboundSubscription(el *xml.Element, typ, from, user string) {
 		}
 		if !existed && !fromLocal && s.strangerRequests(user) >= MaxStrangerRequests {
 			// Requests from other servers cannot fill the roster.
-			s.Log.Printf("im: subscription request from %s to %s dropped: %d requests pending", from, user, MaxStrangerRequests)
+			s.logLimit("im: subscription requests to "+user+" dropped", "im: subscription request from %s to %s dropped: %d requests pending", from, user, MaxStrangerRequests)
 			return
 		}
 		if !existed || (cbefore.Subscription == store.SubNone && !cbefore.Ask && cbefore.Hidden) {

@@ -17,6 +17,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -38,6 +39,10 @@ type Service struct {
 	// Remote, if set, is where stanzas for other servers go (federation);
 	// nil makes them bounce with remote-server-not-found.
 	Remote Remote
+
+	// Episodes, if set, logs limits hit once per episode (nil: every
+	// time, to Log).
+	Episodes *limit.Episodes
 
 	photos sync.Map // bare JID → avatar hash ("" for none)
 
@@ -266,8 +271,8 @@ func (s *Service) Handle(sess *c2s.Session, el *xml.Element) {
 		}
 		el.Set("to", a.full())
 		if !s.Hosted(a.domain) && s.Components != nil && s.Components.Known(a.domain) {
-			if el.Name.Local == "presence" && (el.Get("type") == "" || el.Get("type") == "unavailable") {
-				sess.AddDirected(a.full(), el.Get("type") == "")
+			if el.Name.Local == "presence" && (el.Get("type") == "" || el.Get("type") == "unavailable") && !s.addDirected(sess, el, a) {
+				return
 			}
 			s.toComponent(el, a)
 			return
@@ -425,8 +430,17 @@ func (s *Service) storeOffline(el *xml.Element, to addr) {
 	c := el.Copy()
 	c.Add(xml.New("urn:xmpp:delay", "delay", "from", to.domain, "stamp", time.Now().UTC().Format("2006-01-02T15:04:05.000Z")).AddText("Offline storage"))
 	if err := s.Store.Apply(store.Op{Kind: store.OpOfflinePush, Name: to.bare, Data: c.Bytes(stream.NSClient)}); err != nil {
-		s.Log.Printf("im: offline message for %s not stored: %v", to.bare, err)
+		s.logLimit("im: offline messages for "+to.bare+" not stored", "im: offline message for %s not stored: %v", to.bare, err)
 		s.bounce(el, "service-unavailable", "the recipient's offline storage is full")
+	}
+}
+
+// logLimit logs a limit hit, once per episode of key.
+func (s *Service) logLimit(key, format string, args ...any) {
+	if s.Episodes != nil {
+		s.Episodes.Printf(key, format, args...)
+	} else {
+		s.Log.Printf(format, args...)
 	}
 }
 

@@ -18,6 +18,8 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -47,6 +49,58 @@ type Resolver struct {
 	Servers func() []string
 	// Timeout bounds each query to each server (DefaultTimeout when 0).
 	Timeout time.Duration
+	// MaxInFlight bounds the queries sent and not yet answered at once
+	// (DefaultMaxInFlight when 0); more wait for their turn within their
+	// context, and no more than MaxWaiting wait: beyond, a lookup fails at
+	// once (Kind Busy).
+	MaxInFlight int
+
+	semOnce sync.Once
+	sem     chan struct{}
+	waiting atomic.Int32
+}
+
+// Bounds of the lookups in flight.
+const (
+	DefaultMaxInFlight = 64
+	MaxWaiting         = 1024
+)
+
+// acquire takes a turn to send a query, or returns why not (a
+// *LookupError); release gives it back.
+func (r *Resolver) acquire(ctx context.Context, server, fqdn, tname string) *LookupError {
+	if r == nil {
+		return nil
+	}
+	r.semOnce.Do(func() {
+		n := r.MaxInFlight
+		if n <= 0 {
+			n = DefaultMaxInFlight
+		}
+		r.sem = make(chan struct{}, n)
+	})
+	select {
+	case r.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	if r.waiting.Add(1) > MaxWaiting {
+		r.waiting.Add(-1)
+		return &LookupError{Name: trimDot(fqdn), Type: tname, Kind: Busy, Server: server}
+	}
+	defer r.waiting.Add(-1)
+	select {
+	case r.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return &LookupError{Name: trimDot(fqdn), Type: tname, Kind: Timeout, Server: server, Err: ctx.Err()}
+	}
+}
+
+func (r *Resolver) release() {
+	if r != nil {
+		<-r.sem
+	}
 }
 
 // Target is one place a service is offered at.
@@ -82,13 +136,14 @@ const (
 	BadName                          // the name asked is not a valid domain name
 	NoServer                         // no DNS server is configured
 	NoService                        // the SRV record "." : the service is decidedly not offered
+	Busy                             // too many lookups in flight here: not asked
 )
 
 var kindNames = map[ErrKind]string{
 	NotFound: "not found", NoData: "no data", ServerFailure: "server failure",
 	Refused: "refused", Timeout: "timeout", Unreachable: "unreachable",
 	BadResponse: "bad response", BadName: "bad name", NoServer: "no server",
-	NoService: "no service",
+	NoService: "no service", Busy: "busy",
 }
 
 func (k ErrKind) String() string {
@@ -139,6 +194,8 @@ func (e *LookupError) Error() string {
 		return fmt.Sprintf("no DNS server to ask: %v", e.Err)
 	case NoService:
 		return fmt.Sprintf("%s: the SRV record \".\" says no XMPP service is offered there", e.Name)
+	case Busy:
+		return fmt.Sprintf("%s query for %s not sent: too many DNS lookups are waiting here (%d)", e.Type, e.Name, MaxWaiting)
 	}
 	return fmt.Sprintf("%s lookup of %s failed: %v", e.Type, e.Name, e.Err)
 }
@@ -303,6 +360,13 @@ func (r *Resolver) ask(ctx context.Context, server, fqdn string, qtype uint16) (
 	timeout := r.timeout()
 	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if e := r.acquire(qctx, server, fqdn, tname); e != nil {
+		if e.Kind == Timeout && ctx.Err() == nil {
+			e.Timeout = timeout
+		}
+		return nil, e
+	}
+	defer r.release()
 
 	var resp *dns.Msg
 	for _, netw := range []string{"udp", "tcp"} {

@@ -49,3 +49,31 @@ func TestBindLimitedConcurrent(t *testing.T) {
 		t.Fatalf("count %d", total)
 	}
 }
+
+// One account may have MaxResources sessions; the next is refused with
+// ErrTooManyResources, replacing one of them is not a new one, and
+// another account is not affected.
+func TestMaxResources(t *testing.T) {
+	r := New()
+	for i := 0; i < MaxResources; i++ {
+		if err := r.BindChecked(sess("a@x", fmt.Sprint(i), true, 0), 0); err != nil {
+			t.Fatalf("resource %d: %v", i, err)
+		}
+	}
+	if err := r.BindChecked(sess("a@x", "one-more", true, 0), 0); err != ErrTooManyResources {
+		t.Fatalf("one resource too many: %v, want ErrTooManyResources", err)
+	}
+	if err := r.BindChecked(sess("a@x", "0", true, 0), 0); err != nil {
+		t.Fatalf("replacing a resource: %v", err)
+	}
+	if err := r.BindChecked(sess("b@x", "1", true, 0), 0); err != nil {
+		t.Fatalf("another account: %v", err)
+	}
+	if err := r.BindChecked(sess("c@x", "1", true, 0), r.Len()); err != ErrTooManySessions {
+		t.Fatalf("over the server's limit: %v, want ErrTooManySessions", err)
+	}
+	r.Unbind(r.Session("a@x", "5"))
+	if err := r.BindChecked(sess("a@x", "one-more", true, 0), 0); err != nil {
+		t.Fatalf("after one left: %v", err)
+	}
+}

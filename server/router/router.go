@@ -5,6 +5,8 @@
 package router
 
 import (
+	"errors"
+	"fmt"
 	"hash/maphash"
 	"sort"
 	"sync"
@@ -57,20 +59,41 @@ func (r *Router) shard(bare string) *shard {
 // replaced (it is told so and should close with a conflict stream error).
 func (r *Router) Bind(s Session) { r.BindLimited(s, 0) }
 
+// MaxResources is how many sessions one account may have bound at once:
+// each gets its own copy of what is sent to the account and of its
+// contacts' presence, so more would multiply what one user can make the
+// server do.
+const MaxResources = 100
+
+// Why a session cannot be bound.
+var (
+	ErrTooManySessions  = errors.New("the server's limit of sessions is reached")
+	ErrTooManyResources = fmt.Errorf("the account has %d sessions, the most one account may have", MaxResources)
+)
+
 // BindLimited is Bind with a limit on the number of bound sessions (0: none):
 // it reports false, binding nothing, when a new session would exceed it.
 // Replacing a session of the same full JID never counts as new.
-func (r *Router) BindLimited(s Session, max int) bool {
+func (r *Router) BindLimited(s Session, max int) bool { return r.BindChecked(s, max) == nil }
+
+// BindChecked is BindLimited saying why a session is refused:
+// ErrTooManySessions (max) or ErrTooManyResources (MaxResources for its
+// account).
+func (r *Router) BindChecked(s Session, max int) error {
 	sh := r.shard(s.Bare())
 	sh.mu.Lock()
 	res := sh.users[s.Bare()]
 	old := res[s.Resource()]
 	if old == nil {
+		if len(res) >= MaxResources {
+			sh.mu.Unlock()
+			return ErrTooManyResources
+		}
 		for {
 			cur := r.n.Load()
 			if max > 0 && cur >= int64(max) {
 				sh.mu.Unlock()
-				return false
+				return ErrTooManySessions
 			}
 			if r.n.CompareAndSwap(cur, cur+1) {
 				break
@@ -86,7 +109,7 @@ func (r *Router) BindLimited(s Session, max int) bool {
 	if old != nil && old != s {
 		old.Replace()
 	}
-	return true
+	return nil
 }
 
 // Len is the number of bound sessions.

@@ -15,6 +15,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -44,6 +45,9 @@ type inStream struct {
 	closing  bool
 	verified map[string]bool // remote domain → its client certificate verified
 	stanzas  map[pair]uint64 // received, per authenticated pair
+
+	bucket limit.Bucket // stanzas received (the read loop's own)
+	rateAt int64
 }
 
 func (st *inStream) status() []Link {
@@ -339,6 +343,7 @@ func (st *inStream) exchange(rd *xml.Reader, local, from, id string, isTLS, sasl
 				return "", err
 			}
 		case el.Name.Space == stream.NSServer && (el.Name.Local == "message" || el.Name.Local == "presence" || el.Name.Local == "iq"):
+			st.pace(from)
 			if err := st.stanza(el); err != nil {
 				return "", err
 			}
@@ -348,6 +353,21 @@ func (st *inStream) exchange(rd *xml.Reader, local, from, id string, isTLS, sasl
 		default:
 			return "", &stream.Error{Condition: "unsupported-stanza-type", Text: "<" + el.Name.Local + "> is not expected here"}
 		}
+	}
+}
+
+// pace keeps the stream within its stanza rate: over it, the stream is
+// not read until it is back within (the peer is slowed down by TCP).
+func (st *inStream) pace(from string) {
+	now := limit.Now()
+	if !st.bucket.Limited() || now-st.rateAt > int64(time.Second) {
+		st.rateAt = now
+		st.bucket.Set(limit.LinkRate(st.s.cfg.StanzaRate))
+	}
+	if w := st.bucket.Take(now); w > 0 {
+		r, b := limit.LinkRate(st.s.cfg.StanzaRate)
+		st.s.cfg.Episodes.Printf("s2s: incoming stream "+st.peer+" over the stanza rate", "s2s: the stream from %s (%s) sends more than %g stanzas/s (burst %d): reading it more slowly", from, st.peer, r, b)
+		time.Sleep(w)
 	}
 }
 

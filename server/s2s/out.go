@@ -30,6 +30,7 @@ type outLink struct {
 	mu       sync.Mutex
 	state    string // "connecting", "up", "closing"
 	pending  []*xml.Element
+	bytes    int // of pending, about
 	conn     *stream.Conn
 	est      *established
 	since    time.Time
@@ -56,12 +57,22 @@ func (l *outLink) send(el *xml.Element) bool {
 	l.mu.Lock()
 	switch l.state {
 	case "connecting":
-		if len(l.pending) >= l.s.cfg.MaxQueue {
+		n := approxSize(el)
+		full := ""
+		switch {
+		case len(l.pending) >= l.s.cfg.MaxQueue || l.bytes+n > l.s.cfg.MaxQueueBytes:
+			full = "too many stanzas are waiting for the link to " + l.p.remote
+		case !l.s.reserve(n):
+			full = "too many stanzas are waiting for links to other servers"
+		}
+		if full != "" {
 			l.mu.Unlock()
-			l.s.bounce(el, "resource-constraint", "too many stanzas are waiting for the link to "+l.p.remote)
+			l.s.cfg.Episodes.Printf("s2s: queues full", "s2s: %s → %s: %s: bounced", l.p.local, l.p.remote, full)
+			l.s.bounce(el, "resource-constraint", full)
 			return true
 		}
 		l.pending = append(l.pending, el)
+		l.bytes += n
 		l.mu.Unlock()
 		return true
 	case "up":
@@ -80,6 +91,46 @@ func (l *outLink) send(el *xml.Element) bool {
 	}
 	l.mu.Unlock()
 	return false
+}
+
+// reserve counts n more bytes waiting for links being set up; false if
+// that would be over MaxPendingBytes.
+func (s *Service) reserve(n int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pendingBytes+n > s.cfg.MaxPendingBytes {
+		return false
+	}
+	s.pendingBytes += n
+	return true
+}
+
+// connected is called once the set-up of a link is over, whatever its
+// outcome: it no longer counts against MaxPendingLinks, and its queue
+// (bytes, taken by the caller) no longer against MaxPendingBytes.
+func (s *Service) connected(bytes int) {
+	s.mu.Lock()
+	s.connecting--
+	s.pendingBytes -= bytes
+	s.mu.Unlock()
+}
+
+// approxSize is about the size of a stanza as sent, without serializing it:
+// names, attributes and text, with some markup per element.
+func approxSize(el *xml.Element) int {
+	n := 2*len(el.Name.Local) + 5
+	for _, a := range el.Attr {
+		n += len(a.Name.Local) + len(a.Value) + 4
+	}
+	for _, c := range el.Children {
+		switch c := c.(type) {
+		case *xml.Element:
+			n += approxSize(c) + len(c.Name.Space)
+		case xml.Text:
+			n += len(c)
+		}
+	}
+	return n
 }
 
 func (l *outLink) verified() bool {
@@ -128,6 +179,8 @@ func (l *outLink) run() {
 		l.state = "closing"
 		pending := l.pending
 		l.pending = nil
+		l.s.connected(l.bytes)
+		l.bytes = 0
 		l.mu.Unlock()
 		cond := "remote-server-not-found"
 		var le *linkError
@@ -161,6 +214,8 @@ func (l *outLink) up(est *established) {
 	if len(refused) > 0 {
 		l.state = "closing" // the queue overflowed: the connection is failing
 	}
+	l.s.connected(l.bytes)
+	l.bytes = 0
 	l.idle = time.AfterFunc(l.s.cfg.Federation().IdleTimeout, l.idleCheck)
 	l.mu.Unlock()
 	l.s.cfg.Log.Printf("s2s: %s → %s up (%s, %s)", l.p.local, l.p.remote, est.auth, est.peer)

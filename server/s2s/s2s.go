@@ -20,6 +20,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"fmt"
 	"log"
 	"net/netip"
 	"sort"
@@ -29,6 +30,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -73,7 +75,27 @@ type Config struct {
 	ConnectTimeout time.Duration        // the whole set-up of an outgoing link, default 30 s
 	AuthTimeout    func() time.Duration // negotiation of an incoming stream, default 30 s
 	MaxQueue       int                  // stanzas waiting for a link being set up, default 1000
+	// Caps on what local senders can make federation hold (defaults in
+	// New): over one, the stanza bounces with resource-constraint.
+	MaxQueueBytes   int // bytes waiting for one link being set up, default 1 MiB
+	MaxPendingBytes int // bytes waiting for all links being set up, default 16 MiB
+	MaxPendingLinks int // outgoing links being set up at once, default 256
+	MaxLinks        int // outgoing links in all, default 2000
+	// StanzaRate is the rate of stanzas one incoming stream may send (nil:
+	// limit.DefaultRate and limit.DefaultBurst times limit.LinkFactor).
+	StanzaRate func() (perSecond float64, burst int)
+	// Episodes logs failures and limits hit, one line per episode (nil:
+	// one of its own on Log).
+	Episodes *limit.Episodes
 }
+
+// Defaults of the caps in Config.
+const (
+	DefaultMaxQueueBytes   = 1 << 20
+	DefaultMaxPendingBytes = 16 << 20
+	DefaultMaxPendingLinks = 256
+	DefaultMaxLinks        = 2000
+)
 
 // Link is one federation link as the shell shows it.
 type Link struct {
@@ -106,6 +128,10 @@ type Service struct {
 	in       map[*inStream]struct{}
 	failures map[pair]Failure
 	closed   bool
+	// connecting counts the outgoing links being set up, pendingBytes the
+	// bytes queued on them.
+	connecting   int
+	pendingBytes int
 }
 
 // New builds the federation service.
@@ -121,6 +147,21 @@ func New(cfg Config) *Service {
 	}
 	if cfg.Limits.MaxStanza == 0 {
 		cfg.Limits = xml.DefaultLimits
+	}
+	if cfg.MaxQueueBytes == 0 {
+		cfg.MaxQueueBytes = DefaultMaxQueueBytes
+	}
+	if cfg.MaxPendingBytes == 0 {
+		cfg.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	if cfg.MaxPendingLinks == 0 {
+		cfg.MaxPendingLinks = DefaultMaxPendingLinks
+	}
+	if cfg.MaxLinks == 0 {
+		cfg.MaxLinks = DefaultMaxLinks
+	}
+	if cfg.Episodes == nil {
+		cfg.Episodes = limit.NewEpisodes(cfg.Log)
 	}
 	s := &Service{cfg: cfg, out: map[pair]*outLink{}, in: map[*inStream]struct{}{}, failures: map[pair]Failure{}}
 	s.secret = make([]byte, 32)
@@ -144,7 +185,10 @@ func (s *Service) fail(p pair, err string) {
 		s.failures = map[pair]Failure{}
 	}
 	s.failures[p] = Failure{Local: p.local, Remote: p.remote, Error: err, At: time.Now()}
-	s.cfg.Log.Printf("s2s: %s → %s: %s", p.local, p.remote, err)
+	// One line per episode: a user writing to thousands of domains that
+	// do not exist must not write thousands of lines (xmpp federation
+	// lists the recent failures one by one).
+	s.cfg.Episodes.Printf("s2s: failures to reach other servers", "s2s: %s → %s: %s", p.local, p.remote, err)
 }
 
 // Status lists the links and recent failures.
@@ -209,8 +253,15 @@ func (s *Service) Route(el *xml.Element) {
 		}
 		l := s.out[p]
 		if l == nil {
+			if refused := s.linkCap(); refused != "" {
+				s.mu.Unlock()
+				s.cfg.Episodes.Printf("s2s: links refused", "s2s: %s → %s: %s", p.local, p.remote, refused)
+				s.bounce(el, "resource-constraint", refused)
+				return
+			}
 			l = s.newOutLink(p)
 			s.out[p] = l
+			s.connecting++
 			go l.run()
 		}
 		s.mu.Unlock()
@@ -219,6 +270,18 @@ func (s *Service) Route(el *xml.Element) {
 		}
 	}
 	s.bounce(el, "remote-server-timeout", "the link to "+p.remote+" kept closing")
+}
+
+// linkCap says why no new outgoing link may be made now ("" if one may).
+// The caller holds s.mu.
+func (s *Service) linkCap() string {
+	switch {
+	case s.connecting >= s.cfg.MaxPendingLinks:
+		return fmt.Sprintf("too many links to other servers are being set up (%d): try again shortly", s.cfg.MaxPendingLinks)
+	case len(s.out) >= s.cfg.MaxLinks:
+		return fmt.Sprintf("this server has as many links to other servers as it allows (%d)", s.cfg.MaxLinks)
+	}
+	return ""
 }
 
 // bounce answers a stanza that cannot be delivered, through the IM core's
