@@ -154,7 +154,7 @@ func (f *fixture) pipeLogin(tb testing.TB, user, password, resource string) net.
 			srv.Close()
 			return
 		}
-		c2s.Serve(f.eng.c2s, srv, rd, h, true, nil)
+		c2s.Serve(f.eng.c2s, srv, rd, h, true, nil, nil)
 	}()
 	c := &client{t: tb, conn: cli}
 	cli.SetDeadline(time.Now().Add(20 * time.Second))

@@ -782,11 +782,19 @@ func (e *Engine) serve(raw net.Conn, direct bool) {
 	e.conns[c] = st
 	timeout := e.xmpp.ClientAuthTimeout
 	e.mu.Unlock()
-	defer func(raw net.Conn) { // raw: c becomes the TLS conn below
+	raw := c // c becomes the TLS conn below
+	release := func() {
 		e.mu.Lock()
 		delete(e.conns, raw)
 		e.mu.Unlock()
-	}(c)
+	}
+	// A client stream hands release on to its session's goroutine.
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			release()
+		}
+	}()
 	c.SetDeadline(time.Now().Add(timeout))
 	if direct {
 		cfg := e.tlsConfig()
@@ -831,12 +839,13 @@ func (e *Engine) serve(raw net.Conn, direct bool) {
 			return
 		}
 		c.SetWriteDeadline(time.Time{})
+		handedOff = true
 		c2s.Serve(e.c2s, c, rd, header, direct, func(s *c2s.Session) {
 			e.preauth.done(p, e.logf)
 			e.mu.Lock()
 			st.sess = s
 			e.mu.Unlock()
-		})
+		}, release)
 	case stream.NSServer:
 		e.mu.Lock()
 		st.other = true

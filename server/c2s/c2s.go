@@ -242,10 +242,19 @@ func (s *Session) Close(e *stream.Error) {
 	s.conn.CloseWith(e.Bytes())
 }
 
-// Serve runs a client stream whose header has been read: negotiation, then
-// the session. It returns when the stream ends.
-// onBound, if not nil, is called with the session once it is bound.
-func Serve(cfg *Config, raw net.Conn, rd *xml.Reader, header *xml.Element, direct bool, onBound func(*Session)) {
+// Serve runs a client stream whose header has been read: the negotiation
+// on the caller's goroutine, then the session on a goroutine of its own,
+// and it returns once the session has started (or the negotiation failed).
+// The negotiation's stack (TLS handshake, SCRAM) grows to tens of KiB and a
+// goroutine's stack never shrinks below four times what it uses, so an
+// idle session parked on that stack would keep it for good; the fresh one
+// needs only what the read loop uses.
+// onBound, if not nil, is called with the session once it is bound; onEnd,
+// if not nil, once the stream has ended (after a failed negotiation too).
+func Serve(cfg *Config, raw net.Conn, rd *xml.Reader, header *xml.Element, direct bool, onBound func(*Session), onEnd func()) {
+	if onEnd == nil {
+		onEnd = func() {}
+	}
 	n := &negotiation{cfg: cfg, raw: raw, rd: rd, tls: direct, deadline: time.Now().Add(cfg.AuthTimeout())}
 	raw.SetReadDeadline(n.deadline)
 	s, err := n.run(header)
@@ -257,12 +266,16 @@ func Serve(cfg *Config, raw net.Conn, rd *xml.Reader, header *xml.Element, direc
 			n.raw.Write(se.Bytes())
 		}
 		n.raw.Close()
+		onEnd()
 		return
 	}
 	if onBound != nil {
 		onBound(s)
 	}
-	s.serve(n.rd)
+	go func() {
+		defer onEnd()
+		s.serve(n.rd)
+	}()
 }
 
 func (s *Session) serve(rd *xml.Reader) {

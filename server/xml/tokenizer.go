@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -50,6 +51,11 @@ type tokenizer struct {
 
 	tok          token
 	closePending bool // after <a/>, the EndElement
+
+	// While the connection is idle the buffers below go back to a pool
+	// (see fill); sc carries them there and back.
+	sc  *scratch
+	one [1]byte // what an idle read reads into
 
 	text  []byte // decoded character data, directives
 	vals  []byte // decoded attribute values
@@ -209,8 +215,52 @@ func (t *tokenizer) next() (*token, error) {
 	}
 }
 
+// scratch is the tokenizer's working memory, which it holds only while
+// input is flowing: the read buffer and what tokens are decoded into.
+type scratch struct {
+	buf, text, vals, strs []byte
+	raw                   []rawAttr
+	slots                 []slot
+	attr                  []exml.Attr
+}
+
+var scratchPool sync.Pool
+
+// release gives the working memory back to the pool: everything buffered
+// has been consumed and no token is in progress.
+func (t *tokenizer) release() {
+	sc := t.sc
+	if sc == nil {
+		sc = &scratch{}
+	}
+	clear(t.raw[:cap(t.raw)]) // slices of buf
+	*sc = scratch{buf: t.buf, text: t.text[:0], vals: t.vals[:0], strs: t.strs[:0], raw: t.raw[:0], slots: t.slots[:0], attr: t.attr[:0]}
+	t.buf, t.text, t.vals, t.strs, t.raw, t.slots, t.attr = nil, nil, nil, nil, nil, nil, nil
+	t.tok = token{}
+	t.sc = nil
+	scratchPool.Put(sc)
+}
+
+// acquire takes working memory from the pool (none there: it grows as
+// input needs it).
+func (t *tokenizer) acquire() {
+	sc, _ := scratchPool.Get().(*scratch)
+	if sc == nil {
+		return
+	}
+	t.buf, t.text, t.vals, t.strs, t.raw, t.slots, t.attr = sc.buf, sc.text, sc.vals, sc.strs, sc.raw, sc.slots, sc.attr
+	*sc = scratch{}
+	t.sc = sc
+}
+
 // fill reads more input, making room first. A read error is returned and
 // not kept: the next call reads again.
+//
+// When everything read has been consumed, the next read may wait for as
+// long as the peer stays quiet: the tokenizer then gives its buffers back
+// to a pool and waits on a one-byte read, and takes them again when input
+// arrives (what came with that byte is read at once, from the TLS record
+// or the socket buffer). An idle connection holds no buffer.
 func (t *tokenizer) fill() error {
 	if err := t.pendErr; err != nil {
 		t.pendErr = nil
@@ -229,6 +279,35 @@ func (t *tokenizer) fill() error {
 				*b = nil
 			}
 		}
+		if t.buf != nil || t.sc != nil {
+			t.release()
+		}
+		n, err := t.r.Read(t.one[:])
+		for tries := 0; n == 0 && err == nil; tries++ {
+			if tries == 100 {
+				return io.ErrNoProgress
+			}
+			n, err = t.r.Read(t.one[:])
+		}
+		if n > 0 {
+			t.acquire()
+			if len(t.buf) == 0 {
+				t.buf = make([]byte, min(4096, t.maxBuf))
+			}
+			t.buf[0] = t.one[0]
+			t.end = 1
+		}
+		switch {
+		case err == io.EOF:
+			t.eof = true
+			return nil
+		case err != nil && n > 0:
+			t.pendErr = err
+			return nil
+		case err != nil:
+			return err
+		}
+		return nil
 	}
 	if t.end == len(t.buf) {
 		if t.pos > 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -576,3 +577,66 @@ func FuzzTokenizer(f *testing.F) {
 }
 
 var _ = errors.New
+
+// idleProbe is a connection that, whenever the tokenizer waits for input
+// with everything before consumed, records what the tokenizer still holds.
+type idleProbe struct {
+	t      *tokenizer
+	chunks []string
+	held   []int // bytes of buffers held at each read with nothing pending
+	sizes  []int // len(p) of those reads
+}
+
+func (p *idleProbe) Read(b []byte) (int, error) {
+	if p.t.pos == p.t.end {
+		p.held = append(p.held, cap(p.t.buf)+cap(p.t.text)+cap(p.t.vals)+cap(p.t.strs))
+		p.sizes = append(p.sizes, len(b))
+	}
+	if len(p.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, p.chunks[0])
+	if p.chunks[0] = p.chunks[0][n:]; p.chunks[0] == "" {
+		p.chunks = p.chunks[1:]
+	}
+	return n, nil
+}
+
+// An idle connection holds no buffer: between stanzas, once everything
+// read has been consumed, the tokenizer waits on a one-byte read with its
+// buffers back in the pool, and the stanzas still read whole.
+func TestTokenizerIdleHoldsNoBuffer(t *testing.T) {
+	p := &idleProbe{chunks: []string{
+		`<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>`,
+		`<message to='a@b' id='1'><body>` + strings.Repeat("x", 3000) + `</body></message>`,
+		` `,
+		`<presence/><iq type='get' id='2'><ping xmlns='urn:xmpp:ping'/></iq>`,
+	}}
+	rd := NewReader(p, DefaultLimits)
+	p.t = rd.tok.(*tokenizer)
+	if _, err := rd.Header(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for {
+		el, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, el.Name.Local+"/"+el.Get("id"))
+	}
+	if want := []string{"message/1", "presence/", "iq/2"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("stanzas %v, want %v", got, want)
+	}
+	if len(p.held) < 4 {
+		t.Fatalf("only %d idle reads: %v", len(p.held), p.sizes)
+	}
+	for i, h := range p.held {
+		if h != 0 || p.sizes[i] != 1 {
+			t.Errorf("idle read %d: %d bytes of buffers held, read of %d bytes; want none held and a one-byte read", i, h, p.sizes[i])
+		}
+	}
+}
