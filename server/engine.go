@@ -782,10 +782,10 @@ func (e *Engine) serve(raw net.Conn, direct bool) {
 	e.conns[c] = st
 	timeout := e.xmpp.ClientAuthTimeout
 	e.mu.Unlock()
-	raw := c // c becomes the TLS conn below
+	key := c // c becomes the TLS conn below
 	release := func() {
 		e.mu.Lock()
-		delete(e.conns, raw)
+		delete(e.conns, key)
 		e.mu.Unlock()
 	}
 	// A client stream hands release on to its session's goroutine.
