@@ -26,6 +26,7 @@ package e2e
 // when a peer does not come up the test fails with its log.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -528,11 +529,21 @@ modules:
 	p.proc.waitTCP(t, net.JoinHostPort(c.ip, c2s), net.JoinHostPort(c.ip, "5269"))
 	for i := 0; i+1 < len(c.users); i += 2 {
 		reg := asUser("ejabberd", append(ctl, "register", c.users[i], c.domain, c.users[i+1])...)
-		ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
-		rc := exec.CommandContext(ctx, reg[0], reg[1:]...)
-		rc.Dir, rc.Env = dir, env
-		out, err := rc.CombinedOutput()
-		cancel()
+		var out []byte
+		var err error
+		// ejabberd opens its ports before it has created every table:
+		// until the password table exists, register aborts with
+		// no_exists (seen on a loaded machine). Tried again, for 20 s at most.
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+			ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
+			rc := exec.CommandContext(ctx, reg[0], reg[1:]...)
+			rc.Dir, rc.Env = dir, env
+			out, err = rc.CombinedOutput()
+			cancel()
+			if err == nil || !bytes.Contains(out, []byte("no_exists")) || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil {
 			t.Fatalf("ejabberdctl register %s %s: %v\n%s\n%s", c.users[i], c.domain, err, out, p.proc.logs())
 		}
