@@ -13,8 +13,11 @@ import (
 	"github.com/parley-xmpp/parley/server/xml"
 )
 
-// Conn is a connection with a bounded outbound queue and one writer
-// goroutine. Send never blocks, and a stanza handed to a Conn that accepted
+// Conn is a connection with a bounded outbound queue and at most one writer
+// goroutine, which runs while there is something to write and for
+// WriterLinger after (an idle connection has no writer and holds no write
+// buffer; a busy one does not start a goroutine per stanza). Send never
+// blocks, and a stanza handed to a Conn that accepted
 // it (Send reported true) is either written to the socket or, when the
 // connection ends first, handed back by Unwritten once Done is closed, so
 // that its owner stores or bounces it (the delivery rule): nothing is
@@ -45,6 +48,7 @@ type Conn struct {
 	unwritten  [][]byte
 	pacer      Pacer
 	low        int
+	running    bool // a writer goroutine exists
 	wake       chan struct{}
 	done       chan struct{}
 }
@@ -66,6 +70,10 @@ const (
 	maxIdleBatch  = 64 << 10  // the largest write buffer a connection keeps between bursts
 )
 
+// WriterLinger is how long a writer goroutine waits for more to write
+// before it ends (the next Send starts another).
+var WriterLinger = 2 * time.Second
+
 // Pacer is told by a Conn's writer what became of the stanzas queued with
 // SendTracked. Written(id) says that every tracked stanza up to and
 // including id is written; Low says that at most the low-water mark given
@@ -76,24 +84,31 @@ type Pacer interface {
 	Low()
 }
 
-// NewConn wraps c and starts its writer.
+// NewConn wraps c; its writer starts with the first thing to write.
 func NewConn(c net.Conn, ns string) *Conn {
-	s := &Conn{Conn: c, NS: ns, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	go s.writer()
-	return s
+	return &Conn{Conn: c, NS: ns, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
+// poke wakes the writer, or starts one; called with c.mu held.
 func (c *Conn) poke() {
+	if !c.running {
+		c.running = true
+		go c.writer()
+		return
+	}
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
 }
 
+// finish marks the writer's end for good: Done is closed.
+func (c *Conn) finish() { close(c.done) }
+
 func (c *Conn) writer() {
-	defer close(c.done)
 	var batch bytes.Buffer
-	for range c.wake {
+	var linger *time.Timer
+	for {
 		for {
 			c.mu.Lock()
 			if c.overflow {
@@ -104,6 +119,7 @@ func (c *Conn) writer() {
 				c.Conn.Write(overflowError.Bytes())
 				c.Conn.Close()
 				c.handBack(rest)
+				c.finish()
 				return
 			}
 			if len(c.queue) == 0 {
@@ -119,6 +135,7 @@ func (c *Conn) writer() {
 					c.Conn.Write(final)
 				}
 				c.Conn.Close()
+				c.finish()
 				return
 			}
 			// One write takes at most maxBatch bytes (and at least one
@@ -180,6 +197,7 @@ func (c *Conn) writer() {
 				}
 				c.Conn.Close()
 				c.handBack(rest)
+				c.finish()
 				return
 			}
 			c.mu.Unlock()
@@ -198,8 +216,33 @@ func (c *Conn) writer() {
 				batch = bytes.Buffer{} // a burst's buffer is not kept for good
 			}
 		}
+		// Nothing to write: wait a while for more, then end (a wake that
+		// came meanwhile is taken first, under the lock).
+		if linger == nil {
+			linger = time.NewTimer(WriterLinger)
+		} else {
+			linger.Reset(WriterLinger)
+		}
+		select {
+		case <-c.wake:
+			continue
+		case <-linger.C:
+		}
+		c.mu.Lock()
+		select {
+		case <-c.wake:
+			c.mu.Unlock()
+			continue
+		default:
+		}
+		if len(c.queue) > 0 || c.closing || c.overflow {
+			c.mu.Unlock()
+			continue
+		}
+		c.running = false
+		c.mu.Unlock()
+		return
 	}
-	c.Conn.Close()
 }
 
 // handBack keeps the untracked stanzas of q for Unwritten.
@@ -238,14 +281,14 @@ func (c *Conn) send(b []byte, id uint64) bool {
 		c.closing, c.overflow = true, true
 		c.overflowed.Store(true)
 		c.Conn.SetWriteDeadline(time.Now().Add(OverflowGrace))
-		c.mu.Unlock()
 		c.poke()
+		c.mu.Unlock()
 		return false
 	}
 	c.queue = append(c.queue, item{b, id})
 	c.queued += len(b)
-	c.mu.Unlock()
 	c.poke()
+	c.mu.Unlock()
 	return true
 }
 
@@ -291,8 +334,8 @@ func (c *Conn) CloseWith(b []byte) {
 		return
 	}
 	c.final, c.closing = b, true
-	c.mu.Unlock()
 	c.poke()
+	c.mu.Unlock()
 }
 
 // Done is closed when the writer has finished and the connection is closed.
