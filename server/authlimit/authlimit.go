@@ -228,8 +228,13 @@ func (t *Throttle) take(a *Attempt, tb *table, key string, maxWait time.Duration
 			t.mu.Unlock()
 			return e, nil
 		}
-		a.throttled = true
-		t.episode(e, tb, key)
+		// Logged only when failures emptied the bucket: when attempts
+		// in progress hold the tokens (many good logins at once from
+		// one address, a NAT), they come back as those succeed.
+		if e.failedOut(now, tb.rate) {
+			a.throttled = true
+			t.episode(e, tb, key)
+		}
 		left := min(budget, time.Duration(start+int64(maxWait)-now))
 		// Refuse at once when no token can come in time: none refills,
 		// and no attempt in progress may give one back. A forced take
@@ -260,9 +265,9 @@ func (t *Throttle) take(a *Attempt, tb *table, key string, maxWait time.Duration
 	}
 }
 
-// Throttled reports whether the attempt had to wait or was refused (the
-// caller logs single failures only while its keys are not throttled: the
-// throttle logged the episode).
+// Throttled reports whether the attempt waited or was refused because
+// failures had emptied a bucket (the caller logs single failures only
+// while its keys are not throttled: the throttle logged the episode).
 func (a *Attempt) Throttled() bool { return a != nil && a.throttled }
 
 // Clean reports whether the attempt came from a clean address.
@@ -359,6 +364,13 @@ func (e *entry) try(now int64, r Rate) (refill time.Duration, ok bool) {
 	}
 	e.tat = tat + int64(r.Interval)
 	return 0, true
+}
+
+// failedOut reports whether the bucket would still be empty with every
+// attempt in progress given back: ended failures emptied it.
+func (e *entry) failedOut(now int64, r Rate) bool {
+	tau := int64(r.Burst-1) * int64(r.Interval)
+	return e.tat-int64(e.inflight)*int64(r.Interval)-now > tau
 }
 
 // force takes a token that is not there, keeping the debt bounded.

@@ -152,6 +152,8 @@ func TestParallelGuessesShareTheAddress(t *testing.T) {
 // success gives its token back at once, and waiters are woken for it.
 func TestParallelSuccessesDoNotWait(t *testing.T) {
 	th := realTime(3, 10*time.Second, 5*time.Second)
+	var logs syncBuffer
+	th.log = log.New(&logs, "", 0)
 	var ok, refused atomic.Int32
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -177,6 +179,28 @@ func TestParallelSuccessesDoNotWait(t *testing.T) {
 	if took := time.Since(start); ok.Load() != 200 || took > 3*time.Second {
 		t.Fatalf("200 parallel good logins from one address: %d in, %d refused, in %v", ok.Load(), refused.Load(), took)
 	}
+	// Nobody failed: nothing may say so in the log.
+	if l := logs.String(); l != "" {
+		t.Fatalf("good logins logged as failed attempts:\n%s", l)
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger used from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // A waiter is woken when an attempt in progress ends: it gets the token a
