@@ -93,6 +93,8 @@ type Engine struct {
 	trust     atomic.Pointer[trust]
 	rate      atomic.Pointer[stanzaRate] // replaced whole on reconcile: may be read per stanza
 	certs     map[string]*tls.Certificate
+	tlsOnce   sync.Once
+	tlsClient *tls.Config // what tlsConfig returns (while there is a certificate)
 	primary   string
 	listeners map[string]*listener // by "addr kind"
 	conns     map[net.Conn]*connState
@@ -674,29 +676,41 @@ func (e *Engine) tlsConfig() *tls.Config {
 	if n == 0 {
 		return nil
 	}
-	return &tls.Config{
+	e.tlsOnce.Do(e.buildTLS)
+	return e.tlsClient
+}
+
+// buildTLS makes the TLS configurations, once: every connection shares
+// them (a tls.Config each was half a KiB held for a session's life), and
+// the certificate is chosen per connection by SNI through certFor, so
+// they never change.
+func (e *Engine) buildTLS() {
+	getCert := func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if c := e.certFor(strings.ToLower(strings.TrimSuffix(h.ServerName, "."))); c != nil {
+			return c, nil
+		}
+		return nil, errors.New("no certificate")
+	}
+	// A server connecting to the direct TLS port says so by ALPN
+	// (XEP-0368): it is asked for its certificate, for SASL EXTERNAL.
+	server := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"xmpp-server"},
+		ClientAuth:     tls.RequestClientCert,
+		GetCertificate: getCert,
+	}
+	e.tlsClient = &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"xmpp-client"},
-		// A server connecting to the direct TLS port says so by ALPN
-		// (XEP-0368): it is asked for its certificate, for SASL EXTERNAL.
 		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
 			for _, p := range h.SupportedProtos {
 				if p == "xmpp-server" {
-					c := e.tlsConfig()
-					c.GetConfigForClient = nil
-					c.NextProtos = []string{"xmpp-server"}
-					c.ClientAuth = tls.RequestClientCert
-					return c, nil
+					return server, nil
 				}
 			}
 			return nil, nil
 		},
-		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			if c := e.certFor(strings.ToLower(strings.TrimSuffix(h.ServerName, "."))); c != nil {
-				return c, nil
-			}
-			return nil, errors.New("no certificate")
-		},
+		GetCertificate: getCert,
 	}
 }
 
