@@ -307,8 +307,9 @@ func (e *Engine) Start() {
 	e.cfg.Store.Watch(e.onChange)
 	e.loadComponents()
 	e.reconcile()
-	e.wg.Add(1)
+	e.wg.Add(2)
 	go e.watchFiles()
+	go e.releaseWhenQuiet()
 }
 
 // watchFiles warns in the log, once per episode, while the process's

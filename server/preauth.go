@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -266,12 +267,53 @@ func openFiles() (open, limit int, err error) {
 		}
 		return 0, limit, err
 	}
-	names, err := f.Readdirnames(-1)
+	n, err := countEntries(f)
 	f.Close()
 	if err != nil {
 		return 0, limit, err
 	}
-	return len(names) - 1, limit, nil // less the directory's own
+	return n - 1, limit, nil // less the directory's own
+}
+
+// countEntries counts a directory's entries but . and .. with a fixed
+// buffer: with 19,000 connections, listing /proc/self/fd by name made
+// half a megabyte of garbage at every check.
+func countEntries(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var buf [8192]byte
+	n := 0
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			k, err := syscall.ReadDirent(int(fd), buf[:])
+			if err != nil {
+				rerr = err
+				return true
+			}
+			if k <= 0 {
+				return true
+			}
+			// linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
+			for off := 0; off+19 < k; {
+				reclen := int(binary.NativeEndian.Uint16(buf[off+16:]))
+				if reclen <= 0 {
+					break
+				}
+				name := buf[off+19:]
+				if !(name[0] == '.' && (name[1] == 0 || name[1] == '.' && name[2] == 0)) {
+					n++
+				}
+				off += reclen
+			}
+		}
+	})
+	if err == nil {
+		err = rerr
+	}
+	return n, err
 }
 
 // fileLimit is the soft open-file limit (0 if unknown).

@@ -1,0 +1,84 @@
+package server
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// The engine gives memory back once the process has been quiet for
+// quietAfter after allocating at least releaseMin, and at most once per
+// releaseEvery; a busy or a never-busy process is left alone.
+func TestReleaserQuietAfterBusy(t *testing.T) {
+	var r releaser
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	alloc := uint64(100 << 20)
+	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+	var releases []int
+	step := func(sec int, allocatedThisSecond uint64) {
+		alloc += allocatedThisSecond
+		if r.check(at(sec), alloc, time.Second) {
+			releases = append(releases, sec)
+		}
+	}
+	sec := 0
+	// Quiet from the start, nothing allocated worth giving back: nothing.
+	for ; sec < 30; sec++ {
+		step(sec, 1<<10)
+	}
+	// A burst: 20 s at 50 MiB/s, no release while busy.
+	for ; sec < 50; sec++ {
+		step(sec, 50<<20)
+	}
+	// Quiet (a little allocation, under quietRate): a release after quietAfter.
+	for ; sec < 70; sec++ {
+		step(sec, 100<<10)
+	}
+	// Another burst and quiet within releaseEvery of the first: held back
+	// until releaseEvery has passed.
+	for ; sec < 75; sec++ {
+		step(sec, 50<<20)
+	}
+	for ; sec < 150; sec++ {
+		step(sec, 0)
+	}
+	// The first release comes quietAfter after the quiet began (second
+	// 50); the second, releaseEvery after the first.
+	first := 50 + int(quietAfter/time.Second)
+	want := []int{first, first + int(releaseEvery/time.Second)}
+	if len(releases) != 2 || releases[0] != want[0] || releases[1] != want[1] {
+		t.Fatalf("releases at seconds %v, want %v", releases, want)
+	}
+}
+
+// countEntries counts what Readdirnames lists, without the names, also
+// for a directory larger than its buffer.
+func TestCountEntries(t *testing.T) {
+	dir := t.TempDir()
+	for i := 0; i < 700; i++ {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("a-rather-long-file-name-%04d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	for _, d := range []string{dir, "/proc/self/fd", t.TempDir()} {
+		f, err := os.Open(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := countEntries(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, _ = os.Open(d)
+		names, _ := f.Readdirnames(-1)
+		f.Close()
+		if n != len(names) {
+			t.Errorf("%s: counted %d entries, Readdirnames lists %d", d, n, len(names))
+		}
+	}
+}
