@@ -4,13 +4,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -25,7 +25,7 @@ type preAuth struct {
 	mu      sync.Mutex
 	max     int // global limit, effective
 	perAddr int
-	byAddr  map[netip.Addr]*addrState
+	byAddr  map[string]*addrState
 	head    *pending // the oldest
 	tail    *pending
 	n       int
@@ -40,7 +40,7 @@ type addrState struct {
 }
 
 func newPreAuth() *preAuth {
-	return &preAuth{max: store.DefaultPreAuthMax, perAddr: store.DefaultPreAuthPerAddress, byAddr: map[netip.Addr]*addrState{}}
+	return &preAuth{max: store.DefaultPreAuthMax, perAddr: store.DefaultPreAuthPerAddress, byAddr: map[string]*addrState{}}
 }
 
 // autoPreAuth is the automatic global limit for a process allowed limit
@@ -69,29 +69,11 @@ func (t *preAuth) limits() (global, perAddr, held int) {
 	return t.max, t.perAddr, t.n
 }
 
-// sourceKey is what the per-address limit counts by: the address, or for
-// IPv6 its /64 (one subscriber's prefix).
-func sourceKey(a net.Addr) netip.Addr {
-	var ip netip.Addr
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ip, _ = netip.AddrFromSlice(ta.IP)
-	} else if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-		ip = ap.Addr()
-	}
-	ip = ip.Unmap()
-	if ip.Is6() {
-		if p, err := ip.Prefix(64); err == nil {
-			return p.Addr()
-		}
-	}
-	return ip
-}
-
 // admit takes a new connection in. It returns the tracked connection,
 // or nil and why it is refused. logf gets one line at the start and the
 // end of each episode of refusals or evictions.
 func (t *preAuth) admit(c net.Conn, logf func(string, ...any)) (*pending, *xml.Error) {
-	key := sourceKey(c.RemoteAddr())
+	key := limit.Source(c.RemoteAddr().String())
 	var victim *pending
 	var lines []string
 	t.mu.Lock()
@@ -190,7 +172,7 @@ func (t *preAuth) unlinkLocked(p *pending) {
 type pending struct {
 	net.Conn
 	t   *preAuth
-	key netip.Addr
+	key string
 
 	// list links, under t.mu
 	prev, next *pending

@@ -3,12 +3,12 @@ package shell
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/parley-xmpp/parley/commands"
+	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -35,23 +35,7 @@ import (
 // an IPv6 one (a host usually owns a whole /64).
 type source string
 
-func sourceOf(addr net.Addr) source {
-	var ip netip.Addr
-	if ta, ok := addr.(*net.TCPAddr); ok {
-		ip, _ = netip.AddrFromSlice(ta.IP)
-	} else if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
-		ip = ap.Addr()
-	}
-	ip = ip.Unmap()
-	switch {
-	case !ip.IsValid():
-		return source(addr.String())
-	case ip.Is4():
-		return source(ip.String())
-	}
-	p, _ := ip.Prefix(64)
-	return source(p.String())
-}
+func sourceOf(addr net.Addr) source { return source(limit.Source(addr.String())) }
 
 // maxSources bounds the penalty table and the failed-login table.
 const maxSources = 10000

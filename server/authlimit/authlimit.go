@@ -37,10 +37,11 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"net/netip"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/parley-xmpp/parley/server/limit"
 )
 
 // ErrThrottled is returned for an attempt refused because no token came
@@ -131,26 +132,6 @@ func realWait(d time.Duration, wake <-chan struct{}) bool {
 // Config returns the limits in force.
 func (t *Throttle) Config() Config { return t.cfg }
 
-// AddressKey is the key an address counts under: the IP without zone, an
-// IPv4-mapped address as IPv4, an IPv6 address as its /64 (one host's or
-// one site's usual allocation). Anything unparsable is its own key.
-func AddressKey(addr string) string {
-	a, err := netip.ParseAddr(addr)
-	if err != nil {
-		if ap, err2 := netip.ParseAddrPort(addr); err2 == nil {
-			a = ap.Addr()
-		} else {
-			return addr
-		}
-	}
-	a = a.Unmap().WithZone("")
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.String()
-	}
-	return a.String()
-}
-
 // Attempt is one authentication attempt: Begin, then Account once the name
 // is known, then one of Succeeded, Failed or Abandoned (the first one
 // counts; later calls do nothing, as do all on a nil Attempt).
@@ -169,7 +150,7 @@ type Attempt struct {
 // maxWait (and Config.MaxWait). It returns ErrThrottled, after
 // RefuseDelay, if none came.
 func (t *Throttle) Begin(addr string, maxWait time.Duration) (*Attempt, error) {
-	a := &Attempt{t: t, addrKey: AddressKey(addr)}
+	a := &Attempt{t: t, addrKey: limit.Source(addr)}
 	maxWait = min(maxWait, t.cfg.MaxWait)
 	e, err := t.take(a, &t.addrs, a.addrKey, maxWait, false, true)
 	if err != nil {

@@ -461,23 +461,6 @@ func TestMemoryBound(t *testing.T) {
 	}
 }
 
-func TestAddressKey(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.1":                   "192.0.2.1",
-		"::ffff:192.0.2.1":            "192.0.2.1",
-		"2001:db8:1:2:3:4:5:6":        "2001:db8:1:2::/64",
-		"2001:db8:1:2:ffff::1":        "2001:db8:1:2::/64",
-		"fe80::1%eth0":                "fe80::/64",
-		"192.0.2.1:5222":              "192.0.2.1",
-		"pipe":                        "pipe",
-		"[2001:db8:1:2:3:4:5:6]:5222": "2001:db8:1:2::/64",
-	} {
-		if got := AddressKey(in); got != want {
-			t.Errorf("AddressKey(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestConcurrentUse(t *testing.T) {
 	th := realTime(2, time.Millisecond, 3*time.Millisecond)
 	var wg sync.WaitGroup
