@@ -752,7 +752,14 @@ func (e *Engine) accept(l *listener) {
 			e.cfg.Log.Printf("xmpp: accepting connections on %s again, after %d failed attempts over %v", l.label, failures, time.Since(since).Round(time.Millisecond))
 			delay, failures = 0, 0
 		}
-		go e.serve(c, l.direct)
+		// Admitted here, in the order accepted, so that "the oldest"
+		// of the pre-auth limit is the one that came first.
+		p, refused := e.preauth.admit(c, e.logf)
+		if refused != nil {
+			go e.refuse(c, l.direct, refused)
+			continue
+		}
+		go e.serve(p, l.direct)
 	}
 }
 
@@ -783,12 +790,7 @@ func (e *Engine) logf(format string, a ...any) { e.cfg.Log.Printf("xmpp: "+forma
 // decides what it is (client, server or component), by namespace. Until
 // its peer authenticates, the connection counts against the pre-auth
 // limits.
-func (e *Engine) serve(raw net.Conn, direct bool) {
-	p, refused := e.preauth.admit(raw, e.logf)
-	if refused != nil {
-		e.refuse(raw, direct, refused)
-		return
-	}
+func (e *Engine) serve(p *pending, direct bool) {
 	defer e.preauth.done(p, e.logf)
 	var c net.Conn = p
 	e.mu.Lock()
