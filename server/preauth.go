@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -237,11 +238,9 @@ func (p *pending) NetConn() net.Conn { return p.Conn }
 // may have (the soft RLIMIT_NOFILE). When even the count cannot be taken
 // because no descriptor is left, open is the limit.
 func openFiles() (open, limit int, err error) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, 0, err
+	if limit = fileLimit(); limit == 0 {
+		return 0, 0, errors.New("the open-file limit cannot be read")
 	}
-	limit = int(min(rl.Cur, 1<<30))
 	f, err := os.Open("/proc/self/fd")
 	if err != nil {
 		if pe, ok := err.(*os.PathError); ok && (pe.Err == syscall.EMFILE || pe.Err == syscall.ENFILE) {

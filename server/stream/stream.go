@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"unicode/utf8"
 
 	"github.com/parley-xmpp/parley/server/xml"
 )
@@ -98,7 +97,7 @@ func (e *Error) Bytes() []byte {
 	if e.Text != "" {
 		t := xml.New(NSStreams, "text")
 		t.Attr = append(t.Attr, xml.Attr{Name: xml.Name{Space: xml.NSXML, Local: "lang"}, Value: "en"})
-		el.Add(t.AddText(clipText(e.Text)))
+		el.Add(t.AddText(xml.ClipTo(e.Text, MaxErrorText)))
 	}
 	b := el.Bytes(NSStream)
 	// the stream prefix is declared in the header
@@ -110,17 +109,6 @@ func (e *Error) Bytes() []byte {
 // MaxErrorText bounds the text of a stream error as sent: texts quote
 // what a peer sent only in part (xml.Clip), and this is the backstop.
 const MaxErrorText = 1024
-
-func clipText(s string) string {
-	if len(s) <= MaxErrorText {
-		return s
-	}
-	i := MaxErrorText
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i] + "…"
-}
 
 // StanzaError builds the error reply to a stanza (RFC 6120 §8.3): to and
 // from swapped, type="error", the original payload kept for messages and

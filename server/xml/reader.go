@@ -48,11 +48,15 @@ const MaxQuote = 64
 // Clip returns at most MaxQuote bytes of s (cut between characters),
 // marked with "…" when cut: error texts quote only a bounded prefix of
 // what a peer sent.
-func Clip(s string) string {
-	if len(s) <= MaxQuote {
+func Clip(s string) string { return ClipTo(s, MaxQuote) }
+
+// ClipTo returns at most n bytes of s, cut between characters and marked
+// with "…" when cut.
+func ClipTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	i := MaxQuote
+	i := n
 	for i > 0 && !utf8.RuneStart(s[i]) {
 		i--
 	}
