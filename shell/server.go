@@ -21,6 +21,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/parley-xmpp/parley/commands"
+	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -50,7 +51,7 @@ type Server struct {
 	ssh    *ssh.Server
 	guard  *guard
 	authed atomic.Int64
-	epi    episodes
+	epi    func(kind, format string, args ...any) // one log line per kind and episode
 
 	mu       sync.Mutex
 	sessions map[string]int
@@ -66,7 +67,8 @@ const (
 // New builds the server.
 func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, sessions: map[string]int{}}
-	s.guard = newGuard(cfg.Env.Store.SSHLimits(), time.Now, rand.IntN, s.epi.logf(cfg.Log))
+	s.epi = episodeLog(cfg.Log)
+	s.guard = newGuard(cfg.Env.Store.SSHLimits(), time.Now, rand.IntN, s.epi)
 	cfg.Env.Store.Watch(func(op store.Op) {
 		if (op.Kind == store.OpConfigSet || op.Kind == store.OpConfigDel) && strings.HasPrefix(op.Name, "rule.") {
 			s.guard.setLimits(cfg.Env.Store.SSHLimits())
@@ -194,13 +196,13 @@ func (s *Server) onConn(ctx ssh.Context, conn net.Conn) net.Conn {
 	why, until := s.guard.admit(src)
 	switch why {
 	case refusedPenalty:
-		s.epi.logf(s.cfg.Log)("refused-penalty", "ssh: refused %s: penalized until %s", src, until.UTC().Format(time.RFC3339))
+		s.epi("refused-penalty", "ssh: refused %s: penalized until %s", src, until.UTC().Format(time.RFC3339))
 		return nil
 	case refusedPerSource:
-		s.epi.logf(s.cfg.Log)("refused-per-source", "ssh: refused %s: %d unauthenticated connections from it already (user rule per_source_max_startups)", src, s.guard.limits().PerSourceMaxStartups)
+		s.epi("refused-per-source", "ssh: refused %s: %d unauthenticated connections from it already (user rule per_source_max_startups)", src, s.guard.limits().PerSourceMaxStartups)
 		return nil
 	case refusedStartups:
-		s.epi.logf(s.cfg.Log)("refused-startups", "ssh: refused %s: too many unauthenticated connections (user rule max_startups %s)", src, s.guard.limits().MaxStartups)
+		s.epi("refused-startups", "ssh: refused %s: too many unauthenticated connections (user rule max_startups %s)", src, s.guard.limits().MaxStartups)
 		return nil
 	}
 	st := &connState{src: src, conn: conn}
@@ -210,7 +212,7 @@ func (s *Server) onConn(ctx ssh.Context, conn net.Conn) net.Conn {
 	st.timer = time.AfterFunc(grace, func() {
 		if st.leave(phaseDone) {
 			s.guard.done(src, outGrace)
-			s.epi.logf(s.cfg.Log)("grace", "ssh: closed %s: not logged in within %v (user rule login_grace_time)", conn.RemoteAddr(), grace)
+			s.epi("grace", "ssh: closed %s: not logged in within %v (user rule login_grace_time)", conn.RemoteAddr(), grace)
 			conn.Close()
 		}
 	})
@@ -237,7 +239,7 @@ func (s *Server) authLog(st *connState, user, method string, err error) {
 	s.guard.done(st.src, outAuthenticated)
 	s.guard.loggedIn(user, st.src)
 	if n := s.authed.Add(1); n > MaxAuthenticated {
-		s.epi.logf(s.cfg.Log)("max-authenticated", "ssh: closed %s after login: %d logged-in connections already open", st.conn.RemoteAddr(), MaxAuthenticated)
+		s.epi("max-authenticated", "ssh: closed %s after login: %d logged-in connections already open", st.conn.RemoteAddr(), MaxAuthenticated)
 		st.conn.Close()
 	}
 }
@@ -284,7 +286,7 @@ func (s *Server) checkPassword(ctx ssh.Context, password string, say func(string
 		return false
 	}
 	if ok, why := s.guard.passwordAllowed(ctx.User(), st.src); !ok {
-		s.epi.logf(s.cfg.Log)("password-refused", "ssh: password login for %q from %s refused: locked or paused", ctx.User(), ctx.RemoteAddr())
+		s.epi("password-refused", "ssh: password login for %q from %s refused: locked or paused", ctx.User(), ctx.RemoteAddr())
 		if say != nil {
 			say(why)
 		} else {
@@ -306,14 +308,14 @@ func (s *Server) verifyPassword(ctx ssh.Context, st *connState, password string)
 	a, err := s.cfg.Env.Store.Admin(ctx.User())
 	if err != nil {
 		store.CheckPassword(dummyHash, password) // same cost as a real user
-		s.epi.logf(s.cfg.Log)("failed-unknown", "ssh: failed login for unknown user %q from %s", ctx.User(), ctx.RemoteAddr())
+		s.epi("failed-unknown", "ssh: failed login for unknown user %q from %s", ctx.User(), ctx.RemoteAddr())
 		return false
 	}
 	if !store.CheckPassword(a.PasswordHash, password) {
 		if s.guard.passwordFailed(a.Name, st.src) {
 			s.cfg.Log.Printf("ssh: password logins for %s from %s locked for %v after %d failed logins (user rule max_failed_logins)", a.Name, st.src, store.LockoutPeriod, s.guard.limits().MaxFailedLogins)
 		}
-		s.epi.logf(s.cfg.Log)("failed-password", "ssh: failed password for %s from %s", a.Name, ctx.RemoteAddr())
+		s.epi("failed-password", "ssh: failed password for %s from %s", a.Name, ctx.RemoteAddr())
 		return false
 	}
 	ctx.SetValue(keyAuthMethod, "password")
@@ -453,4 +455,14 @@ func (s *Server) refresh(c *commands.Ctx) error {
 
 func oneLine(err error) string {
 	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " ")
+}
+
+// episodeLog logs refusals and failures once per kind and episode (then
+// how many more), with the engine's episode logger; nil logs nothing.
+func episodeLog(l *log.Logger) func(kind, format string, args ...any) {
+	if l == nil {
+		return func(string, string, ...any) {}
+	}
+	e := limit.NewEpisodes(l)
+	return func(kind, format string, args ...any) { e.Printf("ssh: "+kind, format, args...) }
 }
