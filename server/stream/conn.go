@@ -36,13 +36,13 @@ type Conn struct {
 	net.Conn
 	NS string // the stream's default namespace, for serializing
 
-	mu       sync.Mutex
-	queue    []item
-	queued   int  // bytes queued or being written
-	closed   bool // the writer has stopped
-	closing  bool // no more stanzas: write the queue and final, then close
-	overflow bool // the queue overflowed: close without writing the queue
-	// overflowed is overflow, read by the writer without the lock.
+	mu      sync.Mutex
+	queue   []item
+	queued  int  // bytes queued or being written
+	closed  bool // the writer has stopped
+	closing bool // no more stanzas: write the queue and final, then close
+	// overflowed: the queue overflowed, close without writing the queue
+	// (set under mu; the writer also reads it without the lock).
 	overflowed atomic.Bool
 	final      []byte
 	unwritten  [][]byte
@@ -111,7 +111,7 @@ func (c *Conn) writer() {
 	for {
 		for {
 			c.mu.Lock()
-			if c.overflow {
+			if c.overflowed.Load() {
 				rest := c.queue
 				c.queue, c.closed = nil, true
 				c.mu.Unlock()
@@ -235,7 +235,7 @@ func (c *Conn) writer() {
 			continue
 		default:
 		}
-		if len(c.queue) > 0 || c.closing || c.overflow {
+		if len(c.queue) > 0 || c.closing || c.overflowed.Load() {
 			c.mu.Unlock()
 			continue
 		}
@@ -278,7 +278,7 @@ func (c *Conn) send(b []byte, id uint64) bool {
 		return false
 	}
 	if c.queued+len(b) > MaxQueueBytes {
-		c.closing, c.overflow = true, true
+		c.closing = true
 		c.overflowed.Store(true)
 		c.Conn.SetWriteDeadline(time.Now().Add(OverflowGrace))
 		c.poke()
@@ -319,11 +319,7 @@ func (c *Conn) Closing() bool {
 
 // Overflowed reports whether the connection failed because its queue
 // overflowed.
-func (c *Conn) Overflowed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.overflow
-}
+func (c *Conn) Overflowed() bool { return c.overflowed.Load() }
 
 // CloseWith queues final bytes (a stream error or the stream end), then
 // closes the connection once the queue and they are written.
