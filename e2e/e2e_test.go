@@ -121,11 +121,12 @@ func (s *syncBuffer) String() string {
 
 // options choose how an appliance starts.
 type options struct {
-	hostname   string // --hostname ("" leaves it out)
-	noPassword bool   // first boot without --admin-password-file: a generated password
-	adminKey   bool   // generate a key pair and pass --admin-key
-	maxUpload  int64  // --sftp-max-upload (0 leaves it out)
-	nofile     int    // the process's open-file limit, soft and hard (prlimit); 0: inherited
+	hostname   string   // --hostname ("" leaves it out)
+	noPassword bool     // first boot without --admin-password-file: a generated password
+	adminKey   bool     // generate a key pair and pass --admin-key
+	maxUpload  int64    // --sftp-max-upload (0 leaves it out)
+	nofile     int      // the process's open-file limit, soft and hard (prlimit); 0: inherited
+	serveArgs  []string // more arguments to serve (e.g. --xmpp-idle-timeout)
 }
 
 // appliance is one running `parley serve` and what it takes to reach it.
@@ -169,6 +170,7 @@ func start(t *testing.T, o options) *appliance {
 	if o.maxUpload > 0 {
 		a.args = append(a.args, "--sftp-max-upload", fmt.Sprint(o.maxUpload))
 	}
+	a.args = append(a.args, o.serveArgs...)
 	t.Cleanup(a.stop)
 	for try := 0; ; try++ {
 		a.port = freePort(t)

@@ -343,3 +343,44 @@ func clientHello(t *testing.T, domain string) []byte {
 	}
 	return buf[:n]
 }
+
+// TestXMPPSilentClientAndBoundedErrorTexts: with `--xmpp-idle-timeout 3s`
+// a client that goes silent right after its last stanza is pinged after
+// the idle timeout and closed with connection-timeout after twice it,
+// counted from its last bytes (the flag's help and the admin guide say 2×;
+// it was up to 3×). And a stream error quotes only a bounded prefix of
+// what the peer sent.
+func TestXMPPSilentClientAndBoundedErrorTexts(t *testing.T) {
+	x := startXMPPWith(t, options{serveArgs: []string{"--xmpp-idle-timeout", "3s"}}, "idle.lan", "alice@idle.lan", "Alice-pass-1")
+
+	r := x.rawDial(t, x.domain)
+	r.login("alice", "Alice-pass-1", "quiet")
+	r.write(`<presence/>`)
+	last := time.Now()
+	r.c.SetReadDeadline(last.Add(20 * time.Second))
+	if got := r.streamError(); got != "connection-timeout" {
+		t.Fatalf("a silent client: stream error %s, want connection-timeout", got)
+	}
+	closed := time.Since(last)
+	if !strings.Contains(r.got.String(), "urn:xmpp:ping") {
+		t.Errorf("closed without a ping first; read:\n%s", r.got.String())
+	}
+	// 2 × 3 s from the last bytes; 3 × would be 9 s.
+	if closed < 5*time.Second || closed > 7500*time.Millisecond {
+		t.Errorf("a client silent since its presence was closed after %v, want about 6 s (twice the idle timeout)", closed.Round(100*time.Millisecond))
+	}
+
+	// A bogus top-level element with a 5,000-byte name: the stream error's
+	// text quotes a bounded prefix of it.
+	b := x.rawDial(t, x.domain)
+	b.login("alice", "Alice-pass-1", "long")
+	name := strings.Repeat("n", 5000)
+	b.write(`<` + name + ` xmlns='urn:example:x'/>`)
+	if got := b.streamError(); got != "unsupported-stanza-type" {
+		t.Fatalf("a bogus element: stream error %s", got)
+	}
+	errText := b.got.String()[strings.Index(b.got.String(), "<stream:error"):]
+	if strings.Contains(errText, strings.Repeat("n", 100)) || len(errText) > 1024 {
+		t.Errorf("the stream error quotes too much of the input (%d bytes):\n%.300s", len(errText), errText)
+	}
+}
