@@ -38,8 +38,6 @@ type Admin struct {
 	PasswordHash    string    `json:"password_hash"`
 	PasswordChanged time.Time `json:"password_changed"`
 	Expired         bool      `json:"expired,omitempty"`
-	Failed          int       `json:"failed,omitempty"`
-	LockedUntil     time.Time `json:"locked_until,omitempty"`
 	LastLogin       time.Time `json:"last_login,omitempty"`
 	Created         time.Time `json:"created"`
 	Keys            []SSHKey  `json:"keys,omitempty"`
@@ -50,9 +48,6 @@ type SSHKey struct {
 	Line  string    `json:"line"`
 	Added time.Time `json:"added"`
 }
-
-// Locked reports whether the account is locked out at now.
-func (a *Admin) Locked(now time.Time) bool { return now.Before(a.LockedUntil) }
 
 func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
 
@@ -108,11 +103,6 @@ func (s *Store) Config(key string) (string, bool) {
 func (s *Store) ConfigInt(key string) int {
 	v, _ := s.Config(key)
 	n, _ := strconv.Atoi(v)
-	return n
-}
-
-func configInt(tx *bolt.Tx, key string) int {
-	n, _ := strconv.Atoi(string(tx.Bucket(bucketConfig).Get([]byte(key))))
 	return n
 }
 

@@ -14,19 +14,18 @@ type OpKind string
 // The kinds of change. Each is deterministic given the Op alone (the time
 // travels inside it), so replaying a log gives the same state everywhere.
 const (
-	OpConfigSet      OpKind = "config.set"       // Name = key, Value = value
-	OpConfigDel      OpKind = "config.del"       // Name = key
-	OpAdminCreate    OpKind = "admin.create"     // Admin; fails if the name is taken
-	OpAdminDelete    OpKind = "admin.delete"     // Name; refuses the last admin
-	OpAdminPassword  OpKind = "admin.password"   // Name, Value = hash; clears expiry
-	OpAdminExpire    OpKind = "admin.expire"     // Name; forces a change at next login
-	OpAdminUnlock    OpKind = "admin.unlock"     // Name
-	OpAdminLoginOK   OpKind = "admin.login-ok"   // Name
-	OpAdminLoginFail OpKind = "admin.login-fail" // Name; locks the whole account per max_failed_logins (kept for old logs: the SSH server counts failures per source address in memory instead)
-	OpAdminKeyAdd    OpKind = "admin.key-add"    // Name, Value = authorized_keys line
-	OpAdminKeyDel    OpKind = "admin.key-del"    // Name, Index (1-based)
-	OpAudit          OpKind = "audit"            // Audit
-	OpHistory        OpKind = "history"          // Name = user, Value = line
+	OpConfigSet     OpKind = "config.set"     // Name = key, Value = value
+	OpConfigDel     OpKind = "config.del"     // Name = key
+	OpAdminCreate   OpKind = "admin.create"   // Admin; fails if the name is taken
+	OpAdminDelete   OpKind = "admin.delete"   // Name; refuses the last admin
+	OpAdminPassword OpKind = "admin.password" // Name, Value = hash; clears expiry
+	OpAdminExpire   OpKind = "admin.expire"   // Name; forces a change at next login
+	OpAdminUnlock   OpKind = "admin.unlock"   // Name
+	OpAdminLoginOK  OpKind = "admin.login-ok" // Name
+	OpAdminKeyAdd   OpKind = "admin.key-add"  // Name, Value = authorized_keys line
+	OpAdminKeyDel   OpKind = "admin.key-del"  // Name, Index (1-based)
+	OpAudit         OpKind = "audit"          // Audit
+	OpHistory       OpKind = "history"        // Name = user, Value = line
 
 	OpDomainPrimary   OpKind = "domain.primary"   // Name; Domain optional (its certificates)
 	OpDomainPut       OpKind = "domain.put"       // Domain (keeps Primary as it was)
@@ -119,7 +118,7 @@ func apply(tx *bolt.Tx, op Op) error {
 			return h.DeleteBucket([]byte(op.Name))
 		}
 		return nil
-	case OpAdminPassword, OpAdminExpire, OpAdminUnlock, OpAdminLoginOK, OpAdminLoginFail, OpAdminKeyAdd, OpAdminKeyDel:
+	case OpAdminPassword, OpAdminExpire, OpAdminUnlock, OpAdminLoginOK, OpAdminKeyAdd, OpAdminKeyDel:
 		return updateAdmin(tx, op)
 	case OpAudit:
 		if op.Audit == nil {
@@ -173,19 +172,11 @@ func updateAdmin(tx *bolt.Tx, op Op) error {
 	case OpAdminExpire:
 		a.Expired = true
 	case OpAdminUnlock:
-		a.Failed = 0
-		a.LockedUntil = time.Time{}
+		// Nothing stored: the SSH server keeps failed logins per source
+		// address in memory (shell.guard); the op checks the user exists
+		// and is audited.
 	case OpAdminLoginOK:
-		a.Failed = 0
-		a.LockedUntil = time.Time{}
 		a.LastLogin = op.Time
-	case OpAdminLoginFail:
-		a.Failed++
-		max := configInt(tx, RuleMaxFailedLogins)
-		if max > 0 && a.Failed >= max {
-			a.LockedUntil = op.Time.Add(LockoutPeriod)
-			a.Failed = 0
-		}
 	case OpAdminKeyAdd:
 		for _, k := range a.Keys {
 			if k.Line == op.Value {
