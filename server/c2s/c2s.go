@@ -113,8 +113,7 @@ type Session struct {
 	Started    time.Time
 
 	// Owned by the read loop.
-	bucket limit.Bucket
-	rateAt int64 // when the rate was last read (limit.Now)
+	rate limit.Pace // the stanzas it sends (the read loop's own)
 }
 
 // Bare is local@domain.
@@ -336,8 +335,7 @@ func (s *Session) serve(rd *xml.Reader) {
 		return nil
 	})
 	s.raw.SetReadDeadline(rd.LastRead().Add(idle))
-	s.rateAt = limit.Now()
-	s.bucket = limit.NewBucket(cfg.stanzaRate())
+	s.rate = limit.NewPace(cfg.stanzaRate)
 	for {
 		el, err := rd.Next()
 		if err != nil {
@@ -375,16 +373,10 @@ func (s *Session) serve(rd *xml.Reader) {
 // stream is not read meanwhile, so TCP slows the client down. It reports
 // false if the session ended while it waited.
 func (s *Session) pace() bool {
-	now := limit.Now()
-	if now-s.rateAt > int64(time.Second) {
-		s.rateAt = now
-		s.bucket.Set(s.cfg.stanzaRate())
-	}
-	w := s.bucket.Take(now)
+	w, r, b := s.rate.Take()
 	if w == 0 {
 		return true
 	}
-	r, b := s.cfg.stanzaRate()
 	s.cfg.logLimit("c2s: "+s.bare+" over the stanza rate", "c2s: %s sends more than %g stanzas/s (burst %d): reading it more slowly", s.full, r, b)
 	t := time.NewTimer(w)
 	defer t.Stop()

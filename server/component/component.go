@@ -310,8 +310,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		r.mu.Unlock()
 		cfg.Log.Printf("component: %s disconnected", to)
 	}()
-	bucket := limit.NewBucket(limit.LinkRate(cfg.StanzaRate))
-	rateAt := limit.Now()
+	pace := limit.NewPace(func() (float64, int) { return limit.LinkRate(cfg.StanzaRate) })
 	for {
 		el, err := rd.Next()
 		if err != nil {
@@ -339,13 +338,8 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 			s.conn.CloseWith((&stream.Error{Condition: "improper-addressing", Text: "a stanza from a component needs a 'to'"}).Bytes())
 			break
 		}
-		if now := limit.Now(); now-rateAt > int64(time.Second) {
-			rateAt = now
-			bucket.Set(limit.LinkRate(cfg.StanzaRate))
-		}
-		if w := bucket.Take(limit.Now()); w > 0 {
+		if w, r, b := pace.Take(); w > 0 {
 			// Over the rate: not read until it is back within it.
-			r, b := limit.LinkRate(cfg.StanzaRate)
 			if cfg.Episodes != nil {
 				cfg.Episodes.Printf("component: "+to+" over the stanza rate", "component: %s sends more than %g stanzas/s (burst %d): reading it more slowly", to, r, b)
 			}

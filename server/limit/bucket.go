@@ -108,3 +108,34 @@ func LinkRate(setting func() (perSecond float64, burst int)) (float64, int) {
 	}
 	return Rate(nil, LinkFactor)
 }
+
+// Pace is one stream's stanza rate: a Bucket whose setting is read again
+// about once a second, so that a change (`xmpp limits stanza-rate`)
+// reaches the streams already open. The stream's read loop owns it.
+type Pace struct {
+	setting   func() (perSecond float64, burst int)
+	bucket    Bucket
+	readAt    int64 // when the setting was last read (Now)
+	perSecond float64
+	burst     int
+}
+
+// NewPace returns a pace at setting's rate, its bucket full.
+func NewPace(setting func() (perSecond float64, burst int)) Pace {
+	p := Pace{setting: setting, readAt: Now()}
+	p.perSecond, p.burst = setting()
+	p.bucket = NewBucket(p.perSecond, p.burst)
+	return p
+}
+
+// Take takes a token for one stanza and returns how long the stream must
+// wait before going on (0: not at all), with the rate in force.
+func (p *Pace) Take() (wait time.Duration, perSecond float64, burst int) {
+	now := Now()
+	if now-p.readAt > int64(time.Second) {
+		p.readAt = now
+		p.perSecond, p.burst = p.setting()
+		p.bucket.Set(p.perSecond, p.burst)
+	}
+	return p.bucket.Take(now), p.perSecond, p.burst
+}

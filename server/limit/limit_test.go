@@ -274,3 +274,26 @@ func TestRates(t *testing.T) {
 		t.Errorf("LinkRate(20/30) = %g, %d: a link's setting is not scaled again", r, b)
 	}
 }
+
+// A Pace starts full at its setting's rate and takes a new setting about a
+// second after it changed, for the streams already open.
+func TestPaceFollowsTheSetting(t *testing.T) {
+	var mu sync.Mutex
+	rate, burst := 10.0, 2
+	p := NewPace(func() (float64, int) { mu.Lock(); defer mu.Unlock(); return rate, burst })
+	for i := 0; i < 2; i++ {
+		if w, r, b := p.Take(); w != 0 || r != 10 || b != 2 {
+			t.Fatalf("stanza %d of the burst: wait %v at %g/%d", i, w, r, b)
+		}
+	}
+	if w, _, _ := p.Take(); w <= 0 {
+		t.Fatal("over the burst without a wait")
+	}
+	mu.Lock()
+	rate, burst = 1000, 1000
+	mu.Unlock()
+	time.Sleep(1100 * time.Millisecond)
+	if w, r, b := p.Take(); w != 0 || r != 1000 || b != 1000 {
+		t.Fatalf("after the change: wait %v at %g/%d, want none at 1000/1000", w, r, b)
+	}
+}

@@ -46,8 +46,7 @@ type inStream struct {
 	verified map[string]bool // remote domain → its client certificate verified
 	stanzas  map[pair]uint64 // received, per authenticated pair
 
-	bucket limit.Bucket // stanzas received (the read loop's own)
-	rateAt int64
+	rate limit.Pace // stanzas received (the read loop's own)
 }
 
 func (st *inStream) status() []Link {
@@ -171,6 +170,7 @@ func (st *inStream) certFor(remote string) bool {
 func (s *Service) ServeIn(c net.Conn, rd *xml.Reader, header *xml.Element, direct bool) {
 	st := &inStream{s: s, peer: c.RemoteAddr().String(), since: time.Now(), raw: c, authed: map[pair]string{}, verified: map[string]bool{},
 		stanzas: map[pair]uint64{}}
+	st.rate = limit.NewPace(func() (float64, int) { return limit.LinkRate(s.cfg.StanzaRate) })
 	if tc, ok := c.(*tls.Conn); ok {
 		st.chain = tc.ConnectionState().PeerCertificates
 	}
@@ -359,13 +359,7 @@ func (st *inStream) exchange(rd *xml.Reader, local, from, id string, isTLS, sasl
 // pace keeps the stream within its stanza rate: over it, the stream is
 // not read until it is back within (the peer is slowed down by TCP).
 func (st *inStream) pace(from string) {
-	now := limit.Now()
-	if !st.bucket.Limited() || now-st.rateAt > int64(time.Second) {
-		st.rateAt = now
-		st.bucket.Set(limit.LinkRate(st.s.cfg.StanzaRate))
-	}
-	if w := st.bucket.Take(now); w > 0 {
-		r, b := limit.LinkRate(st.s.cfg.StanzaRate)
+	if w, r, b := st.rate.Take(); w > 0 {
 		st.s.cfg.Episodes.Printf("s2s: incoming stream "+st.peer+" over the stanza rate", "s2s: the stream from %s (%s) sends more than %g stanzas/s (burst %d): reading it more slowly", from, st.peer, r, b)
 		time.Sleep(w)
 	}
