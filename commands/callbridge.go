@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -281,16 +282,16 @@ func runCallbridgeDel(c *Ctx, args []string) error {
 
 // connectedComponent returns the engine's status of a component if it is
 // connected.
-func connectedComponent(c *Ctx, jid string) (ComponentStatus, bool) {
+func connectedComponent(c *Ctx, jid string) (status.Component, bool) {
 	if c.XMPP == nil {
-		return ComponentStatus{}, false
+		return status.Component{}, false
 	}
 	for _, cs := range c.XMPP.Status().Components {
 		if cs.JID == jid && cs.Connected {
 			return cs, true
 		}
 	}
-	return ComponentStatus{}, false
+	return status.Component{}, false
 }
 
 func runCallbridgeList(c *Ctx, args []string) error {
@@ -333,12 +334,12 @@ func componentPlainText(c *Ctx) string {
 // configured component with what the engine reports of it, then the
 // components the engine reports that are not configured (refused as
 // unknown, or still connected after del).
-func componentLines(c *Ctx, st XMPPStatus) ([]string, error) {
+func componentLines(c *Ctx, st status.XMPP) ([]string, error) {
 	comps, err := c.Store.Components()
 	if err != nil {
 		return nil, err
 	}
-	byJID := map[string]ComponentStatus{}
+	byJID := map[string]status.Component{}
 	for _, cs := range st.Components {
 		byJID[cs.JID] = cs
 	}
@@ -368,7 +369,7 @@ func componentLines(c *Ctx, st XMPPStatus) ([]string, error) {
 	return lines, nil
 }
 
-func componentState(cs ComponentStatus) string {
+func componentState(cs status.Component) string {
 	var s string
 	if cs.Connected {
 		s = "connected"
@@ -390,7 +391,7 @@ func componentState(cs ComponentStatus) string {
 	return s
 }
 
-func failureText(cs ComponentStatus) string {
+func failureText(cs status.Component) string {
 	if cs.LastFailureAt.IsZero() {
 		return cs.LastFailure
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -208,15 +209,15 @@ func TestCallbridgeList(t *testing.T) {
 // store deletes them (unless sticky).
 type componentEngine struct {
 	mu     sync.Mutex
-	st     XMPPStatus
+	st     status.XMPP
 	sticky bool
 }
 
-func (e *componentEngine) Status() XMPPStatus {
+func (e *componentEngine) Status() status.XMPP {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := e.st
-	st.Components = append([]ComponentStatus(nil), e.st.Components...)
+	st.Components = append([]status.Component(nil), e.st.Components...)
 	return st
 }
 
@@ -262,7 +263,7 @@ func TestCallbridgeDel(t *testing.T) {
 	}
 	f.refuse("xmpp callbridge del cb1", "no call bridge cb1")
 
-	e := &componentEngine{st: XMPPStatus{Running: true, Components: []ComponentStatus{
+	e := &componentEngine{st: status.XMPP{Running: true, Components: []status.Component{
 		{JID: "cb2.example.com", Connected: true, Since: fixedNow, From: "10.0.0.5:41234"},
 		{JID: "cb3.example.com", Connected: true, Since: fixedNow, From: "10.0.0.6:5000"},
 	}}}
@@ -333,11 +334,11 @@ func TestCallbridgeStatus(t *testing.T) {
 		t.Errorf("status without an engine:\n%s", out)
 	}
 
-	f.env.XMPP = &fakeEngine{st: XMPPStatus{
+	f.env.XMPP = &fakeEngine{st: status.XMPP{
 		Running:   true,
 		Since:     fixedNow.Add(-3 * time.Hour),
 		Listeners: []string{"0.0.0.0:5222 (c2s, STARTTLS)", "0.0.0.0:5223 (c2s, direct TLS)", "0.0.0.0:5269 (s2s)"},
-		Components: []ComponentStatus{
+		Components: []status.Component{
 			{JID: "cb9.example.com", LastFailure: "unknown component", LastFailureAt: fixedNow.Add(-5 * time.Minute)},
 			{JID: "bridge.example.com", Connected: true, Since: fixedNow.Add(-time.Minute), From: "10.0.0.7:5000"},
 			{JID: "idle.example.com"},
@@ -366,19 +367,19 @@ func TestCallbridgeStatus(t *testing.T) {
 func TestComponentState(t *testing.T) {
 	since := fixedNow.Add(-time.Hour)
 	tests := []struct {
-		cs   ComponentStatus
+		cs   status.Component
 		want string
 	}{
-		{ComponentStatus{}, "not connected"},
-		{ComponentStatus{Connected: true, Since: since, From: "[2001:db8::5]:5000"}, "connected since 2026-11-22T11:00:00Z from [2001:db8::5]:5000"},
-		{ComponentStatus{Connected: true}, "connected"},
+		{status.Component{}, "not connected"},
+		{status.Component{Connected: true, Since: since, From: "[2001:db8::5]:5000"}, "connected since 2026-11-22T11:00:00Z from [2001:db8::5]:5000"},
+		{status.Component{Connected: true}, "connected"},
 		// A failure since it connected (e.g. another node's bridge with a
 		// wrong secret) is shown; an older one is not.
-		{ComponentStatus{Connected: true, Since: since, From: "10.0.0.5:1", LastFailure: "authentication failure", LastFailureAt: fixedNow},
+		{status.Component{Connected: true, Since: since, From: "10.0.0.5:1", LastFailure: "authentication failure", LastFailureAt: fixedNow},
 			"connected since 2026-11-22T11:00:00Z from 10.0.0.5:1 (last failure: authentication failure at 2026-11-22T12:00:00Z)"},
-		{ComponentStatus{Connected: true, Since: since, From: "10.0.0.5:1", LastFailure: "authentication failure", LastFailureAt: since.Add(-time.Minute)},
+		{status.Component{Connected: true, Since: since, From: "10.0.0.5:1", LastFailure: "authentication failure", LastFailureAt: since.Add(-time.Minute)},
 			"connected since 2026-11-22T11:00:00Z from 10.0.0.5:1"},
-		{ComponentStatus{LastFailure: "authentication failure"}, "not connected (last failure: authentication failure)"},
+		{status.Component{LastFailure: "authentication failure"}, "not connected (last failure: authentication failure)"},
 	}
 	for _, tc := range tests {
 		if got := componentState(tc.cs); got != tc.want {

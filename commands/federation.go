@@ -17,41 +17,15 @@ import (
 	"unicode/utf8"
 
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
 )
-
-// FederationLink is one server-to-server stream as the engine reports it.
-type FederationLink struct {
-	Local, Remote string
-	Direction     string // "out" or "in"
-	State         string // "connecting", "up", "closing"
-	Auth          string // "EXTERNAL", "dialback", "" while connecting
-	TLS           bool
-	Peer          string // remote address:port
-	Since         time.Time
-	Queued        int    // stanzas waiting (outgoing)
-	Stanzas       uint64 // sent (outgoing) or received (incoming) on the link
-}
-
-// FederationFailure is a recent failure of a server-to-server link.
-type FederationFailure struct {
-	Local, Remote, Error string
-	At                   time.Time
-}
-
-// CheckStep is one line of xmpp federation check.
-type CheckStep struct {
-	Verdict string // "ok", "warn", "fail" or "info"
-	Name    string // what was checked, e.g. "SRV _xmpp-server._tcp.b.lan"
-	Detail  string // what was found
-	Fix     string // for warn and fail: what to do about it
-}
 
 // FederationChecker runs the federation troubleshooting steps (DNS, TCP
 // reach, STARTTLS, certificate, authentication) from local to remote,
 // reporting each step as it completes. It returns whether federation works.
 type FederationChecker interface {
-	Check(ctx context.Context, local, remote string, report func(CheckStep)) (ok bool)
+	FederationCheck(ctx context.Context, local, remote string, report func(status.Step)) (ok bool)
 }
 
 // Bounds of what federation commands accept and print.
@@ -308,7 +282,7 @@ func runFederationStatus(c *Ctx, args []string) error {
 			links = []string{"none"}
 		}
 		add("Links", links...)
-		failures := append([]FederationFailure(nil), st.FederationFailures...)
+		failures := append([]status.Failure(nil), st.FederationFailures...)
 		sort.SliceStable(failures, func(i, j int) bool { return failures[i].At.After(failures[j].At) })
 		var lines []string
 		for i, f := range failures {
@@ -389,8 +363,8 @@ func trustText(c *Ctx, bundle string) string {
 }
 
 // sortedLinks orders links by local, remote, then out before in.
-func sortedLinks(links []FederationLink) []FederationLink {
-	out := append([]FederationLink(nil), links...)
+func sortedLinks(links []status.Link) []status.Link {
+	out := append([]status.Link(nil), links...)
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Local != b.Local {
@@ -404,15 +378,15 @@ func sortedLinks(links []FederationLink) []FederationLink {
 	return out
 }
 
-func linkText(l FederationLink) string {
+func linkText(l status.Link) string {
 	var parts []string
-	state := l.State
+	state := string(l.State)
 	if state == "" {
 		state = "unknown"
 	}
 	parts = append(parts, clean(state))
 	if l.Auth != "" {
-		parts = append(parts, clean(l.Auth))
+		parts = append(parts, clean(string(l.Auth)))
 	}
 	if l.TLS {
 		parts = append(parts, "TLS")
@@ -421,7 +395,7 @@ func linkText(l FederationLink) string {
 	}
 	if l.Peer != "" {
 		prep := "to"
-		if l.Direction == "in" {
+		if l.Direction == status.In {
 			prep = "from"
 		}
 		parts = append(parts, prep+" "+clean(l.Peer))
@@ -429,17 +403,17 @@ func linkText(l FederationLink) string {
 	if !l.Since.IsZero() {
 		parts = append(parts, "since "+timeText(l.Since))
 	}
-	if l.Direction == "in" {
+	if l.Direction == status.In {
 		parts = append(parts, plural(int(l.Stanzas), "stanza")+" received")
 	} else {
 		parts = append(parts, plural(int(l.Stanzas), "stanza")+" sent", fmt.Sprintf("%d queued", l.Queued))
 	}
-	return fmt.Sprintf("%s → %s (%s): %s", l.Local, clean(l.Remote), clean(l.Direction), strings.Join(parts, ", "))
+	return fmt.Sprintf("%s → %s (%s): %s", l.Local, clean(l.Remote), clean(string(l.Direction)), strings.Join(parts, ", "))
 }
 
 // federationSummary is the Federation line of xmpp, e.g. "enabled, 2 links
 // up (b.lan out, b.lan in)".
-func federationSummary(c *Ctx, st XMPPStatus) string {
+func federationSummary(c *Ctx, st status.XMPP) string {
 	fed, err := c.Store.Federation()
 	if err != nil {
 		return "unknown (" + err.Error() + ")"
@@ -451,9 +425,9 @@ func federationSummary(c *Ctx, st XMPPStatus) string {
 	if c.XMPP == nil {
 		return s
 	}
-	byState := map[string][]string{}
+	byState := map[status.LinkState][]string{}
 	for _, l := range sortedLinks(st.Federation) {
-		byState[l.State] = append(byState[l.State], clean(l.Remote)+" "+clean(l.Direction))
+		byState[l.State] = append(byState[l.State], clean(l.Remote)+" "+clean(string(l.Direction)))
 	}
 	names := func(l []string) string {
 		if len(l) > maxShownLinks {
@@ -461,17 +435,17 @@ func federationSummary(c *Ctx, st XMPPStatus) string {
 		}
 		return " (" + strings.Join(l, ", ") + ")"
 	}
-	up := byState["up"]
+	up := byState[status.Up]
 	switch {
 	case len(up) == 0 && fed.Enabled:
 		s += ", no links up"
 	case len(up) > 0:
 		s += ", " + plural(len(up), "link") + " up" + names(up)
 	}
-	if l := byState["connecting"]; len(l) > 0 {
+	if l := byState[status.Connecting]; len(l) > 0 {
 		s += fmt.Sprintf(", %d connecting", len(l)) + names(l)
 	}
-	if l := byState["closing"]; len(l) > 0 {
+	if l := byState[status.Closing]; len(l) > 0 {
 		s += fmt.Sprintf(", %d closing", len(l)) + names(l)
 	}
 	if n := len(st.FederationFailures); n > 0 {
@@ -966,7 +940,10 @@ func runFederationAllowList(c *Ctx, args []string) error {
 
 // checkVerdicts are the verdicts a step may carry; anything else is shown
 // as info.
-var checkVerdicts = map[string]bool{"ok": true, "warn": true, "fail": true, "info": true}
+var checkVerdicts = map[status.Verdict]bool{status.OK: true, status.Warn: true, status.Fail: true, status.Info: true}
+
+// authText is how a way of authenticating is named in the check's verdict.
+var authText = map[status.Auth]string{status.External: "SASL EXTERNAL", status.Dialback: "dialback"}
 
 func runFederationCheck(c *Ctx, args []string) error {
 	const what = "xmpp federation check"
@@ -1009,62 +986,59 @@ func runFederationCheck(c *Ctx, args []string) error {
 		firstFail string
 		auth      string
 	)
-	report := func(s CheckStep) {
+	report := func(s status.Step) {
 		mu.Lock()
 		defer mu.Unlock()
 		if finished {
 			return
 		}
-		v := strings.ToLower(strings.TrimSpace(s.Verdict))
+		v := s.Verdict
 		if !checkVerdicts[v] {
-			v = "info"
+			v = status.Info
 		}
 		text := clean(s.Name)
 		if s.Detail != "" {
 			text += ": " + clean(s.Detail)
 		}
 		c.printf("%-5s %s\n", v, text)
-		if (v == "fail" || v == "warn") && s.Fix != "" {
+		if (v == status.Fail || v == status.Warn) && s.Fix != "" {
 			c.printf("      fix: %s\n", clean(s.Fix))
 		}
 		switch v {
-		case "fail":
+		case status.Fail:
 			if firstFail == "" {
 				firstFail = text
 			}
-		case "ok":
-			l := strings.ToLower(s.Name + " " + s.Detail)
-			if strings.Contains(l, "external") {
-				auth = "SASL EXTERNAL"
-			} else if strings.Contains(l, "dialback") {
-				auth = "dialback"
+		case status.OK:
+			if a, ok := authText[s.Auth]; ok {
+				auth = a
 			}
 		}
 	}
 
 	c.printf("Checking federation from %s to %s\n", local, remote)
 	if !fed.Enabled {
-		report(CheckStep{Verdict: "info", Name: "federation", Detail: "disabled on this appliance: checking anyway, but no traffic flows until it is enabled (xmpp federation enable)"})
+		report(status.Step{Verdict: status.Info, Name: "federation", Detail: "disabled on this appliance: checking anyway, but no traffic flows until it is enabled (xmpp federation enable)"})
 	}
 	switch {
 	case fed.Policy[remote] == store.PolicyBlock:
-		report(CheckStep{Verdict: "fail", Name: "policy", Detail: remote + " is blocked here", Fix: "xmpp federation policy del " + remote})
+		report(status.Step{Verdict: status.Fail, Name: "policy", Detail: remote + " is blocked here", Fix: "xmpp federation policy del " + remote})
 	case !fed.Permitted(remote):
-		report(CheckStep{Verdict: "fail", Name: "policy", Detail: "allow-list mode is on and " + remote + " is not allowed", Fix: "xmpp federation allow " + remote})
+		report(status.Step{Verdict: status.Fail, Name: "policy", Detail: "allow-list mode is on and " + remote + " is not allowed", Fix: "xmpp federation allow " + remote})
 	}
 	if relay, ok := fed.Routes[remote]; ok {
-		report(CheckStep{Verdict: "info", Name: "route", Detail: remote + " is sent via " + relay + " instead of its DNS records"})
+		report(status.Step{Verdict: status.Info, Name: "route", Detail: remote + " is sent via " + relay + " instead of its DNS records"})
 	}
 	for _, p := range fed.Secure {
 		if store.MatchDomainPattern(p, remote) {
-			report(CheckStep{Verdict: "info", Name: "secure list", Detail: remote + " matches " + p + ": it must present a certificate that verifies (dialback is not accepted)"})
+			report(status.Step{Verdict: status.Info, Name: "secure list", Detail: remote + " matches " + p + ": it must present a certificate that verifies (dialback is not accepted)"})
 			break
 		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
-	ok := c.Federation.Check(ctx, local, remote, report)
+	ok := c.Federation.FederationCheck(ctx, local, remote, report)
 	timedOut := ctx.Err() != nil
 
 	mu.Lock()

@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
 )
 
 // fakeChecker reports canned steps.
 type fakeChecker struct {
-	steps []CheckStep
+	steps []status.Step
 	ok    bool
 	hang  bool // wait for the context to end instead of returning
 	late  bool // report one more step after returning
@@ -22,7 +23,7 @@ type fakeChecker struct {
 	local, remote string
 }
 
-func (k *fakeChecker) Check(ctx context.Context, local, remote string, report func(CheckStep)) bool {
+func (k *fakeChecker) FederationCheck(ctx context.Context, local, remote string, report func(status.Step)) bool {
 	k.local, k.remote = local, remote
 	for _, s := range k.steps {
 		report(s)
@@ -36,7 +37,7 @@ func (k *fakeChecker) Check(ctx context.Context, local, remote string, report fu
 		go func() {
 			defer k.wg.Done()
 			time.Sleep(20 * time.Millisecond)
-			report(CheckStep{Verdict: "fail", Name: "late step", Detail: "reported after the check returned"})
+			report(status.Step{Verdict: status.Fail, Name: "late step", Detail: "reported after the check returned"})
 		}()
 	}
 	return k.ok
@@ -203,15 +204,15 @@ func TestFederationStatus(t *testing.T) {
 		f.ok(l)
 	}
 	up := fixedNow.Add(-10 * time.Minute)
-	f.env.XMPP = &fakeEngine{st: XMPPStatus{
+	f.env.XMPP = &fakeEngine{st: status.XMPP{
 		Running: true,
 		Since:   fixedNow.Add(-time.Hour),
-		Federation: []FederationLink{
+		Federation: []status.Link{
 			{Local: "example.com", Remote: "b.lan", Direction: "in", State: "up", Auth: "dialback", TLS: true, Peer: "127.0.0.12:40312", Since: up, Stanzas: 1},
 			{Local: "example.com", Remote: "b.lan", Direction: "out", State: "up", Auth: "EXTERNAL", TLS: true, Peer: "127.0.0.12:5269", Since: up, Queued: 2, Stanzas: 1234},
 			{Local: "example.org", Remote: "c.lan", Direction: "out", State: "connecting", Peer: "relay.example.net:5269", Since: fixedNow, Queued: 5},
 		},
-		FederationFailures: []FederationFailure{
+		FederationFailures: []status.Failure{
 			{Local: "example.com", Remote: "d.lan", Error: "remote-server-not-found: no SRV or A/AAAA records for d.lan", At: fixedNow.Add(-30 * time.Minute)},
 			{Local: "example.com", Remote: "e.lan", Error: "remote-server-timeout: 127.0.0.15:5269: connection timed out\x1b[31m", At: fixedNow.Add(-5 * time.Minute)},
 		},
@@ -252,7 +253,7 @@ func TestFederationSummary(t *testing.T) {
 	if got := line(); got != "enabled, no links up" {
 		t.Errorf("no links: %q", got)
 	}
-	e.st.Federation = []FederationLink{
+	e.st.Federation = []status.Link{
 		{Local: "example.com", Remote: "b.lan", Direction: "in", State: "up"},
 		{Local: "example.com", Remote: "b.lan", Direction: "out", State: "up"},
 	}
@@ -260,10 +261,10 @@ func TestFederationSummary(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	for i := 0; i < 7; i++ {
-		e.st.Federation = append(e.st.Federation, FederationLink{Local: "example.com", Remote: string(rune('c'+i)) + ".lan", Direction: "out", State: "up"})
+		e.st.Federation = append(e.st.Federation, status.Link{Local: "example.com", Remote: string(rune('c'+i)) + ".lan", Direction: "out", State: "up"})
 	}
-	e.st.Federation = append(e.st.Federation, FederationLink{Local: "example.com", Remote: "z.lan", Direction: "out", State: "connecting"})
-	e.st.FederationFailures = []FederationFailure{{Local: "example.com", Remote: "y.lan", Error: "remote-server-not-found", At: fixedNow}}
+	e.st.Federation = append(e.st.Federation, status.Link{Local: "example.com", Remote: "z.lan", Direction: "out", State: "connecting"})
+	e.st.FederationFailures = []status.Failure{{Local: "example.com", Remote: "y.lan", Error: "remote-server-not-found", At: fixedNow}}
 	if got, want := line(), "enabled, 9 links up (b.lan out, b.lan in, c.lan out, d.lan out, e.lan out, 4 more), 1 connecting (z.lan out), 1 recent failure (xmpp federation)"; got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
@@ -276,7 +277,7 @@ func TestFederationDisableWaitsForLinks(t *testing.T) {
 	t.Run("closed", func(t *testing.T) {
 		f := fedFixture(t)
 		f.ok("xmpp federation enable")
-		e := &fakeEngine{st: XMPPStatus{Federation: []FederationLink{
+		e := &fakeEngine{st: status.XMPP{Federation: []status.Link{
 			{Local: "example.com", Remote: "b.lan", Direction: "out", State: "up"},
 			{Local: "example.com", Remote: "b.lan", Direction: "in", State: "up"},
 		}}}
@@ -294,7 +295,7 @@ func TestFederationDisableWaitsForLinks(t *testing.T) {
 	t.Run("still open", func(t *testing.T) {
 		f := fedFixture(t)
 		f.ok("xmpp federation enable")
-		f.env.XMPP = &fakeEngine{st: XMPPStatus{Federation: []FederationLink{{Local: "example.com", Remote: "b.lan", Direction: "out", State: "closing"}}}}
+		f.env.XMPP = &fakeEngine{st: status.XMPP{Federation: []status.Link{{Local: "example.com", Remote: "b.lan", Direction: "out", State: "closing"}}}}
 		out := f.ok("xmpp federation disable")
 		if !strings.Contains(out, "1 link is still open: the engine has not reported closing them within 300ms (see xmpp federation)") {
 			t.Errorf("got %q", out)
@@ -431,14 +432,14 @@ func TestFederationRoles(t *testing.T) {
 }
 
 func TestFederationCheck(t *testing.T) {
-	works := []CheckStep{
-		{Verdict: "ok", Name: "SRV _xmpp-server._tcp.b.lan", Detail: "b.lan:5269 (priority 0, weight 5)"},
-		{Verdict: "info", Name: "SRV _xmpps-server._tcp.b.lan", Detail: "no records"},
-		{Verdict: "ok", Name: "A b.lan", Detail: "127.0.0.12"},
-		{Verdict: "ok", Name: "TCP 127.0.0.12:5269", Detail: "connected in 1ms"},
-		{Verdict: "ok", Name: "STARTTLS", Detail: "TLS 1.3"},
-		{Verdict: "warn", Name: "certificate", Detail: "self-signed, names b.lan", Fix: "install a CA-signed certificate on b.lan, or trust its CA with xmpp federation trust <bundle>"},
-		{Verdict: "ok", Name: "dialback", Detail: "b.lan verified example.com"},
+	works := []status.Step{
+		{Verdict: status.OK, Name: "SRV _xmpp-server._tcp.b.lan", Detail: "b.lan:5269 (priority 0, weight 5)"},
+		{Verdict: status.Info, Name: "SRV _xmpps-server._tcp.b.lan", Detail: "no records"},
+		{Verdict: status.OK, Name: "A b.lan", Detail: "127.0.0.12"},
+		{Verdict: status.OK, Name: "TCP 127.0.0.12:5269", Detail: "connected in 1ms"},
+		{Verdict: status.OK, Name: "STARTTLS", Detail: "TLS 1.3"},
+		{Verdict: status.Warn, Name: "certificate", Detail: "self-signed, names b.lan", Fix: "install a CA-signed certificate on b.lan, or trust its CA with xmpp federation trust <bundle>"},
+		{Verdict: status.OK, Name: "dialback", Detail: "b.lan verified example.com", Auth: status.Dialback},
 	}
 	t.Run("works", func(t *testing.T) {
 		f := fedFixture(t)
@@ -457,19 +458,36 @@ func TestFederationCheck(t *testing.T) {
 	t.Run("external", func(t *testing.T) {
 		f := fedFixture(t)
 		f.ok("xmpp federation enable")
-		f.env.Federation = &fakeChecker{steps: []CheckStep{{Verdict: "ok", Name: "SASL EXTERNAL", Detail: "certificate of b.lan verified"}}, ok: true}
+		f.env.Federation = &fakeChecker{steps: []status.Step{{Verdict: status.OK, Name: "SASL EXTERNAL", Detail: "certificate of b.lan verified", Auth: status.External}}, ok: true}
 		if out := f.ok("xmpp federation check b.lan"); !strings.HasSuffix(out, "b.lan: federation works (SASL EXTERNAL)\n") {
 			t.Errorf("got %q", out)
+		}
+	})
+	t.Run("auth from the steps' Auth, not their text", func(t *testing.T) {
+		f := fedFixture(t)
+		f.ok("xmpp federation enable")
+		f.env.Federation = &fakeChecker{steps: []status.Step{
+			{Verdict: status.OK, Name: "SASL EXTERNAL", Detail: "offered", Auth: status.External},
+			{Verdict: status.OK, Name: "certificate name", Detail: "names dialback.external.lan"},
+			{Verdict: status.OK, Name: "authentication", Detail: "authenticated with dialback", Auth: status.Dialback},
+			{Verdict: status.OK, Name: "note", Detail: "SASL EXTERNAL would work too"},
+		}, ok: true}
+		if out := f.ok("xmpp federation check b.lan"); !strings.HasSuffix(out, "b.lan: federation works (dialback)\n") {
+			t.Errorf("got %q", out)
+		}
+		f.env.Federation = &fakeChecker{steps: []status.Step{{Verdict: status.OK, Name: "dialback", Detail: "offered"}}, ok: true}
+		if out := f.ok("xmpp federation check b.lan"); !strings.HasSuffix(out, "b.lan: federation works\n") {
+			t.Errorf("a step without Auth named a way to authenticate: %q", out)
 		}
 	})
 	t.Run("fails", func(t *testing.T) {
 		f := fedFixture(t)
 		f.ok("xmpp federation secure add *.lan")
 		f.ok("xmpp federation route add b.lan 127.0.0.12")
-		f.env.Federation = &fakeChecker{steps: []CheckStep{
-			{Verdict: "ok", Name: "A b.lan", Detail: "127.0.0.12"},
-			{Verdict: "FAIL", Name: "TCP 127.0.0.12:5269", Detail: "connection refused\r\n\x1b]0;owned\x07", Fix: "start the server of b.lan, or open port 5269 in its firewall"},
-			{Verdict: "fail", Name: "dialback", Detail: "not attempted"},
+		f.env.Federation = &fakeChecker{steps: []status.Step{
+			{Verdict: status.OK, Name: "A b.lan", Detail: "127.0.0.12"},
+			{Verdict: status.Fail, Name: "TCP 127.0.0.12:5269", Detail: "connection refused\r\n\x1b]0;owned\x07", Fix: "start the server of b.lan, or open port 5269 in its firewall"},
+			{Verdict: status.Fail, Name: "dialback", Detail: "not attempted"},
 			{Verdict: "weird", Name: "note", Detail: "unknown verdicts are shown as info"},
 		}}
 		out, err := f.run("xmpp federation check b.lan")

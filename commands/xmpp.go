@@ -14,46 +14,14 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
 )
-
-// XMPPStatus is what the engine reports.
-type XMPPStatus struct {
-	Running     bool
-	Since       time.Time
-	Listeners   []string       // e.g. "127.0.0.1:5222 (c2s, STARTTLS)"
-	Sessions    int            // authenticated client sessions
-	ByDomain    map[string]int // sessions per domain
-	LastError   string         // e.g. "listen tcp 0.0.0.0:5222: bind: address already in use"
-	LastErrorAt time.Time
-	Components  []ComponentStatus // the external components (call bridges) the engine knows of
-	// Federation is every server-to-server stream; FederationFailures the
-	// recent failed links (see federation.go).
-	Federation         []FederationLink
-	FederationFailures []FederationFailure
-	// Connections not yet authenticated: held now, the limit in force
-	// (set, or automatic from the open-file limit), the limit per address.
-	PreAuth, PreAuthLimit, PreAuthPerAddress int
-	// The process's open files and its open-file limit (0: unknown).
-	OpenFiles, FileLimit int
-	IdleTimeout          time.Duration // a silent client is pinged after this, closed after twice
-	MaxStanza            int64         // bytes
-}
-
-// ComponentStatus is one external component as the engine sees it.
-type ComponentStatus struct {
-	JID           string // name.domain
-	Connected     bool
-	Since         time.Time // connected since
-	From          string    // remote address while connected
-	LastFailure   string    // e.g. "authentication failure", "unknown component"
-	LastFailureAt time.Time
-}
 
 // XMPPEngine is the running engine as the commands see it. The engine applies configuration by
 // watching the store; commands only write the store and read this.
 type XMPPEngine interface {
-	Status() XMPPStatus
+	Status() status.XMPP
 	UserSessions(bareJID string) int
 }
 
@@ -271,7 +239,7 @@ func runXMPPStatus(c *Ctx, args []string) error {
 		return errorf("xmpp: reading the configuration: %v", err)
 	}
 	now := c.now()
-	var st XMPPStatus
+	var st status.XMPP
 	if c.XMPP != nil {
 		st = c.XMPP.Status()
 	}
@@ -410,7 +378,7 @@ func listenText(listen []string) string {
 	return strings.Join(listen, ", ")
 }
 
-func sessionsText(st XMPPStatus) string {
+func sessionsText(st status.XMPP) string {
 	s := strconv.Itoa(st.Sessions)
 	var parts []string
 	for d, n := range st.ByDomain {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -66,7 +67,7 @@ func runXMPPLimits(c *Ctx, args []string) error {
 	if err != nil {
 		return errorf("xmpp limits: reading the configuration: %v", err)
 	}
-	var st XMPPStatus
+	var st status.XMPP
 	if c.XMPP != nil {
 		st = c.XMPP.Status()
 	}

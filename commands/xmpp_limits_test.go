@@ -5,13 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
 )
 
 func TestXMPPLimitsShow(t *testing.T) {
 	f := newFixture(t)
 	golden(t, "xmpp-limits-no-engine", f.ok("xmpp limits"))
-	f.env.XMPP = &fakeEngine{st: XMPPStatus{PreAuth: 3, PreAuthLimit: 500, PreAuthPerAddress: 100, OpenFiles: 37, FileLimit: 2000,
+	f.env.XMPP = &fakeEngine{st: status.XMPP{PreAuth: 3, PreAuthLimit: 500, PreAuthPerAddress: 100, OpenFiles: 37, FileLimit: 2000,
 		IdleTimeout: 5 * time.Minute, MaxStanza: 256 << 10}}
 	golden(t, "xmpp-limits", f.ok("xmpp limits"))
 	f.ok("xmpp limits pre-auth 1000 per-address 20")
@@ -108,11 +109,11 @@ func TestXMPPLimitsSet(t *testing.T) {
 
 func TestHealthOpenFiles(t *testing.T) {
 	f := newFixture(t)
-	f.env.XMPP = &fakeEngine{st: XMPPStatus{OpenFiles: 120, FileLimit: 2000}}
+	f.env.XMPP = &fakeEngine{st: status.XMPP{OpenFiles: 120, FileLimit: 2000}}
 	if out := f.ok("health"); !strings.Contains(out, "OK    open files             120 of 2000 (6%)") {
 		t.Errorf("health:\n%s", out)
 	}
-	f.env.XMPP = &fakeEngine{st: XMPPStatus{OpenFiles: 1700, FileLimit: 2000}}
+	f.env.XMPP = &fakeEngine{st: status.XMPP{OpenFiles: 1700, FileLimit: 2000}}
 	out := f.ok("health") // a warning, not a failure
 	if !strings.Contains(out, "WARN  open files             1700 of 2000 (85%): near the limit") || !strings.Contains(out, "LimitNOFILE") {
 		t.Errorf("health:\n%s", out)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -24,14 +25,14 @@ import (
 // xmpp.enabled becomes true and stops when it goes away.
 type fakeEngine struct {
 	mu    sync.Mutex
-	st    XMPPStatus
+	st    status.XMPP
 	users map[string]int
 	fail  string        // reported as LastError instead of starting
 	never bool          // neither starts nor fails
 	stop  time.Duration // stops this long after being disabled
 }
 
-func (e *fakeEngine) Status() XMPPStatus {
+func (e *fakeEngine) Status() status.XMPP {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.st
@@ -216,7 +217,7 @@ func TestXMPPGolden(t *testing.T) {
 	f.ok("xmpp client_auth_timeout 60")
 	f.ok("xmpp enable")
 	f.env.XMPP = &fakeEngine{
-		st: XMPPStatus{
+		st: status.XMPP{
 			Running:     true,
 			Since:       fixedNow.Add(-2*time.Hour - 3*time.Minute),
 			Listeners:   []string{"127.0.0.1:5222 (c2s, STARTTLS)", "[::1]:5222 (c2s, STARTTLS)", "127.0.0.1:443 (c2s, direct TLS)", "[::1]:443 (c2s, direct TLS)"},

@@ -33,6 +33,7 @@ import (
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/s2s"
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -47,27 +48,6 @@ type Config struct {
 	Log         *log.Logger
 	IdleTimeout time.Duration // client idle time before a ping (default 5 minutes)
 	Limits      xml.Limits    // default xml.DefaultLimits
-}
-
-// Status is what the engine reports to the shell.
-type Status struct {
-	Running     bool
-	Since       time.Time
-	Listeners   []string
-	Sessions    int
-	ByDomain    map[string]int
-	LastError   string
-	LastErrorAt time.Time
-	Components  []component.Status
-	Federation  []s2s.Link
-	FedFailures []s2s.Failure
-	// Unauthenticated connections: held now, the global limit in force
-	// (automatic or set) and the limit per address.
-	PreAuth, PreAuthLimit, PreAuthPerAddress int
-	// The process's open files and its limit (0 if unknown).
-	OpenFiles, FileLimit int
-	IdleTimeout          time.Duration
-	MaxStanza            int64
 }
 
 // Engine is the XMPP engine.
@@ -237,7 +217,7 @@ func (e *Engine) Resolver() *resolve.Resolver { return e.resolver }
 
 // FederationCheck runs `xmpp federation check`: every step from DNS to
 // an authenticated link from local to remote, reported one at a time.
-func (e *Engine) FederationCheck(ctx context.Context, local, remote string, report func(fedcheck.Step)) bool {
+func (e *Engine) FederationCheck(ctx context.Context, local, remote string, report func(status.Step)) bool {
 	fed := *e.fed.Load()
 	return fedcheck.Run(ctx, fedcheck.Config{
 		Resolver: e.resolver,
@@ -428,16 +408,16 @@ func (e *Engine) setError(err error) {
 }
 
 // Status reports the engine's state.
-func (e *Engine) Status() Status {
+func (e *Engine) Status() status.XMPP {
 	total, by := e.router.Count()
 	links, fails := e.s2s.Status()
 	open, limit, _ := openFiles()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := Status{Running: len(e.listeners) > 0, Since: e.since, Sessions: total, ByDomain: by, LastError: e.lastErr, LastErrorAt: e.lastErrAt,
+	st := status.XMPP{Running: len(e.listeners) > 0, Since: e.since, Sessions: total, ByDomain: by, LastError: e.lastErr, LastErrorAt: e.lastErrAt,
 		Components: e.comps.Status(), IdleTimeout: e.cfg.IdleTimeout, MaxStanza: e.cfg.Limits.MaxStanza, OpenFiles: open, FileLimit: limit}
 	st.PreAuthLimit, st.PreAuthPerAddress, st.PreAuth = e.preauth.limits()
-	st.Federation, st.FedFailures = links, fails
+	st.Federation, st.FederationFailures = links, fails
 	for _, l := range e.listeners {
 		st.Listeners = append(st.Listeners, l.label)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -223,7 +224,7 @@ func BenchmarkFederationIdleLinkMemory(b *testing.B) {
 		if err := fp.dns.Set(recs...); err != nil {
 			b.Fatal(err)
 		}
-		up := func(f *fixture, dir string) int {
+		up := func(f *fixture, dir status.Direction) int {
 			n := 0
 			for _, l := range f.links(dir) {
 				if l.State == "up" && l.Auth != "" {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/resolve/dnstest"
 	"github.com/parley-xmpp/parley/server/s2s"
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -96,8 +97,8 @@ func (c *client) answer(id string) *xml.Element {
 	})
 }
 
-func (f *fixture) links(dir string) []s2s.Link {
-	var out []s2s.Link
+func (f *fixture) links(dir status.Direction) []status.Link {
+	var out []status.Link
 	for _, l := range f.eng.Status().Federation {
 		if dir == "" || l.Direction == dir {
 			out = append(out, l)

@@ -21,7 +21,6 @@ import (
 	"github.com/parley-xmpp/parley/commands"
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server"
-	"github.com/parley-xmpp/parley/server/fedcheck"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/shell"
 	"github.com/parley-xmpp/parley/store"
@@ -117,8 +116,8 @@ func serve(args []string) error {
 	engine := server.New(server.Config{Store: st, Files: area, Version: Version, Log: logger, IdleTimeout: *idle})
 	engine.Start()
 	defer engine.Stop()
-	env := &commands.Env{Store: st, Files: area, Version: Version, Started: time.Now(), XMPP: engineStatus{engine},
-		Federation: fedChecker{engine}, DNS: dnsResolver{engine.Resolver()}}
+	env := &commands.Env{Store: st, Files: area, Version: Version, Started: time.Now(), XMPP: engine,
+		Federation: engine, DNS: dnsResolver{engine.Resolver()}}
 	srv := shell.New(shell.Config{
 		Env: env, Tree: commands.NewTree(), HostKey: hostKey, Log: logger, MaxUpload: *maxUpload,
 	})
@@ -152,44 +151,6 @@ func serve(args []string) error {
 	case err := <-errc:
 		return err
 	}
-}
-
-// engineStatus shows the engine to the commands.
-type engineStatus struct{ e *server.Engine }
-
-func (s engineStatus) Status() commands.XMPPStatus {
-	st := s.e.Status()
-	out := commands.XMPPStatus{
-		Running: st.Running, Since: st.Since, Listeners: st.Listeners, Sessions: st.Sessions,
-		ByDomain: st.ByDomain, LastError: st.LastError, LastErrorAt: st.LastErrorAt,
-		PreAuth: st.PreAuth, PreAuthLimit: st.PreAuthLimit, PreAuthPerAddress: st.PreAuthPerAddress,
-		OpenFiles: st.OpenFiles, FileLimit: st.FileLimit, IdleTimeout: st.IdleTimeout, MaxStanza: st.MaxStanza,
-	}
-	for _, l := range st.Federation {
-		out.Federation = append(out.Federation, commands.FederationLink{
-			Local: l.Local, Remote: l.Remote, Direction: l.Direction, State: l.State, Auth: l.Auth, TLS: l.TLS, Peer: l.Peer, Since: l.Since, Queued: l.Queued, Stanzas: l.Stanzas,
-		})
-	}
-	for _, f := range st.FedFailures {
-		out.FederationFailures = append(out.FederationFailures, commands.FederationFailure{Local: f.Local, Remote: f.Remote, Error: f.Error, At: f.At})
-	}
-	for _, c := range st.Components {
-		out.Components = append(out.Components, commands.ComponentStatus{
-			JID: c.JID, Connected: c.Connected, Since: c.Since, From: c.From, LastFailure: c.LastFailure, LastFailureAt: c.LastFailureAt,
-		})
-	}
-	return out
-}
-
-func (s engineStatus) UserSessions(bare string) int { return s.e.UserSessions(bare) }
-
-// fedChecker runs `xmpp federation check` in the engine.
-type fedChecker struct{ e *server.Engine }
-
-func (f fedChecker) Check(ctx context.Context, local, remote string, report func(commands.CheckStep)) bool {
-	return f.e.FederationCheck(ctx, local, remote, func(s fedcheck.Step) {
-		report(commands.CheckStep{Verdict: s.Verdict, Name: s.Name, Detail: s.Detail, Fix: s.Fix})
-	})
 }
 
 // dnsResolver is the engine's DNS client as the `dns` commands see it.

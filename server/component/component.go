@@ -24,6 +24,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -55,16 +56,6 @@ type Config struct {
 	StanzaRate func() (perSecond float64, burst int)
 	// Episodes logs limits hit once per episode (nil: every time, to Log).
 	Episodes *limit.Episodes
-}
-
-// Status is one component's state.
-type Status struct {
-	JID           string
-	Connected     bool
-	Since         time.Time
-	From          string
-	LastFailure   string
-	LastFailureAt time.Time
 }
 
 // Registry holds the connected components and their recent failures.
@@ -156,22 +147,22 @@ func (r *Registry) CloseAll(e *stream.Error) {
 }
 
 // Status reports every component that is connected or has failed lately.
-func (r *Registry) Status() []Status {
+func (r *Registry) Status() []status.Component {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	by := map[string]*Status{}
+	by := map[string]*status.Component{}
 	for j, s := range r.sessions {
-		by[j] = &Status{JID: j, Connected: true, Since: s.since, From: s.from}
+		by[j] = &status.Component{JID: j, Connected: true, Since: s.since, From: s.from}
 	}
 	for j, f := range r.failures {
 		st := by[j]
 		if st == nil {
-			st = &Status{JID: j}
+			st = &status.Component{JID: j}
 			by[j] = st
 		}
 		st.LastFailure, st.LastFailureAt = f.what, f.at
 	}
-	out := make([]Status, 0, len(by))
+	out := make([]status.Component, 0, len(by))
 	for _, st := range by {
 		out = append(out, *st)
 	}

@@ -28,23 +28,8 @@ import (
 
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server/resolve"
+	"github.com/parley-xmpp/parley/server/status"
 )
-
-// Verdicts of a step.
-const (
-	OK   = "ok"
-	Warn = "warn"
-	Fail = "fail"
-	Info = "info"
-)
-
-// Step is one line of the check. Fix, for warn and fail, says what to change.
-type Step struct {
-	Verdict string // "ok" "warn" "fail" "info"
-	Name    string
-	Detail  string
-	Fix     string
-}
 
 // Config is what the check needs from the engine.
 type Config struct {
@@ -57,8 +42,8 @@ type Config struct {
 	// ClientCert returns our certificate for a local domain, or nil.
 	ClientCert func(local string) *tls.Certificate
 	// Authenticate sets up the real s2s link from local to remote and says
-	// how it authenticated ("EXTERNAL", "dialback"); nil skips that step.
-	Authenticate func(ctx context.Context, local, remote string) (method string, err error)
+	// how it authenticated; nil skips that step.
+	Authenticate func(ctx context.Context, local, remote string) (status.Auth, error)
 	// Secure: the domain is on the secure list, so a certificate problem is
 	// a failure (else a warning: dialback will be used).
 	Secure bool
@@ -98,28 +83,35 @@ type checker struct {
 	local    string
 	remote   string // as given, for messages
 	ascii    string // A-label form, for DNS, SNI and certificates
-	report   func(Step)
+	report   func(status.Step)
 	failed   bool
 	timeout  time.Duration
 	fromSRV  bool // the targets come from SRV records
 	viaRoute string
 }
 
-func (c *checker) step(verdict, name, detail, fix string) {
-	if verdict == Fail {
+// step reports one step. Fix, for warn and fail, says what to change.
+func (c *checker) step(verdict status.Verdict, name, detail, fix string) {
+	if verdict == status.Fail {
 		c.failed = true
 	}
-	if verdict == OK || verdict == Info {
+	if verdict == status.OK || verdict == status.Info {
 		fix = ""
 	}
-	c.report(Step{Verdict: verdict, Name: name, Detail: detail, Fix: fix})
+	c.report(status.Step{Verdict: verdict, Name: name, Detail: detail, Fix: fix})
+}
+
+// authOK reports a step that found a way to authenticate to the remote
+// server.
+func (c *checker) authOK(name, detail string, auth status.Auth) {
+	c.report(status.Step{Verdict: status.OK, Name: name, Detail: detail, Auth: auth})
 }
 
 // Run checks federation from local to remote, calling report for each step
 // as it completes. It returns false when a step failed. ctx bounds it all.
-func Run(ctx context.Context, cfg Config, local, remote string, report func(Step)) (ok bool) {
+func Run(ctx context.Context, cfg Config, local, remote string, report func(status.Step)) (ok bool) {
 	if report == nil {
-		report = func(Step) {}
+		report = func(status.Step) {}
 	}
 	c := &checker{cfg: cfg, res: cfg.Resolver, local: local, remote: clean(remote), report: report, timeout: cfg.DialTimeout}
 	if c.res == nil {
@@ -153,16 +145,16 @@ func (c *checker) run(ctx context.Context) {
 		err = fmt.Errorf("%q is not a valid domain name", c.remote)
 	}
 	if err != nil {
-		c.step(Fail, "domain", err.Error(), "give the remote server's domain, e.g. xmpp federation check example.com")
+		c.step(status.Fail, "domain", err.Error(), "give the remote server's domain, e.g. xmpp federation check example.com")
 		return
 	}
 	c.ascii = ascii
 
 	servers, source := c.res.ServersInUse()
 	if len(servers) == 0 {
-		c.step(Warn, "DNS servers", "none ("+source+" names none)", "add one: dns resolver add <ip[:port]>")
+		c.step(status.Warn, "DNS servers", "none ("+source+" names none)", "add one: dns resolver add <ip[:port]>")
 	} else {
-		c.step(Info, "DNS servers", strings.Join(servers, ", ")+" (from "+source+")", "")
+		c.step(status.Info, "DNS servers", strings.Join(servers, ", ")+" (from "+source+")", "")
 	}
 
 	targets := c.discover(ctx)
@@ -194,18 +186,18 @@ func (c *checker) discover(ctx context.Context) []resolve.Target {
 		if ok {
 			t, err := parseRoute(hp)
 			if err != nil {
-				c.step(Fail, "route", fmt.Sprintf("the route of %s, %q, is unusable: %v", c.remote, clean(hp), err),
+				c.step(status.Fail, "route", fmt.Sprintf("the route of %s, %q, is unusable: %v", c.remote, clean(hp), err),
 					"correct it: xmpp federation route add "+c.remote+" <host[:port]>")
 				return nil
 			}
 			c.viaRoute = hp
-			c.step(Info, "route", fmt.Sprintf("%s is reached via %s (xmpp federation route): DNS SRV is not used", c.remote, t), "")
+			c.step(status.Info, "route", fmt.Sprintf("%s is reached via %s (xmpp federation route): DNS SRV is not used", c.remote, t), "")
 			return []resolve.Target{t}
 		}
 	}
 	if _, err := netip.ParseAddr(strings.Trim(c.ascii, "[]")); err == nil {
 		t := resolve.Target{Host: strings.Trim(c.ascii, "[]"), Port: defaultS2SPort}
-		c.step(Info, "SRV", c.remote+" is an IP address: no DNS lookup, port "+strconv.Itoa(defaultS2SPort), "")
+		c.step(status.Info, "SRV", c.remote+" is an IP address: no DNS lookup, port "+strconv.Itoa(defaultS2SPort), "")
 		return []resolve.Target{t}
 	}
 
@@ -217,15 +209,15 @@ func (c *checker) discover(ctx context.Context) []resolve.Target {
 	targets, err := c.res.ServerTargets(ctx, c.ascii)
 	if err != nil {
 		if errors.Is(err, resolve.ErrNoService) {
-			c.step(Fail, name, fmt.Sprintf("the record \".\" says %s does not federate (no XMPP server-to-server service)", c.remote),
+			c.step(status.Fail, name, fmt.Sprintf("the record \".\" says %s does not federate (no XMPP server-to-server service)", c.remote),
 				fmt.Sprintf("ask the %s admin to publish a real _xmpp-server._tcp.%s record, or relay: xmpp federation route add %s <host[:port]>", c.remote, c.ascii, c.remote))
 			return nil
 		}
-		c.step(Fail, name, err.Error(), dnsFix(err, c.remote))
+		c.step(status.Fail, name, err.Error(), dnsFix(err, c.remote))
 		return nil
 	}
 	if len(plain) == 0 && len(direct) == 0 && definitive(errPlain) && definitive(errDirect) {
-		c.step(Info, name, fmt.Sprintf("no _xmpp-server._tcp or _xmpps-server._tcp record: falling back to %s:%d", c.ascii, defaultS2SPort), "")
+		c.step(status.Info, name, fmt.Sprintf("no _xmpp-server._tcp or _xmpps-server._tcp record: falling back to %s:%d", c.ascii, defaultS2SPort), "")
 		return targets
 	}
 	c.fromSRV = true
@@ -244,10 +236,10 @@ func (c *checker) discover(ctx context.Context) []resolve.Target {
 	if len(targets) > maxTargets {
 		targets = targets[:maxTargets]
 	}
-	verdict := OK
+	verdict := status.OK
 	fix := ""
 	if errPlain != nil && !definitive(errPlain) || errDirect != nil && !definitive(errDirect) {
-		verdict = Warn
+		verdict = status.Warn
 		e := errPlain
 		if e == nil || definitive(e) {
 			e = errDirect
@@ -269,14 +261,14 @@ func (c *checker) clientSRV(ctx context.Context) {
 		parts = append(parts, l+" (direct TLS)")
 	}
 	if len(parts) > 0 {
-		c.step(Info, name, strings.Join(parts, ", "), "")
+		c.step(status.Info, name, strings.Join(parts, ", "), "")
 		return
 	}
 	if errPlain != nil && !definitive(errPlain) {
-		c.step(Warn, name, errPlain.Error(), dnsFix(errPlain, c.remote))
+		c.step(status.Warn, name, errPlain.Error(), dnsFix(errPlain, c.remote))
 		return
 	}
-	c.step(Warn, name, "no _xmpp-client._tcp or _xmpps-client._tcp record: clients of "+c.remote+" cannot find their server (federation does not need it)",
+	c.step(status.Warn, name, "no _xmpp-client._tcp or _xmpps-client._tcp record: clients of "+c.remote+" cannot find their server (federation does not need it)",
 		fmt.Sprintf("for %s's clients: publish _xmpp-client._tcp.%s. SRV 0 5 5222 <its XMPP server's host>.", c.remote, c.ascii))
 }
 
@@ -332,9 +324,9 @@ func parseRoute(hp string) (resolve.Target, error) {
 // addresses looks up each target's addresses.
 func (c *checker) addresses(ctx context.Context, targets []resolve.Target) []endpoint {
 	var eps []endpoint
-	verdict := Fail
+	verdict := status.Fail
 	if len(targets) > 1 {
-		verdict = Warn // another target may do
+		verdict = status.Warn // another target may do
 	}
 	for _, t := range targets {
 		addrs, err := c.res.LookupHost(ctx, t.Host)
@@ -364,11 +356,11 @@ func (c *checker) addresses(ctx context.Context, targets []resolve.Target) []end
 			}
 		}
 		if literal != nil {
-			c.step(OK, name, strings.Join(list, ", "), "")
+			c.step(status.OK, name, strings.Join(list, ", "), "")
 		}
 	}
 	if len(eps) == 0 && !c.failed {
-		c.step(Fail, "addresses", "no target of "+c.remote+" has an address", "fix the DNS records above")
+		c.step(status.Fail, "addresses", "no target of "+c.remote+" has an address", "fix the DNS records above")
 	}
 	return eps
 }
@@ -391,9 +383,9 @@ func (c *checker) connect(ctx context.Context, eps []endpoint) (endpoint, bool) 
 			results[i] <- result{conn, err}
 		}()
 	}
-	verdict := Fail
+	verdict := status.Fail
 	if len(eps) > 1 {
-		verdict = Warn
+		verdict = status.Warn
 	}
 	first := -1
 	for i, ep := range eps {
@@ -410,11 +402,11 @@ func (c *checker) connect(ctx context.Context, eps []endpoint) (endpoint, bool) 
 		} else {
 			r.conn.Close()
 		}
-		c.step(OK, name, "connected", "")
+		c.step(status.OK, name, "connected", "")
 	}
 	if first < 0 {
 		if len(eps) > 1 {
-			c.step(Fail, "reach", fmt.Sprintf("none of the %d addresses of %s's servers accepts a connection", len(eps), c.remote),
+			c.step(status.Fail, "reach", fmt.Sprintf("none of the %d addresses of %s's servers accepts a connection", len(eps), c.remote),
 				"see the TCP steps above: open the ports on the firewalls, or start the servers")
 		}
 		return endpoint{}, false
@@ -644,7 +636,7 @@ func (c *checker) stream(ctx context.Context, ep endpoint) {
 	name := "stream " + ep.addr.String()
 	f, err := x.open(ctx)
 	if err != nil {
-		c.step(Fail, name, err.Error(), c.streamFix(err, ep))
+		c.step(status.Fail, name, err.Error(), c.streamFix(err, ep))
 		return
 	}
 	detail := "jabber:server stream"
@@ -655,17 +647,17 @@ func (c *checker) stream(ctx context.Context, ep endpoint) {
 	}
 	from := x.attr("from")
 	if from != "" && !strings.EqualFold(from, c.ascii) && !strings.EqualFold(from, c.remote) {
-		c.step(Warn, name, detail+fmt.Sprintf(", but it answers as %s, not %s", from, c.remote),
+		c.step(status.Warn, name, detail+fmt.Sprintf(", but it answers as %s, not %s", from, c.remote),
 			fmt.Sprintf("the server at %s does not host %s: correct the SRV record, or the route", ep, c.remote))
 	} else {
-		c.step(OK, name, detail, "")
+		c.step(status.OK, name, detail, "")
 	}
 
 	if !ep.target.DirectTLS {
 		if f.StartTLS == nil {
-			v := Warn
+			v := status.Warn
 			if c.cfg.Secure {
-				v = Fail
+				v = status.Fail
 			}
 			c.step(v, "STARTTLS", "not offered: the link would not be encrypted (most servers refuse that)",
 				"enable TLS for server-to-server links on "+c.remote+"'s server")
@@ -676,14 +668,14 @@ func (c *checker) stream(ctx context.Context, ep endpoint) {
 		if f.StartTLS.Required != nil {
 			detail += " (required)"
 		}
-		c.step(OK, "STARTTLS", detail, "")
+		c.step(status.OK, "STARTTLS", detail, "")
 		tc, ok := c.startTLS(ctx, x)
 		if !ok {
 			return
 		}
 		x.conn = tc
 		if f, err = x.open(ctx); err != nil {
-			c.step(Fail, "stream after TLS", err.Error(), c.streamFix(err, ep))
+			c.step(status.Fail, "stream after TLS", err.Error(), c.streamFix(err, ep))
 			return
 		}
 	}
@@ -710,16 +702,16 @@ func (c *checker) streamFix(err error, ep endpoint) string {
 func (c *checker) startTLS(ctx context.Context, x *xmppConn) (net.Conn, bool) {
 	x.deadline(ctx)
 	if _, err := io.WriteString(x.conn, "<starttls xmlns='"+nsTLS+"'/>"); err != nil {
-		c.step(Fail, "TLS", x.netErr("sending <starttls/>", err).Error(), "")
+		c.step(status.Fail, "TLS", x.netErr("sending <starttls/>", err).Error(), "")
 		return nil, false
 	}
 	el, err := x.nextStart()
 	if err != nil {
-		c.step(Fail, "TLS", x.netErr("waiting for <proceed/>", err).Error(), "ask the "+c.remote+" admin what its server logged")
+		c.step(status.Fail, "TLS", x.netErr("waiting for <proceed/>", err).Error(), "ask the "+c.remote+" admin what its server logged")
 		return nil, false
 	}
 	if el.Name.Space != nsTLS || el.Name.Local != "proceed" {
-		c.step(Fail, "TLS", fmt.Sprintf("the server answered <starttls/> with <%s>, not <proceed/>", clean(el.Name.Local)),
+		c.step(status.Fail, "TLS", fmt.Sprintf("the server answered <starttls/> with <%s>, not <proceed/>", clean(el.Name.Local)),
 			"ask the "+c.remote+" admin to check its TLS certificate and key")
 		return nil, false
 	}
@@ -753,7 +745,7 @@ func (c *checker) handshake(ctx context.Context, x *xmppConn, direct bool) (net.
 		name = "direct TLS"
 	}
 	if err := tc.HandshakeContext(hctx); err != nil {
-		c.step(Fail, name, "handshake failed: "+clean(err.Error()),
+		c.step(status.Fail, name, "handshake failed: "+clean(err.Error()),
 			"check the TLS set-up of "+c.remote+"'s server (certificate and key, TLS 1.2 or later)")
 		return nil, false
 	}
@@ -766,7 +758,7 @@ func (c *checker) handshake(ctx context.Context, x *xmppConn, direct bool) (net.
 			detail += ", no ALPN"
 		}
 	}
-	c.step(OK, name, detail, "")
+	c.step(status.OK, name, detail, "")
 	c.certificate(st.PeerCertificates)
 	return tc, true
 }
@@ -775,9 +767,9 @@ func (c *checker) handshake(ctx context.Context, x *xmppConn, direct bool) (net.
 // expiry and whether it names the remote domain.
 func (c *checker) certificate(chain []*x509.Certificate) {
 	if len(chain) == 0 {
-		v := Warn
+		v := status.Warn
 		if c.cfg.Secure {
-			v = Fail
+			v = status.Fail
 		}
 		c.step(v, "certificate", "the server presented none", "the "+c.remote+" admin must configure a certificate")
 		return
@@ -792,13 +784,13 @@ func (c *checker) certificate(chain []*x509.Certificate) {
 	if nameList == "" {
 		nameList = "nothing"
 	}
-	c.step(Info, "certificate", fmt.Sprintf("names %s; subject %s; issuer %s; valid until %s",
+	c.step(status.Info, "certificate", fmt.Sprintf("names %s; subject %s; issuer %s; valid until %s",
 		nameList, pki.SubjectString(leaf), issuer(leaf), leaf.NotAfter.UTC().Format(time.DateOnly)), "")
 
-	problem := Warn
+	problem := status.Warn
 	consequence := "; dialback will be used to authenticate " + c.remote
 	if c.cfg.Secure {
-		problem = Fail
+		problem = status.Fail
 		consequence = "; " + c.remote + " is on the secure list, so its traffic is refused"
 	}
 	var roots *x509.CertPool
@@ -806,7 +798,7 @@ func (c *checker) certificate(chain []*x509.Certificate) {
 	if c.cfg.Roots != nil {
 		p, err := c.cfg.Roots()
 		if err != nil {
-			c.step(Warn, "trust bundle", "cannot be read: "+clean(err.Error())+"; using the system roots only",
+			c.step(status.Warn, "trust bundle", "cannot be read: "+clean(err.Error())+"; using the system roots only",
 				"upload the bundle again, or xmpp federation trust none")
 		} else {
 			roots = p
@@ -818,7 +810,7 @@ func (c *checker) certificate(chain []*x509.Certificate) {
 	var pe *pki.PeerCertError
 	chainOK := err == nil || errors.As(err, &pe) && !pe.Problem.ChainProblem()
 	if chainOK {
-		c.step(OK, "certificate chain", "verified against "+trust, "")
+		c.step(status.OK, "certificate chain", "verified against "+trust, "")
 	} else {
 		fix := "the " + c.remote + " admin must fix the certificate chain (send the intermediates, in order)"
 		if errors.As(err, &pe) {
@@ -839,10 +831,10 @@ func (c *checker) certificate(chain []*x509.Certificate) {
 	case t.After(leaf.NotAfter):
 		// reported by the chain step
 	case days < expiryWarnDays:
-		c.step(Warn, "certificate expiry", fmt.Sprintf("expires in %d days (%s)", days, leaf.NotAfter.UTC().Format(time.DateOnly)),
+		c.step(status.Warn, "certificate expiry", fmt.Sprintf("expires in %d days (%s)", days, leaf.NotAfter.UTC().Format(time.DateOnly)),
 			"the "+c.remote+" admin should renew it now")
 	default:
-		c.step(OK, "certificate expiry", fmt.Sprintf("%d days left", days), "")
+		c.step(status.OK, "certificate expiry", fmt.Sprintf("%d days left", days), "")
 	}
 
 	if nerr := pki.CheckXMPPServerName(leaf, c.ascii); nerr != nil {
@@ -853,7 +845,7 @@ func (c *checker) certificate(chain []*x509.Certificate) {
 		c.step(problem, "certificate name", nerr.Error()+consequence,
 			"the "+c.remote+" admin needs a certificate that names "+c.ascii+" (subjectAltName DNS:"+c.ascii+" or SRV _xmpp-server."+c.ascii+"); "+fix)
 	} else {
-		c.step(OK, "certificate name", "names "+c.remote, "")
+		c.step(status.OK, "certificate name", "names "+c.remote, "")
 	}
 }
 
@@ -879,9 +871,9 @@ func (c *checker) authMethods(f *features, dbInHdr, afterTLS bool) {
 
 	switch {
 	case external:
-		c.step(OK, "SASL EXTERNAL", "offered: "+c.remote+" accepts our certificate for "+c.local, "")
+		c.authOK("SASL EXTERNAL", "offered: "+c.remote+" accepts our certificate for "+c.local, status.External)
 	case !afterTLS:
-		c.step(Info, "SASL EXTERNAL", "not offered (no TLS)", "")
+		c.step(status.Info, "SASL EXTERNAL", "not offered (no TLS)", "")
 	default:
 		detail := "not offered"
 		if len(mechs) > 0 {
@@ -894,23 +886,23 @@ func (c *checker) authMethods(f *features, dbInHdr, afterTLS bool) {
 		} else {
 			detail += ": " + c.remote + " does not accept our certificate for " + c.local
 		}
-		v := Info
+		v := status.Info
 		if !dialback && !dbInHdr {
-			v = Warn
+			v = status.Warn
 		}
 		c.step(v, "SASL EXTERNAL", detail, fix)
 	}
 	switch {
 	case dialback:
-		c.step(OK, "dialback", "offered (urn:xmpp:features:dialback)", "")
+		c.authOK("dialback", "offered (urn:xmpp:features:dialback)", status.Dialback)
 	case dbInHdr:
-		c.step(OK, "dialback", "declared in the stream header (xmlns:db), not as a feature", "")
+		c.authOK("dialback", "declared in the stream header (xmlns:db), not as a feature", status.Dialback)
 	case external:
-		c.step(Info, "dialback", "not offered (SASL EXTERNAL is)", "")
+		c.step(status.Info, "dialback", "not offered (SASL EXTERNAL is)", "")
 	default:
-		v := Fail
+		v := status.Fail
 		if c.cfg.Authenticate != nil {
-			v = Warn // the real link set-up has the last word
+			v = status.Warn // the real link set-up has the last word
 		}
 		c.step(v, "dialback", "not offered, nor SASL EXTERNAL: "+c.remote+" offers no way for "+c.local+" to authenticate",
 			"ask the "+c.remote+" admin to enable dialback, or to trust our certificate")
@@ -921,10 +913,10 @@ func (c *checker) authMethods(f *features, dbInHdr, afterTLS bool) {
 func (c *checker) authenticate(ctx context.Context) {
 	method, err := c.cfg.Authenticate(ctx, c.local, c.remote)
 	if err != nil {
-		c.step(Fail, "authentication", clean(err.Error()), "see the steps above, and xmpp federation for recent failures")
+		c.step(status.Fail, "authentication", clean(err.Error()), "see the steps above, and xmpp federation for recent failures")
 		return
 	}
-	c.step(OK, "authentication", "authenticated with "+clean(method), "")
+	c.authOK("authentication", "authenticated with "+clean(string(method)), method)
 }
 
 // --- text -------------------------------------------------------------

@@ -25,6 +25,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/resolve/dnstest"
+	"github.com/parley-xmpp/parley/server/status"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -241,7 +242,7 @@ func closedPort(t *testing.T) int {
 
 // --- the check ----------------------------------------------------------
 
-func format(steps []Step) string {
+func format(steps []status.Step) string {
 	var b strings.Builder
 	for _, s := range steps {
 		fmt.Fprintf(&b, "%-4s %s: %s\n", s.Verdict, s.Name, s.Detail)
@@ -292,7 +293,7 @@ func TestCheck(t *testing.T) {
 		route    func(port int) string
 		secure   bool
 		noCert   bool
-		auth     func() (string, error)
+		auth     func() (status.Auth, error)
 		rootsErr bool
 		wantOK   bool
 	}
@@ -304,15 +305,15 @@ func TestCheck(t *testing.T) {
 		}
 	}
 	scenarios := []scenario{
-		{name: "ok", peer: &full, records: srv, auth: func() (string, error) { return "EXTERNAL", nil }, wantOK: true},
+		{name: "ok", peer: &full, records: srv, auth: func() (status.Auth, error) { return status.External, nil }, wantOK: true},
 		{name: "untrusted", peer: &peerOpts{cert: untrusted, dialback: true}, records: srv,
-			auth: func() (string, error) { return "dialback", nil }, wantOK: true},
+			auth: func() (status.Auth, error) { return status.Dialback, nil }, wantOK: true},
 		{name: "untrusted-secure", peer: &peerOpts{cert: untrusted, dialback: true}, records: srv, secure: true,
-			auth: func() (string, error) {
+			auth: func() (status.Auth, error) {
 				return "", errors.New("b.lan is on the secure list and its certificate does not verify")
 			}},
 		{name: "wrong-name", peer: &peerOpts{cert: wrongName, dialback: true}, records: srv,
-			auth: func() (string, error) { return "dialback", nil }, wantOK: true},
+			auth: func() (status.Auth, error) { return status.Dialback, nil }, wantOK: true},
 		{name: "expiring", peer: &peerOpts{cert: expiring, external: true}, records: srv, wantOK: true},
 		{name: "no-client-cert", peer: &peerOpts{cert: good, dialback: true}, records: srv, noCert: true, rootsErr: true, wantOK: true},
 		{name: "no-starttls", peer: &peerOpts{noStartTLS: true, dialback: true}, records: srv, wantOK: true},
@@ -325,9 +326,9 @@ func TestCheck(t *testing.T) {
 				}
 			}},
 		{name: "route", peer: &full, route: func(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) },
-			records: func(int, int) []string { return nil }, auth: func() (string, error) { return "EXTERNAL", nil }, wantOK: true},
+			records: func(int, int) []string { return nil }, auth: func() (status.Auth, error) { return status.External, nil }, wantOK: true},
 		{name: "stream-error", peer: &peerOpts{streamError: "host-unknown"}, records: srv,
-			auth: func() (string, error) { return "", errors.New("b.lan answered host-unknown") }},
+			auth: func() (status.Auth, error) { return "", errors.New("b.lan answered host-unknown") }},
 		{name: "client-port", peer: &peerOpts{namespace: "jabber:client"}, records: srv},
 		{name: "wrong-host", peer: &peerOpts{cert: good, from: "c.lan", external: true}, records: srv, wantOK: true},
 		{name: "no-service", records: func(int, int) []string {
@@ -395,17 +396,17 @@ func TestCheck(t *testing.T) {
 				cfg.Route = func(d string) (string, bool) { return sc.route(port), d == "b.lan" }
 			}
 			if sc.auth != nil {
-				cfg.Authenticate = func(ctx context.Context, local, remote string) (string, error) {
+				cfg.Authenticate = func(ctx context.Context, local, remote string) (status.Auth, error) {
 					if local != "a.lan" || remote != "b.lan" {
 						t.Errorf("Authenticate(%q, %q)", local, remote)
 					}
 					return sc.auth()
 				}
 			}
-			var steps []Step
+			var steps []status.Step
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			ok := Run(ctx, cfg, "a.lan", "b.lan", func(s Step) { steps = append(steps, s) })
+			ok := Run(ctx, cfg, "a.lan", "b.lan", func(s status.Step) { steps = append(steps, s) })
 			out := format(steps)
 			out = strings.ReplaceAll(out, dns.Addr(), "DNS")
 			out = strings.ReplaceAll(out, strconv.Itoa(closed), "CLOSED")
@@ -421,14 +422,23 @@ func TestCheck(t *testing.T) {
 				t.Errorf("Run = %v, want %v\n%s", ok, sc.wantOK, out)
 			}
 			for _, s := range steps {
-				if (s.Verdict == Fail || s.Verdict == Warn) && s.Fix == "" {
+				if (s.Verdict == status.Fail || s.Verdict == status.Warn) && s.Fix == "" {
 					t.Errorf("%s step %q has no fix", s.Verdict, s.Name)
 				}
-				if (s.Verdict == OK || s.Verdict == Info) && s.Fix != "" {
+				if (s.Verdict == status.OK || s.Verdict == status.Info) && s.Fix != "" {
 					t.Errorf("%s step %q has a fix", s.Verdict, s.Name)
 				}
 				if strings.ContainsAny(s.Detail+s.Fix, "\x1b\n\r") {
 					t.Errorf("step %q carries control characters: %q", s.Name, s.Detail)
+				}
+				if s.Auth != "" && s.Verdict != status.OK {
+					t.Errorf("%s step %q names a way to authenticate, %s", s.Verdict, s.Name, s.Auth)
+				}
+			}
+			// The link set-up's method is the last word on how we authenticate.
+			if sc.auth != nil {
+				if method, err := sc.auth(); err == nil && steps[len(steps)-1].Auth != method {
+					t.Errorf("last step %+v, want Auth %s", steps[len(steps)-1], method)
 				}
 			}
 		})
@@ -454,14 +464,14 @@ func TestCheckBounded(t *testing.T) {
 		Resolver:    &resolve.Resolver{Servers: func() []string { return []string{dns.Addr()} }, Timeout: time.Second},
 		DialTimeout: 300 * time.Millisecond,
 	}
-	var steps []Step
+	var steps []status.Step
 	start := time.Now()
-	ok := Run(context.Background(), cfg, "a.lan", "b.lan", func(s Step) { steps = append(steps, s) })
+	ok := Run(context.Background(), cfg, "a.lan", "b.lan", func(s status.Step) { steps = append(steps, s) })
 	if took := time.Since(start); ok || took > 3*time.Second {
 		t.Errorf("silent peer: ok=%v after %v", ok, took)
 	}
 	last := steps[len(steps)-1]
-	if last.Verdict != Fail || !strings.Contains(last.Detail, "no answer within 300ms waiting for the stream header: is this an XMPP server?") {
+	if last.Verdict != status.Fail || !strings.Contains(last.Detail, "no answer within 300ms waiting for the stream header: is this an XMPP server?") {
 		t.Errorf("silent peer: last step %+v", last)
 	}
 
@@ -475,7 +485,7 @@ func TestCheckBounded(t *testing.T) {
 	defer cancel()
 	steps = nil
 	start = time.Now()
-	ok = Run(ctx, cfg, "a.lan", "b.lan", func(s Step) { steps = append(steps, s) })
+	ok = Run(ctx, cfg, "a.lan", "b.lan", func(s status.Step) { steps = append(steps, s) })
 	if took := time.Since(start); ok || took > 3*time.Second {
 		t.Errorf("silent DNS: ok=%v after %v", ok, took)
 	}
@@ -487,8 +497,8 @@ func TestCheckBounded(t *testing.T) {
 }
 
 func TestCheckBadDomain(t *testing.T) {
-	var steps []Step
-	ok := Run(context.Background(), Config{}, "a.lan", "b..lan", func(s Step) { steps = append(steps, s) })
+	var steps []status.Step
+	ok := Run(context.Background(), Config{}, "a.lan", "b..lan", func(s status.Step) { steps = append(steps, s) })
 	if ok || len(steps) != 1 || steps[0].Name != "domain" || !strings.Contains(steps[0].Detail, "is not a valid domain name") {
 		t.Errorf("b..lan: %v %+v", ok, steps)
 	}

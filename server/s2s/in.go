@@ -16,6 +16,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -39,7 +40,7 @@ type inStream struct {
 	mu       sync.Mutex
 	raw      net.Conn
 	conn     *stream.Conn // after TLS, every write goes through it
-	authed   map[pair]string
+	authed   map[pair]status.Auth
 	chain    []*x509.Certificate
 	pending  int
 	closing  bool
@@ -49,12 +50,12 @@ type inStream struct {
 	rate limit.Pace // stanzas received (the read loop's own)
 }
 
-func (st *inStream) status() []Link {
+func (st *inStream) links() []status.Link {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	var out []Link
+	var out []status.Link
 	for p, method := range st.authed {
-		out = append(out, Link{Local: p.local, Remote: p.remote, Direction: "in", State: "up", Auth: method, TLS: true, Peer: st.peer, Since: st.since,
+		out = append(out, status.Link{Local: p.local, Remote: p.remote, Direction: status.In, State: status.Up, Auth: method, TLS: true, Peer: st.peer, Since: st.since,
 			Stanzas: st.stanzas[p]})
 	}
 	return out
@@ -137,7 +138,7 @@ func (st *inStream) remoteAuthed(remote string) bool {
 	return false
 }
 
-func (st *inStream) mark(local, remote, method string) {
+func (st *inStream) mark(local, remote string, method status.Auth) {
 	st.mu.Lock()
 	st.authed[pair{local, remote}] = method
 	raw := st.raw
@@ -168,7 +169,7 @@ func (st *inStream) certFor(remote string) bool {
 // ServeIn runs an incoming server stream whose header has been read. direct
 // tells whether TLS is already up (the direct TLS port).
 func (s *Service) ServeIn(c net.Conn, rd *xml.Reader, header *xml.Element, direct bool) {
-	st := &inStream{s: s, peer: c.RemoteAddr().String(), since: time.Now(), raw: c, authed: map[pair]string{}, verified: map[string]bool{},
+	st := &inStream{s: s, peer: c.RemoteAddr().String(), since: time.Now(), raw: c, authed: map[pair]status.Auth{}, verified: map[string]bool{},
 		stanzas: map[pair]uint64{}}
 	st.rate = limit.NewPace(func() (float64, int) { return limit.LinkRate(s.cfg.StanzaRate) })
 	if tc, ok := c.(*tls.Conn); ok {
@@ -412,7 +413,7 @@ func (st *inStream) external(el *xml.Element, local, from string) bool {
 		return failure("not-authorized")
 	}
 	st.write([]byte(`<success xmlns='` + stream.NSSASL + `'/>`))
-	st.mark(local, authz, "EXTERNAL")
+	st.mark(local, authz, status.External)
 	return true
 }
 
@@ -493,7 +494,7 @@ func (st *inStream) dialback(el *xml.Element, id string) error {
 			reply("invalid", "", "")
 			return
 		}
-		st.mark(local, remote, "dialback")
+		st.mark(local, remote, status.Dialback)
 		reply("valid", "", "")
 	}()
 	return nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server/resolve"
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 )
@@ -28,7 +29,7 @@ type outLink struct {
 	cancel context.CancelFunc
 
 	mu       sync.Mutex
-	state    string // "connecting", "up", "closing"
+	state    status.LinkState
 	pending  []*xml.Element
 	bytes    int // of pending, about
 	conn     *stream.Conn
@@ -41,7 +42,7 @@ type outLink struct {
 
 func (s *Service) newOutLink(p pair) *outLink {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &outLink{s: s, p: p, ctx: ctx, cancel: cancel, state: "connecting", since: time.Now()}
+	return &outLink{s: s, p: p, ctx: ctx, cancel: cancel, state: status.Connecting, since: time.Now()}
 }
 
 func (s *Service) remove(l *outLink) {
@@ -56,7 +57,7 @@ func (s *Service) remove(l *outLink) {
 func (l *outLink) send(el *xml.Element) bool {
 	l.mu.Lock()
 	switch l.state {
-	case "connecting":
+	case status.Connecting:
 		n := approxSize(el)
 		full := ""
 		switch {
@@ -75,13 +76,13 @@ func (l *outLink) send(el *xml.Element) bool {
 		l.bytes += n
 		l.mu.Unlock()
 		return true
-	case "up":
+	case status.Up:
 		l.lastUsed = time.Now()
 		ok := l.conn.Send(stream.Retarget(el, stream.NSClient, stream.NSServer))
 		if ok {
 			l.stanzas++
 		} else {
-			l.state = "closing"
+			l.state = status.Closing
 		}
 		l.mu.Unlock()
 		if !ok {
@@ -139,10 +140,10 @@ func (l *outLink) verified() bool {
 	return l.est != nil && l.est.verified
 }
 
-func (l *outLink) status() Link {
+func (l *outLink) link() status.Link {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := Link{Local: l.p.local, Remote: l.p.remote, Direction: "out", State: l.state, Since: l.since, Queued: len(l.pending), Stanzas: l.stanzas}
+	st := status.Link{Local: l.p.local, Remote: l.p.remote, Direction: status.Out, State: l.state, Since: l.since, Queued: len(l.pending), Stanzas: l.stanzas}
 	if l.est != nil {
 		st.Auth, st.TLS, st.Peer = l.est.auth, true, l.est.peer
 	}
@@ -155,8 +156,8 @@ func (l *outLink) close(e *stream.Error) {
 	l.s.remove(l)
 	l.mu.Lock()
 	conn := l.conn
-	if l.state == "up" {
-		l.state = "closing"
+	if l.state == status.Up {
+		l.state = status.Closing
 	}
 	l.mu.Unlock()
 	l.cancel()
@@ -176,7 +177,7 @@ func (l *outLink) run() {
 	if err != nil {
 		l.s.remove(l)
 		l.mu.Lock()
-		l.state = "closing"
+		l.state = status.Closing
 		pending := l.pending
 		l.pending = nil
 		l.s.connected(l.bytes)
@@ -201,7 +202,7 @@ func (l *outLink) run() {
 func (l *outLink) up(est *established) {
 	conn := stream.NewConn(est.raw, stream.NSServer)
 	l.mu.Lock()
-	l.conn, l.est, l.state, l.since, l.lastUsed = conn, est, "up", time.Now(), time.Now()
+	l.conn, l.est, l.state, l.since, l.lastUsed = conn, est, status.Up, time.Now(), time.Now()
 	var refused []*xml.Element
 	for _, el := range l.pending {
 		if conn.Send(stream.Retarget(el, stream.NSClient, stream.NSServer)) {
@@ -212,7 +213,7 @@ func (l *outLink) up(est *established) {
 	}
 	l.pending = nil
 	if len(refused) > 0 {
-		l.state = "closing" // the queue overflowed: the connection is failing
+		l.state = status.Closing // the queue overflowed: the connection is failing
 	}
 	l.s.connected(l.bytes)
 	l.bytes = 0
@@ -238,7 +239,7 @@ func (l *outLink) up(est *established) {
 	}
 	l.s.remove(l)
 	l.mu.Lock()
-	l.state = "closing"
+	l.state = status.Closing
 	l.idle.Stop()
 	l.mu.Unlock()
 	conn.CloseWith(stream.Close)
@@ -260,7 +261,7 @@ func (l *outLink) up(est *established) {
 func (l *outLink) idleCheck() {
 	idle := l.s.cfg.Federation().IdleTimeout
 	l.mu.Lock()
-	if l.state != "up" {
+	if l.state != status.Up {
 		l.mu.Unlock()
 		return
 	}
@@ -269,7 +270,7 @@ func (l *outLink) idleCheck() {
 		l.mu.Unlock()
 		return
 	}
-	l.state = "closing"
+	l.state = status.Closing
 	conn := l.conn
 	l.mu.Unlock()
 	l.s.remove(l)
@@ -290,7 +291,7 @@ func (e *linkError) Error() string { return e.text }
 type established struct {
 	raw      net.Conn
 	rd       *xml.Reader
-	auth     string
+	auth     status.Auth
 	verified bool // the peer's certificate verified for its domain (or relay)
 	peer     string
 }
@@ -534,7 +535,7 @@ func (s *Service) negotiateOut(ctx context.Context, c net.Conn, p pair, t target
 			return est, nil
 		}
 		if external {
-			est.raw, est.rd, est.auth = conn, rd, "EXTERNAL"
+			est.raw, est.rd, est.auth = conn, rd, status.External
 			c.SetDeadline(time.Time{})
 			return est, nil
 		}
@@ -575,7 +576,7 @@ func (s *Service) negotiateOut(ctx context.Context, c net.Conn, p pair, t target
 			}
 			switch el.Get("type") {
 			case "valid":
-				est.raw, est.rd, est.auth = conn, rd, "dialback"
+				est.raw, est.rd, est.auth = conn, rd, status.Dialback
 				c.SetDeadline(time.Time{})
 				return est, nil
 			case "invalid":

@@ -32,6 +32,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/resolve"
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -97,25 +98,6 @@ const (
 	DefaultMaxLinks        = 2000
 )
 
-// Link is one federation link as the shell shows it.
-type Link struct {
-	Local, Remote string
-	Direction     string // "out" or "in"
-	State         string // "connecting", "up", "closing"
-	Auth          string // "EXTERNAL" or "dialback"
-	TLS           bool
-	Peer          string
-	Since         time.Time
-	Queued        int
-	Stanzas       uint64 // sent on an outgoing link, received on an incoming one
-}
-
-// Failure is a recent failure to reach or accept a remote domain.
-type Failure struct {
-	Local, Remote, Error string
-	At                   time.Time
-}
-
 type pair struct{ local, remote string }
 
 // Service runs federation.
@@ -126,7 +108,7 @@ type Service struct {
 	mu       sync.Mutex
 	out      map[pair]*outLink
 	in       map[*inStream]struct{}
-	failures map[pair]Failure
+	failures map[pair]status.Failure
 	closed   bool
 	// connecting counts the outgoing links being set up, pendingBytes the
 	// bytes queued on them.
@@ -163,7 +145,7 @@ func New(cfg Config) *Service {
 	if cfg.Episodes == nil {
 		cfg.Episodes = limit.NewEpisodes(cfg.Log)
 	}
-	s := &Service{cfg: cfg, out: map[pair]*outLink{}, in: map[*inStream]struct{}{}, failures: map[pair]Failure{}}
+	s := &Service{cfg: cfg, out: map[pair]*outLink{}, in: map[*inStream]struct{}{}, failures: map[pair]status.Failure{}}
 	s.secret = make([]byte, 32)
 	rand.Read(s.secret)
 	return s
@@ -182,9 +164,9 @@ func (s *Service) fail(p pair, err string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.failures) > 256 {
-		s.failures = map[pair]Failure{}
+		s.failures = map[pair]status.Failure{}
 	}
-	s.failures[p] = Failure{Local: p.local, Remote: p.remote, Error: err, At: time.Now()}
+	s.failures[p] = status.Failure{Local: p.local, Remote: p.remote, Error: err, At: time.Now()}
 	// One line per episode: a user writing to thousands of domains that
 	// do not exist must not write thousands of lines (xmpp federation
 	// lists the recent failures one by one).
@@ -192,20 +174,20 @@ func (s *Service) fail(p pair, err string) {
 }
 
 // Status lists the links and recent failures.
-func (s *Service) Status() ([]Link, []Failure) {
+func (s *Service) Status() ([]status.Link, []status.Failure) {
 	outs, ins := s.snapshot()
 	s.mu.Lock()
-	var fails []Failure
+	var fails []status.Failure
 	for _, f := range s.failures {
 		fails = append(fails, f)
 	}
 	s.mu.Unlock()
-	var links []Link
+	var links []status.Link
 	for _, l := range outs {
-		links = append(links, l.status())
+		links = append(links, l.link())
 	}
 	for _, st := range ins {
-		links = append(links, st.status()...)
+		links = append(links, st.links()...)
 	}
 	sort.Slice(links, func(i, j int) bool {
 		a, b := links[i], links[j]
@@ -381,7 +363,7 @@ func domainOf(j string) string {
 // Authenticate sets up and authenticates a link from local to remote on a
 // connection of its own, then closes it: the last step of `xmpp federation
 // check`. It reports the method used (EXTERNAL or dialback).
-func (s *Service) Authenticate(ctx context.Context, local, remote string) (string, error) {
+func (s *Service) Authenticate(ctx context.Context, local, remote string) (status.Auth, error) {
 	if !s.cfg.Handler.Local(local) {
 		return "", &linkError{"not-allowed", local + " is not served here"}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/server/resolve"
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -118,7 +119,7 @@ func TestStalledLinkBounces(t *testing.T) {
 		l.up(&established{raw: srv, rd: rd})
 		close(upDone)
 	}()
-	for l.status().State != "up" {
+	for l.link().State != status.Up {
 		time.Sleep(time.Millisecond)
 	}
 	const n = 1000

@@ -1,0 +1,112 @@
+// Package status owns the types the XMPP engine reports to the shell and
+// nothing else: the engine's state (XMPP), its external components
+// (Component), its server-to-server links and their recent failures (Link,
+// Failure), and the steps of the federation check with their verdicts
+// (Step, Verdict). The engine and its sub-packages (server, server/s2s,
+// server/component, server/fedcheck) fill them in; commands/ prints them.
+// It is a leaf: it imports nothing of Parley, so both sides can import it.
+package status
+
+import "time"
+
+// XMPP is the engine's state as `xmpp` and `xmpp federation` show it.
+type XMPP struct {
+	Running     bool
+	Since       time.Time
+	Listeners   []string       // e.g. "127.0.0.1:5222 (c2s, STARTTLS)"
+	Sessions    int            // authenticated client sessions
+	ByDomain    map[string]int // sessions per domain
+	LastError   string         // e.g. "listen tcp 0.0.0.0:5222: bind: address already in use"
+	LastErrorAt time.Time
+	Components  []Component // the external components (call bridges) the engine knows of
+	// Federation is every server-to-server stream; FederationFailures the
+	// recent failed links, newest first.
+	Federation         []Link
+	FederationFailures []Failure
+	// Connections not yet authenticated: held now, the limit in force
+	// (set, or automatic from the open-file limit), the limit per address.
+	PreAuth, PreAuthLimit, PreAuthPerAddress int
+	// The process's open files and its open-file limit (0: unknown).
+	OpenFiles, FileLimit int
+	IdleTimeout          time.Duration // a silent client is pinged after this, closed after twice
+	MaxStanza            int64         // bytes
+}
+
+// Component is one external (XEP-0114) component as the engine sees it.
+type Component struct {
+	JID           string // name.domain
+	Connected     bool
+	Since         time.Time // connected since
+	From          string    // remote address while connected
+	LastFailure   string    // e.g. "authentication failure", "unknown component"
+	LastFailureAt time.Time
+}
+
+// Direction is which side opened a server-to-server stream.
+type Direction string
+
+// Directions of a link.
+const (
+	Out Direction = "out" // we connected to the remote server
+	In  Direction = "in"  // the remote server connected to us
+)
+
+// LinkState is where a server-to-server link is in its life.
+type LinkState string
+
+// States of a link.
+const (
+	Connecting LinkState = "connecting"
+	Up         LinkState = "up"
+	Closing    LinkState = "closing"
+)
+
+// Auth is how a server authenticated to another on a link.
+type Auth string
+
+// Ways a server authenticates.
+const (
+	External Auth = "EXTERNAL" // SASL EXTERNAL: its certificate
+	Dialback Auth = "dialback" // server dialback (XEP-0220)
+)
+
+// Link is one server-to-server stream.
+type Link struct {
+	Local, Remote string
+	Direction     Direction
+	State         LinkState
+	Auth          Auth // "" while connecting
+	TLS           bool
+	Peer          string // remote address:port
+	Since         time.Time
+	Queued        int    // stanzas waiting (outgoing)
+	Stanzas       uint64 // sent (outgoing) or received (incoming) on the link
+}
+
+// Failure is a recent failure to reach or accept a remote domain.
+type Failure struct {
+	Local, Remote, Error string
+	At                   time.Time
+}
+
+// Verdict is what one step of the federation check found.
+type Verdict string
+
+// Verdicts of a step.
+const (
+	OK   Verdict = "ok"
+	Warn Verdict = "warn"
+	Fail Verdict = "fail"
+	Info Verdict = "info"
+)
+
+// Step is one line of `xmpp federation check`.
+type Step struct {
+	Verdict Verdict
+	Name    string // what was checked, e.g. "SRV _xmpp-server._tcp.b.lan"
+	Detail  string // what was found
+	Fix     string // for warn and fail: what to do about it
+	// Auth, on an ok step that found a way to authenticate to the remote
+	// server, is that way.
+	Auth Auth
+}
