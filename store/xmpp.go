@@ -17,6 +17,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/text/secure/precis"
 	"mellium.im/sasl"
+
+	"github.com/parley-xmpp/parley/server/address"
 )
 
 // XMPP configuration keys in the config bucket. Domains live in their own
@@ -317,12 +319,7 @@ func (a *Account) CheckPassword(password string) bool {
 }
 
 // Domain returns the domain part of the account's JID.
-func (a *Account) Domain() string {
-	if i := strings.LastIndexByte(a.JID, '@'); i >= 0 {
-		return a.JID[i+1:]
-	}
-	return a.JID
-}
+func (a *Account) Domain() string { return address.Domain(a.JID) }
 
 // Account returns one account by bare JID.
 func (s *Store) Account(jid string) (Account, error) {

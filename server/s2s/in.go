@@ -420,7 +420,7 @@ func (st *inStream) external(el *xml.Element, local, from string) bool {
 // answerVerify is the authoritative side of dialback: was this key made
 // here for that stream?
 func (st *inStream) answerVerify(el *xml.Element) {
-	from, to, id := domainOf(el.Get("from")), domainOf(el.Get("to")), el.Get("id")
+	from, to, id := parseDomain(el.Get("from")), parseDomain(el.Get("to")), el.Get("id")
 	reply := xml.New(NSDialback, "verify", "from", to, "to", from, "id", id)
 	if from == "" || to == "" || id == "" || !st.s.cfg.Handler.Local(to) {
 		reply.Set("type", "invalid")
@@ -439,7 +439,7 @@ func (st *inStream) answerVerify(el *xml.Element) {
 // dialback is the receiving side of dialback: the peer claims a domain;
 // ask that domain's authoritative server whether the key is its own.
 func (st *inStream) dialback(el *xml.Element, id string) error {
-	remote, local, key := domainOf(el.Get("from")), domainOf(el.Get("to")), strings.TrimSpace(el.Text())
+	remote, local, key := parseDomain(el.Get("from")), parseDomain(el.Get("to")), strings.TrimSpace(el.Text())
 	if remote == "" || local == "" || key == "" {
 		return &stream.Error{Condition: "improper-addressing", Text: "a dialback request needs from, to and a key"}
 	}

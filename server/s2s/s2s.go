@@ -30,6 +30,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/status"
@@ -210,7 +211,7 @@ func (s *Service) Status() ([]status.Link, []status.Failure) {
 func (s *Service) Route(el *xml.Element) {
 	// from and to come normalized from the IM core: the domain parts are
 	// all that is needed, without parsing the addresses again.
-	p := pair{local: domainPart(el.Get("from")), remote: domainPart(el.Get("to"))}
+	p := pair{local: address.Domain(el.Get("from")), remote: address.Domain(el.Get("to"))}
 	if p.local == "" || p.remote == "" {
 		return
 	}
@@ -353,7 +354,9 @@ func dialbackBytes(el *xml.Element) []byte {
 	return []byte(b)
 }
 
-func domainOf(j string) string {
+// parseDomain is the domain part of an address from the network, prepared
+// (PRECIS, IDNA), or "" when it is not a valid JID.
+func parseDomain(j string) string {
 	if p, err := jid.Parse(j); err == nil {
 		return p.Domainpart()
 	}
@@ -377,14 +380,3 @@ func (s *Service) Authenticate(ctx context.Context, local, remote string) (statu
 	return est.auth, nil
 }
 
-// domainPart is the domain of a normalized JID: after the '@' (if any),
-// before the '/' (if any).
-func domainPart(j string) string {
-	if i := strings.IndexByte(j, '/'); i >= 0 {
-		j = j[:i]
-	}
-	if i := strings.LastIndexByte(j, '@'); i >= 0 {
-		j = j[i+1:]
-	}
-	return j
-}

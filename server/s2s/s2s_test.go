@@ -62,17 +62,6 @@ func TestDialbackKey(t *testing.T) {
 	}
 }
 
-func TestDomainPart(t *testing.T) {
-	for in, want := range map[string]string{
-		"alice@a.lan/phone": "a.lan", "alice@a.lan": "a.lan", "a.lan": "a.lan", "a.lan/res": "a.lan",
-		"room@cb1.a.lan/nick/with/slashes": "cb1.a.lan", "a.lan/res@odd": "a.lan", "": "",
-	} {
-		if got := domainPart(in); got != want {
-			t.Errorf("domainPart(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 type bounceRecorder struct {
 	mu      sync.Mutex
 	bounced map[string]string // id → condition
