@@ -155,34 +155,51 @@ func NameInputs(err error, names map[string]string) error {
 	return err
 }
 
-// parseCertificates returns every certificate in PEM data, in order.
-func parseCertificates(role string, data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	blocks := pemBlocks(data)
-	n := 0
-	for _, b := range blocks {
+// ParseCertificates returns every certificate in PEM data, in order: one
+// certificate, a chain or a bundle (text around the PEM blocks and blocks
+// of other kinds are skipped). It fails when there is none, or when one
+// does not parse, saying which. It is the one place PEM certificates are
+// decoded: checks, inspection, trust bundles and the chain a domain is
+// served with all read them here.
+func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var blocks []*pem.Block
+	for _, b := range pemBlocks(data) {
 		if isCertificateBlock(b) {
-			n++
+			blocks = append(blocks, b)
 		}
 	}
-	for _, b := range blocks {
-		if !isCertificateBlock(b) {
-			continue
-		}
+	if len(blocks) == 0 {
+		return nil, fmt.Errorf("not a certificate (%s)", describeContent(data))
+	}
+	return parseCertificateBlocks(blocks)
+}
+
+// parseCertificateBlocks parses certificate blocks; the error says which
+// one does not parse.
+func parseCertificateBlocks(blocks []*pem.Block) ([]*x509.Certificate, error) {
+	out := make([]*x509.Certificate, 0, len(blocks))
+	for i, b := range blocks {
 		c, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
 			where := "the certificate"
-			if n > 1 {
-				where = fmt.Sprintf("certificate %d of %d", len(out)+1, n)
+			if len(blocks) > 1 {
+				where = fmt.Sprintf("certificate %d of %d", i+1, len(blocks))
 			}
-			return nil, &InputError{Role: role, Reason: fmt.Sprintf("%s is not a valid X.509 certificate: %v", where, err)}
+			return nil, fmt.Errorf("%s is not a valid X.509 certificate: %v", where, err)
 		}
 		out = append(out, c)
 	}
-	if len(out) == 0 {
-		return nil, &InputError{Role: role, Reason: fmt.Sprintf("not a certificate (%s)", describeContent(data))}
-	}
 	return out, nil
+}
+
+// parseCertificates is ParseCertificates with the error an *InputError
+// of role.
+func parseCertificates(role string, data []byte) ([]*x509.Certificate, error) {
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, &InputError{Role: role, Reason: err.Error()}
+	}
+	return certs, nil
 }
 
 // Match reports nil if the private key (PEM) belongs to the certificate (PEM,

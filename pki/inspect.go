@@ -279,15 +279,11 @@ func Inspect(data []byte, now time.Time) (string, error) {
 	for _, b := range c.keys {
 		sections = append(sections, inspectKey(b))
 	}
-	for i, b := range c.certs {
-		cert, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			where := "the certificate"
-			if len(c.certs) > 1 {
-				where = fmt.Sprintf("certificate %d of %d", i+1, len(c.certs))
-			}
-			return "", fmt.Errorf("%s is not a valid X.509 certificate: %v", where, err)
-		}
+	certs, err := parseCertificateBlocks(c.certs)
+	if err != nil {
+		return "", err
+	}
+	for _, cert := range certs {
 		sections = append(sections, inspectCert(cert, now))
 	}
 	for _, b := range c.csrs {

@@ -1,6 +1,8 @@
 package pki
 
 import (
+	"bytes"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -199,6 +201,30 @@ func SelfSignedServer(domain string, now time.Time) (keyPEM, certPEM []byte, err
 		return nil, nil, err
 	}
 	return keyPEM, certPEM, nil
+}
+
+// KeyPair is what an XMPP domain is served with over TLS: the key, the
+// certificate(s) of certPEM, then the certificates of the bundle, if any,
+// but for its self-issued ones (the root: a peer that trusts it has it
+// already). A bundle that holds no certificate, or one that does not
+// parse, is an error.
+func KeyPair(keyPEM, certPEM, bundlePEM []byte) (*tls.Certificate, error) {
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if bundlePEM != nil {
+		bundle, err := ParseCertificates(bundlePEM)
+		if err != nil {
+			return nil, fmt.Errorf("bundle: %v", err)
+		}
+		for _, b := range bundle {
+			if !bytes.Equal(b.RawSubject, b.RawIssuer) {
+				c.Certificate = append(c.Certificate, b.Raw)
+			}
+		}
+	}
+	return &c, nil
 }
 
 // Certificate returns the first certificate in PEM data (for its dates and

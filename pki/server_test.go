@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -247,6 +248,36 @@ func TestCheckServerCertificate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestKeyPair(t *testing.T) {
+	start, end := testNow.AddDate(-1, 0, 0), testNow.AddDate(5, 0, 0)
+	root := issue(t, "Root CA", nil, true, start, end)
+	inter := issue(t, "Intermediate CA", root, true, start, end)
+	leaf := leafCert(t, inter, nil)
+	key := keyPEMOf(t, leaf.key)
+
+	c, err := KeyPair(key, leaf.pem, cat(inter.pem, root.pem))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The leaf, then the intermediate; the root is not sent.
+	if len(c.Certificate) != 2 || !bytes.Equal(c.Certificate[0], leaf.cert.Raw) || !bytes.Equal(c.Certificate[1], inter.cert.Raw) {
+		t.Errorf("chain of %d certificates, want the leaf and the intermediate", len(c.Certificate))
+	}
+	if c, err := KeyPair(key, leaf.pem, nil); err != nil || len(c.Certificate) != 1 {
+		t.Errorf("without a bundle: %v", err)
+	}
+	if _, err := KeyPair(key, leaf.pem, []byte("not PEM")); err == nil || !strings.HasPrefix(err.Error(), "bundle: not a certificate") {
+		t.Errorf("a bundle without certificates: %v", err)
+	}
+	broken := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("junk")})
+	if _, err := KeyPair(key, leaf.pem, cat(inter.pem, broken)); err == nil || !strings.HasPrefix(err.Error(), "bundle: certificate 2 of 2 is not a valid X.509 certificate") {
+		t.Errorf("a bundle with a broken certificate: %v", err)
+	}
+	if _, err := KeyPair(keyPEMOf(t, root.key), leaf.pem, nil); err == nil {
+		t.Error("a key of another certificate was accepted")
 	}
 }
 

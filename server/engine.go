@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log"
@@ -624,30 +623,13 @@ func (e *Engine) loadPair(d store.Domain) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
+	var bundlePEM []byte
 	if d.Bundle != "" {
-		b, err := e.cfg.Files.ReadFile(d.Bundle)
-		if err != nil {
+		if bundlePEM, err = e.cfg.Files.ReadFile(d.Bundle); err != nil {
 			return nil, err
 		}
-		// The chain sent: the certificate, then the bundle's intermediates
-		// (a self-signed root at the end is not sent).
-		for rest := b; ; {
-			var blk *pem.Block
-			blk, rest = pem.Decode(rest)
-			if blk == nil {
-				break
-			}
-			if c, err := x509.ParseCertificate(blk.Bytes); err == nil && c.Subject.String() == c.Issuer.String() {
-				continue
-			}
-			certPEM = append(certPEM, pem.EncodeToMemory(blk)...)
-		}
 	}
-	c, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, err
-	}
-	return &c, nil
+	return pki.KeyPair(keyPEM, certPEM, bundlePEM)
 }
 
 func (e *Engine) tlsConfig() *tls.Config {
