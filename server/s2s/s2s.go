@@ -379,4 +379,3 @@ func (s *Service) Authenticate(ctx context.Context, local, remote string) (statu
 	est.raw.Close()
 	return est.auth, nil
 }
-
