@@ -3,7 +3,10 @@
 // restart: listeners, domains, certificates (chosen by SNI), limits. The
 // protocol work lives in the sub-packages: xml (parsing with limits),
 // stream (errors, bounded outbound queues), c2s (client negotiation),
-// router (the session table) and im (the IM core).
+// router (the session table), im (the IM core), s2s (federation),
+// component (XEP-0114), fedcheck (the federation check). What the engine
+// reports to the shell (Status, FederationCheck) is in the types of
+// server/status, which commands/ prints as they are.
 package server
 
 import (

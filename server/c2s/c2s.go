@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"sync"
@@ -339,19 +338,7 @@ func (s *Session) serve(rd *xml.Reader) {
 	for {
 		el, err := rd.Next()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				s.Close(&stream.Error{Condition: "connection-timeout", Text: "no data from the client"})
-				break
-			}
-			var xe *xml.Error
-			if errors.As(err, &xe) {
-				s.Close(&stream.Error{Condition: xe.Condition, Text: xe.Text})
-			} else if err == io.EOF {
-				s.Close(nil)
-			} else {
-				s.conn.CloseWith(nil)
-			}
+			s.conn.CloseWith(stream.Closing(stream.ReadError(err, "no data from the client")))
 			break
 		}
 		if el.Name.Space != stream.NSClient || !isStanza(el.Name.Local) {

@@ -4,7 +4,8 @@
 // (compared in constant time), one live connection per component (the newest
 // wins, so a restarted call bridge takes over at once), the check that a
 // component sends only from its own domain, and the registry the router
-// asks where a component's stanzas go.
+// asks where a component's stanzas go and the engine asks for each
+// component's status (status.Component).
 package component
 
 import (
@@ -305,15 +306,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 	for {
 		el, err := rd.Next()
 		if err != nil {
-			var xe *xml.Error
-			switch {
-			case errors.As(err, &xe):
-				s.conn.CloseWith((&stream.Error{Condition: xe.Condition, Text: xe.Text}).Bytes())
-			case errors.Is(err, io.EOF):
-				s.conn.CloseWith(stream.Close)
-			default:
-				s.conn.CloseWith(nil)
-			}
+			s.conn.CloseWith(stream.Closing(stream.ReadError(err, "nothing received in time")))
 			break
 		}
 		if el.Name.Space != stream.NSAccept || (el.Name.Local != "message" && el.Name.Local != "presence" && el.Name.Local != "iq") {

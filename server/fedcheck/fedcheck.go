@@ -6,6 +6,8 @@
 // features, STARTTLS, the TLS handshake, the certificate (names, issuer,
 // chain, expiry, name match), SASL EXTERNAL and dialback after TLS, and
 // finally the real link set-up. Every failing step says what to change.
+// Steps are status.Step values: a typed verdict, and on a step that found
+// a way to authenticate, that way (status.Step.Auth).
 package fedcheck
 
 import (

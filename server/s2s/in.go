@@ -189,13 +189,9 @@ func (s *Service) ServeIn(c net.Conn, rd *xml.Reader, header *xml.Element, direc
 		s.mu.Unlock()
 	}()
 	err := st.serve(rd, header, direct)
-	var se *stream.Error
-	switch {
-	case errors.As(err, &se):
-		st.close(se)
-	case err == nil || errors.Is(err, io.EOF):
-		st.closeWith(stream.Close)
-	default:
+	if b := stream.Closing(err); b != nil {
+		st.closeWith(b)
+	} else {
 		st.mu.Lock()
 		st.closing = true
 		conn := st.conn

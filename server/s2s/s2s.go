@@ -9,7 +9,9 @@
 // required, EXTERNAL or dialback per domain pair, every stanza's from
 // checked against the domains authenticated on that stream. The secure
 // list (domains that must present a verified certificate) and the
-// block/allow policy apply both ways.
+// block/allow policy apply both ways. Status reports the links and the
+// recent failures as status.Link and status.Failure; Authenticate sets up
+// one link for the federation check.
 package s2s
 
 import (

@@ -1,8 +1,10 @@
 // Package stream owns what every XMPP stream shares: namespaces, the stream
-// header and stream errors (RFC 6120 §4), stanza errors (§8.3), and Conn, a
-// connection with one bounded outbound queue drained by one writer, so a
-// slow reader never blocks anyone who sends to it, and which hands back
-// what it could not write (conn.go).
+// header and stream errors (RFC 6120 §4), stanza errors (§8.3), what a
+// failed read means for the peer (ReadError, Closing: the one mapping the
+// client, server and component read loops use), and Conn, a connection
+// with one bounded outbound queue drained by one writer, so a slow reader
+// never blocks anyone who sends to it, and which hands back what it could
+// not write (conn.go).
 package stream
 
 import (
@@ -11,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 
 	"github.com/parley-xmpp/parley/server/xml"
@@ -180,6 +183,22 @@ func ReadError(err error, timeoutText string) error {
 		return &Error{Condition: "connection-timeout", Text: timeoutText}
 	}
 	return err
+}
+
+// Closing is what a stream whose read ended with err (mapped by
+// ReadError) is closed with: the stream error, the closing tag when the
+// peer closed its stream (io.EOF) or the stream ended without an error
+// (nil), and nothing when the connection went away (nothing can be
+// written on it).
+func Closing(err error) []byte {
+	var se *Error
+	switch {
+	case errors.As(err, &se):
+		return se.Bytes()
+	case err == nil || errors.Is(err, io.EOF):
+		return Close
+	}
+	return nil
 }
 
 // Retarget returns a copy of el with every element in namespace from moved

@@ -58,6 +58,33 @@ func TestErrorBytes(t *testing.T) {
 	}
 }
 
+// timeoutErr is a read that timed out.
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func TestReadErrorClosing(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"bad XML", fmt.Errorf("reading: %w", &xml.Error{Condition: "not-well-formed", Text: "bad"}),
+			string((&Error{Condition: "not-well-formed", Text: "bad"}).Bytes())},
+		{"timeout", &net.OpError{Op: "read", Err: timeoutErr{}},
+			string((&Error{Condition: "connection-timeout", Text: "too slow"}).Bytes())},
+		{"stream closed", io.EOF, string(Close)},
+		{"ended", nil, string(Close)},
+		{"connection gone", &net.OpError{Op: "read", Err: io.ErrClosedPipe}, ""},
+	} {
+		if got := string(Closing(ReadError(tc.err, "too slow"))); got != tc.want {
+			t.Errorf("%s: closed with %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestStanzaError(t *testing.T) {
 	msg := parse(t, `<message from='a@x/r' to='b@x' id='7' type='chat'><body>hi</body><error type='cancel'/></message>`)
 	e := ErrorReply(msg, "service-unavailable", "")
