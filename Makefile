@@ -21,8 +21,10 @@ TEST_PYMODS   := slixmpp
 
 all: build
 
+# The appliance, and beside it the load generator (a separate binary).
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/parley ./cmd/parley
+	$(GO) build -o bin/parley-load ./cmd/parley-load
 
 run: build
 	@mkdir -p $(DATA_DIR)

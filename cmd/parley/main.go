@@ -1,6 +1,8 @@
 // Command parley is the Parley XMPP appliance: `parley serve` runs the SSH
-// admin shell over the configuration store; `parley version` prints the
-// version; `parley docs` prints the command reference.
+// admin shell over the configuration store and the XMPP engine, handing the
+// engine to the commands as it is; `parley version` prints the version;
+// `parley docs` prints the command reference. The load generator is a
+// command of its own, cmd/parley-load.
 package main
 
 import (
@@ -40,11 +42,6 @@ func main() {
 			fmt.Fprintf(os.Stderr, "parley: %v\n", err)
 			os.Exit(1)
 		}
-	case "load":
-		if err := loadCmd(os.Args[2:], os.Stdout, os.Stderr); err != nil {
-			fmt.Fprintf(os.Stderr, "parley load: %v\n", err)
-			os.Exit(1)
-		}
 	case "version", "--version", "-v":
 		fmt.Printf("Parley %s\n", Version)
 	case "docs":
@@ -61,9 +58,9 @@ func main() {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, `usage:
   parley serve --data-dir DIR [--ssh-listen ADDR] [--admin-password-file F] [--admin-key F] [--hostname NAME]
-  parley load --domain D [--addr HOST:PORT] [--users N] [--messages M] [--server-pid PID]   (load generator; --help for all)
   parley version
   parley docs     print the command reference (docs/commands.md)
+The load generator is a command of its own: parley-load (bin/parley-load).
 `)
 }
 

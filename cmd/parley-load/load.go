@@ -1,11 +1,7 @@
 package main
 
-// `parley load`: the load generator of the design's performance budget.
-// It is an XMPP client of its own (it uses nothing of server/): N sessions
-// log in over STARTTLS, stay idle while the server's memory is read, then
-// each user i sends M chat messages to user (i+1) mod N and every receiver
-// counts what arrives. With --server-pid the server's CPU time and memory
-// are read from /proc, so the figures are the server's alone.
+// The load generator: sessions, logins, message exchange and the report
+// (loadCmd parses the flags; see main.go for what the tool does).
 //
 // Efficiency: one goroutine per session reads, splitting the stream into
 // top-level elements without parsing them (a byte scanner: only a
@@ -142,9 +138,9 @@ func tlsWord(starttls bool) string {
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
-// loadCmd is `parley load ARGS`.
+// loadCmd is `parley-load ARGS`.
 func loadCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	fs := flag.NewFlagSet("parley-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := loadConfig{Log: stderr}
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:5222", "the server's client port (host:port)")
@@ -233,7 +229,7 @@ func (c *loadConfig) user(i int) string { return fmt.Sprintf(c.UserFormat, i) }
 
 func (c *loadConfig) logf(format string, args ...any) {
 	if c.Log != nil {
-		fmt.Fprintf(c.Log, "parley load: "+format+"\n", args...)
+		fmt.Fprintf(c.Log, "parley-load: "+format+"\n", args...)
 	}
 }
 
