@@ -283,7 +283,7 @@ func runFederationStatus(c *Ctx, args []string) error {
 		}
 		add("Links", links...)
 		failures := append([]status.Failure(nil), st.FederationFailures...)
-		sort.SliceStable(failures, func(i, j int) bool { return failures[i].At.After(failures[j].At) })
+		status.SortFailures(failures)
 		var lines []string
 		for i, f := range failures {
 			if i == maxShownFailures {
@@ -362,19 +362,10 @@ func trustText(c *Ctx, bundle string) string {
 	return "system roots and " + bundle + " (" + plural(len(cas), "CA certificate") + ")"
 }
 
-// sortedLinks orders links by local, remote, then out before in.
+// sortedLinks is a sorted copy of links (see status.SortLinks).
 func sortedLinks(links []status.Link) []status.Link {
 	out := append([]status.Link(nil), links...)
-	sort.SliceStable(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Local != b.Local {
-			return a.Local < b.Local
-		}
-		if a.Remote != b.Remote {
-			return a.Remote < b.Remote
-		}
-		return a.Direction > b.Direction // "out" before "in"
-	})
+	status.SortLinks(out)
 	return out
 }
 

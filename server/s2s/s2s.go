@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"log"
 	"net/netip"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -192,17 +191,8 @@ func (s *Service) Status() ([]status.Link, []status.Failure) {
 	for _, st := range ins {
 		links = append(links, st.links()...)
 	}
-	sort.Slice(links, func(i, j int) bool {
-		a, b := links[i], links[j]
-		if a.Remote != b.Remote {
-			return a.Remote < b.Remote
-		}
-		if a.Local != b.Local {
-			return a.Local < b.Local
-		}
-		return a.Direction > b.Direction
-	})
-	sort.Slice(fails, func(i, j int) bool { return fails[i].At.After(fails[j].At) })
+	status.SortLinks(links)
+	status.SortFailures(fails)
 	return links, fails
 }
 

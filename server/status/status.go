@@ -4,10 +4,15 @@
 // Failure), and the steps of the federation check with their verdicts
 // (Step, Verdict). The engine and its sub-packages (server, server/s2s,
 // server/component, server/fedcheck) fill them in; commands/ prints them.
-// It is a leaf: it imports nothing of Parley, so both sides can import it.
+// Beside the types, only the orders they are shown in (SortLinks,
+// SortFailures). It is a leaf: it imports nothing of Parley, so both sides
+// can import it.
 package status
 
-import "time"
+import (
+	"sort"
+	"time"
+)
 
 // XMPP is the engine's state as `xmpp` and `xmpp federation` show it.
 type XMPP struct {
@@ -83,10 +88,30 @@ type Link struct {
 	Stanzas       uint64 // sent (outgoing) or received (incoming) on the link
 }
 
+// SortLinks orders links by local domain, remote domain, then out before
+// in.
+func SortLinks(links []Link) {
+	sort.SliceStable(links, func(i, j int) bool {
+		a, b := links[i], links[j]
+		if a.Local != b.Local {
+			return a.Local < b.Local
+		}
+		if a.Remote != b.Remote {
+			return a.Remote < b.Remote
+		}
+		return a.Direction > b.Direction // "out" before "in"
+	})
+}
+
 // Failure is a recent failure to reach or accept a remote domain.
 type Failure struct {
 	Local, Remote, Error string
 	At                   time.Time
+}
+
+// SortFailures orders failures newest first.
+func SortFailures(failures []Failure) {
+	sort.SliceStable(failures, func(i, j int) bool { return failures[i].At.After(failures[j].At) })
 }
 
 // Verdict is what one step of the federation check found.
