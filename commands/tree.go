@@ -1,8 +1,10 @@
 // Package commands owns the admin shell's command tree. Each command is data
 // (its words, arguments, help, example and the permission it needs) plus a
 // Run function. Commands work against the store, the files area and small
-// interfaces, never against SSH, so they are tested without a network; the
-// shell package only feeds them lines and prints what they return.
+// interfaces (the running engine, the federation check, DNS), never against
+// SSH, so they are tested without a network; what the engine reports comes
+// in the types of server/status, printed here as they are. The shell
+// package only feeds them lines and prints what they return.
 package commands
 
 import (
