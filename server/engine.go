@@ -744,7 +744,7 @@ func filesNote() string {
 func (e *Engine) refuse(c net.Conn, direct bool, xe *xml.Error) {
 	if !direct {
 		c.SetWriteDeadline(time.Now().Add(time.Second))
-		c.Write(append(stream.Header(stream.NSClient, "", "", stream.NewID()), (&stream.Error{Condition: xe.Condition, Text: xe.Text}).Bytes()...))
+		c.Write(append(stream.Header(stream.NSClient, "", "", stream.NewID()), stream.XMLError(xe).Bytes()...))
 	}
 	c.Close()
 }
@@ -800,9 +800,9 @@ func (e *Engine) serve(p *pending, direct bool) {
 		c.Close()
 	}
 	if err != nil {
-		var xe *xml.Error
-		if errors.As(err, &xe) {
-			fail(stream.NSClient, &stream.Error{Condition: xe.Condition, Text: xe.Text})
+		// Bad XML is told; a timeout or a peer gone is closed silently.
+		if se := stream.XMLError(err); se != nil {
+			fail(stream.NSClient, se)
 		} else {
 			c.Close()
 		}

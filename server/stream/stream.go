@@ -174,15 +174,24 @@ func ErrorReply(orig *xml.Element, condition, text string) *xml.Element {
 // connection-timeout with timeoutText when nothing came in time; any other
 // error (the connection went away) is returned as it is.
 func ReadError(err error, timeoutText string) error {
-	var xe *xml.Error
-	if errors.As(err, &xe) {
-		return &Error{Condition: xe.Condition, Text: xe.Text}
+	if se := XMLError(err); se != nil {
+		return se
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return &Error{Condition: "connection-timeout", Text: timeoutText}
 	}
 	return err
+}
+
+// XMLError is the stream error for what the peer sent when err is an
+// *xml.Error (XML that is bad or over a limit), else nil.
+func XMLError(err error) *Error {
+	var xe *xml.Error
+	if errors.As(err, &xe) {
+		return &Error{Condition: xe.Condition, Text: xe.Text}
+	}
+	return nil
 }
 
 // Closing is what a stream whose read ended with err (mapped by
