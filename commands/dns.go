@@ -14,9 +14,9 @@ import (
 
 // DNSResolver is the resolver the XMPP engine uses for federation.
 type DNSResolver interface {
-	// Servers returns the DNS servers in use (ip:port) and where they come
-	// from, e.g. "configured" or "/etc/resolv.conf".
-	Servers() (servers []string, source string)
+	// ServersInUse returns the DNS servers in use (ip:port) and where they
+	// come from, e.g. "configured" or "/etc/resolv.conf".
+	ServersInUse() (servers []string, source string)
 	// Lookup returns the records of one type ("A", "AAAA" or "SRV") for a
 	// name, one line per record.
 	Lookup(ctx context.Context, qtype, name string) ([]string, error)
@@ -92,7 +92,7 @@ func runDNS(c *Ctx, args []string) error {
 		printRows(c, rows)
 		return nil
 	}
-	servers, source := c.DNS.Servers()
+	servers, source := c.DNS.ServersInUse()
 	list := "none"
 	if len(servers) > 0 {
 		cleaned := make([]string, len(servers))

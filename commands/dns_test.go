@@ -20,7 +20,7 @@ type fakeDNS struct {
 	asked   []string
 }
 
-func (d *fakeDNS) Servers() ([]string, string) { return d.servers, d.source }
+func (d *fakeDNS) ServersInUse() ([]string, string) { return d.servers, d.source }
 
 func (d *fakeDNS) Lookup(ctx context.Context, qtype, name string) ([]string, error) {
 	d.asked = append(d.asked, qtype+" "+name)

@@ -23,7 +23,6 @@ import (
 	"github.com/parley-xmpp/parley/commands"
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server"
-	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/shell"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -114,7 +113,7 @@ func serve(args []string) error {
 	engine.Start()
 	defer engine.Stop()
 	env := &commands.Env{Store: st, Files: area, Version: Version, Started: time.Now(), XMPP: engine,
-		Federation: engine, DNS: dnsResolver{engine.Resolver()}}
+		Federation: engine, DNS: engine.Resolver()}
 	srv := shell.New(shell.Config{
 		Env: env, Tree: commands.NewTree(), HostKey: hostKey, Log: logger, MaxUpload: *maxUpload,
 	})
@@ -148,13 +147,4 @@ func serve(args []string) error {
 	case err := <-errc:
 		return err
 	}
-}
-
-// dnsResolver is the engine's DNS client as the `dns` commands see it.
-type dnsResolver struct{ r *resolve.Resolver }
-
-func (d dnsResolver) Servers() ([]string, string) { return d.r.ServersInUse() }
-
-func (d dnsResolver) Lookup(ctx context.Context, qtype, name string) ([]string, error) {
-	return d.r.Lookup(ctx, qtype, name)
 }
