@@ -594,14 +594,24 @@ func checkCertFiles(c *Ctx, what, domain, keyName, crtName, bundleName string) e
 	return errorf("%s: %s and %s: %v", what, keyName, crtName, err)
 }
 
-func runXMPPDomain(c *Ctx, args []string) error {
-	d, err := parseDomain(args[0])
+// domainAndConfig parses a domain argument and reads the XMPP
+// configuration it is to be checked against; errors start with what.
+func domainAndConfig(c *Ctx, what, arg string) (string, store.XMPPConfig, error) {
+	d, err := parseDomain(arg)
 	if err != nil {
-		return errorf("xmpp domain: %v", err)
+		return "", store.XMPPConfig{}, errorf("%s: %v", what, err)
 	}
 	cfg, err := c.Store.XMPP()
 	if err != nil {
-		return errorf("xmpp domain: %v", err)
+		return "", store.XMPPConfig{}, errorf("%s: %v", what, err)
+	}
+	return d, cfg, nil
+}
+
+func runXMPPDomain(c *Ctx, args []string) error {
+	d, cfg, err := domainAndConfig(c, "xmpp domain", args[0])
+	if err != nil {
+		return err
 	}
 	old, hadPrimary := cfg.Primary()
 	if hadPrimary && old.Name == d && old.Cert != "" {
@@ -698,13 +708,9 @@ func runXMPPCertsNone(c *Ctx, args []string) error {
 
 func runXMPPMultiDomainAdd(c *Ctx, args []string) error {
 	const what = "xmpp multi-domain add"
-	d, err := parseDomain(args[0])
+	d, cfg, err := domainAndConfig(c, what, args[0])
 	if err != nil {
-		return errorf("%s: %v", what, err)
-	}
-	cfg, err := c.Store.XMPP()
-	if err != nil {
-		return errorf("%s: %v", what, err)
+		return err
 	}
 	if existing, ok := cfg.Domain(d); ok {
 		if existing.Primary {
@@ -755,13 +761,9 @@ func (t *Tree) usageOf(name string) string {
 
 func runXMPPMultiDomainDel(c *Ctx, args []string) error {
 	const what = "xmpp multi-domain del"
-	d, err := parseDomain(args[0])
+	d, cfg, err := domainAndConfig(c, what, args[0])
 	if err != nil {
-		return errorf("%s: %v", what, err)
-	}
-	cfg, err := c.Store.XMPP()
-	if err != nil {
-		return errorf("%s: %v", what, err)
+		return err
 	}
 	existing, ok := cfg.Domain(d)
 	switch {
