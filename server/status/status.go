@@ -1,12 +1,12 @@
-// Package status owns the types the XMPP engine reports to the shell and
-// nothing else: the engine's state (XMPP), its external components
-// (Component), its server-to-server links and their recent failures (Link,
-// Failure), and the steps of the federation check with their verdicts
-// (Step, Verdict). The engine and its sub-packages (server, server/s2s,
-// server/component, server/fedcheck) fill them in; commands/ prints them.
-// Beside the types, only the orders they are shown in (SortLinks,
-// SortFailures). It is a leaf: it imports nothing of Parley, so both sides
-// can import it.
+// Package status owns the types the XMPP engine reports to the shell: the
+// engine's state (XMPP), its external components (Component), its
+// server-to-server links and their recent failures (Link, Failure), and the
+// steps of the federation check with their typed verdicts (Step, Verdict,
+// Auth); and the order links and failures are shown in (SortLinks,
+// SortFailures). The engine and its sub-packages (server, server/s2s,
+// server/component, server/fedcheck) fill them in; commands/ prints them as
+// they are. It is a leaf: it imports nothing of Parley, so both sides can
+// import it.
 package status
 
 import (
