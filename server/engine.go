@@ -454,8 +454,8 @@ func (e *Engine) Status() Status {
 func (e *Engine) UserSessions(bare string) int { return len(e.router.Sessions(bare)) }
 
 func (e *Engine) reconcile() {
-	// Read under the lock: reconciles run on the goroutines of concurrent
-	// changes, and the last to run must see the last change.
+	// Read under the lock: reconciles run on the store's notifier and on
+	// Start's goroutine, and the last to run must see the last change.
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cfg, err := e.cfg.Store.XMPP()

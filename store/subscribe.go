@@ -166,6 +166,14 @@ func (c *RosterChange) store(tx *bolt.Tx) error {
 	return err
 }
 
+// storeIfChanged writes c.After unless it is c.Before.
+func (c *RosterChange) storeIfChanged(tx *bolt.Tx) error {
+	if sameItem(c.Before, c.After) {
+		return nil
+	}
+	return c.store(tx)
+}
+
 // outbound applies the presence to the sender's own roster (RFC 6121
 // §3.1.2, §3.1.5, §3.2.2, §3.3.2).
 func (o RosterSubscribe) outbound(tx *bolt.Tx, res *SubscribeResult) error {
@@ -193,12 +201,7 @@ func (o RosterSubscribe) outbound(tx *bolt.Tx, res *SubscribeResult) error {
 		it.PendingIn, it.PendingInMsg = false, nil
 	}
 	res.Sender = c
-	if sameItem(c.Before, c.After) {
-		return nil
-	}
-	err = c.store(tx)
-	res.Sender = c
-	return err
+	return res.Sender.storeIfChanged(tx)
 }
 
 // inbound applies the presence to the receiver's roster (RFC 6121 §3, the
@@ -259,12 +262,10 @@ func (o RosterSubscribe) inbound(tx *bolt.Tx, res *SubscribeResult) error {
 	}
 	res.Deliver = deliver
 	res.Receiver = c
-	if sameItem(before, *ct) || (!c.Existed && ct.Subscription == SubNone && !ct.PendingIn) {
-		return nil
+	if !c.Existed && ct.Subscription == SubNone && !ct.PendingIn {
+		return nil // nothing worth a new item
 	}
-	err = c.store(tx)
-	res.Receiver = c
-	return err
+	return res.Receiver.storeIfChanged(tx)
 }
 
 // reply applies From's server's "subscribed" answer to To's roster: if To
@@ -280,12 +281,7 @@ func (o RosterSubscribe) reply(tx *bolt.Tx, res *SubscribeResult) error {
 		c.After.Subscription = addTo(c.After.Subscription)
 	}
 	res.Receiver = c
-	if sameItem(c.Before, c.After) {
-		return nil
-	}
-	err = c.store(tx)
-	res.Receiver = c
-	return err
+	return res.Receiver.storeIfChanged(tx)
 }
 
 // strangerRequests counts the requests waiting in user's roster from

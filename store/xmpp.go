@@ -23,7 +23,7 @@ import (
 // bucket.
 const (
 	XMPPEnabled           = "xmpp.enabled"             // "true" when the engine should run
-	XMPPListen            = "xmpp.listen"              // space-separated addresses or interface names; unset: all addresses
+	XMPPListen            = "xmpp.listen"              // space-separated addresses or interface names; unset: all addresses. Node-local (node.go)
 	XMPPPortC2S           = "xmpp.port.c2s"            // plain + STARTTLS, default 5222
 	XMPPPortC2STLS        = "xmpp.port.c2s-tls"        // direct TLS, default 5223
 	XMPPPortS2S           = "xmpp.port.s2s"            // server streams, default 5269
