@@ -239,8 +239,16 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 		}
 	}()
 	time.Sleep(20 * time.Millisecond)
+	if err := b.Restore(bytes.NewReader(snap.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
 	close(stop)
 	wg.Wait()
+	if err := b.Check(); err != nil {
+		t.Fatal(err)
+	}
+	// Again with nothing else going on: b is a's copy.
 	if err := b.Restore(bytes.NewReader(snap.Bytes())); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +256,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	if err := b.Settle(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
-	if restored.Load() != 1 {
+	if restored.Load() != 2 {
 		t.Error("watchers were not told of the restore")
 	}
 	if h, _ := b.History("someone"); len(h) != 1 {
