@@ -138,7 +138,7 @@ func newBridge(c *Ctx, what, arg string) (store.Component, error) {
 }
 
 func addBridge(c *Ctx, what string, comp store.Component) error {
-	if err := c.Store.Apply(store.Op{Kind: store.OpComponentAdd, Component: &comp}); err != nil {
+	if err := commit(c, store.ComponentAdd{Component: comp}); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return errorf("%s: call bridge %s already exists: to change its secret, xmpp callbridge del %s and add it again", what, comp.Name, comp.Name)
 		}
@@ -258,7 +258,7 @@ func runCallbridgeDel(c *Ctx, args []string) error {
 	}
 	jid := comp.JID()
 	before, wasConnected := connectedComponent(c, jid)
-	if err := c.Store.Apply(store.Op{Kind: store.OpComponentDel, Name: name}); err != nil {
+	if err := commit(c, store.ComponentDel{Name: name}); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return errorf("%s: no call bridge %s (see xmpp callbridge list)", what, name)
 		}
@@ -307,11 +307,11 @@ func runCallbridgeList(c *Ctx, args []string) error {
 
 func runCallbridgePlain(c *Ctx, args []string) error {
 	const what = "xmpp callbridge plain"
-	op := store.Op{Kind: store.OpConfigDel, Name: store.XMPPComponentPlain}
+	var op store.Op = store.ConfigDel{Key: store.XMPPComponentPlain}
 	if args[0] == "allow" {
-		op = store.Op{Kind: store.OpConfigSet, Name: store.XMPPComponentPlain, Value: "allow"}
+		op = store.ConfigSet{Key: store.XMPPComponentPlain, Value: "allow"}
 	}
-	if err := c.Store.Apply(op); err != nil {
+	if err := commit(c, op); err != nil {
 		return errorf("%s: %v", what, err)
 	}
 	cfg, err := c.Store.XMPP()

@@ -224,8 +224,9 @@ func (e *componentEngine) Status() status.XMPP {
 func (e *componentEngine) UserSessions(string) int { return 0 }
 
 func (e *componentEngine) watch(s *store.Store) {
-	s.Watch(func(op store.Op) {
-		if op.Kind != store.OpComponentDel || e.sticky {
+	s.Watch(func(c store.Change) {
+		op, ok := c.Op.(store.ComponentDel)
+		if !ok || e.sticky {
 			return
 		}
 		// Disconnect a little later, as a real engine would.

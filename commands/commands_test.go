@@ -2,6 +2,7 @@ package commands
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"os"
@@ -61,7 +62,7 @@ func newFixture(t testing.TB) *fixture {
 	}
 	t.Cleanup(func() { area.Close() })
 	hash, _ := store.HashPassword("root-password")
-	if err := st.Apply(store.Op{Kind: store.OpAdminCreate, Admin: &store.Admin{Name: "root", Role: store.RoleAdmin, PasswordHash: hash}}); err != nil {
+	if _, err := st.ProposeSettled(context.Background(), store.AdminCreate{Admin: store.Admin{Name: "root", Role: store.RoleAdmin, PasswordHash: hash}}); err != nil {
 		t.Fatal(err)
 	}
 	env := &Env{Store: st, Files: area, Version: "test", Started: fixedNow.Add(-90 * time.Minute), Now: func() time.Time { return fixedNow }}
@@ -297,7 +298,7 @@ func TestPasswd(t *testing.T) {
 	}
 	// Any role may change its own password.
 	hash, _ := store.HashPassword("aud-password-1")
-	f.env.Store.Apply(store.Op{Kind: store.OpAdminCreate, Admin: &store.Admin{Name: "aud", Role: store.RoleAudit, PasswordHash: hash}})
+	f.env.Store.ProposeSettled(context.Background(), store.AdminCreate{Admin: store.Admin{Name: "aud", Role: store.RoleAudit, PasswordHash: hash}})
 	if _, err := f.runAs("aud", store.RoleAudit, "passwd", "aud-password-1", "aud-password-2"); err != nil {
 		t.Fatalf("audit passwd: %v", err)
 	}

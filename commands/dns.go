@@ -150,7 +150,7 @@ func runDNSResolverAdd(c *Ctx, args []string) error {
 		return errorf("%s: %d resolvers are configured, the most allowed: remove one with dns resolver del <ip[:port]>", what, len(list))
 	}
 	list = append(list, r)
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.DNSResolvers, Value: strings.Join(list, " ")}); err != nil {
+	if err := applySetting(c, what, store.ConfigSet{Key: store.DNSResolvers, Value: strings.Join(list, " ")}); err != nil {
 		return err
 	}
 	c.printf("DNS resolvers: %s (used instead of /etc/resolv.conf)\n", strings.Join(list, ", "))
@@ -175,9 +175,9 @@ func runDNSResolverDel(c *Ctx, args []string) error {
 	if !found {
 		return errorf("%s: %s is not configured (see dns)", what, r)
 	}
-	op := store.Op{Kind: store.OpConfigSet, Name: store.DNSResolvers, Value: strings.Join(rest, " ")}
+	var op store.Op = store.ConfigSet{Key: store.DNSResolvers, Value: strings.Join(rest, " ")}
 	if len(rest) == 0 {
-		op = store.Op{Kind: store.OpConfigDel, Name: store.DNSResolvers}
+		op = store.ConfigDel{Key: store.DNSResolvers}
 	}
 	if err := applySetting(c, what, op); err != nil {
 		return err

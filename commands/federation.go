@@ -478,7 +478,7 @@ func runFederationEnable(c *Ctx, args []string) error {
 		c.printf("Federation is already enabled\n")
 		return nil
 	}
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.FedEnabled, Value: "true"}); err != nil {
+	if err := applySetting(c, what, store.ConfigSet{Key: store.FedEnabled, Value: "true"}); err != nil {
 		return err
 	}
 	cfg, err := c.Store.XMPP()
@@ -509,7 +509,7 @@ func runFederationDisable(c *Ctx, args []string) error {
 	if c.XMPP != nil {
 		before = len(c.XMPP.Status().Federation)
 	}
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.FedEnabled, Value: "false"}); err != nil {
+	if err := applySetting(c, what, store.ConfigSet{Key: store.FedEnabled, Value: "false"}); err != nil {
 		return err
 	}
 	const done = "Federation disabled: server-to-server links close, remote servers cannot connect, and stanzas for remote domains bounce back to their senders"
@@ -537,7 +537,7 @@ func runFederationIdleTimeout(c *Ctx, args []string) error {
 	if n < lo || n > hi {
 		return errorf("%s: %d seconds is out of range: give %d to %d (24 hours)", what, n, lo, hi)
 	}
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.FedIdleTimeout, Value: strconv.Itoa(n)}); err != nil {
+	if err := applySetting(c, what, store.ConfigSet{Key: store.FedIdleTimeout, Value: strconv.Itoa(n)}); err != nil {
 		return err
 	}
 	c.printf("Federation idle timeout: %d seconds: an outgoing link without traffic for that long is closed\n", n)
@@ -576,7 +576,7 @@ func runFederationSecureAdd(c *Ctx, args []string) error {
 		c.printf("%s is already on the secure list\n", p)
 		return nil
 	}
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.FedSecure + p, Value: "1"}); err != nil {
+	if err := applySetting(c, what, store.ConfigSet{Key: store.FedSecure + p, Value: "1"}); err != nil {
 		return err
 	}
 	c.printf("%s added to the secure list: %s only with TLS and a verified certificate (no dialback)\n", p, patternScope(p))
@@ -602,7 +602,7 @@ func runFederationSecureDel(c *Ctx, args []string) error {
 	if _, ok := c.Store.Config(store.FedSecure + p); !ok {
 		return errorf("%s: %s is not on the secure list (see xmpp federation secure list)", what, p)
 	}
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigDel, Name: store.FedSecure + p}); err != nil {
+	if err := applySetting(c, what, store.ConfigDel{Key: store.FedSecure + p}); err != nil {
 		return err
 	}
 	c.printf("%s removed from the secure list\n", p)
@@ -670,7 +670,7 @@ func runFederationTrust(c *Ctx, args []string) error {
 	if len(expired) == len(cas) {
 		return errorf("%s: %s cannot be a trust bundle: every CA certificate in it has expired (%s)", what, name, strings.Join(expired, "; "))
 	}
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.FedTrust, Value: name}); err != nil {
+	if err := applySetting(c, what, store.ConfigSet{Key: store.FedTrust, Value: name}); err != nil {
 		return err
 	}
 	var subjects []string
@@ -685,7 +685,7 @@ func runFederationTrust(c *Ctx, args []string) error {
 }
 
 func runFederationTrustNone(c *Ctx, args []string) error {
-	if err := applySetting(c, "xmpp federation trust none", store.Op{Kind: store.OpConfigDel, Name: store.FedTrust}); err != nil {
+	if err := applySetting(c, "xmpp federation trust none", store.ConfigDel{Key: store.FedTrust}); err != nil {
 		return err
 	}
 	c.printf("Remote servers' certificates are verified against the system roots only\n")
@@ -778,7 +778,7 @@ func runFederationRouteAdd(c *Ctx, args []string) error {
 		c.printf("%s is already routed via %s\n", d, relay)
 		return nil
 	}
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.FedRoute + d, Value: relay}); err != nil {
+	if err := applySetting(c, what, store.ConfigSet{Key: store.FedRoute + d, Value: relay}); err != nil {
 		return err
 	}
 	if had {
@@ -798,7 +798,7 @@ func runFederationRouteDel(c *Ctx, args []string) error {
 	if _, ok := c.Store.Config(store.FedRoute + d); !ok {
 		return errorf("%s: %s has no route (see xmpp federation route list)", what, d)
 	}
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigDel, Name: store.FedRoute + d}); err != nil {
+	if err := applySetting(c, what, store.ConfigDel{Key: store.FedRoute + d}); err != nil {
 		return err
 	}
 	c.printf("Route of %s removed: its servers are found through DNS again\n", d)
@@ -839,7 +839,7 @@ func runFederationPolicy(c *Ctx, args []string, policy string) error {
 		c.printf("%s is already %sed\n", d, policy)
 		return nil
 	}
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.FedPolicy + d, Value: policy}); err != nil {
+	if err := applySetting(c, what, store.ConfigSet{Key: store.FedPolicy + d, Value: policy}); err != nil {
 		return err
 	}
 	was := ""
@@ -872,7 +872,7 @@ func runFederationPolicyDel(c *Ctx, args []string) error {
 	if !ok {
 		return errorf("%s: %s is neither blocked nor allowed (see xmpp federation policy list)", what, d)
 	}
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigDel, Name: store.FedPolicy + d}); err != nil {
+	if err := applySetting(c, what, store.ConfigDel{Key: store.FedPolicy + d}); err != nil {
 		return err
 	}
 	now := "it federates"
@@ -909,13 +909,13 @@ func runFederationAllowList(c *Ctx, args []string) error {
 	}
 	blocked, allowed := policyDomains(fed)
 	if args[0] == "off" {
-		if err := applySetting(c, what, store.Op{Kind: store.OpConfigDel, Name: store.FedAllowList}); err != nil {
+		if err := applySetting(c, what, store.ConfigDel{Key: store.FedAllowList}); err != nil {
 			return err
 		}
 		c.printf("Allow-list mode off: every remote domain federates except the blocked ones (%d blocked)\n", len(blocked))
 		return nil
 	}
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.FedAllowList, Value: "true"}); err != nil {
+	if err := applySetting(c, what, store.ConfigSet{Key: store.FedAllowList, Value: "true"}); err != nil {
 		return err
 	}
 	if len(allowed) == 0 {

@@ -281,8 +281,8 @@ func TestFederationDisableWaitsForLinks(t *testing.T) {
 			{Local: "example.com", Remote: "b.lan", Direction: "out", State: "up"},
 			{Local: "example.com", Remote: "b.lan", Direction: "in", State: "up"},
 		}}}
-		f.env.Store.Watch(func(op store.Op) {
-			if op.Name == store.FedEnabled && op.Value == "false" {
+		f.env.Store.Watch(func(c store.Change) {
+			if op, ok := c.Op.(store.ConfigSet); ok && op.Key == store.FedEnabled && op.Value == "false" {
 				time.AfterFunc(20*time.Millisecond, func() { e.mu.Lock(); e.st.Federation = nil; e.mu.Unlock() })
 			}
 		})

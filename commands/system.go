@@ -84,7 +84,7 @@ func systemCommands(t *Tree) []*Command {
 				if err := CheckHostname(args[0]); err != nil {
 					return errorf("hostname: %v", err)
 				}
-				return c.Store.Apply(store.Op{Kind: store.OpConfigSet, Name: store.ConfigHostname, Value: args[0]})
+				return commit(c, store.ConfigSet{Key: store.ConfigHostname, Value: args[0]})
 			},
 		},
 		{

@@ -356,7 +356,7 @@ func (t *Tree) Run(c *Ctx, line string) error {
 		if err != nil {
 			result = "failed: " + err.Error()
 		}
-		if aerr := c.Store.Apply(store.Op{Kind: store.OpAudit, Audit: &store.AuditEntry{
+		if aerr := commit(c, store.AuditAdd{Entry: store.AuditEntry{
 			User: c.User, From: c.From, Action: auditLine(cmd, args), Result: result,
 		}}); aerr != nil && err == nil {
 			err = errorf("%s: done, but the audit trail could not be written: %v", cmd.Name(), aerr)

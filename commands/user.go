@@ -54,7 +54,7 @@ func userCommands() []*Command {
 				if _, err := c.Store.Admin(args[0]); err != nil {
 					return errorf("user del: %v", trimNotFound(err))
 				}
-				if err := c.Store.Apply(store.Op{Kind: store.OpAdminDelete, Name: args[0]}); err != nil {
+				if err := commit(c, store.AdminDelete{Name: args[0]}); err != nil {
 					return errorf("user del: %v", err)
 				}
 				return nil
@@ -81,7 +81,7 @@ func userCommands() []*Command {
 			Example: "user expire alice",
 			Perm:    PermSystem,
 			Run: func(c *Ctx, args []string) error {
-				return adminOp(c, "user expire", store.Op{Kind: store.OpAdminExpire, Name: args[0]})
+				return adminOp(c, "user expire", args[0], store.AdminExpire{Name: args[0]})
 			},
 		},
 		{
@@ -162,7 +162,7 @@ func userCommands() []*Command {
 			Perm:    PermSystem,
 			Run: func(c *Ctx, args []string) error {
 				n, _ := parseCount(args[1])
-				return adminOp(c, "user sshkey del", store.Op{Kind: store.OpAdminKeyDel, Name: args[0], Index: n})
+				return adminOp(c, "user sshkey del", args[0], store.AdminKeyDel{Name: args[0], Index: n})
 			},
 		},
 		{
@@ -198,7 +198,7 @@ func runRuleMaxStartups(c *Ctx, args []string) error {
 	if err != nil {
 		return errorf("user rule max_startups: %v", err)
 	}
-	return c.Store.Apply(store.Op{Kind: store.OpConfigSet, Name: store.RuleMaxStartups, Value: m.String()})
+	return commit(c, store.ConfigSet{Key: store.RuleMaxStartups, Value: m.String()})
 }
 
 func runRulePenalty(c *Ctx, args []string) error {
@@ -206,11 +206,11 @@ func runRulePenalty(c *Ctx, args []string) error {
 	if err != nil {
 		return errorf("user rule per_source_penalty: %v", err)
 	}
-	return c.Store.Apply(store.Op{Kind: store.OpConfigSet, Name: store.RulePerSourcePenalty, Value: p.String()})
+	return commit(c, store.ConfigSet{Key: store.RulePerSourcePenalty, Value: p.String()})
 }
 
 func runUserUnlock(c *Ctx, args []string) error {
-	if err := adminOp(c, "user unlock", store.Op{Kind: store.OpAdminUnlock, Name: args[0]}); err != nil {
+	if err := adminOp(c, "user unlock", args[0], store.AdminUnlock{Name: args[0]}); err != nil {
 		return err
 	}
 	if c.Logins != nil {
@@ -240,7 +240,7 @@ func ruleCommand(word, key string, min, max int, summary, example string) *Comma
 			if n < min || n > max {
 				return errorf("user rule %s: %d is out of range: give %d to %d", word, n, min, max)
 			}
-			return c.Store.Apply(store.Op{Kind: store.OpConfigSet, Name: key, Value: fmt.Sprint(n)})
+			return commit(c, store.ConfigSet{Key: key, Value: fmt.Sprint(n)})
 		},
 	}
 }
@@ -252,11 +252,11 @@ func trimNotFound(err error) error {
 	return err
 }
 
-func adminOp(c *Ctx, what string, op store.Op) error {
-	if _, err := c.Store.Admin(op.Name); err != nil {
+func adminOp(c *Ctx, what, name string, op store.Op) error {
+	if _, err := c.Store.Admin(name); err != nil {
 		return errorf("%s: %v", what, trimNotFound(err))
 	}
-	if err := c.Store.Apply(op); err != nil {
+	if err := commit(c, op); err != nil {
 		return errorf("%s: %v", what, err)
 	}
 	return nil
@@ -332,7 +332,7 @@ func runUserAdd(c *Ctx, args []string) error {
 	if err != nil {
 		return errorf("user add: %v", err)
 	}
-	if err := c.Store.Apply(store.Op{Kind: store.OpAdminCreate, Admin: &store.Admin{Name: name, Role: role, PasswordHash: hash}}); err != nil {
+	if err := commit(c, store.AdminCreate{Admin: store.Admin{Name: name, Role: role, PasswordHash: hash}}); err != nil {
 		return errorf("user add: %v", err)
 	}
 	return nil
@@ -354,7 +354,7 @@ func runPasswd(c *Ctx, args []string) error {
 	if err != nil {
 		return errorf("passwd: %v", err)
 	}
-	if err := c.Store.Apply(store.Op{Kind: store.OpAdminPassword, Name: c.User, Value: hash}); err != nil {
+	if err := commit(c, store.AdminPassword{Name: c.User, Hash: hash}); err != nil {
 		return errorf("passwd: %v", err)
 	}
 	c.printf("Password changed.\n")
@@ -452,7 +452,7 @@ func runSSHKeyAdd(c *Ctx, args []string) error {
 	}
 	added := 0
 	for _, l := range lines {
-		err := c.Store.Apply(store.Op{Kind: store.OpAdminKeyAdd, Name: name, Value: l})
+		err := commit(c, store.AdminKeyAdd{Name: name, Line: l})
 		if errors.Is(err, store.ErrExists) {
 			c.printf("already authorized: %s\n", keyLabel(l))
 			continue

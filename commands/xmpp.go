@@ -404,7 +404,7 @@ func runXMPPEnable(c *Ctx, args []string) error {
 		return errorf("xmpp enable: set a domain first: xmpp domain <name>")
 	}
 	applied := time.Now()
-	if err := c.Store.Apply(store.Op{Kind: store.OpConfigSet, Name: store.XMPPEnabled, Value: "true"}); err != nil {
+	if err := commit(c, store.ConfigSet{Key: store.XMPPEnabled, Value: "true"}); err != nil {
 		return errorf("xmpp enable: %v", err)
 	}
 	if c.XMPP == nil {
@@ -439,7 +439,7 @@ func listenersText(l []string) string {
 }
 
 func runXMPPDisable(c *Ctx, args []string) error {
-	if err := c.Store.Apply(store.Op{Kind: store.OpConfigSet, Name: store.XMPPEnabled, Value: "false"}); err != nil {
+	if err := commit(c, store.ConfigSet{Key: store.XMPPEnabled, Value: "false"}); err != nil {
 		return errorf("xmpp disable: %v", err)
 	}
 	if waitStopped(c) {
@@ -480,7 +480,10 @@ func runXMPPReset(c *Ctx, args []string) error {
 	if strings.TrimSpace(answer) != resetConfirmation {
 		return errorf("xmpp reset: not confirmed (type %s to confirm); nothing was changed", resetConfirmation)
 	}
-	if err := c.Store.Apply(store.Op{Kind: store.OpXMPPReset}); err != nil {
+	if err := commit(c, store.XMPPReset{}); err != nil {
+		return errorf("xmpp reset: %v", err)
+	}
+	if err := commit(c, store.ConfigDel{Key: store.XMPPListen}); err != nil { // node-local
 		return errorf("xmpp reset: %v", err)
 	}
 	waitStopped(c)
@@ -618,7 +621,7 @@ func runXMPPDomain(c *Ctx, args []string) error {
 		c.printf("%s is already the primary XMPP domain\n", d)
 		return nil
 	}
-	op := store.Op{Kind: store.OpDomainPrimary, Name: d}
+	op := store.DomainPrimary{Name: d}
 	var keyName, crtName string
 	generated := false
 	if existing, ok := cfg.Domain(d); ok && existing.Cert != "" {
@@ -627,13 +630,13 @@ func runXMPPDomain(c *Ctx, args []string) error {
 		if keyName, crtName, generated, err = selfSignedPair(c, "xmpp domain", d); err != nil {
 			return err
 		}
-		op.Domain = &store.Domain{Name: d, Key: keyName, Cert: crtName}
+		op.Certs = &store.Domain{Name: d, Key: keyName, Cert: crtName}
 	}
-	if err := c.Store.Apply(op); err != nil {
+	if err := commit(c, op); err != nil {
 		removeGenerated(c, generated, keyName, crtName)
 		return errorf("xmpp domain: %v", err)
 	}
-	if op.Domain != nil {
+	if op.Certs != nil {
 		reportSelfSigned(c, d, keyName, crtName, generated)
 	} else {
 		c.printf("%s keeps its certificate %s\n", d, crtName)
@@ -670,8 +673,7 @@ func runXMPPCerts(c *Ctx, args []string) error {
 	if err := checkCertFiles(c, "xmpp certs", p.Name, keyName, crtName, bundleName); err != nil {
 		return err
 	}
-	if err := c.Store.Apply(store.Op{Kind: store.OpDomainPrimary, Name: p.Name,
-		Domain: &store.Domain{Name: p.Name, Key: keyName, Cert: crtName, Bundle: bundleName}}); err != nil {
+	if err := commit(c, store.DomainPrimary{Name: p.Name, Certs: &store.Domain{Name: p.Name, Key: keyName, Cert: crtName, Bundle: bundleName}}); err != nil {
 		return errorf("xmpp certs: %v", err)
 	}
 	with := ""
@@ -697,8 +699,7 @@ func runXMPPCertsNone(c *Ctx, args []string) error {
 	}
 	// Applied even when the names are the same (new files under the old
 	// names): the change tells the engine to load them.
-	if err := c.Store.Apply(store.Op{Kind: store.OpDomainPrimary, Name: p.Name,
-		Domain: &store.Domain{Name: p.Name, Key: keyName, Cert: crtName}}); err != nil {
+	if err := commit(c, store.DomainPrimary{Name: p.Name, Certs: &store.Domain{Name: p.Name, Key: keyName, Cert: crtName}}); err != nil {
 		removeGenerated(c, generated, keyName, crtName)
 		return errorf("xmpp certs none: %v", err)
 	}
@@ -736,7 +737,7 @@ func runXMPPMultiDomainAdd(c *Ctx, args []string) error {
 			return err
 		}
 	}
-	if err := c.Store.Apply(store.Op{Kind: store.OpDomainPut, Domain: dom}); err != nil {
+	if err := commit(c, store.DomainPut{Domain: *dom}); err != nil {
 		removeGenerated(c, generated, dom.Key, dom.Cert)
 		return errorf("%s: %v", what, err)
 	}
@@ -772,7 +773,7 @@ func runXMPPMultiDomainDel(c *Ctx, args []string) error {
 	case existing.Primary:
 		return errorf("%s: %s is the primary domain: make another domain primary with xmpp domain <name>, or clear everything with xmpp reset", what, d)
 	}
-	if err := c.Store.Apply(store.Op{Kind: store.OpDomainDel, Name: d}); err != nil {
+	if err := commit(c, store.DomainDel{Name: d}); err != nil {
 		return errorf("%s: %v", what, err)
 	}
 	accounts, _ := c.Store.Accounts(d)
@@ -820,9 +821,9 @@ func runXMPPListen(c *Ctx, args []string) error {
 	}
 	switch args[0] {
 	case "none":
-		return applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.XMPPListen, Value: store.ListenNone})
+		return applySetting(c, what, store.ConfigSet{Key: store.XMPPListen, Value: store.ListenNone})
 	case "all":
-		return applySetting(c, what, store.Op{Kind: store.OpConfigDel, Name: store.XMPPListen})
+		return applySetting(c, what, store.ConfigDel{Key: store.XMPPListen})
 	}
 	var out []string
 	seen := map[string]bool{}
@@ -839,7 +840,7 @@ func runXMPPListen(c *Ctx, args []string) error {
 		seen[v] = true
 		out = append(out, v)
 	}
-	return applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.XMPPListen, Value: strings.Join(out, " ")})
+	return applySetting(c, what, store.ConfigSet{Key: store.XMPPListen, Value: strings.Join(out, " ")})
 }
 
 func interfaceNames() string {
@@ -855,7 +856,7 @@ func interfaceNames() string {
 }
 
 func applySetting(c *Ctx, what string, op store.Op) error {
-	if err := c.Store.Apply(op); err != nil {
+	if err := commit(c, op); err != nil {
 		return errorf("%s: %v", what, err)
 	}
 	return nil
@@ -882,13 +883,13 @@ func runXMPPPort(c *Ctx, args []string) error {
 			return errorf("%s: %d is already the %s port: the three ports must differ (see xmpp)", what, n, p.name)
 		}
 	}
-	return applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: key, Value: strconv.Itoa(n)})
+	return applySetting(c, what, store.ConfigSet{Key: key, Value: strconv.Itoa(n)})
 }
 
 func runXMPPMaxSessions(c *Ctx, args []string) error {
 	const what = "xmpp max-sessions"
 	if args[0] == "none" {
-		return applySetting(c, what, store.Op{Kind: store.OpConfigDel, Name: store.XMPPMaxSessions})
+		return applySetting(c, what, store.ConfigDel{Key: store.XMPPMaxSessions})
 	}
 	n, err := parseCount(args[0])
 	switch {
@@ -899,7 +900,7 @@ func runXMPPMaxSessions(c *Ctx, args []string) error {
 	case n > maxMaxSessions:
 		return errorf("%s: %d is more than %d: give a smaller number, or none for no limit", what, n, maxMaxSessions)
 	}
-	return applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.XMPPMaxSessions, Value: strconv.Itoa(n)})
+	return applySetting(c, what, store.ConfigSet{Key: store.XMPPMaxSessions, Value: strconv.Itoa(n)})
 }
 
 func runXMPPClientAuthTimeout(c *Ctx, args []string) error {
@@ -908,5 +909,5 @@ func runXMPPClientAuthTimeout(c *Ctx, args []string) error {
 	if n < minClientAuthTimeout || n > maxClientAuthTimeout {
 		return errorf("%s: %d seconds is out of range: give %d to %d", what, n, minClientAuthTimeout, maxClientAuthTimeout)
 	}
-	return applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.XMPPClientAuthTimeout, Value: strconv.Itoa(n)})
+	return applySetting(c, what, store.ConfigSet{Key: store.XMPPClientAuthTimeout, Value: strconv.Itoa(n)})
 }

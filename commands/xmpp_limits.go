@@ -184,15 +184,15 @@ func runXMPPLimitsPreAuth(c *Ctx, args []string) error {
 		}
 		perAddr = n
 	}
-	op := store.Op{Kind: store.OpConfigDel, Name: store.XMPPPreAuth}
+	var op store.Op = store.ConfigDel{Key: store.XMPPPreAuth}
 	if total > 0 {
-		op = store.Op{Kind: store.OpConfigSet, Name: store.XMPPPreAuth, Value: strconv.Itoa(total)}
+		op = store.ConfigSet{Key: store.XMPPPreAuth, Value: strconv.Itoa(total)}
 	}
 	if err := applySetting(c, what, op); err != nil {
 		return err
 	}
 	if perAddr > 0 {
-		if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.XMPPPreAuthPerAddress, Value: strconv.Itoa(perAddr)}); err != nil {
+		if err := applySetting(c, what, store.ConfigSet{Key: store.XMPPPreAuthPerAddress, Value: strconv.Itoa(perAddr)}); err != nil {
 			return err
 		}
 	}
@@ -223,11 +223,11 @@ func runXMPPLimitsStanzaRate(c *Ctx, args []string) error {
 			return err
 		}
 	}
-	if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.XMPPStanzaRate, Value: formatRate(rate)}); err != nil {
+	if err := applySetting(c, what, store.ConfigSet{Key: store.XMPPStanzaRate, Value: formatRate(rate)}); err != nil {
 		return err
 	}
 	if burst > 0 {
-		if err := applySetting(c, what, store.Op{Kind: store.OpConfigSet, Name: store.XMPPStanzaBurst, Value: strconv.Itoa(burst)}); err != nil {
+		if err := applySetting(c, what, store.ConfigSet{Key: store.XMPPStanzaBurst, Value: strconv.Itoa(burst)}); err != nil {
 			return err
 		}
 	}

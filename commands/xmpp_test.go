@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -45,8 +46,9 @@ func (e *fakeEngine) UserSessions(bare string) int {
 }
 
 func (e *fakeEngine) watch(s *store.Store) {
-	s.Watch(func(op store.Op) {
-		if op.Kind != store.OpXMPPReset && op.Name != store.XMPPEnabled {
+	s.Watch(func(c store.Change) {
+		set, _ := c.Op.(store.ConfigSet)
+		if _, reset := c.Op.(store.XMPPReset); !reset && set.Key != store.XMPPEnabled {
 			return
 		}
 		cfg, _ := s.XMPP()
@@ -236,7 +238,7 @@ func TestXMPPGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := f.env.Store.Apply(store.Op{Kind: store.OpAccountCreate, Time: fixedNow.Add(-time.Duration(i+1) * 24 * time.Hour), Accounts: []store.Account{a}}); err != nil {
+		if _, err := f.env.Store.ProposeAt(fixedNow.Add(-time.Duration(i+1)*24*time.Hour), store.AccountCreate{Accounts: []store.Account{a}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -360,7 +362,7 @@ func TestXMPPReset(t *testing.T) {
 	f.ok("xmpp callbridge plain allow")
 	f.ok("xmpp limits pre-auth 300 per-address 7")
 	f.ok("xmpp limits stanza-rate 3 burst 9")
-	f.env.Store.Apply(store.Op{Kind: store.OpConfigSet, Name: store.ConfigHostname, Value: "keep.example"})
+	f.env.Store.ProposeSettled(context.Background(), store.ConfigSet{Key: store.ConfigHostname, Value: "keep.example"})
 
 	f.refuse("xmpp reset", "xmpp reset: not confirmed (type reset to confirm); nothing was changed", "yes")
 	f.refuse("xmpp reset", "xmpp reset: not confirmed (standard input ended); nothing was changed")

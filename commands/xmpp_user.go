@@ -161,7 +161,7 @@ func runXMPPUserAdd(c *Ctx, args []string) error {
 	if err != nil {
 		return errorf("%s: %v", what, err)
 	}
-	if err := c.Store.Apply(store.Op{Kind: store.OpAccountCreate, Accounts: []store.Account{a}}); err != nil {
+	if err := commit(c, store.AccountCreate{Accounts: []store.Account{a}}); err != nil {
 		return errorf("%s: %v", what, err)
 	}
 	c.printf("Created %s\n", bare)
@@ -190,7 +190,7 @@ func runXMPPUserDel(c *Ctx, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.Store.Apply(store.Op{Kind: store.OpAccountDelete, Name: bare}); err != nil {
+	if err := commit(c, store.AccountDelete{JID: bare}); err != nil {
 		return errorf("%s: %v", what, err)
 	}
 	c.printf("Deleted %s\n", bare)
@@ -215,7 +215,7 @@ func runXMPPUserPasswd(c *Ctx, args []string) error {
 	if err != nil {
 		return errorf("%s: %v", what, err)
 	}
-	if err := c.Store.Apply(store.Op{Kind: store.OpAccountPassword, Accounts: []store.Account{a}}); err != nil {
+	if err := commit(c, store.AccountPassword{Account: a}); err != nil {
 		return errorf("%s: %v", what, err)
 	}
 	c.printf("Password changed for %s\n", bare)
@@ -375,7 +375,7 @@ func runXMPPUserImport(c *Ctx, args []string) error {
 		end := min(created+importBatch, len(create))
 		accounts, err := deriveAccounts(create[created:end])
 		if err == nil {
-			err = c.Store.Apply(store.Op{Kind: store.OpAccountCreate, Accounts: accounts, SkipExisting: true})
+			err = commit(c, store.AccountCreate{Accounts: accounts, SkipExisting: true})
 		}
 		if err != nil {
 			importSummary(c, created, skipped, rejected)

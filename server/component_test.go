@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ const cbSecret = "kvgP1SRzWVabhiPVAb1"
 
 func (f *fixture) addBridge(name string) {
 	f.t.Helper()
-	if err := f.st.Apply(store.Op{Kind: store.OpComponentAdd, Component: &store.Component{Name: name, Domain: "example.lan", Secret: cbSecret}}); err != nil {
+	if _, err := f.st.ProposeSettled(context.Background(), store.ComponentAdd{Component: store.Component{Name: name, Domain: "example.lan", Secret: cbSecret}}); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -159,7 +160,7 @@ func TestComponentNewestWinsAndDelete(t *testing.T) {
 		t.Fatalf("older connection: %s", cond)
 	}
 	waitFor(t, "one live connection", func() bool { return len(f.eng.comps.Connected()) == 1 })
-	if err := f.st.Apply(store.Op{Kind: store.OpComponentDel, Name: "cb1"}); err != nil {
+	if _, err := f.st.ProposeSettled(context.Background(), store.ComponentDel{Name: "cb1"}); err != nil {
 		t.Fatal(err)
 	}
 	if cond := second.streamError(); cond != "not-authorized" {

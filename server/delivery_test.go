@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -112,7 +113,7 @@ func TestOfflineFlushPaced(t *testing.T) {
 	body := strings.Repeat("p", 35<<10)
 	for i := 0; i < n; i++ {
 		msg := fmt.Sprintf(`<message xmlns="jabber:client" from="alice@example.lan/a" to="bob@example.lan" type="chat" id="o%d"><body>%s</body></message>`, i, body)
-		if err := f.st.Apply(store.Op{Kind: store.OpOfflinePush, Name: "bob@example.lan", Data: []byte(msg)}); err != nil {
+		if _, err := f.st.ProposeSettled(context.Background(), store.OfflinePush{User: "bob@example.lan", Stanza: []byte(msg)}); err != nil {
 			t.Fatal(err)
 		}
 	}

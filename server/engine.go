@@ -367,27 +367,32 @@ func (e *Engine) Stop() {
 	}
 }
 
-func (e *Engine) onChange(op store.Op) {
-	switch op.Kind {
-	case store.OpConfigSet, store.OpConfigDel, store.OpDomainPrimary, store.OpDomainPut, store.OpDomainDel:
-		if op.Kind == store.OpConfigSet || op.Kind == store.OpConfigDel {
-			if !strings.HasPrefix(op.Name, "xmpp.") {
-				return
-			}
+// onChange follows the store's changes, on the store's notifier
+// goroutine after each commit. Shell commands wait for it (Store.Settle):
+// when a command that changed the configuration ends, the change is live.
+func (e *Engine) onChange(c store.Change) {
+	switch op := c.Op.(type) {
+	case store.ConfigSet:
+		if strings.HasPrefix(op.Key, "xmpp.") {
+			e.reconcile()
 		}
-		// Applied before Store.Apply returns: when a shell command that
-		// changed the configuration ends, the change is live.
+	case store.ConfigDel:
+		if strings.HasPrefix(op.Key, "xmpp.") {
+			e.reconcile()
+		}
+	case store.DomainPrimary, store.DomainPut, store.DomainDel, store.XMPPReset:
 		e.reconcile()
-	case store.OpComponentAdd:
+	case store.ComponentAdd:
 		e.loadComponents()
-	case store.OpComponentDel:
+	case store.ComponentDel:
 		e.loadComponents()
 		e.comps.KickName(op.Name, &stream.Error{Condition: "not-authorized", Text: "the component was deleted"})
-	case store.OpAccountDelete:
-		for _, s := range e.router.Sessions(op.Name) {
+	case store.AccountDelete:
+		for _, s := range e.router.Sessions(op.JID) {
 			s.(*c2s.Session).Close(&stream.Error{Condition: "not-authorized", Text: "the account was deleted"})
 		}
-	case store.OpXMPPReset:
+	case store.Restored:
+		e.loadComponents()
 		e.reconcile()
 	}
 }
@@ -431,8 +436,8 @@ func (e *Engine) Status() status.XMPP {
 func (e *Engine) UserSessions(bare string) int { return len(e.router.Sessions(bare)) }
 
 func (e *Engine) reconcile() {
-	// Read under the lock: reconciles run on the goroutines of concurrent
-	// changes, and the last to run must see the last change.
+	// Read under the lock: reconciles run on the store's notifier and on
+	// Start's goroutine, and the last to run must see the last change.
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cfg, err := e.cfg.Store.XMPP()

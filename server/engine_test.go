@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
@@ -88,20 +89,22 @@ func startDomain(t testing.TB, domain string, tweak func(*Config)) *fixture {
 	}
 	selfSigned(t, files, domain)
 	f := &fixture{t: t, st: st, files: files, port: freePort(t), tlsPort: freePort(t), s2sPort: freePort(t)}
+	if err := st.SetLocal(store.XMPPListen, "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
 	ops := []store.Op{
-		{Kind: store.OpDomainPrimary, Name: domain, Domain: &store.Domain{Name: domain, Key: domain + ".key", Cert: domain + ".crt"}},
-		{Kind: store.OpConfigSet, Name: store.XMPPListen, Value: "127.0.0.1"},
-		{Kind: store.OpConfigSet, Name: store.XMPPPortC2S, Value: fmt.Sprint(f.port)},
-		{Kind: store.OpConfigSet, Name: store.XMPPPortC2STLS, Value: fmt.Sprint(f.tlsPort)},
-		{Kind: store.OpConfigSet, Name: store.XMPPPortS2S, Value: fmt.Sprint(f.s2sPort)},
-		{Kind: store.OpConfigSet, Name: store.XMPPEnabled, Value: "true"},
+		store.DomainPrimary{Name: domain, Certs: &store.Domain{Name: domain, Key: domain + ".key", Cert: domain + ".crt"}},
+		store.ConfigSet{Key: store.XMPPPortC2S, Value: fmt.Sprint(f.port)},
+		store.ConfigSet{Key: store.XMPPPortC2STLS, Value: fmt.Sprint(f.tlsPort)},
+		store.ConfigSet{Key: store.XMPPPortS2S, Value: fmt.Sprint(f.s2sPort)},
+		store.ConfigSet{Key: store.XMPPEnabled, Value: "true"},
 	}
 	for _, u := range []string{"alice", "bob"} {
 		a, _ := store.NewAccount(u+"@"+domain, u+"-password")
-		ops = append(ops, store.Op{Kind: store.OpAccountCreate, Accounts: []store.Account{a}})
+		ops = append(ops, store.AccountCreate{Accounts: []store.Account{a}})
 	}
 	for _, op := range ops {
-		if err := st.Apply(op); err != nil {
+		if _, err := st.ProposeSettled(context.Background(), op); err != nil {
 			t.Fatal(err)
 		}
 	}

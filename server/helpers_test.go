@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -20,7 +21,7 @@ import (
 // setConfig applies a setting and waits until the engine has reconciled.
 func (f *fixture) setConfig(key, value string, applied func(store.XMPPConfig) bool) {
 	f.t.Helper()
-	if err := f.st.Apply(store.Op{Kind: store.OpConfigSet, Name: key, Value: value}); err != nil {
+	if _, err := f.st.ProposeSettled(context.Background(), store.ConfigSet{Key: key, Value: value}); err != nil {
 		f.t.Fatal(err)
 	}
 	waitFor(f.t, "the engine to apply "+key, func() bool {
@@ -36,7 +37,7 @@ func (f *fixture) addAccount(jid, password string) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if err := f.st.Apply(store.Op{Kind: store.OpAccountCreate, Accounts: []store.Account{a}}); err != nil {
+	if _, err := f.st.ProposeSettled(context.Background(), store.AccountCreate{Accounts: []store.Account{a}}); err != nil {
 		f.t.Fatal(err)
 	}
 }

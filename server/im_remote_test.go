@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -395,7 +396,7 @@ func TestRemoteSubscriptionsOut(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f.t = t
 			defer func() { f.t = parent }()
-			f.st.Apply(store.Op{Kind: store.OpRosterDel, Name: alice, Value: romeo})
+			f.st.ProposeSettled(context.Background(), store.RosterDel{User: alice, JID: romeo})
 			if it, ok := item(romeo, tc.before); ok {
 				f.putItem(alice, it)
 			}
@@ -465,7 +466,7 @@ func TestRemoteSubscriptionsIn(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f.t = t
 			defer func() { f.t = parent }()
-			f.st.Apply(store.Op{Kind: store.OpRosterDel, Name: alice, Value: romeo})
+			f.st.ProposeSettled(context.Background(), store.RosterDel{User: alice, JID: romeo})
 			if it, ok := item(romeo, tc.before); ok {
 				f.putItem(alice, it)
 			}

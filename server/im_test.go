@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -77,7 +78,7 @@ func (f *fixture) rosterState(user, contact string) string {
 
 func (f *fixture) putItem(user string, it store.RosterItem) {
 	f.t.Helper()
-	if err := f.st.Apply(store.Op{Kind: store.OpRosterPut, Name: user, Item: &it}); err != nil {
+	if _, err := f.st.ProposeSettled(context.Background(), store.RosterPut{User: user, Item: it}); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -137,8 +138,8 @@ func TestSubscriptionStates(t *testing.T) {
 			f.t = t
 			defer func() { f.t = parent }()
 			// Fresh rosters and sessions for each case, on one engine.
-			f.st.Apply(store.Op{Kind: store.OpRosterDel, Name: A, Value: B})
-			f.st.Apply(store.Op{Kind: store.OpRosterDel, Name: B, Value: A})
+			f.st.ProposeSettled(context.Background(), store.RosterDel{User: A, JID: B})
+			f.st.ProposeSettled(context.Background(), store.RosterDel{User: B, JID: A})
 			if it, ok := item(B, tc.alice); ok {
 				f.putItem(A, it)
 			}

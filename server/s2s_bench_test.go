@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"runtime"
@@ -216,7 +217,7 @@ func BenchmarkFederationIdleLinkMemory(b *testing.B) {
 			name := fmt.Sprintf("d%d.lan", d)
 			domains = append(domains, name)
 			selfSigned(b, fp.a.files, name)
-			if err := fp.a.st.Apply(store.Op{Kind: store.OpDomainPut, Domain: &store.Domain{Name: name, Key: name + ".key", Cert: name + ".crt"}}); err != nil {
+			if _, err := fp.a.st.ProposeSettled(context.Background(), store.DomainPut{Domain: store.Domain{Name: name, Key: name + ".key", Cert: name + ".crt"}}); err != nil {
 				b.Fatal(err)
 			}
 			recs = append(recs, srvRecords(name, fp.a.s2sPort)...)

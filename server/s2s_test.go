@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -74,7 +75,7 @@ func federate(t testing.TB, tweak func(*Config)) *fedPair {
 
 func (f *fixture) set(key, value string) {
 	f.t.Helper()
-	if err := f.st.Apply(store.Op{Kind: store.OpConfigSet, Name: key, Value: value}); err != nil {
+	if _, err := f.st.ProposeSettled(context.Background(), store.ConfigSet{Key: key, Value: value}); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -149,7 +150,7 @@ func TestFederationExternalWithTrustedCertificates(t *testing.T) {
 		x.f.files.WriteFile("ca.pem", caPEM, 0o644, false)
 		x.f.files.WriteFile(x.name+"-ca.key", keyPEM, 0o600, false)
 		x.f.files.WriteFile(x.name+"-ca.crt", crtPEM, 0o644, false)
-		if err := x.f.st.Apply(store.Op{Kind: store.OpDomainPut, Domain: &store.Domain{Name: x.name, Key: x.name + "-ca.key", Cert: x.name + "-ca.crt"}}); err != nil {
+		if _, err := x.f.st.ProposeSettled(context.Background(), store.DomainPut{Domain: store.Domain{Name: x.name, Key: x.name + "-ca.key", Cert: x.name + "-ca.crt"}}); err != nil {
 			t.Fatal(err)
 		}
 		x.f.set(store.FedTrust, "ca.pem")
@@ -439,7 +440,7 @@ func TestFederationComponentDomain(t *testing.T) {
 	fp := federate(t, nil)
 	fp.dns.Set(append(append(srvRecords("a.lan", fp.a.s2sPort), srvRecords("b.lan", fp.b.s2sPort)...),
 		fmt.Sprintf("_xmpp-server._tcp.cb1.a.lan. 60 IN SRV 0 5 %d a.lan.", fp.a.s2sPort))...)
-	if err := fp.a.st.Apply(store.Op{Kind: store.OpComponentAdd, Component: &store.Component{Name: "cb1", Domain: "a.lan", Secret: cbSecret}}); err != nil {
+	if _, err := fp.a.st.ProposeSettled(context.Background(), store.ComponentAdd{Component: store.Component{Name: "cb1", Domain: "a.lan", Secret: cbSecret}}); err != nil {
 		t.Fatal(err)
 	}
 	comp, got := fp.a.connectComponent("cb1.a.lan", cbSecret)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -233,7 +234,7 @@ func TestDisable(t *testing.T) {
 	f := start(t)
 	a := f.dial()
 	a.login("alice", "alice-password", "a")
-	if err := f.st.Apply(store.Op{Kind: store.OpConfigSet, Name: store.XMPPEnabled, Value: "false"}); err != nil {
+	if _, err := f.st.ProposeSettled(context.Background(), store.ConfigSet{Key: store.XMPPEnabled, Value: "false"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := a.streamError(); got != "system-shutdown" {
@@ -244,7 +245,7 @@ func TestDisable(t *testing.T) {
 		c.Close()
 		t.Fatal("the listener still accepts")
 	}
-	if err := f.st.Apply(store.Op{Kind: store.OpConfigSet, Name: store.XMPPEnabled, Value: "true"}); err != nil {
+	if _, err := f.st.ProposeSettled(context.Background(), store.ConfigSet{Key: store.XMPPEnabled, Value: "true"}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the listeners to open", func() bool { return f.eng.Status().Running })
@@ -262,7 +263,7 @@ func TestDomainAddedLive(t *testing.T) {
 	a.login("alice", "alice-password", "stays")
 	selfSigned(t, f.files, "second.lan")
 	f.addAccount("carol@second.lan", "carol-password")
-	if err := f.st.Apply(store.Op{Kind: store.OpDomainPut, Domain: &store.Domain{Name: "second.lan", Key: "second.lan.key", Cert: "second.lan.crt"}}); err != nil {
+	if _, err := f.st.ProposeSettled(context.Background(), store.DomainPut{Domain: store.Domain{Name: "second.lan", Key: "second.lan.key", Cert: "second.lan.crt"}}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "second.lan to be hosted", func() bool { return f.eng.Hosted("second.lan") })
@@ -285,7 +286,7 @@ func TestDomainAddedLive(t *testing.T) {
 		t.Fatal(m)
 	}
 	// Removing the domain ends its sessions only.
-	if err := f.st.Apply(store.Op{Kind: store.OpDomainDel, Name: "second.lan"}); err != nil {
+	if _, err := f.st.ProposeSettled(context.Background(), store.DomainDel{Name: "second.lan"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := c.streamError(); got != "host-gone" {

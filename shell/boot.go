@@ -45,7 +45,7 @@ func Bootstrap(s *store.Store, passwordFile, keyFile string) (generated string, 
 		if err != nil {
 			return "", err
 		}
-		if err := s.Apply(store.Op{Kind: store.OpAdminCreate, Admin: &store.Admin{
+		if _, err := s.Propose(store.AdminCreate{Admin: store.Admin{
 			Name: FirstAdmin, Role: store.RoleAdmin, PasswordHash: hash, Expired: expired,
 		}}); err != nil {
 			return "", err
@@ -64,7 +64,7 @@ func Bootstrap(s *store.Store, passwordFile, keyFile string) (generated string, 
 			return generated, fmt.Errorf("--admin-key %s: %v", keyFile, err)
 		}
 		for _, line := range lines {
-			if err := s.Apply(store.Op{Kind: store.OpAdminKeyAdd, Name: FirstAdmin, Value: line}); err != nil && !errors.Is(err, store.ErrExists) {
+			if _, err := s.Propose(store.AdminKeyAdd{Name: FirstAdmin, Line: line}); err != nil && !errors.Is(err, store.ErrExists) {
 				return generated, err
 			}
 		}

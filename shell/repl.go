@@ -190,7 +190,7 @@ func (s *Server) runInteractive(sess ssh.Session, a store.Admin, pty ssh.Pty, wi
 		if line == "" {
 			continue
 		}
-		s.cfg.Env.Store.Apply(store.Op{Kind: store.OpHistory, Name: a.Name, Value: line})
+		s.cfg.Env.Store.AddHistory(a.Name, line)
 		if err := s.refresh(c); err != nil {
 			fmt.Fprintln(out, err)
 			return 1
@@ -218,11 +218,11 @@ func (s *Server) forcePasswordChange(c *commands.Ctx, out io.Writer) bool {
 			fmt.Fprintln(out, oneLine(err))
 			continue
 		}
-		if err := s.cfg.Env.Store.Apply(store.Op{Kind: store.OpAdminPassword, Name: c.User, Value: hash}); err != nil {
+		if _, err := s.cfg.Env.Store.Propose(store.AdminPassword{Name: c.User, Hash: hash}); err != nil {
 			fmt.Fprintln(out, oneLine(err))
 			return false
 		}
-		s.cfg.Env.Store.Apply(store.Op{Kind: store.OpAudit, Audit: &store.AuditEntry{User: c.User, From: c.From, Action: "passwd (expired password)", Result: "ok"}})
+		s.cfg.Env.Store.Propose(store.AuditAdd{Entry: store.AuditEntry{User: c.User, From: c.From, Action: "passwd (expired password)", Result: "ok"}})
 		fmt.Fprintf(out, "Password changed.\n")
 		return true
 	}

@@ -69,8 +69,17 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, sessions: map[string]int{}}
 	s.epi = episodeLog(cfg.Log)
 	s.guard = newGuard(cfg.Env.Store.SSHLimits(), time.Now, rand.IntN, s.epi)
-	cfg.Env.Store.Watch(func(op store.Op) {
-		if (op.Kind == store.OpConfigSet || op.Kind == store.OpConfigDel) && strings.HasPrefix(op.Name, "rule.") {
+	cfg.Env.Store.Watch(func(c store.Change) {
+		switch op := c.Op.(type) {
+		case store.ConfigSet:
+			if strings.HasPrefix(op.Key, "rule.") {
+				s.guard.setLimits(cfg.Env.Store.SSHLimits())
+			}
+		case store.ConfigDel:
+			if strings.HasPrefix(op.Key, "rule.") {
+				s.guard.setLimits(cfg.Env.Store.SSHLimits())
+			}
+		case store.Restored:
 			s.guard.setLimits(cfg.Env.Store.SSHLimits())
 		}
 	})
@@ -375,7 +384,7 @@ func (s *Server) begin(sess ssh.Session) (a store.Admin, end func(), ok bool) {
 		st.sessionSeen = true
 		st.mu.Unlock()
 		if first {
-			s.cfg.Env.Store.Apply(store.Op{Kind: store.OpAdminLoginOK, Name: sess.User()})
+			s.cfg.Env.Store.RecordLogin(sess.User(), time.Now())
 			s.cfg.Log.Printf("ssh: %s logged in from %s (%v)", sess.User(), sess.RemoteAddr(), ctx.Value(keyAuthMethod))
 		}
 	}

@@ -2,6 +2,7 @@ package shell
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -182,7 +183,7 @@ func TestLoginFailuresAndLockout(t *testing.T) {
 		t.Fatal("unknown user accepted")
 	}
 	signer := authorizeKey(t, ts, "admin")
-	ts.st.Apply(store.Op{Kind: store.OpConfigSet, Name: store.RuleMaxFailedLogins, Value: "2"})
+	ts.st.ProposeSettled(context.Background(), store.ConfigSet{Key: store.RuleMaxFailedLogins, Value: "2"})
 	for i := 0; i < 2; i++ {
 		ts.dialFrom(t, "127.0.0.3", "admin", gossh.Password("wrong"))
 	}
@@ -195,7 +196,7 @@ func TestLoginFailuresAndLockout(t *testing.T) {
 	if _, err := ts.dialFrom(t, "127.0.0.3", "admin", gossh.PublicKeys(signer)); err != nil {
 		t.Fatalf("failed passwords locked admin's key out: %v", err)
 	}
-	ts.st.Apply(store.Op{Kind: store.OpAdminUnlock, Name: "admin"})
+	ts.st.ProposeSettled(context.Background(), store.AdminUnlock{Name: "admin"})
 	ts.srv.guard.unlock("admin")
 	if _, err := ts.dialFrom(t, "127.0.0.3", "admin", gossh.Password(adminPassword)); err != nil {
 		t.Fatalf("after unlock: %v", err)
@@ -214,7 +215,7 @@ func authorizeKey(t *testing.T, ts *testServer, user string) gossh.Signer {
 		t.Fatal(err)
 	}
 	line := strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey())))
-	if err := ts.st.Apply(store.Op{Kind: store.OpAdminKeyAdd, Name: user, Value: line}); err != nil {
+	if _, err := ts.st.ProposeSettled(context.Background(), store.AdminKeyAdd{Name: user, Line: line}); err != nil {
 		t.Fatal(err)
 	}
 	return signer
@@ -224,7 +225,7 @@ func authorizeKey(t *testing.T, ts *testServer, user string) gossh.Signer {
 // out, and are closed at the login grace time.
 func TestIdleHoldersAndGraceTime(t *testing.T) {
 	ts := start(t, pki.MaxFileSize)
-	ts.st.Apply(store.Op{Kind: store.OpConfigSet, Name: store.RuleLoginGraceTime, Value: "2"})
+	ts.st.ProposeSettled(context.Background(), store.ConfigSet{Key: store.RuleLoginGraceTime, Value: "2"})
 	var holders []net.Conn
 	t.Cleanup(func() {
 		for _, c := range holders {
@@ -277,7 +278,7 @@ func TestIdleHoldersAndGraceTime(t *testing.T) {
 
 func TestExpiredPasswordRefusedInExecMode(t *testing.T) {
 	ts := start(t, pki.MaxFileSize)
-	ts.st.Apply(store.Op{Kind: store.OpAdminExpire, Name: "admin"})
+	ts.st.ProposeSettled(context.Background(), store.AdminExpire{Name: "admin"})
 	c := ts.client(t, "admin", adminPassword)
 	_, errs, code := exec(t, c, "version", "")
 	if code != 1 || !strings.Contains(errs, "password has expired") {
@@ -391,7 +392,7 @@ func TestAsk(t *testing.T) {
 	}
 
 	// Interactive: the answer is echoed as it is typed.
-	ts.st.Apply(store.Op{Kind: store.OpDomainPrimary, Name: "example.com"})
+	ts.st.ProposeSettled(context.Background(), store.DomainPrimary{Name: "example.com"})
 	s, in, expect, _ := ptyShell(t, c)
 	expect("parley> ")
 	io.WriteString(in, "xmpp reset\r")

@@ -38,7 +38,7 @@ type Admin struct {
 	PasswordHash    string    `json:"password_hash"`
 	PasswordChanged time.Time `json:"password_changed"`
 	Expired         bool      `json:"expired,omitempty"`
-	LastLogin       time.Time `json:"last_login,omitempty"`
+	LastLogin       time.Time `json:"-"` // node-local (node.go), filled in by Admin and Admins
 	Created         time.Time `json:"created"`
 	Keys            []SSHKey  `json:"keys,omitempty"`
 }
@@ -54,20 +54,23 @@ func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
 // Admin returns one admin user.
 func (s *Store) Admin(name string) (Admin, error) {
 	var a Admin
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		ok, err := getJSON(tx.Bucket(bucketAdmins), name, &a)
 		if err == nil && !ok {
 			err = fmt.Errorf("no user %s (see 'user list'): %w", name, ErrNotFound)
 		}
 		return err
 	})
+	if err == nil {
+		a.LastLogin = s.lastLogin(name)
+	}
 	return a, err
 }
 
 // Admins returns every admin user, by name.
 func (s *Store) Admins() ([]Admin, error) {
 	var out []Admin
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAdmins).ForEach(func(k, v []byte) error {
 			var a Admin
 			if err := json.Unmarshal(v, &a); err != nil {
@@ -77,6 +80,9 @@ func (s *Store) Admins() ([]Admin, error) {
 			return nil
 		})
 	})
+	for i := range out {
+		out[i].LastLogin = s.lastLogin(out[i].Name)
+	}
 	return out, err
 }
 
@@ -87,10 +93,14 @@ const (
 	RuleMaxFailedLogins = "rule.max_failed_logins"
 )
 
-// Config returns a configuration value and whether it is set.
+// Config returns a configuration value and whether it is set; a
+// node-local key (IsLocalKey) is this node's.
 func (s *Store) Config(key string) (string, bool) {
+	if IsLocalKey(key) {
+		return s.localConfig(key)
+	}
 	var v []byte
-	s.db.View(func(tx *bolt.Tx) error {
+	s.view(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketConfig).Get([]byte(key)); b != nil {
 			v = append([]byte(nil), b...)
 		}
@@ -119,7 +129,7 @@ type AuditEntry struct {
 // Audit returns the last n audit entries, oldest first.
 func (s *Store) Audit(n int) ([]AuditEntry, error) {
 	var out []AuditEntry
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < n; k, v = c.Prev() {
 			var e AuditEntry
@@ -133,22 +143,6 @@ func (s *Store) Audit(n int) ([]AuditEntry, error) {
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 		out[i], out[j] = out[j], out[i]
 	}
-	return out, err
-}
-
-// History returns a user's shell history, oldest first.
-func (s *Store) History(user string) ([]string, error) {
-	var out []string
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketHistory).Bucket([]byte(user))
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			out = append(out, string(v))
-			return nil
-		})
-	})
 	return out, err
 }
 

@@ -30,7 +30,7 @@ func (c Component) JID() string { return c.Name + "." + c.Domain }
 // Components returns every component, by name.
 func (s *Store) Components() ([]Component, error) {
 	var out []Component
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketComponents).ForEach(func(k, v []byte) error {
 			var c Component
 			if err := json.Unmarshal(v, &c); err != nil {
@@ -47,7 +47,7 @@ func (s *Store) Components() ([]Component, error) {
 // Component returns one component by name.
 func (s *Store) Component(name string) (Component, error) {
 	var c Component
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		ok, err := getJSON(tx.Bucket(bucketComponents), name, &c)
 		if err == nil && !ok {
 			err = fmt.Errorf("no call bridge %s (see 'xmpp callbridge list'): %w", name, ErrNotFound)
@@ -68,25 +68,37 @@ func (s *Store) ComponentByJID(jid string) (Component, bool) {
 	return Component{}, false
 }
 
-func applyComponent(tx *bolt.Tx, op Op) error {
+// ComponentAdd registers a component; it fails with ErrExists if the name
+// is taken.
+type ComponentAdd struct {
+	Component Component `json:"component"`
+}
+
+// ComponentDel deletes a component.
+type ComponentDel struct {
+	Name string `json:"name"`
+}
+
+func (ComponentAdd) Kind() OpKind { return "component.add" }
+func (ComponentDel) Kind() OpKind { return "component.del" }
+
+func (o ComponentAdd) apply(tx *bolt.Tx, at time.Time) (any, error) {
 	b := tx.Bucket(bucketComponents)
-	switch op.Kind {
-	case OpComponentAdd:
-		c := op.Component
-		if c == nil || c.Name == "" || c.Domain == "" || c.Secret == "" {
-			return errors.New("component.add needs a name, a domain and a secret")
-		}
-		if b.Get([]byte(c.Name)) != nil {
-			return fmt.Errorf("call bridge %s %w", c.Name, ErrExists)
-		}
-		cc := *c
-		cc.Created = op.Time
-		return putJSON(b, cc.Name, cc)
-	case OpComponentDel:
-		if b.Get([]byte(op.Name)) == nil {
-			return fmt.Errorf("call bridge %s: %w", op.Name, ErrNotFound)
-		}
-		return b.Delete([]byte(op.Name))
+	c := o.Component
+	if c.Name == "" || c.Domain == "" || c.Secret == "" {
+		return nil, errors.New("component.add needs a name, a domain and a secret")
 	}
-	return fmt.Errorf("unknown component operation %q", op.Kind)
+	if b.Get([]byte(c.Name)) != nil {
+		return nil, fmt.Errorf("call bridge %s %w", c.Name, ErrExists)
+	}
+	c.Created = at
+	return nil, putJSON(b, c.Name, c)
+}
+
+func (o ComponentDel) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	b := tx.Bucket(bucketComponents)
+	if b.Get([]byte(o.Name)) == nil {
+		return nil, fmt.Errorf("call bridge %s: %w", o.Name, ErrNotFound)
+	}
+	return nil, b.Delete([]byte(o.Name))
 }

@@ -51,7 +51,7 @@ type FederationConfig struct {
 // Federation returns the federation settings.
 func (s *Store) Federation() (FederationConfig, error) {
 	c := FederationConfig{IdleTimeout: DefaultFedIdleTimeout, Routes: map[string]string{}, Policy: map[string]string{}}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		cfg := tx.Bucket(bucketConfig)
 		c.Enabled = string(cfg.Get([]byte(FedEnabled))) == "true"
 		c.AllowList = string(cfg.Get([]byte(FedAllowList))) == "true"

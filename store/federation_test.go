@@ -39,7 +39,7 @@ func TestFederationConfig(t *testing.T) {
 		FedRoute + "c.lan": "10.0.0.1:5270", FedPolicy + "d.lan": PolicyBlock, FedPolicy + "e.lan": PolicyAllow,
 		XMPPPortS2S: "5270",
 	} {
-		if err := s.Apply(Op{Kind: OpConfigSet, Name: k, Value: v}); err != nil {
+		if err := prop(s, ConfigSet{Key: k, Value: v}); err != nil {
 			t.Fatal(err)
 		}
 	}

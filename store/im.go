@@ -47,7 +47,7 @@ var ErrFull = errors.New("full")
 func (s *Store) Roster(user string) (uint64, []RosterItem, error) {
 	var ver uint64
 	var items []RosterItem
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRosters).Bucket([]byte(user))
 		if b == nil {
 			return nil
@@ -69,7 +69,7 @@ func (s *Store) Roster(user string) (uint64, []RosterItem, error) {
 func (s *Store) RosterItem(user, jid string) (RosterItem, bool, error) {
 	var it RosterItem
 	var ok bool
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRosters).Bucket([]byte(user))
 		if b == nil {
 			return nil
@@ -90,7 +90,7 @@ type OfflineMessage struct {
 // Offline returns a user's stored stanzas, oldest first.
 func (s *Store) Offline(user string) ([]OfflineMessage, error) {
 	var out []OfflineMessage
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOffline).Bucket([]byte(user))
 		if b == nil {
 			return nil
@@ -107,7 +107,7 @@ func (s *Store) Offline(user string) ([]OfflineMessage, error) {
 // sequence number above after, oldest first.
 func (s *Store) OfflineAfter(user string, after uint64, limit int) ([]OfflineMessage, error) {
 	var out []OfflineMessage
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOffline).Bucket([]byte(user))
 		if b == nil {
 			return nil
@@ -124,7 +124,7 @@ func (s *Store) OfflineAfter(user string, after uint64, limit int) ([]OfflineMes
 // VCard returns a user's stored vCard XML, or nil.
 func (s *Store) VCard(user string) ([]byte, error) {
 	var out []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketVCards).Get([]byte(user)); v != nil {
 			out = append([]byte(nil), v...)
 		}
@@ -136,7 +136,7 @@ func (s *Store) VCard(user string) ([]byte, error) {
 // Private returns a user's private XML stored under key, or nil.
 func (s *Store) Private(user, key string) ([]byte, error) {
 	var out []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPrivate).Bucket([]byte(user))
 		if b == nil {
 			return nil
@@ -159,7 +159,7 @@ type LastActivity struct {
 func (s *Store) Last(user string) (LastActivity, bool, error) {
 	var l LastActivity
 	var ok bool
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		var err error
 		ok, err = getJSON(tx.Bucket(bucketLast), user, &l)
 		return err
@@ -167,76 +167,151 @@ func (s *Store) Last(user string) (LastActivity, bool, error) {
 	return l, ok, err
 }
 
-func applyIM(tx *bolt.Tx, op Op) error {
-	switch op.Kind {
-	case OpRosterPut:
-		if op.Item == nil || op.Item.JID == "" {
-			return errors.New("roster.put without an item")
-		}
-		b, err := tx.Bucket(bucketRosters).CreateBucketIfNotExists([]byte(op.Name))
-		if err != nil {
-			return err
-		}
-		if b.Get([]byte(op.Item.JID)) == nil && b.Stats().KeyN >= MaxRosterItems {
-			return fmt.Errorf("roster of %s has %d items: %w", op.Name, MaxRosterItems, ErrFull)
-		}
-		if _, err := b.NextSequence(); err != nil {
-			return err
-		}
-		return putJSON(b, op.Item.JID, op.Item)
-	case OpRosterDel:
-		b := tx.Bucket(bucketRosters).Bucket([]byte(op.Name))
-		if b == nil || b.Get([]byte(op.Value)) == nil {
-			return fmt.Errorf("roster item %s: %w", op.Value, ErrNotFound)
-		}
-		if _, err := b.NextSequence(); err != nil {
-			return err
-		}
-		return b.Delete([]byte(op.Value))
-	case OpOfflinePush:
-		b, err := tx.Bucket(bucketOffline).CreateBucketIfNotExists([]byte(op.Name))
-		if err != nil {
-			return err
-		}
-		if b.Stats().KeyN >= MaxOfflineQueue {
-			return fmt.Errorf("offline queue of %s has %d messages: %w", op.Name, MaxOfflineQueue, ErrFull)
-		}
-		n, _ := b.NextSequence()
-		return b.Put(seqKey(n), op.Data)
-	case OpOfflineDel: // delete every stored stanza up to and including Index
-		b := tx.Bucket(bucketOffline).Bucket([]byte(op.Name))
-		if b == nil {
-			return nil
-		}
-		c := b.Cursor()
-		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= uint64(op.Index); k, _ = c.First() {
-			if err := c.Delete(); err != nil {
-				return err
-			}
-		}
-		return nil
-	case OpVCardSet:
-		if len(op.Data) > MaxStoredXML {
-			return fmt.Errorf("vCard larger than %d bytes: %w", MaxStoredXML, ErrFull)
-		}
-		if len(op.Data) == 0 {
-			return tx.Bucket(bucketVCards).Delete([]byte(op.Name))
-		}
-		return tx.Bucket(bucketVCards).Put([]byte(op.Name), op.Data)
-	case OpPrivateSet:
-		if len(op.Data) > MaxStoredXML {
-			return fmt.Errorf("private XML larger than %d bytes: %w", MaxStoredXML, ErrFull)
-		}
-		b, err := tx.Bucket(bucketPrivate).CreateBucketIfNotExists([]byte(op.Name))
-		if err != nil {
-			return err
-		}
-		if b.Get([]byte(op.Value)) == nil && b.Stats().KeyN >= MaxPrivateEntries {
-			return fmt.Errorf("private storage of %s has %d entries: %w", op.Name, MaxPrivateEntries, ErrFull)
-		}
-		return b.Put([]byte(op.Value), op.Data)
-	case OpLastSet:
-		return putJSON(tx.Bucket(bucketLast), op.Name, LastActivity{Time: op.Time, Status: op.Value})
+// RosterPut stores one roster item as given (no subscription logic: see
+// RosterSet and RosterSubscribe for the read-modify-write changes).
+type RosterPut struct {
+	User string     `json:"user"`
+	Item RosterItem `json:"item"`
+}
+
+// RosterDel deletes one roster item.
+type RosterDel struct {
+	User string `json:"user"`
+	JID  string `json:"jid"`
+}
+
+// OfflinePush stores a stanza for an offline user.
+type OfflinePush struct {
+	User   string `json:"user"`
+	Stanza []byte `json:"stanza"`
+}
+
+// OfflineDel deletes a user's stored stanzas up to and including Through.
+type OfflineDel struct {
+	User    string `json:"user"`
+	Through uint64 `json:"through"`
+}
+
+// VCardSet stores a user's vCard XML (empty: deletes it).
+type VCardSet struct {
+	User  string `json:"user"`
+	VCard []byte `json:"vcard,omitempty"`
+}
+
+// PrivateSet stores private XML (XEP-0049) under a key.
+type PrivateSet struct {
+	User string `json:"user"`
+	Key  string `json:"key"`
+	XML  []byte `json:"xml"`
+}
+
+// LastSet records that a user's last session ended now (the entry's time).
+type LastSet struct {
+	User   string `json:"user"`
+	Status string `json:"status,omitempty"`
+}
+
+func (RosterPut) Kind() OpKind   { return "roster.put" }
+func (RosterDel) Kind() OpKind   { return "roster.del" }
+func (OfflinePush) Kind() OpKind { return "offline.push" }
+func (OfflineDel) Kind() OpKind  { return "offline.del" }
+func (VCardSet) Kind() OpKind    { return "vcard.set" }
+func (PrivateSet) Kind() OpKind  { return "private.set" }
+func (LastSet) Kind() OpKind     { return "last.set" }
+
+func (o RosterPut) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	if o.Item.JID == "" {
+		return nil, errors.New("roster.put without an item")
 	}
-	return fmt.Errorf("unknown IM operation %q", op.Kind)
+	return nil, putRosterItem(tx, o.User, o.Item)
+}
+
+// putRosterItem stores an item, bumping the roster's version.
+func putRosterItem(tx *bolt.Tx, user string, it RosterItem) error {
+	b, err := tx.Bucket(bucketRosters).CreateBucketIfNotExists([]byte(user))
+	if err != nil {
+		return err
+	}
+	if b.Get([]byte(it.JID)) == nil && b.Stats().KeyN >= MaxRosterItems {
+		return fmt.Errorf("roster of %s has %d items: %w", user, MaxRosterItems, ErrFull)
+	}
+	if _, err := b.NextSequence(); err != nil {
+		return err
+	}
+	return putJSON(b, it.JID, it)
+}
+
+// getRosterItem reads one item; ok is false if the user has none for jid.
+func getRosterItem(tx *bolt.Tx, user, jid string) (it RosterItem, ok bool, err error) {
+	b := tx.Bucket(bucketRosters).Bucket([]byte(user))
+	if b == nil {
+		return it, false, nil
+	}
+	ok, err = getJSON(b, jid, &it)
+	return it, ok, err
+}
+
+func (o RosterDel) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	b := tx.Bucket(bucketRosters).Bucket([]byte(o.User))
+	if b == nil || b.Get([]byte(o.JID)) == nil {
+		return nil, fmt.Errorf("roster item %s: %w", o.JID, ErrNotFound)
+	}
+	if _, err := b.NextSequence(); err != nil {
+		return nil, err
+	}
+	return nil, b.Delete([]byte(o.JID))
+}
+
+func (o OfflinePush) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	b, err := tx.Bucket(bucketOffline).CreateBucketIfNotExists([]byte(o.User))
+	if err != nil {
+		return nil, err
+	}
+	if b.Stats().KeyN >= MaxOfflineQueue {
+		return nil, fmt.Errorf("offline queue of %s has %d messages: %w", o.User, MaxOfflineQueue, ErrFull)
+	}
+	n, _ := b.NextSequence()
+	return nil, b.Put(seqKey(n), o.Stanza)
+}
+
+func (o OfflineDel) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	b := tx.Bucket(bucketOffline).Bucket([]byte(o.User))
+	if b == nil {
+		return nil, nil
+	}
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= o.Through; k, _ = c.First() {
+		if err := c.Delete(); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+func (o VCardSet) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	if len(o.VCard) > MaxStoredXML {
+		return nil, fmt.Errorf("vCard larger than %d bytes: %w", MaxStoredXML, ErrFull)
+	}
+	if len(o.VCard) == 0 {
+		return nil, tx.Bucket(bucketVCards).Delete([]byte(o.User))
+	}
+	return nil, tx.Bucket(bucketVCards).Put([]byte(o.User), o.VCard)
+}
+
+func (o PrivateSet) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	if len(o.XML) > MaxStoredXML {
+		return nil, fmt.Errorf("private XML larger than %d bytes: %w", MaxStoredXML, ErrFull)
+	}
+	b, err := tx.Bucket(bucketPrivate).CreateBucketIfNotExists([]byte(o.User))
+	if err != nil {
+		return nil, err
+	}
+	if b.Get([]byte(o.Key)) == nil && b.Stats().KeyN >= MaxPrivateEntries {
+		return nil, fmt.Errorf("private storage of %s has %d entries: %w", o.User, MaxPrivateEntries, ErrFull)
+	}
+	return nil, b.Put([]byte(o.Key), o.XML)
+}
+
+func (o LastSet) apply(tx *bolt.Tx, at time.Time) (any, error) {
+	return nil, putJSON(tx.Bucket(bucketLast), o.User, LastActivity{Time: at, Status: o.Status})
 }

@@ -3,64 +3,52 @@ package store
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// OpKind names one kind of change.
+// OpKind names one kind of change; it is what the log records beside the
+// payload, so a kind's name never changes once released.
 type OpKind string
 
-// The kinds of change. Each is deterministic given the Op alone (the time
-// travels inside it), so replaying a log gives the same state everywhere.
-const (
-	OpConfigSet     OpKind = "config.set"     // Name = key, Value = value
-	OpConfigDel     OpKind = "config.del"     // Name = key
-	OpAdminCreate   OpKind = "admin.create"   // Admin; fails if the name is taken
-	OpAdminDelete   OpKind = "admin.delete"   // Name; refuses the last admin
-	OpAdminPassword OpKind = "admin.password" // Name, Value = hash; clears expiry
-	OpAdminExpire   OpKind = "admin.expire"   // Name; forces a change at next login
-	OpAdminUnlock   OpKind = "admin.unlock"   // Name
-	OpAdminLoginOK  OpKind = "admin.login-ok" // Name
-	OpAdminKeyAdd   OpKind = "admin.key-add"  // Name, Value = authorized_keys line
-	OpAdminKeyDel   OpKind = "admin.key-del"  // Name, Index (1-based)
-	OpAudit         OpKind = "audit"          // Audit
-	OpHistory       OpKind = "history"        // Name = user, Value = line
+// Op is one typed change to the replicated store: each kind of change is
+// its own payload type (ConfigSet, AdminCreate, OfflinePush …). An Op is
+// deterministic given its payload and the entry's time, so replaying the
+// log gives the same state on every node. Only this package defines ops:
+// apply runs inside the FSM's transaction (see Store.Apply).
+type Op interface {
+	Kind() OpKind
+	// apply changes the store in tx at time at (the entry's time, never
+	// the clock) and returns the op's response. An error leaves nothing
+	// of the op behind: the FSM rolls it back.
+	apply(tx *bolt.Tx, at time.Time) (any, error)
+}
 
-	OpDomainPrimary   OpKind = "domain.primary"   // Name; Domain optional (its certificates)
-	OpDomainPut       OpKind = "domain.put"       // Domain (keeps Primary as it was)
-	OpDomainDel       OpKind = "domain.del"       // Name
-	OpXMPPReset       OpKind = "xmpp.reset"       // every domain and every xmpp.* setting; accounts stay
-	OpComponentAdd    OpKind = "component.add"    // Component; fails if the name is taken
-	OpComponentDel    OpKind = "component.del"    // Name
-	OpAccountCreate   OpKind = "account.create"   // Accounts; SkipExisting
-	OpAccountPassword OpKind = "account.password" // Accounts[0]
-	OpAccountDelete   OpKind = "account.delete"   // Name = bare JID
-	OpRosterPut       OpKind = "roster.put"       // Name = user, Item
-	OpRosterDel       OpKind = "roster.del"       // Name = user, Value = contact JID
-	OpOfflinePush     OpKind = "offline.push"     // Name = user, Data = stanza
-	OpOfflineDel      OpKind = "offline.del"      // Name = user, Index = last seq delivered
-	OpVCardSet        OpKind = "vcard.set"        // Name = user, Data = vCard XML (empty: delete)
-	OpPrivateSet      OpKind = "private.set"      // Name = user, Value = key, Data = XML
-	OpLastSet         OpKind = "last.set"         // Name = user, Value = status
-)
+// opTypes maps every kind the log may carry to a new empty payload.
+// Decoding an entry of any other kind is an error.
+var opTypes = map[OpKind]reflect.Type{}
 
-// Op is one serializable change to the store.
-type Op struct {
-	Kind  OpKind      `json:"kind"`
-	Time  time.Time   `json:"time"`
-	Name  string      `json:"name,omitempty"`
-	Value string      `json:"value,omitempty"`
-	Index int         `json:"index,omitempty"`
-	Admin *Admin      `json:"admin,omitempty"`
-	Audit *AuditEntry `json:"audit,omitempty"`
+func register(ops ...Op) {
+	for _, op := range ops {
+		k := op.Kind()
+		if _, dup := opTypes[k]; dup {
+			panic("store: op kind registered twice: " + string(k))
+		}
+		opTypes[k] = reflect.TypeOf(op)
+	}
+}
 
-	Data         []byte      `json:"data,omitempty"`
-	Domain       *Domain     `json:"domain,omitempty"`
-	Accounts     []Account   `json:"accounts,omitempty"`
-	SkipExisting bool        `json:"skip_existing,omitempty"`
-	Item         *RosterItem `json:"item,omitempty"`
-	Component    *Component  `json:"component,omitempty"`
+func init() {
+	register(ConfigSet{}, ConfigDel{},
+		AdminCreate{}, AdminDelete{}, AdminPassword{}, AdminExpire{}, AdminUnlock{}, AdminKeyAdd{}, AdminKeyDel{},
+		AuditAdd{},
+		DomainPrimary{}, DomainPut{}, DomainDel{}, XMPPReset{},
+		ComponentAdd{}, ComponentDel{},
+		AccountCreate{}, AccountPassword{}, AccountDelete{},
+		RosterPut{}, RosterDel{}, RosterSet{}, RosterSubscribe{},
+		OfflinePush{}, OfflineDel{}, VCardSet{}, PrivateSet{}, LastSet{})
 }
 
 // Errors callers may test for.
@@ -80,117 +68,179 @@ const HistoryLimit = 500
 // AuditLimit is how many audit entries are kept; the oldest go first.
 const AuditLimit = 100000
 
-func apply(tx *bolt.Tx, op Op) error {
-	switch op.Kind {
-	case OpConfigSet:
-		return tx.Bucket(bucketConfig).Put([]byte(op.Name), []byte(op.Value))
-	case OpConfigDel:
-		return tx.Bucket(bucketConfig).Delete([]byte(op.Name))
-	case OpAdminCreate:
-		if op.Admin == nil || op.Admin.Name == "" {
-			return errors.New("admin.create without an admin")
-		}
-		b := tx.Bucket(bucketAdmins)
-		if b.Get([]byte(op.Admin.Name)) != nil {
-			return fmt.Errorf("user %s %w", op.Admin.Name, ErrExists)
-		}
-		a := *op.Admin
-		a.Created = op.Time
-		if a.PasswordChanged.IsZero() {
-			a.PasswordChanged = op.Time
-		}
-		return putJSON(b, a.Name, a)
-	case OpAdminDelete:
-		b := tx.Bucket(bucketAdmins)
-		var a Admin
-		if ok, err := getJSON(b, op.Name, &a); err != nil {
-			return err
-		} else if !ok {
-			return fmt.Errorf("user %s: %w", op.Name, ErrNotFound)
-		}
-		if a.Role == RoleAdmin && countRole(b, RoleAdmin) <= 1 {
-			return fmt.Errorf("%s is the %w: add another admin user first", op.Name, ErrLastAdmin)
-		}
-		if err := b.Delete([]byte(op.Name)); err != nil {
-			return err
-		}
-		if h := tx.Bucket(bucketHistory); h.Bucket([]byte(op.Name)) != nil {
-			return h.DeleteBucket([]byte(op.Name))
-		}
-		return nil
-	case OpAdminPassword, OpAdminExpire, OpAdminUnlock, OpAdminLoginOK, OpAdminKeyAdd, OpAdminKeyDel:
-		return updateAdmin(tx, op)
-	case OpAudit:
-		if op.Audit == nil {
-			return errors.New("audit op without an entry")
-		}
-		b := tx.Bucket(bucketAudit)
-		n, _ := b.NextSequence()
-		e := *op.Audit
-		e.Time = op.Time
-		if err := putJSON(b, string(seqKey(n)), e); err != nil {
-			return err
-		}
-		return trimSeq(b, n, AuditLimit)
-	case OpHistory:
-		h, err := tx.Bucket(bucketHistory).CreateBucketIfNotExists([]byte(op.Name))
-		if err != nil {
-			return err
-		}
-		n, _ := h.NextSequence()
-		if err := h.Put(seqKey(n), []byte(op.Value)); err != nil {
-			return err
-		}
-		return trimSeq(h, n, HistoryLimit)
-	case OpDomainPrimary, OpDomainPut, OpDomainDel:
-		return applyDomain(tx, op)
-	case OpXMPPReset:
-		return applyXMPPReset(tx)
-	case OpComponentAdd, OpComponentDel:
-		return applyComponent(tx, op)
-	case OpAccountCreate, OpAccountPassword, OpAccountDelete:
-		return applyAccount(tx, op)
-	case OpRosterPut, OpRosterDel, OpOfflinePush, OpOfflineDel, OpVCardSet, OpPrivateSet, OpLastSet:
-		return applyIM(tx, op)
-	}
-	return fmt.Errorf("unknown store operation %q", op.Kind)
+// ConfigSet sets one configuration key. Node-local keys (IsLocalKey) are
+// not set through the log: use Store.SetLocal.
+type ConfigSet struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
 }
 
-func updateAdmin(tx *bolt.Tx, op Op) error {
+// ConfigDel deletes one configuration key.
+type ConfigDel struct {
+	Key string `json:"key"`
+}
+
+func (ConfigSet) Kind() OpKind { return "config.set" }
+func (ConfigDel) Kind() OpKind { return "config.del" }
+
+func (o ConfigSet) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	if IsLocalKey(o.Key) {
+		return nil, fmt.Errorf("%s is node-local: it is not replicated", o.Key)
+	}
+	return nil, tx.Bucket(bucketConfig).Put([]byte(o.Key), []byte(o.Value))
+}
+
+func (o ConfigDel) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	return nil, tx.Bucket(bucketConfig).Delete([]byte(o.Key))
+}
+
+// AdminCreate adds an admin user; it fails with ErrExists if the name is
+// taken. Created (and PasswordChanged, if zero) are the entry's time.
+type AdminCreate struct {
+	Admin Admin `json:"admin"`
+}
+
+// AdminDelete deletes an admin user; it refuses the last admin.
+type AdminDelete struct {
+	Name string `json:"name"`
+}
+
+// AdminPassword sets an admin user's password hash and clears an expiry.
+type AdminPassword struct {
+	Name string `json:"name"`
+	Hash string `json:"hash"`
+}
+
+// AdminExpire forces a password change at the user's next login.
+type AdminExpire struct {
+	Name string `json:"name"`
+}
+
+// AdminUnlock checks the user exists (and is audited): the SSH server
+// keeps failed logins per source address in memory (shell.guard).
+type AdminUnlock struct {
+	Name string `json:"name"`
+}
+
+// AdminKeyAdd authorizes an SSH public key (an authorized_keys line).
+type AdminKeyAdd struct {
+	Name string `json:"name"`
+	Line string `json:"line"`
+}
+
+// AdminKeyDel removes the user's Index-th key (1-based).
+type AdminKeyDel struct {
+	Name  string `json:"name"`
+	Index int    `json:"index"`
+}
+
+func (AdminCreate) Kind() OpKind   { return "admin.create" }
+func (AdminDelete) Kind() OpKind   { return "admin.delete" }
+func (AdminPassword) Kind() OpKind { return "admin.password" }
+func (AdminExpire) Kind() OpKind   { return "admin.expire" }
+func (AdminUnlock) Kind() OpKind   { return "admin.unlock" }
+func (AdminKeyAdd) Kind() OpKind   { return "admin.key-add" }
+func (AdminKeyDel) Kind() OpKind   { return "admin.key-del" }
+
+func (o AdminCreate) apply(tx *bolt.Tx, at time.Time) (any, error) {
+	if o.Admin.Name == "" {
+		return nil, errors.New("admin.create without an admin")
+	}
+	b := tx.Bucket(bucketAdmins)
+	if b.Get([]byte(o.Admin.Name)) != nil {
+		return nil, fmt.Errorf("user %s %w", o.Admin.Name, ErrExists)
+	}
+	a := o.Admin
+	a.Created = at
+	if a.PasswordChanged.IsZero() {
+		a.PasswordChanged = at
+	}
+	return nil, putJSON(b, a.Name, a)
+}
+
+func (o AdminDelete) apply(tx *bolt.Tx, _ time.Time) (any, error) {
 	b := tx.Bucket(bucketAdmins)
 	var a Admin
-	if ok, err := getJSON(b, op.Name, &a); err != nil {
-		return err
+	if ok, err := getJSON(b, o.Name, &a); err != nil {
+		return nil, err
 	} else if !ok {
-		return fmt.Errorf("user %s: %w", op.Name, ErrNotFound)
+		return nil, fmt.Errorf("user %s: %w", o.Name, ErrNotFound)
 	}
-	switch op.Kind {
-	case OpAdminPassword:
-		a.PasswordHash = op.Value
-		a.PasswordChanged = op.Time
-		a.Expired = false
-	case OpAdminExpire:
-		a.Expired = true
-	case OpAdminUnlock:
-		// Nothing stored: the SSH server keeps failed logins per source
-		// address in memory (shell.guard); the op checks the user exists
-		// and is audited.
-	case OpAdminLoginOK:
-		a.LastLogin = op.Time
-	case OpAdminKeyAdd:
+	if a.Role == RoleAdmin && countRole(b, RoleAdmin) <= 1 {
+		return nil, fmt.Errorf("%s is the %w: add another admin user first", o.Name, ErrLastAdmin)
+	}
+	// The user's node-local data (history, last login) goes after commit:
+	// see Store.afterCommit.
+	return nil, b.Delete([]byte(o.Name))
+}
+
+func (o AdminPassword) apply(tx *bolt.Tx, at time.Time) (any, error) {
+	return nil, updateAdmin(tx, o.Name, func(a *Admin) error {
+		a.PasswordHash, a.PasswordChanged, a.Expired = o.Hash, at, false
+		return nil
+	})
+}
+
+func (o AdminExpire) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	return nil, updateAdmin(tx, o.Name, func(a *Admin) error { a.Expired = true; return nil })
+}
+
+func (o AdminUnlock) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	return nil, updateAdmin(tx, o.Name, func(a *Admin) error { return nil })
+}
+
+func (o AdminKeyAdd) apply(tx *bolt.Tx, at time.Time) (any, error) {
+	return nil, updateAdmin(tx, o.Name, func(a *Admin) error {
 		for _, k := range a.Keys {
-			if k.Line == op.Value {
+			if k.Line == o.Line {
 				return fmt.Errorf("that key is %w for %s", ErrExists, a.Name)
 			}
 		}
-		a.Keys = append(a.Keys, SSHKey{Line: op.Value, Added: op.Time})
-	case OpAdminKeyDel:
-		if op.Index < 1 || op.Index > len(a.Keys) {
-			return fmt.Errorf("%s has no key number %d (see 'user sshkey list %s')", a.Name, op.Index, a.Name)
+		a.Keys = append(a.Keys, SSHKey{Line: o.Line, Added: at})
+		return nil
+	})
+}
+
+func (o AdminKeyDel) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	return nil, updateAdmin(tx, o.Name, func(a *Admin) error {
+		if o.Index < 1 || o.Index > len(a.Keys) {
+			return fmt.Errorf("%s has no key number %d (see 'user sshkey list %s')", a.Name, o.Index, a.Name)
 		}
-		a.Keys = append(a.Keys[:op.Index-1], a.Keys[op.Index:]...)
+		a.Keys = append(a.Keys[:o.Index-1], a.Keys[o.Index:]...)
+		return nil
+	})
+}
+
+func updateAdmin(tx *bolt.Tx, name string, change func(a *Admin) error) error {
+	b := tx.Bucket(bucketAdmins)
+	var a Admin
+	if ok, err := getJSON(b, name, &a); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("user %s: %w", name, ErrNotFound)
+	}
+	if err := change(&a); err != nil {
+		return err
 	}
 	return putJSON(b, a.Name, a)
+}
+
+// AuditAdd appends one entry to the audit trail (its time is the entry's).
+type AuditAdd struct {
+	Entry AuditEntry `json:"entry"`
+}
+
+func (AuditAdd) Kind() OpKind { return "audit" }
+
+func (o AuditAdd) apply(tx *bolt.Tx, at time.Time) (any, error) {
+	b := tx.Bucket(bucketAudit)
+	n, _ := b.NextSequence()
+	e := o.Entry
+	e.Time = at
+	if err := putJSON(b, string(seqKey(n)), e); err != nil {
+		return nil, err
+	}
+	return nil, trimSeq(b, n, AuditLimit)
 }
 
 func countRole(b *bolt.Bucket, role string) int {

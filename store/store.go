@@ -1,11 +1,22 @@
-// Package store owns Parley's persistent state in one bbolt file: the
-// appliance configuration, admin users, the audit trail and shell history
-// (and, as the engine grows, XMPP accounts, rosters, offline queues).
+// Package store owns Parley's persistent state: the replicated state in
+// one bbolt file (parley.db: configuration, domains, components and their
+// secrets, admin users, the audit trail, XMPP accounts, rosters, offline
+// queues, vCards, private XML, last activity) and the node-local state in
+// another (node.db: shell history, last logins, xmpp.listen).
 //
-// Every change is a small serializable Op applied by one function, Apply,
-// in one bbolt transaction that is synced to disk before Apply returns. That
-// function is the seam where a cluster log plugs in later: clustered, the same
-// Op is applied on every node as the raft FSM. Reads go straight to bbolt.
+// The replicated store is a state machine in the shape of hashicorp/raft's
+// FSM. A change is a typed Op (ConfigSet, AdminCreate, OfflinePush …).
+// Propose stamps it with the time and a request id, encodes it as a log
+// entry and commits it through a Log: standalone, the local log commits
+// the entries that arrive together in one synced transaction (group
+// commit); clustered, raft.Apply will. The FSM, Store.Apply(index, entry),
+// is deterministic: it never reads the clock or the network (the time
+// travels in the entry), and it records the applied index in the same
+// transaction. Snapshot and Restore cover the whole replicated store.
+// Watchers are told of each change after it commits, in log order, by a
+// goroutine of the store's own; Settle waits until they have processed
+// it. Node-local data never goes through the log. Reads go straight to
+// bbolt. docs/developing.md explains how to add an op kind.
 package store
 
 import (
@@ -22,9 +33,9 @@ import (
 )
 
 // SchemaVersion is the version of the layout this code reads and writes.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
-// FileName is the bbolt file's name inside the data directory.
+// FileName is the replicated store's bbolt file inside the data directory.
 const FileName = "parley.db"
 
 var (
@@ -32,7 +43,7 @@ var (
 	bucketConfig  = []byte("config")
 	bucketAdmins  = []byte("admins")
 	bucketAudit   = []byte("audit")
-	bucketHistory = []byte("history")
+	bucketHistory = []byte("history") // node-local since schema 4 (node.db)
 
 	bucketDomains  = []byte("xmpp.domains")
 	bucketAccounts = []byte("xmpp.accounts")
@@ -47,8 +58,8 @@ var (
 
 // migrations[i] brings a store from schema i to i+1. migrations[0] creates
 // the first layout.
-var migrations = []func(tx *bolt.Tx) error{
-	func(tx *bolt.Tx) error {
+var migrations = []func(s *Store, tx *bolt.Tx) error{
+	func(s *Store, tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketConfig, bucketAdmins, bucketAudit, bucketHistory} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -57,7 +68,7 @@ var migrations = []func(tx *bolt.Tx) error{
 		return nil
 	},
 	// 1 → 2: the XMPP engine's data.
-	func(tx *bolt.Tx) error {
+	func(s *Store, tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketDomains, bucketAccounts, bucketRosters, bucketOffline, bucketVCards, bucketPrivate, bucketLast} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -66,27 +77,60 @@ var migrations = []func(tx *bolt.Tx) error{
 		return nil
 	},
 	// 2 → 3: external components (call bridges).
-	func(tx *bolt.Tx) error {
+	func(s *Store, tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketComponents)
 		return err
 	},
+	// 3 → 4: node-local data moves to node.db (node.go).
+	func(s *Store, tx *bolt.Tx) error { return s.moveNodeLocal(tx) },
 }
 
-// Store is the open configuration store.
+// Store is the open store.
 type Store struct {
-	db *bolt.DB
+	dir  string
+	path string
 
-	mu       sync.Mutex
-	watchers []func(Op)
+	// dbMu guards db, which Restore swaps; reads and FSM transactions
+	// hold it shared.
+	dbMu sync.RWMutex
+	db   *bolt.DB
+	node *bolt.DB // node-local data (node.go)
+
+	logMu sync.Mutex
+	log   Log
+	local *localLog
+
+	notes *notifier
 }
 
-// Open opens (creating it if needed) the store in dataDir and migrates it to
-// SchemaVersion. A store written by a newer Parley is refused.
+// Open opens (creating them if needed) the stores in dataDir and migrates
+// them to SchemaVersion. A store written by a newer Parley is refused.
 func Open(dataDir string) (*Store, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dataDir, FileName)
+	s := &Store{dir: dataDir, path: filepath.Join(dataDir, FileName)}
+	db, err := openBolt(s.path)
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	if s.node, err = openNode(dataDir); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.migrate(); err != nil {
+		db.Close()
+		s.node.Close()
+		return nil, err
+	}
+	s.notes = newNotifier()
+	s.local = newLocalLog(s)
+	s.log = s.local
+	return s, nil
+}
+
+func openBolt(path string) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
@@ -94,12 +138,7 @@ func Open(dataDir string) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	s := &Store{db: db}
-	if err := s.migrate(); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return s, nil
+	return db, nil
 }
 
 func (s *Store) migrate() error {
@@ -118,7 +157,7 @@ func (s *Store) migrate() error {
 			return fmt.Errorf("store: schema version %d is newer than this parley understands (%d): run a newer parley", v, SchemaVersion)
 		}
 		for ; v < SchemaVersion; v++ {
-			if err := migrations[v](tx); err != nil {
+			if err := migrations[v](s, tx); err != nil {
 				return fmt.Errorf("store: migrating to schema %d: %w", v+1, err)
 			}
 		}
@@ -126,13 +165,28 @@ func (s *Store) migrate() error {
 	})
 }
 
-// Close closes the store.
-func (s *Store) Close() error { return s.db.Close() }
+// Close stops the log and the watchers' goroutine (after it has told them
+// of every committed change) and closes the files.
+func (s *Store) Close() error {
+	s.local.close()
+	s.notes.close()
+	s.node.Close()
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	return s.db.Close()
+}
+
+// view runs a read-only transaction on the replicated store.
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	return s.db.View(fn)
+}
 
 // Schema returns the schema version recorded in the file.
 func (s *Store) Schema() (int, error) {
 	v := 0
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		_, err := fmt.Sscan(string(tx.Bucket(bucketMeta).Get([]byte("schema"))), &v)
 		return err
 	})
@@ -141,39 +195,12 @@ func (s *Store) Schema() (int, error) {
 
 // Check verifies the store is readable and its pages are consistent.
 func (s *Store) Check() error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		for err := range tx.Check() {
 			return err
 		}
 		return nil
 	})
-}
-
-// Watch registers fn to be called after every applied Op, in order, after
-// the change is durable. fn must not block for long.
-func (s *Store) Watch(fn func(Op)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.watchers = append(s.watchers, fn)
-}
-
-// Apply applies one Op in a single synced transaction. It is the only way
-// the store changes.
-func (s *Store) Apply(op Op) error {
-	if op.Time.IsZero() {
-		op.Time = time.Now().UTC()
-	}
-	err := s.db.Update(func(tx *bolt.Tx) error { return apply(tx, op) })
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	ws := append([]func(Op){}, s.watchers...)
-	s.mu.Unlock()
-	for _, w := range ws {
-		w(op)
-	}
-	return nil
 }
 
 func getJSON(b *bolt.Bucket, key string, v any) (bool, error) {

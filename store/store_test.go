@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -22,24 +23,36 @@ func open(t *testing.T, dir string) *Store {
 	return s
 }
 
+func prop(s *Store, op Op) error {
+	_, err := s.Propose(op)
+	return err
+}
+
 func mustApply(t *testing.T, s *Store, op Op) {
 	t.Helper()
-	if err := s.Apply(op); err != nil {
-		t.Fatalf("apply %s: %v", op.Kind, err)
+	if err := prop(s, op); err != nil {
+		t.Fatalf("apply %s: %v", op.Kind(), err)
+	}
+}
+
+func mustApplyAt(t *testing.T, s *Store, at time.Time, op Op) {
+	t.Helper()
+	if _, err := s.ProposeAt(at, op); err != nil {
+		t.Fatalf("apply %s: %v", op.Kind(), err)
 	}
 }
 
 func admin(name, role string) Op {
-	return Op{Kind: OpAdminCreate, Admin: &Admin{Name: name, Role: role, PasswordHash: "h"}}
+	return AdminCreate{Admin: Admin{Name: name, Role: role, PasswordHash: "h"}}
 }
 
 func TestPersistsAcrossReopen(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
-	mustApply(t, s, Op{Kind: OpConfigSet, Name: ConfigHostname, Value: "alpha"})
+	mustApply(t, s, ConfigSet{Key: ConfigHostname, Value: "alpha"})
 	mustApply(t, s, admin("root", RoleAdmin))
-	mustApply(t, s, Op{Kind: OpHistory, Name: "root", Value: "user list"})
-	mustApply(t, s, Op{Kind: OpAudit, Audit: &AuditEntry{User: "root", Action: "hostname alpha", Result: "ok"}})
+	s.AddHistory("root", "user list")
+	mustApply(t, s, AuditAdd{Entry: AuditEntry{User: "root", Action: "hostname alpha", Result: "ok"}})
 	s.Close()
 
 	s = open(t, dir)
@@ -98,15 +111,14 @@ func TestAdminRules(t *testing.T) {
 		want error
 	}{
 		{"duplicate", admin("root", RoleAdmin), ErrExists},
-		{"delete last admin", Op{Kind: OpAdminDelete, Name: "root"}, ErrLastAdmin},
-		{"delete unknown", Op{Kind: OpAdminDelete, Name: "nobody"}, ErrNotFound},
-		{"password unknown", Op{Kind: OpAdminPassword, Name: "nobody", Value: "x"}, ErrNotFound},
-		{"delete key out of range", Op{Kind: OpAdminKeyDel, Name: "root", Index: 3}, nil},
-		{"unknown op", Op{Kind: "bogus"}, nil},
+		{"delete last admin", AdminDelete{Name: "root"}, ErrLastAdmin},
+		{"delete unknown", AdminDelete{Name: "nobody"}, ErrNotFound},
+		{"password unknown", AdminPassword{Name: "nobody", Hash: "x"}, ErrNotFound},
+		{"delete key out of range", AdminKeyDel{Name: "root", Index: 3}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := s.Apply(tc.op)
+			err := prop(s, tc.op)
 			if err == nil {
 				t.Fatal("want an error")
 			}
@@ -122,7 +134,7 @@ func TestAdminRules(t *testing.T) {
 	}
 	// With a second admin, the first may go.
 	mustApply(t, s, admin("root2", RoleAdmin))
-	mustApply(t, s, Op{Kind: OpAdminDelete, Name: "root"})
+	mustApply(t, s, AdminDelete{Name: "root"})
 }
 
 func TestPasswordExpiry(t *testing.T) {
@@ -144,12 +156,12 @@ func TestKeys(t *testing.T) {
 	s := open(t, t.TempDir())
 	defer s.Close()
 	mustApply(t, s, admin("root", RoleAdmin))
-	mustApply(t, s, Op{Kind: OpAdminKeyAdd, Name: "root", Value: "ssh-ed25519 AAAA one"})
-	mustApply(t, s, Op{Kind: OpAdminKeyAdd, Name: "root", Value: "ssh-ed25519 BBBB two"})
-	if err := s.Apply(Op{Kind: OpAdminKeyAdd, Name: "root", Value: "ssh-ed25519 AAAA one"}); !errors.Is(err, ErrExists) {
+	mustApply(t, s, AdminKeyAdd{Name: "root", Line: "ssh-ed25519 AAAA one"})
+	mustApply(t, s, AdminKeyAdd{Name: "root", Line: "ssh-ed25519 BBBB two"})
+	if err := prop(s, AdminKeyAdd{Name: "root", Line: "ssh-ed25519 AAAA one"}); !errors.Is(err, ErrExists) {
 		t.Fatalf("duplicate key: %v", err)
 	}
-	mustApply(t, s, Op{Kind: OpAdminKeyDel, Name: "root", Index: 1})
+	mustApply(t, s, AdminKeyDel{Name: "root", Index: 1})
 	a, _ := s.Admin("root")
 	if len(a.Keys) != 1 || a.Keys[0].Line != "ssh-ed25519 BBBB two" {
 		t.Fatalf("keys = %+v", a.Keys)
@@ -160,14 +172,14 @@ func TestHistoryAndAuditBounded(t *testing.T) {
 	s := open(t, t.TempDir())
 	defer s.Close()
 	for i := 0; i < HistoryLimit+20; i++ {
-		mustApply(t, s, Op{Kind: OpHistory, Name: "root", Value: fmt.Sprint("cmd ", i)})
+		s.AddHistory("root", fmt.Sprint("cmd ", i))
 	}
 	h, _ := s.History("root")
 	if len(h) != HistoryLimit || h[0] != "cmd 20" || h[len(h)-1] != fmt.Sprint("cmd ", HistoryLimit+19) {
 		t.Fatalf("history: %d lines, first %q", len(h), h[0])
 	}
 	for i := 0; i < 5; i++ {
-		mustApply(t, s, Op{Kind: OpAudit, Audit: &AuditEntry{User: "u", Action: fmt.Sprint("a", i)}})
+		mustApply(t, s, AuditAdd{Entry: AuditEntry{User: "u", Action: fmt.Sprint("a", i)}})
 	}
 	a, _ := s.Audit(2)
 	if len(a) != 2 || a[0].Action != "a3" || a[1].Action != "a4" {
@@ -180,8 +192,8 @@ func TestDeleteDropsHistory(t *testing.T) {
 	defer s.Close()
 	mustApply(t, s, admin("root", RoleAdmin))
 	mustApply(t, s, admin("bob", RoleAudit))
-	mustApply(t, s, Op{Kind: OpHistory, Name: "bob", Value: "user list"})
-	mustApply(t, s, Op{Kind: OpAdminDelete, Name: "bob"})
+	s.AddHistory("bob", "user list")
+	mustApply(t, s, AdminDelete{Name: "bob"})
 	if h, _ := s.History("bob"); len(h) != 0 {
 		t.Fatalf("history survived delete: %q", h)
 	}
@@ -197,10 +209,10 @@ func TestConcurrentWriters(t *testing.T) {
 		go func(w int) {
 			defer wg.Done()
 			for i := 0; i < 25; i++ {
-				if err := s.Apply(admin(fmt.Sprintf("u%d-%d", w, i), RoleAudit)); err != nil {
+				if err := prop(s, admin(fmt.Sprintf("u%d-%d", w, i), RoleAudit)); err != nil {
 					t.Error(err)
 				}
-				s.Apply(Op{Kind: OpAdminLoginOK, Name: "u0-0", Time: time.Now()})
+				s.RecordLogin("u0-0", time.Now())
 			}
 		}(w)
 	}
@@ -221,10 +233,11 @@ func TestWatchSeesAppliedOps(t *testing.T) {
 	s := open(t, t.TempDir())
 	defer s.Close()
 	var seen []OpKind
-	s.Watch(func(op Op) { seen = append(seen, op.Kind) })
-	mustApply(t, s, Op{Kind: OpConfigSet, Name: "k", Value: "v"})
-	s.Apply(Op{Kind: OpAdminDelete, Name: "nobody"}) // fails: not seen
-	if len(seen) != 1 || seen[0] != OpConfigSet {
+	s.Watch(func(c Change) { seen = append(seen, c.Op.Kind()) })
+	mustApply(t, s, ConfigSet{Key: "k", Value: "v"})
+	prop(s, AdminDelete{Name: "nobody"}) // fails: not seen
+	s.Settle(context.Background(), 0)
+	if len(seen) != 1 || seen[0] != (ConfigSet{}).Kind() {
 		t.Fatalf("seen = %v", seen)
 	}
 }
@@ -275,7 +288,7 @@ func BenchmarkApplyConfigSet(b *testing.B) {
 	defer s.Close()
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if err := s.Apply(Op{Kind: OpConfigSet, Name: "k", Value: fmt.Sprint(i)}); err != nil {
+		if err := prop(s, ConfigSet{Key: "k", Value: fmt.Sprint(i)}); err != nil {
 			b.Fatal(err)
 		}
 	}

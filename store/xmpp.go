@@ -25,7 +25,7 @@ import (
 // bucket.
 const (
 	XMPPEnabled           = "xmpp.enabled"             // "true" when the engine should run
-	XMPPListen            = "xmpp.listen"              // space-separated addresses or interface names; unset: all addresses
+	XMPPListen            = "xmpp.listen"              // space-separated addresses or interface names; unset: all addresses. Node-local (node.go)
 	XMPPPortC2S           = "xmpp.port.c2s"            // plain + STARTTLS, default 5222
 	XMPPPortC2STLS        = "xmpp.port.c2s-tls"        // direct TLS, default 5223
 	XMPPPortS2S           = "xmpp.port.s2s"            // server streams, default 5269
@@ -117,7 +117,7 @@ func (c *XMPPConfig) Domain(name string) (Domain, bool) {
 func (s *Store) XMPP() (XMPPConfig, error) {
 	c := XMPPConfig{PortC2S: DefaultPortC2S, PortC2STLS: DefaultPortC2STLS, PortS2S: DefaultPortS2S, ClientAuthTimeout: DefaultClientAuthTimeout,
 		PreAuthPerAddress: DefaultPreAuthPerAddress, StanzaRate: DefaultStanzaRate, StanzaBurst: DefaultStanzaBurst}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		cfg := tx.Bucket(bucketConfig)
 		get := func(k string) (string, bool) {
 			v := cfg.Get([]byte(k))
@@ -133,13 +133,6 @@ func (s *Store) XMPP() (XMPPConfig, error) {
 		}
 		v, _ := get(XMPPEnabled)
 		c.Enabled = v == "true"
-		if v, ok := get(XMPPListen); ok {
-			if v == ListenNone {
-				c.Listen = []string{}
-			} else {
-				c.Listen = strings.Fields(v)
-			}
-		}
 		c.PortC2S = num(XMPPPortC2S, DefaultPortC2S)
 		c.PortC2STLS = num(XMPPPortC2STLS, DefaultPortC2STLS)
 		c.PortS2S = num(XMPPPortS2S, DefaultPortS2S)
@@ -162,6 +155,13 @@ func (s *Store) XMPP() (XMPPConfig, error) {
 			return nil
 		})
 	})
+	if v, ok := s.localConfig(XMPPListen); ok {
+		if v == ListenNone {
+			c.Listen = []string{}
+		} else {
+			c.Listen = strings.Fields(v)
+		}
+	}
 	sort.SliceStable(c.Domains, func(i, j int) bool {
 		if c.Domains[i].Primary != c.Domains[j].Primary {
 			return c.Domains[i].Primary
@@ -171,59 +171,85 @@ func (s *Store) XMPP() (XMPPConfig, error) {
 	return c, err
 }
 
-func applyDomain(tx *bolt.Tx, op Op) error {
-	b := tx.Bucket(bucketDomains)
-	switch op.Kind {
-	case OpDomainPrimary:
-		// The primary domain is replaced: the old one stops being hosted
-		// unless it was added with multi-domain (then it stays, not primary).
-		var keep *Domain
-		if ok, err := getJSON(b, op.Name, &keep); err != nil {
-			return err
-		} else if !ok {
-			keep = &Domain{Name: op.Name}
-		}
-		var drop []string
-		b.ForEach(func(k, v []byte) error {
-			var d Domain
-			if json.Unmarshal(v, &d) == nil && d.Primary && d.Name != op.Name {
-				drop = append(drop, d.Name)
-			}
-			return nil
-		})
-		for _, n := range drop {
-			if err := b.Delete([]byte(n)); err != nil {
-				return err
-			}
-		}
-		keep.Primary = true
-		if op.Domain != nil { // certificates given with the change
-			keep.Key, keep.Cert, keep.Bundle = op.Domain.Key, op.Domain.Cert, op.Domain.Bundle
-		}
-		return putJSON(b, keep.Name, keep)
-	case OpDomainPut:
-		if op.Domain == nil || op.Domain.Name == "" {
-			return errors.New("domain.put without a domain")
-		}
-		var old Domain
-		ok, err := getJSON(b, op.Domain.Name, &old)
-		if err != nil {
-			return err
-		}
-		d := *op.Domain
-		d.Primary = ok && old.Primary
-		return putJSON(b, d.Name, d)
-	case OpDomainDel:
-		var d Domain
-		if ok, err := getJSON(b, op.Name, &d); err != nil {
-			return err
-		} else if !ok {
-			return fmt.Errorf("domain %s: %w", op.Name, ErrNotFound)
-		}
-		return b.Delete([]byte(op.Name))
-	}
-	return fmt.Errorf("unknown domain operation %q", op.Kind)
+// DomainPrimary makes Name the primary domain, replacing the old primary
+// (which stays hosted, not primary, only if it was added with
+// multi-domain). Certs, if set, gives its key, certificate and bundle.
+type DomainPrimary struct {
+	Name  string  `json:"name"`
+	Certs *Domain `json:"certs,omitempty"`
 }
+
+// DomainPut adds or replaces a hosted domain, keeping Primary as it was.
+type DomainPut struct {
+	Domain Domain `json:"domain"`
+}
+
+// DomainDel stops hosting a domain.
+type DomainDel struct {
+	Name string `json:"name"`
+}
+
+// XMPPReset deletes every domain and every xmpp.* setting; accounts stay.
+// (The node-local xmpp.listen goes with Store.DelLocal.)
+type XMPPReset struct{}
+
+func (DomainPrimary) Kind() OpKind { return "domain.primary" }
+func (DomainPut) Kind() OpKind     { return "domain.put" }
+func (DomainDel) Kind() OpKind     { return "domain.del" }
+func (XMPPReset) Kind() OpKind     { return "xmpp.reset" }
+
+func (o DomainPrimary) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	b := tx.Bucket(bucketDomains)
+	var keep *Domain
+	if ok, err := getJSON(b, o.Name, &keep); err != nil {
+		return nil, err
+	} else if !ok {
+		keep = &Domain{Name: o.Name}
+	}
+	var drop []string
+	b.ForEach(func(k, v []byte) error {
+		var d Domain
+		if json.Unmarshal(v, &d) == nil && d.Primary && d.Name != o.Name {
+			drop = append(drop, d.Name)
+		}
+		return nil
+	})
+	for _, n := range drop {
+		if err := b.Delete([]byte(n)); err != nil {
+			return nil, err
+		}
+	}
+	keep.Primary = true
+	if o.Certs != nil { // certificates given with the change
+		keep.Key, keep.Cert, keep.Bundle = o.Certs.Key, o.Certs.Cert, o.Certs.Bundle
+	}
+	return nil, putJSON(b, keep.Name, keep)
+}
+
+func (o DomainPut) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	b := tx.Bucket(bucketDomains)
+	if o.Domain.Name == "" {
+		return nil, errors.New("domain.put without a domain")
+	}
+	var old Domain
+	ok, err := getJSON(b, o.Domain.Name, &old)
+	if err != nil {
+		return nil, err
+	}
+	d := o.Domain
+	d.Primary = ok && old.Primary
+	return nil, putJSON(b, d.Name, d)
+}
+
+func (o DomainDel) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	b := tx.Bucket(bucketDomains)
+	if b.Get([]byte(o.Name)) == nil {
+		return nil, fmt.Errorf("domain %s: %w", o.Name, ErrNotFound)
+	}
+	return nil, b.Delete([]byte(o.Name))
+}
+
+func (XMPPReset) apply(tx *bolt.Tx, _ time.Time) (any, error) { return nil, applyXMPPReset(tx) }
 
 // XMPPConfigPrefix starts every XMPP setting's key in the config bucket.
 const XMPPConfigPrefix = "xmpp."
@@ -324,7 +350,7 @@ func (a *Account) Domain() string { return address.Domain(a.JID) }
 // Account returns one account by bare JID.
 func (s *Store) Account(jid string) (Account, error) {
 	var a Account
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		ok, err := getJSON(tx.Bucket(bucketAccounts), jid, &a)
 		if err == nil && !ok {
 			err = fmt.Errorf("no account %s: %w", jid, ErrNotFound)
@@ -338,7 +364,7 @@ func (s *Store) Account(jid string) (Account, error) {
 // empty), by JID.
 func (s *Store) Accounts(domain string) ([]Account, error) {
 	var out []Account
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
 			if domain != "" && !bytes.HasSuffix(k, []byte("@"+domain)) {
 				return nil
@@ -354,60 +380,80 @@ func (s *Store) Accounts(domain string) ([]Account, error) {
 	return out, err
 }
 
-func applyAccount(tx *bolt.Tx, op Op) error {
+// AccountCreate creates accounts (one, or an import's batch, all or
+// none); an existing one fails with ErrExists unless SkipExisting.
+type AccountCreate struct {
+	Accounts     []Account `json:"accounts"`
+	SkipExisting bool      `json:"skip_existing,omitempty"`
+}
+
+// AccountPassword replaces an account's credentials.
+type AccountPassword struct {
+	Account Account `json:"account"`
+}
+
+// AccountDelete deletes an account and everything it owned.
+type AccountDelete struct {
+	JID string `json:"jid"`
+}
+
+func (AccountCreate) Kind() OpKind   { return "account.create" }
+func (AccountPassword) Kind() OpKind { return "account.password" }
+func (AccountDelete) Kind() OpKind   { return "account.delete" }
+
+func (o AccountCreate) apply(tx *bolt.Tx, at time.Time) (any, error) {
 	b := tx.Bucket(bucketAccounts)
-	switch op.Kind {
-	case OpAccountCreate:
-		for _, a := range op.Accounts {
-			if a.JID == "" {
-				return errors.New("account without a JID")
+	for _, a := range o.Accounts {
+		if a.JID == "" {
+			return nil, errors.New("account without a JID")
+		}
+		if b.Get([]byte(a.JID)) != nil {
+			if o.SkipExisting {
+				continue
 			}
-			if b.Get([]byte(a.JID)) != nil {
-				if op.SkipExisting {
-					continue
-				}
-				return fmt.Errorf("account %s %w", a.JID, ErrExists)
-			}
-			a.Created = op.Time
-			if err := putJSON(b, a.JID, a); err != nil {
-				return err
-			}
+			return nil, fmt.Errorf("account %s %w", a.JID, ErrExists)
 		}
-		return nil
-	case OpAccountPassword:
-		if len(op.Accounts) != 1 {
-			return errors.New("account.password takes one account")
+		a.Created = at
+		if err := putJSON(b, a.JID, a); err != nil {
+			return nil, err
 		}
-		var old Account
-		if ok, err := getJSON(b, op.Accounts[0].JID, &old); err != nil {
-			return err
-		} else if !ok {
-			return fmt.Errorf("account %s: %w", op.Accounts[0].JID, ErrNotFound)
-		}
-		a := op.Accounts[0]
-		a.Created = old.Created
-		return putJSON(b, a.JID, a)
-	case OpAccountDelete:
-		if b.Get([]byte(op.Name)) == nil {
-			return fmt.Errorf("account %s: %w", op.Name, ErrNotFound)
-		}
-		if err := b.Delete([]byte(op.Name)); err != nil {
-			return err
-		}
-		// Everything the account owned goes with it.
-		for _, name := range [][]byte{bucketRosters, bucketOffline, bucketVCards, bucketPrivate, bucketLast} {
-			p := tx.Bucket(name)
-			if p.Bucket([]byte(op.Name)) != nil {
-				if err := p.DeleteBucket([]byte(op.Name)); err != nil {
-					return err
-				}
-			} else if p.Get([]byte(op.Name)) != nil {
-				if err := p.Delete([]byte(op.Name)); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
 	}
-	return fmt.Errorf("unknown account operation %q", op.Kind)
+	return nil, nil
+}
+
+func (o AccountPassword) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	b := tx.Bucket(bucketAccounts)
+	var old Account
+	if ok, err := getJSON(b, o.Account.JID, &old); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, fmt.Errorf("account %s: %w", o.Account.JID, ErrNotFound)
+	}
+	a := o.Account
+	a.Created = old.Created
+	return nil, putJSON(b, a.JID, a)
+}
+
+func (o AccountDelete) apply(tx *bolt.Tx, _ time.Time) (any, error) {
+	b := tx.Bucket(bucketAccounts)
+	if b.Get([]byte(o.JID)) == nil {
+		return nil, fmt.Errorf("account %s: %w", o.JID, ErrNotFound)
+	}
+	if err := b.Delete([]byte(o.JID)); err != nil {
+		return nil, err
+	}
+	// Everything the account owned goes with it.
+	for _, name := range [][]byte{bucketRosters, bucketOffline, bucketVCards, bucketPrivate, bucketLast} {
+		p := tx.Bucket(name)
+		if p.Bucket([]byte(o.JID)) != nil {
+			if err := p.DeleteBucket([]byte(o.JID)); err != nil {
+				return nil, err
+			}
+		} else if p.Get([]byte(o.JID)) != nil {
+			if err := p.Delete([]byte(o.JID)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return nil, nil
 }

@@ -40,9 +40,11 @@ func TestXMPPConfigDefaultsAndSettings(t *testing.T) {
 		t.Error("a primary domain with none set")
 	}
 
-	set := func(k, v string) { mustApply(t, s, Op{Kind: OpConfigSet, Name: k, Value: v}) }
+	set := func(k, v string) { mustApply(t, s, ConfigSet{Key: k, Value: v}) }
 	set(XMPPEnabled, "true")
-	set(XMPPListen, "127.0.0.1  ::1 eth0")
+	if err := s.SetLocal(XMPPListen, "127.0.0.1  ::1 eth0"); err != nil { // node-local
+		t.Fatal(err)
+	}
 	set(XMPPPortC2S, "15222")
 	set(XMPPPortC2STLS, "443")
 	set(XMPPPortS2S, "not-a-number") // unreadable: the default
@@ -58,7 +60,7 @@ func TestXMPPConfigDefaultsAndSettings(t *testing.T) {
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("settings = %+v", cfg)
 	}
-	set(XMPPListen, ListenNone)
+	s.SetLocal(XMPPListen, ListenNone)
 	set(XMPPEnabled, "false")
 	cfg, _ = s.XMPP()
 	if cfg.Listen == nil || len(cfg.Listen) != 0 || cfg.Enabled {
@@ -78,9 +80,9 @@ func TestDomains(t *testing.T) {
 		return cfg.Domains
 	}
 
-	mustApply(t, s, Op{Kind: OpDomainPrimary, Name: "b.example", Domain: &Domain{Name: "b.example", Key: "b.key", Cert: "b.crt"}})
-	mustApply(t, s, Op{Kind: OpDomainPut, Domain: &Domain{Name: "z.example", Key: "z.key", Cert: "z.crt", Bundle: "ca.pem"}})
-	mustApply(t, s, Op{Kind: OpDomainPut, Domain: &Domain{Name: "a.example", Key: "a.key", Cert: "a.crt"}})
+	mustApply(t, s, DomainPrimary{Name: "b.example", Certs: &Domain{Name: "b.example", Key: "b.key", Cert: "b.crt"}})
+	mustApply(t, s, DomainPut{Domain: Domain{Name: "z.example", Key: "z.key", Cert: "z.crt", Bundle: "ca.pem"}})
+	mustApply(t, s, DomainPut{Domain: Domain{Name: "a.example", Key: "a.key", Cert: "a.crt"}})
 	want := []Domain{
 		{Name: "b.example", Primary: true, Key: "b.key", Cert: "b.crt"},
 		{Name: "a.example", Key: "a.key", Cert: "a.crt"},
@@ -98,19 +100,19 @@ func TestDomains(t *testing.T) {
 	}
 
 	// Put on the primary keeps it primary.
-	mustApply(t, s, Op{Kind: OpDomainPut, Domain: &Domain{Name: "b.example", Key: "b2.key", Cert: "b2.crt"}})
+	mustApply(t, s, DomainPut{Domain: Domain{Name: "b.example", Key: "b2.key", Cert: "b2.crt"}})
 	if got := domains()[0]; got != (Domain{Name: "b.example", Primary: true, Key: "b2.key", Cert: "b2.crt"}) {
 		t.Errorf("put on the primary: %+v", got)
 	}
 	// Primary without certificates keeps the ones it had.
-	mustApply(t, s, Op{Kind: OpDomainPrimary, Name: "b.example"})
+	mustApply(t, s, DomainPrimary{Name: "b.example"})
 	if got := domains()[0]; got.Cert != "b2.crt" {
 		t.Errorf("primary without certificates: %+v", got)
 	}
 
 	// A multi-domain promoted to primary keeps its certificates; the old
 	// primary is no longer hosted.
-	mustApply(t, s, Op{Kind: OpDomainPrimary, Name: "z.example"})
+	mustApply(t, s, DomainPrimary{Name: "z.example"})
 	want = []Domain{
 		{Name: "z.example", Primary: true, Key: "z.key", Cert: "z.crt", Bundle: "ca.pem"},
 		{Name: "a.example", Key: "a.key", Cert: "a.crt"},
@@ -119,16 +121,16 @@ func TestDomains(t *testing.T) {
 		t.Errorf("after promoting z.example:\n got %+v\nwant %+v", got, want)
 	}
 	// A brand-new primary with certificates.
-	mustApply(t, s, Op{Kind: OpDomainPrimary, Name: "new.example", Domain: &Domain{Key: "n.key", Cert: "n.crt"}})
+	mustApply(t, s, DomainPrimary{Name: "new.example", Certs: &Domain{Key: "n.key", Cert: "n.crt"}})
 	if got := domains(); len(got) != 2 || got[0] != (Domain{Name: "new.example", Primary: true, Key: "n.key", Cert: "n.crt"}) {
 		t.Errorf("new primary: %+v", got)
 	}
 
-	mustApply(t, s, Op{Kind: OpDomainDel, Name: "a.example"})
-	if err := s.Apply(Op{Kind: OpDomainDel, Name: "a.example"}); !errors.Is(err, ErrNotFound) {
+	mustApply(t, s, DomainDel{Name: "a.example"})
+	if err := prop(s, DomainDel{Name: "a.example"}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("deleting an unknown domain: %v", err)
 	}
-	if err := s.Apply(Op{Kind: OpDomainPut}); err == nil {
+	if err := prop(s, DomainPut{}); err == nil {
 		t.Error("domain.put without a domain accepted")
 	}
 	if got := domains(); len(got) != 1 || got[0].Name != "new.example" {
@@ -139,20 +141,20 @@ func TestDomains(t *testing.T) {
 func TestXMPPReset(t *testing.T) {
 	s := open(t, t.TempDir())
 	defer s.Close()
-	mustApply(t, s, Op{Kind: OpDomainPrimary, Name: "example.com", Domain: &Domain{Key: "k", Cert: "c"}})
-	mustApply(t, s, Op{Kind: OpDomainPut, Domain: &Domain{Name: "example.org", Key: "k", Cert: "c"}})
-	for _, k := range []string{XMPPEnabled, XMPPListen, XMPPPortC2S, XMPPPortC2STLS, XMPPPortS2S, XMPPMaxSessions, XMPPClientAuthTimeout} {
-		mustApply(t, s, Op{Kind: OpConfigSet, Name: k, Value: "1"})
+	mustApply(t, s, DomainPrimary{Name: "example.com", Certs: &Domain{Key: "k", Cert: "c"}})
+	mustApply(t, s, DomainPut{Domain: Domain{Name: "example.org", Key: "k", Cert: "c"}})
+	for _, k := range []string{XMPPEnabled, XMPPPortC2S, XMPPPortC2STLS, XMPPPortS2S, XMPPMaxSessions, XMPPClientAuthTimeout} {
+		mustApply(t, s, ConfigSet{Key: k, Value: "1"})
 	}
-	mustApply(t, s, Op{Kind: OpConfigSet, Name: ConfigHostname, Value: "keep"})
+	mustApply(t, s, ConfigSet{Key: ConfigHostname, Value: "keep"})
 	a, err := NewAccount("alice@example.com", "password-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustApply(t, s, Op{Kind: OpAccountCreate, Accounts: []Account{a}})
-	mustApply(t, s, Op{Kind: OpRosterPut, Name: a.JID, Item: &RosterItem{JID: "bob@example.org", Subscription: SubBoth}})
+	mustApply(t, s, AccountCreate{Accounts: []Account{a}})
+	mustApply(t, s, RosterPut{User: a.JID, Item: RosterItem{JID: "bob@example.org", Subscription: SubBoth}})
 
-	mustApply(t, s, Op{Kind: OpXMPPReset})
+	mustApply(t, s, XMPPReset{})
 	cfg, _ := s.XMPP()
 	want := XMPPConfig{PortC2S: 5222, PortC2STLS: 5223, PortS2S: 5269, ClientAuthTimeout: 30 * time.Second,
 		PreAuthPerAddress: 100, StanzaRate: 100, StanzaBurst: 500}
@@ -168,7 +170,7 @@ func TestXMPPReset(t *testing.T) {
 	if _, items, _ := s.Roster(a.JID); len(items) != 1 {
 		t.Error("reset removed a roster")
 	}
-	mustApply(t, s, Op{Kind: OpXMPPReset}) // nothing to clear: fine
+	mustApply(t, s, XMPPReset{}) // nothing to clear: fine
 }
 
 func TestPreparePassword(t *testing.T) {
@@ -252,19 +254,19 @@ func TestAccounts(t *testing.T) {
 	}
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	alice, bob, carol := mk("alice@example.com"), mk("bob@example.com"), mk("carol@sub.example.com")
-	mustApply(t, s, Op{Kind: OpAccountCreate, Time: t0, Accounts: []Account{alice, bob, carol}})
-	if err := s.Apply(Op{Kind: OpAccountCreate, Accounts: []Account{mk("dave@example.com"), alice}}); !errors.Is(err, ErrExists) {
+	mustApplyAt(t, s, t0, AccountCreate{Accounts: []Account{alice, bob, carol}})
+	if err := prop(s, AccountCreate{Accounts: []Account{mk("dave@example.com"), alice}}); !errors.Is(err, ErrExists) {
 		t.Errorf("duplicate create: %v", err)
 	}
 	if _, err := s.Account("dave@example.com"); !errors.Is(err, ErrNotFound) {
 		t.Error("a failed create left an account behind (not one transaction)")
 	}
 	alice2 := mk("alice@example.com")
-	mustApply(t, s, Op{Kind: OpAccountCreate, SkipExisting: true, Accounts: []Account{mk("dave@example.com"), alice2, mk("dave@example.com")}})
+	mustApply(t, s, AccountCreate{Accounts: []Account{mk("dave@example.com"), alice2, mk("dave@example.com")}, SkipExisting: true})
 	if a, _ := s.Account("alice@example.com"); !bytes.Equal(a.SHA256.Salted, alice.SHA256.Salted) {
 		t.Error("SkipExisting replaced an existing account")
 	}
-	if err := s.Apply(Op{Kind: OpAccountCreate, Accounts: []Account{{}}}); err == nil {
+	if err := prop(s, AccountCreate{Accounts: []Account{{}}}); err == nil {
 		t.Error("an account without a JID was accepted")
 	}
 
@@ -295,28 +297,28 @@ func TestAccounts(t *testing.T) {
 
 	// A new password keeps the creation time.
 	np, _ := NewAccount("alice@example.com", "password-2")
-	mustApply(t, s, Op{Kind: OpAccountPassword, Accounts: []Account{np}})
+	mustApply(t, s, AccountPassword{Account: np})
 	a, _ = s.Account("alice@example.com")
 	if !a.CheckPassword("password-2") || a.CheckPassword("password-1") || !a.Created.Equal(t0) {
 		t.Errorf("after password change: %+v", a)
 	}
-	if err := s.Apply(Op{Kind: OpAccountPassword, Accounts: []Account{mk("nobody@example.com")}}); !errors.Is(err, ErrNotFound) {
+	if err := prop(s, AccountPassword{Account: mk("nobody@example.com")}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("password of an unknown account: %v", err)
 	}
-	if err := s.Apply(Op{Kind: OpAccountPassword}); err == nil {
+	if err := prop(s, AccountPassword{}); err == nil {
 		t.Error("account.password without an account accepted")
 	}
 
 	// Deleting an account deletes what it owns, and nobody else's.
 	for _, u := range []string{"alice@example.com", "bob@example.com"} {
-		mustApply(t, s, Op{Kind: OpRosterPut, Name: u, Item: &RosterItem{JID: "x@example.org", Subscription: SubTo}})
-		mustApply(t, s, Op{Kind: OpOfflinePush, Name: u, Data: []byte("<message/>")})
-		mustApply(t, s, Op{Kind: OpVCardSet, Name: u, Data: []byte("<vCard/>")})
-		mustApply(t, s, Op{Kind: OpPrivateSet, Name: u, Value: "storage:bookmarks", Data: []byte("<storage/>")})
-		mustApply(t, s, Op{Kind: OpLastSet, Name: u, Value: "gone"})
+		mustApply(t, s, RosterPut{User: u, Item: RosterItem{JID: "x@example.org", Subscription: SubTo}})
+		mustApply(t, s, OfflinePush{User: u, Stanza: []byte("<message/>")})
+		mustApply(t, s, VCardSet{User: u, VCard: []byte("<vCard/>")})
+		mustApply(t, s, PrivateSet{User: u, Key: "storage:bookmarks", XML: []byte("<storage/>")})
+		mustApply(t, s, LastSet{User: u, Status: "gone"})
 	}
-	mustApply(t, s, Op{Kind: OpAccountDelete, Name: "alice@example.com"})
-	if err := s.Apply(Op{Kind: OpAccountDelete, Name: "alice@example.com"}); !errors.Is(err, ErrNotFound) {
+	mustApply(t, s, AccountDelete{JID: "alice@example.com"})
+	if err := prop(s, AccountDelete{JID: "alice@example.com"}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("deleting twice: %v", err)
 	}
 	check := func(u string, want bool) {
@@ -355,11 +357,11 @@ func TestRoster(t *testing.T) {
 		t.Errorf("empty roster: %d %v %v", ver, items, err)
 	}
 	bob := RosterItem{JID: "bob@example.org", Name: "Bob", Subscription: SubNone, Ask: true, Groups: []string{"Friends"}}
-	mustApply(t, s, Op{Kind: OpRosterPut, Name: u, Item: &bob})
+	mustApply(t, s, RosterPut{User: u, Item: bob})
 	v1, _, _ := s.Roster(u)
 	bob.Subscription, bob.Ask = SubTo, false
-	mustApply(t, s, Op{Kind: OpRosterPut, Name: u, Item: &bob})
-	mustApply(t, s, Op{Kind: OpRosterPut, Name: u, Item: &RosterItem{JID: "carol@example.net", Subscription: SubFrom, PendingIn: true, PendingInMsg: []byte("<presence/>")}})
+	mustApply(t, s, RosterPut{User: u, Item: bob})
+	mustApply(t, s, RosterPut{User: u, Item: RosterItem{JID: "carol@example.net", Subscription: SubFrom, PendingIn: true, PendingInMsg: []byte("<presence/>")}})
 	v3, items, _ := s.Roster(u)
 	if !(v1 > 0 && v3 > v1) || len(items) != 2 {
 		t.Errorf("versions %d %d, %d items", v1, v3, len(items))
@@ -374,29 +376,29 @@ func TestRoster(t *testing.T) {
 	if _, ok, _ := s.RosterItem("nobody@example.com", "bob@example.org"); ok {
 		t.Error("RosterItem found a contact of a user without a roster")
 	}
-	mustApply(t, s, Op{Kind: OpRosterDel, Name: u, Value: "bob@example.org"})
+	mustApply(t, s, RosterDel{User: u, JID: "bob@example.org"})
 	v4, items, _ := s.Roster(u)
 	if v4 <= v3 || len(items) != 1 || items[0].JID != "carol@example.net" {
 		t.Errorf("after del: version %d, %+v", v4, items)
 	}
-	if err := s.Apply(Op{Kind: OpRosterDel, Name: u, Value: "bob@example.org"}); !errors.Is(err, ErrNotFound) {
+	if err := prop(s, RosterDel{User: u, JID: "bob@example.org"}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("deleting twice: %v", err)
 	}
-	if err := s.Apply(Op{Kind: OpRosterDel, Name: "nobody@example.com", Value: "bob@example.org"}); !errors.Is(err, ErrNotFound) {
+	if err := prop(s, RosterDel{User: "nobody@example.com", JID: "bob@example.org"}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("deleting from no roster: %v", err)
 	}
-	if err := s.Apply(Op{Kind: OpRosterPut, Name: u}); err == nil {
+	if err := prop(s, RosterPut{User: u}); err == nil {
 		t.Error("roster.put without an item accepted")
 	}
 
 	// The roster is bounded; updating an item of a full roster is fine.
 	for i := len(items); i < MaxRosterItems; i++ {
-		mustApply(t, s, Op{Kind: OpRosterPut, Name: u, Item: &RosterItem{JID: fmt.Sprintf("c%04d@example.org", i), Subscription: SubNone}})
+		mustApply(t, s, RosterPut{User: u, Item: RosterItem{JID: fmt.Sprintf("c%04d@example.org", i), Subscription: SubNone}})
 	}
-	if err := s.Apply(Op{Kind: OpRosterPut, Name: u, Item: &RosterItem{JID: "one-more@example.org"}}); !errors.Is(err, ErrFull) {
+	if err := prop(s, RosterPut{User: u, Item: RosterItem{JID: "one-more@example.org"}}); !errors.Is(err, ErrFull) {
 		t.Errorf("roster over the limit: %v", err)
 	}
-	mustApply(t, s, Op{Kind: OpRosterPut, Name: u, Item: &RosterItem{JID: "c0500@example.org", Subscription: SubBoth}})
+	mustApply(t, s, RosterPut{User: u, Item: RosterItem{JID: "c0500@example.org", Subscription: SubBoth}})
 	if _, items, _ := s.Roster(u); len(items) != MaxRosterItems {
 		t.Errorf("%d items", len(items))
 	}
@@ -410,7 +412,7 @@ func TestOffline(t *testing.T) {
 		t.Errorf("empty queue: %v %v", out, err)
 	}
 	for i := 1; i <= 3; i++ {
-		mustApply(t, s, Op{Kind: OpOfflinePush, Name: u, Data: []byte(fmt.Sprintf("<message id='%d'/>", i))})
+		mustApply(t, s, OfflinePush{User: u, Stanza: []byte(fmt.Sprintf("<message id='%d'/>", i))})
 	}
 	out, _ := s.Offline(u)
 	if len(out) != 3 || out[0].Seq != 1 || out[2].Seq != 3 || string(out[1].Stanza) != "<message id='2'/>" {
@@ -425,25 +427,25 @@ func TestOffline(t *testing.T) {
 	if page, err := s.OfflineAfter("nobody@example.com", 0, 10); err != nil || len(page) != 0 {
 		t.Fatalf("page of nobody: %+v %v", page, err)
 	}
-	mustApply(t, s, Op{Kind: OpOfflineDel, Name: u, Index: 2})
+	mustApply(t, s, OfflineDel{User: u, Through: uint64(2)})
 	out, _ = s.Offline(u)
 	if len(out) != 1 || out[0].Seq != 3 {
 		t.Errorf("after deleting up to 2: %+v", out)
 	}
-	mustApply(t, s, Op{Kind: OpOfflineDel, Name: "nobody@example.com", Index: 10}) // nothing stored: fine
-	mustApply(t, s, Op{Kind: OpOfflineDel, Name: u, Index: 3})
+	mustApply(t, s, OfflineDel{User: "nobody@example.com", Through: uint64(10)}) // nothing stored: fine
+	mustApply(t, s, OfflineDel{User: u, Through: uint64(3)})
 	if out, _ := s.Offline(u); len(out) != 0 {
 		t.Errorf("after deleting all: %+v", out)
 	}
 	// Sequence numbers keep growing, so a delivery never deletes newer ones.
-	mustApply(t, s, Op{Kind: OpOfflinePush, Name: u, Data: []byte("<message id='4'/>")})
+	mustApply(t, s, OfflinePush{User: u, Stanza: []byte("<message id='4'/>")})
 	if out, _ := s.Offline(u); len(out) != 1 || out[0].Seq != 4 {
 		t.Errorf("after a new push: %+v", out)
 	}
 	for i := 1; i < MaxOfflineQueue; i++ {
-		mustApply(t, s, Op{Kind: OpOfflinePush, Name: u, Data: []byte("<message/>")})
+		mustApply(t, s, OfflinePush{User: u, Stanza: []byte("<message/>")})
 	}
-	if err := s.Apply(Op{Kind: OpOfflinePush, Name: u, Data: []byte("<message/>")}); !errors.Is(err, ErrFull) {
+	if err := prop(s, OfflinePush{User: u, Stanza: []byte("<message/>")}); !errors.Is(err, ErrFull) {
 		t.Errorf("queue over the limit: %v", err)
 	}
 }
@@ -455,14 +457,14 @@ func TestVCardPrivateLast(t *testing.T) {
 	if v, err := s.VCard(u); v != nil || err != nil {
 		t.Errorf("no vCard: %q %v", v, err)
 	}
-	mustApply(t, s, Op{Kind: OpVCardSet, Name: u, Data: []byte("<vCard xmlns='vcard-temp'/>")})
+	mustApply(t, s, VCardSet{User: u, VCard: []byte("<vCard xmlns='vcard-temp'/>")})
 	if v, _ := s.VCard(u); string(v) != "<vCard xmlns='vcard-temp'/>" {
 		t.Errorf("vCard = %q", v)
 	}
-	if err := s.Apply(Op{Kind: OpVCardSet, Name: u, Data: make([]byte, MaxStoredXML+1)}); !errors.Is(err, ErrFull) {
+	if err := prop(s, VCardSet{User: u, VCard: make([]byte, MaxStoredXML+1)}); !errors.Is(err, ErrFull) {
 		t.Errorf("big vCard: %v", err)
 	}
-	mustApply(t, s, Op{Kind: OpVCardSet, Name: u})
+	mustApply(t, s, VCardSet{User: u})
 	if v, _ := s.VCard(u); v != nil {
 		t.Errorf("vCard after delete = %q", v)
 	}
@@ -470,91 +472,31 @@ func TestVCardPrivateLast(t *testing.T) {
 	if v, err := s.Private(u, "k"); v != nil || err != nil {
 		t.Errorf("no private data: %q %v", v, err)
 	}
-	mustApply(t, s, Op{Kind: OpPrivateSet, Name: u, Value: "storage:bookmarks", Data: []byte("<storage/>")})
-	mustApply(t, s, Op{Kind: OpPrivateSet, Name: u, Value: "storage:bookmarks", Data: []byte("<storage><x/></storage>")})
+	mustApply(t, s, PrivateSet{User: u, Key: "storage:bookmarks", XML: []byte("<storage/>")})
+	mustApply(t, s, PrivateSet{User: u, Key: "storage:bookmarks", XML: []byte("<storage><x/></storage>")})
 	if v, _ := s.Private(u, "storage:bookmarks"); string(v) != "<storage><x/></storage>" {
 		t.Errorf("private = %q", v)
 	}
 	if v, _ := s.Private(u, "other"); v != nil {
 		t.Errorf("other private key = %q", v)
 	}
-	if err := s.Apply(Op{Kind: OpPrivateSet, Name: u, Value: "big", Data: make([]byte, MaxStoredXML+1)}); !errors.Is(err, ErrFull) {
+	if err := prop(s, PrivateSet{User: u, Key: "big", XML: make([]byte, MaxStoredXML+1)}); !errors.Is(err, ErrFull) {
 		t.Errorf("big private XML: %v", err)
 	}
 	for i := 1; i < MaxPrivateEntries; i++ {
-		mustApply(t, s, Op{Kind: OpPrivateSet, Name: u, Value: fmt.Sprintf("ns:%d", i), Data: []byte("<x/>")})
+		mustApply(t, s, PrivateSet{User: u, Key: fmt.Sprintf("ns:%d", i), XML: []byte("<x/>")})
 	}
-	if err := s.Apply(Op{Kind: OpPrivateSet, Name: u, Value: "ns:one-more", Data: []byte("<x/>")}); !errors.Is(err, ErrFull) {
+	if err := prop(s, PrivateSet{User: u, Key: "ns:one-more", XML: []byte("<x/>")}); !errors.Is(err, ErrFull) {
 		t.Errorf("private storage over the limit: %v", err)
 	}
-	mustApply(t, s, Op{Kind: OpPrivateSet, Name: u, Value: "ns:1", Data: []byte("<y/>")}) // replacing is fine
+	mustApply(t, s, PrivateSet{User: u, Key: "ns:1", XML: []byte("<y/>")}) // replacing is fine
 
 	if _, ok, err := s.Last(u); ok || err != nil {
 		t.Errorf("no last activity: %v %v", ok, err)
 	}
 	t0 := time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)
-	mustApply(t, s, Op{Kind: OpLastSet, Name: u, Time: t0, Value: "Gone fishing"})
+	mustApplyAt(t, s, t0, LastSet{User: u, Status: "Gone fishing"})
 	if l, ok, _ := s.Last(u); !ok || !l.Time.Equal(t0) || l.Status != "Gone fishing" {
 		t.Errorf("last = %+v %v", l, ok)
-	}
-}
-
-// Ops travel as JSON (the cluster log): applying the decoded ops to another
-// store gives the same state.
-func TestXMPPOpsReplay(t *testing.T) {
-	a, b := fast(open(t, t.TempDir())), fast(open(t, t.TempDir()))
-	defer a.Close()
-	defer b.Close()
-	var log [][]byte
-	a.Watch(func(op Op) {
-		data, err := json.Marshal(op)
-		if err != nil {
-			t.Error(err)
-		}
-		log = append(log, data)
-	})
-	acct, _ := NewAccount("alice@example.com", "password-1")
-	for _, op := range []Op{
-		{Kind: OpDomainPrimary, Name: "example.com", Domain: &Domain{Key: "k", Cert: "c"}},
-		{Kind: OpDomainPut, Domain: &Domain{Name: "example.org", Key: "k2", Cert: "c2", Bundle: "b"}},
-		{Kind: OpConfigSet, Name: XMPPEnabled, Value: "true"},
-		{Kind: OpAccountCreate, Accounts: []Account{acct}},
-		{Kind: OpRosterPut, Name: acct.JID, Item: &RosterItem{JID: "bob@example.org", Subscription: SubBoth, Groups: []string{"G"}}},
-		{Kind: OpOfflinePush, Name: acct.JID, Data: []byte("<message/>")},
-		{Kind: OpVCardSet, Name: acct.JID, Data: []byte("<vCard/>")},
-		{Kind: OpLastSet, Name: acct.JID, Value: "bye"},
-		{Kind: OpDomainDel, Name: "example.org"},
-	} {
-		mustApply(t, a, op)
-	}
-	for _, data := range log {
-		var op Op
-		if err := json.Unmarshal(data, &op); err != nil {
-			t.Fatal(err)
-		}
-		mustApply(t, b, op)
-	}
-	snapshot := func(s *Store) string {
-		cfg, _ := s.XMPP()
-		accts, _ := s.Accounts("")
-		ver, items, _ := s.Roster(acct.JID)
-		off, _ := s.Offline(acct.JID)
-		vc, _ := s.VCard(acct.JID)
-		last, _, _ := s.Last(acct.JID)
-		return fmt.Sprintf("%+v\n%+v\n%d %+v\n%+v\n%s\n%+v", cfg, accts, ver, items, off, vc, last)
-	}
-	if sa, sb := snapshot(a), snapshot(b); sa != sb {
-		t.Errorf("replayed store differs:\n%s\n---\n%s", sa, sb)
-	}
-	if acc, err := b.Account(acct.JID); err != nil || !acc.CheckPassword("password-1") {
-		t.Errorf("replayed account: %v", err)
-	}
-}
-
-func TestUnknownOp(t *testing.T) {
-	s := open(t, t.TempDir())
-	defer s.Close()
-	if err := s.Apply(Op{Kind: "no.such.op"}); err == nil || !strings.Contains(err.Error(), "unknown store operation") {
-		t.Errorf("unknown op: %v", err)
 	}
 }

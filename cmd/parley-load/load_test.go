@@ -53,18 +53,20 @@ func loadServer(t *testing.T, domain string, n int) string {
 		}
 		accounts = append(accounts, a)
 	}
+	if err := st.SetLocal(store.XMPPListen, "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
 	ops := []store.Op{
-		{Kind: store.OpDomainPrimary, Name: domain, Domain: &store.Domain{Name: domain, Key: domain + ".key", Cert: domain + ".crt"}},
-		{Kind: store.OpConfigSet, Name: store.XMPPListen, Value: "127.0.0.1"},
-		{Kind: store.OpConfigSet, Name: store.XMPPPortC2S, Value: port},
-		{Kind: store.OpConfigSet, Name: store.XMPPPortC2STLS, Value: "0"},
-		{Kind: store.OpConfigSet, Name: store.XMPPPortS2S, Value: "0"},
-		{Kind: store.OpAccountCreate, Accounts: accounts},
-		{Kind: store.OpConfigSet, Name: store.XMPPEnabled, Value: "true"},
+		store.DomainPrimary{Name: domain, Certs: &store.Domain{Name: domain, Key: domain + ".key", Cert: domain + ".crt"}},
+		store.ConfigSet{Key: store.XMPPPortC2S, Value: port},
+		store.ConfigSet{Key: store.XMPPPortC2STLS, Value: "0"},
+		store.ConfigSet{Key: store.XMPPPortS2S, Value: "0"},
+		store.AccountCreate{Accounts: accounts},
+		store.ConfigSet{Key: store.XMPPEnabled, Value: "true"},
 	}
 	for _, op := range ops {
-		if err := st.Apply(op); err != nil {
-			t.Fatalf("%s: %v", op.Kind, err)
+		if _, err := st.ProposeSettled(context.Background(), op); err != nil {
+			t.Fatalf("%s: %v", op.Kind(), err)
 		}
 	}
 	eng := server.New(server.Config{Store: st, Files: area, Version: "test", Log: log.New(io.Discard, "", 0)})

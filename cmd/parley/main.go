@@ -97,7 +97,7 @@ func serve(args []string) error {
 		if err := commands.CheckHostname(*hostname); err != nil {
 			return fmt.Errorf("--hostname: %v", err)
 		}
-		if err := st.Apply(store.Op{Kind: store.OpConfigSet, Name: store.ConfigHostname, Value: *hostname}); err != nil {
+		if _, err := st.Propose(store.ConfigSet{Key: store.ConfigHostname, Value: *hostname}); err != nil {
 			return err
 		}
 	}

@@ -275,7 +275,7 @@ func (s *Service) vcardSet(sess *c2s.Session, iq, q *xml.Element, own bool) {
 	if len(q.Children) == 0 {
 		data = nil
 	}
-	if err := s.Store.Apply(store.Op{Kind: store.OpVCardSet, Name: sess.Bare(), Data: data}); err != nil {
+	if _, err := s.Store.Propose(store.VCardSet{User: sess.Bare(), VCard: data}); err != nil {
 		sess.Deliver(stream.ErrorReply(iq, "not-acceptable", err.Error()))
 		return
 	}
@@ -348,7 +348,7 @@ func (s *Service) private(sess *c2s.Session, iq, q *xml.Element, own bool) {
 		}
 		sess.Deliver(result(iq).Add(out))
 	case "set":
-		if err := s.Store.Apply(store.Op{Kind: store.OpPrivateSet, Name: sess.Bare(), Value: key, Data: k.Bytes("")}); err != nil {
+		if _, err := s.Store.Propose(store.PrivateSet{User: sess.Bare(), Key: key, XML: k.Bytes("")}); err != nil {
 			sess.Deliver(stream.ErrorReply(iq, "not-acceptable", err.Error()))
 			return
 		}

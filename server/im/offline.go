@@ -154,7 +154,7 @@ func (s *Service) waitFlush(sess *c2s.Session) {
 
 // delete removes the stored messages up to seq: they are written.
 func (f *flusher) delete(seq uint64) {
-	if err := f.s.Store.Apply(store.Op{Kind: store.OpOfflineDel, Name: f.sess.Bare(), Index: int(seq)}); err != nil {
+	if _, err := f.s.Store.Propose(store.OfflineDel{User: f.sess.Bare(), Through: seq}); err != nil {
 		f.s.Log.Printf("im: delivered offline messages of %s not deleted: %v", f.sess.Bare(), err)
 	}
 }

@@ -35,8 +35,6 @@ func (s *Service) handlePresence(sess *c2s.Session, el *xml.Element, to addr, no
 			return
 		}
 		el.Set("to", to.bare)
-		s.rosterMu.Lock()
-		defer s.rosterMu.Unlock()
 		s.subscription(sess, el, typ, to)
 		return
 	case "probe", "error":
@@ -236,7 +234,8 @@ func (s *Service) contactPresence(contact, user string, available bool) {
 // subscription handles subscribe, subscribed, unsubscribe and unsubscribed
 // sent by a user to a contact (RFC 6121 §3): the user's roster, then the
 // contact's side, here for a local contact or through the contact's
-// server for a remote one.
+// server for a remote one. Both rosters change in one store.RosterSubscribe
+// op, whose outcome the store computes.
 func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, contact addr) {
 	user := sess.Bare()
 	el.Set("from", user) // subscription stanzas carry the bare JID
@@ -250,35 +249,17 @@ func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, c
 		}
 		return
 	}
+	res, err := s.Store.Subscribe(store.RosterSubscribe{From: user, To: contact.bare, Type: typ, Direction: store.SubOutbound,
+		FromLocal: true, ToLocal: local, Stanza: el.Bytes(stream.NSClient),
+		MaxRequestBytes: MaxRequestBytes, MaxStrangerRequests: MaxStrangerRequests})
+	if err != nil {
+		s.Log.Printf("im: roster of %s: %v", user, err)
+		return
+	}
 	// The user's side.
-	it, _, _ := s.Store.RosterItem(user, contact.bare)
-	if it.JID == "" {
-		it = store.RosterItem{JID: contact.bare, Subscription: store.SubNone}
-	}
-	before := it
-	switch typ {
-	case "subscribe":
-		if it.Subscription == store.SubTo || it.Subscription == store.SubBoth {
-			break // already subscribed: nothing changes on the user's side
-		}
-		it.Ask, it.Hidden = true, false
-	case "unsubscribe":
-		it.Ask = false
-		it.Subscription = dropTo(it.Subscription)
-	case "subscribed":
-		if it.PendingIn {
-			it.Subscription = addFrom(it.Subscription)
-		}
-		it.PendingIn, it.PendingInMsg, it.Hidden = false, nil, false
-	case "unsubscribed":
-		it.Subscription = dropFrom(it.Subscription)
-		it.PendingIn, it.PendingInMsg = false, nil
-	}
-	if !sameItem(before, it) {
-		s.putItem(user, it)
-	}
+	s.putItem(res.Sender)
 	if local {
-		s.inboundSubscription(el, typ, user, contact.bare)
+		s.inboundResult(el, typ, user, contact.bare, res)
 		return
 	}
 	if s.Components != nil && s.Components.Known(contact.domain) {
@@ -291,6 +272,7 @@ func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, c
 	}
 	// The contact's server applies it to the contact's roster; the
 	// user's presence follows the subscription from here.
+	before, it := res.Sender.Before, res.Sender.After
 	hadFrom := before.Subscription == store.SubFrom || before.Subscription == store.SubBoth
 	switch typ {
 	case "subscribed":
@@ -311,71 +293,42 @@ func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, c
 }
 
 // inboundSubscription applies a subscription presence from `from` (a bare
-// JID, local or remote) to a local user's roster (RFC 6121 §3, the
-// contact's side), delivers it to the user's available resources (a
-// request is also kept for the next login), and answers for the user
-// where the RFC says so. The caller holds rosterMu.
+// JID of another server) to a local user's roster (RFC 6121 §3, the
+// contact's side) in one store.RosterSubscribe op, delivers it to the
+// user's available resources (a request is also kept for the next login),
+// and answers for the user where the RFC says so.
 func (s *Service) inboundSubscription(el *xml.Element, typ, from, user string) {
 	fromLocal := s.Hosted(domainOf(from))
-	ct, _, _ := s.Store.RosterItem(user, from)
-	existed := ct.JID != ""
-	if !existed {
-		ct = store.RosterItem{JID: from, Subscription: store.SubNone}
+	res, err := s.Store.Subscribe(store.RosterSubscribe{From: from, To: user, Type: typ, Direction: store.SubInbound,
+		FromLocal: fromLocal, ToLocal: true, Stanza: el.Bytes(stream.NSClient),
+		MaxRequestBytes: MaxRequestBytes, MaxStrangerRequests: MaxStrangerRequests})
+	if err != nil {
+		s.Log.Printf("im: roster of %s: %v", user, err)
+		return
 	}
-	cbefore := ct
-	deliver := true
-	switch typ {
-	case "subscribe":
-		if ct.Subscription == store.SubFrom || ct.Subscription == store.SubBoth {
-			// Already approved: answer for the user (RFC 6121 §3.1.3).
-			deliver = false
-			s.subscriptionReply(user, from, "subscribed")
-			break
-		}
-		if !existed && !fromLocal && s.strangerRequests(user) >= MaxStrangerRequests {
-			// Requests from other servers cannot fill the roster.
-			s.logLimit("im: subscription requests to "+user+" dropped", "im: subscription request from %s to %s dropped: %d requests pending", from, user, MaxStrangerRequests)
-			return
-		}
-		if !existed || (cbefore.Subscription == store.SubNone && !cbefore.Ask && cbefore.Hidden) {
-			ct.Hidden = true
-		}
-		ct.PendingIn = true
-		ct.PendingInMsg = el.Bytes(stream.NSClient)
-		if len(ct.PendingInMsg) > MaxRequestBytes {
-			ct.PendingInMsg = nil // kept as a plain request
-		}
-	case "unsubscribe":
-		ct.Subscription = dropFrom(ct.Subscription)
-		ct.PendingIn, ct.PendingInMsg = false, nil
-		if cbefore.Subscription == store.SubFrom || cbefore.Subscription == store.SubBoth {
-			// The user's presence no longer goes to the sender (§3.3.3).
-			defer s.contactPresence(user, from, false)
-		}
-	case "subscribed":
-		if !ct.Ask {
-			deliver = false // nothing was asked: ignore (RFC 6121 §3.1.6)
-			break
-		}
-		ct.Ask = false
-		ct.Subscription = addTo(ct.Subscription)
-		if fromLocal { // a remote sender's server sends its presence
-			defer s.contactPresence(from, user, true)
-		}
-	case "unsubscribed":
-		ct.Ask = false
-		ct.Subscription = dropTo(ct.Subscription)
-		if fromLocal {
-			defer s.contactPresence(from, user, false)
-		}
+	s.inboundResult(el, typ, from, user, res)
+}
+
+// inboundResult does what a subscription change's outcome asks on the
+// receiving user's side: the auto-reply, the roster push, the delivery,
+// then the presence that follows.
+func (s *Service) inboundResult(el *xml.Element, typ, from, user string, res store.SubscribeResult) {
+	if res.AutoReply {
+		s.subscriptionReply(user, from, "subscribed")
 	}
-	if !sameItem(cbefore, ct) && !(!existed && ct.Subscription == store.SubNone && !ct.PendingIn) {
-		s.putItem(user, ct)
+	if res.Dropped {
+		// Requests from other servers cannot fill the roster.
+		s.logLimit("im: subscription requests to "+user+" dropped", "im: subscription request from %s to %s dropped: %d requests pending", from, user, MaxStrangerRequests)
+		return
 	}
-	if deliver {
+	s.putItem(res.Receiver)
+	if res.Deliver {
 		for _, cs := range s.Router.Available(user) {
 			cs.Deliver(el)
 		}
+	}
+	for _, p := range res.Presence {
+		s.contactPresence(p.Of, p.To, p.Available)
 	}
 }
 
@@ -391,64 +344,11 @@ const (
 	MaxStrangerRequests = 100
 )
 
-// strangerRequests counts the requests waiting in user's roster from
-// entities not otherwise in it (the hidden items).
-func (s *Service) strangerRequests(user string) int {
-	_, items, _ := s.Store.Roster(user)
-	n := 0
-	for _, it := range items {
-		if it.Hidden && it.PendingIn {
-			n++
-		}
-	}
-	return n
-}
-
-// Subscription state changes (RFC 6121 §3, Appendix A).
-func addTo(sub string) string {
-	switch sub {
-	case store.SubNone:
-		return store.SubTo
-	case store.SubFrom:
-		return store.SubBoth
-	}
-	return sub
-}
-
-func addFrom(sub string) string {
-	switch sub {
-	case store.SubNone:
-		return store.SubFrom
-	case store.SubTo:
-		return store.SubBoth
-	}
-	return sub
-}
-
-func dropTo(sub string) string {
-	switch sub {
-	case store.SubTo:
-		return store.SubNone
-	case store.SubBoth:
-		return store.SubFrom
-	}
-	return sub
-}
-
-func dropFrom(sub string) string {
-	switch sub {
-	case store.SubFrom:
-		return store.SubNone
-	case store.SubBoth:
-		return store.SubTo
-	}
-	return sub
-}
-
 // subscriptionReply sends a subscription presence from a local user (the
 // server answering on their behalf) to another user: a local one has it
-// applied to their roster as if the sender had sent it, a remote one's
-// server gets it. The sender's presence follows.
+// applied to their roster (a store.RosterSubscribe reply) as if the sender
+// had sent it, a remote one's server gets it. The sender's presence
+// follows.
 func (s *Service) subscriptionReply(from, to, typ string) {
 	p := xml.New(stream.NSClient, "presence", "type", typ, "from", from, "to", to)
 	if d := domainOf(to); !s.Hosted(d) {
@@ -458,26 +358,17 @@ func (s *Service) subscriptionReply(from, to, typ string) {
 		}
 		return
 	}
-	it, _, _ := s.Store.RosterItem(to, from)
-	if it.JID == "" {
+	res, err := s.Store.Subscribe(store.RosterSubscribe{From: from, To: to, Type: typ, Direction: store.SubReply, FromLocal: true, ToLocal: true})
+	if err != nil {
+		s.Log.Printf("im: roster of %s: %v", to, err)
 		return
 	}
-	before := it
-	if typ == "subscribed" && it.Ask {
-		it.Ask = false
-		it.Subscription = addTo(it.Subscription)
+	if !res.Receiver.Existed {
+		return
 	}
-	if !sameItem(before, it) {
-		s.putItem(to, it)
-	}
+	s.putItem(res.Receiver)
 	for _, us := range s.Router.Available(to) {
 		us.Deliver(p)
 	}
 	s.contactPresence(from, to, true)
-}
-
-func sameItem(a, b store.RosterItem) bool {
-	return a.JID == b.JID && a.Name == b.Name && a.Subscription == b.Subscription && a.Ask == b.Ask &&
-		a.PendingIn == b.PendingIn && a.Hidden == b.Hidden && strings.Join(a.Groups, "\x00") == strings.Join(b.Groups, "\x00") &&
-		bytes.Equal(a.PendingInMsg, b.PendingInMsg)
 }

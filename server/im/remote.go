@@ -96,8 +96,6 @@ func (s *Service) remotePresence(el *xml.Element, to, from addr) {
 		// Subscription stanzas are between bare JIDs.
 		el.Set("from", from.bare)
 		el.Set("to", to.bare)
-		s.rosterMu.Lock()
-		defer s.rosterMu.Unlock()
 		s.inboundSubscription(el, typ, from.bare, to.bare)
 	case "probe":
 		s.answerProbe(to, from)

@@ -31,16 +31,18 @@ func itemElement(it store.RosterItem) *xml.Element {
 	return e
 }
 
-// putItem stores an item and pushes it to the user's interested resources.
-func (s *Service) putItem(user string, it store.RosterItem) {
-	if err := s.Store.Apply(store.Op{Kind: store.OpRosterPut, Name: user, Item: &it}); err != nil {
-		s.Log.Printf("im: roster of %s: %v", user, err)
+// putItem pushes an item the store changed (or logs why it could not
+// store it) to the user's interested resources; hidden items are not
+// pushed.
+func (s *Service) putItem(c store.RosterChange) {
+	if c.Err != nil {
+		s.Log.Printf("im: roster of %s: %v", c.User, c.Err)
 		return
 	}
-	if it.Hidden {
+	if !c.Stored || c.After.Hidden {
 		return
 	}
-	s.push(user, itemElement(it))
+	s.push(c.User, itemElement(c.After))
 }
 
 func (s *Service) push(user string, item *xml.Element) {
@@ -78,8 +80,6 @@ func (s *Service) rosterIQ(sess *c2s.Session, iq, q *xml.Element) {
 		}
 		sess.Deliver(result(iq).Add(out))
 	case "set":
-		s.rosterMu.Lock()
-		defer s.rosterMu.Unlock()
 		items := q.Elements()
 		if len(items) != 1 || items[0].Name.Local != "item" {
 			sess.Deliver(stream.ErrorReply(iq, "bad-request", "a roster set has exactly one item"))
@@ -128,14 +128,14 @@ func (s *Service) rosterIQ(sess *c2s.Session, iq, q *xml.Element) {
 			sess.Deliver(stream.ErrorReply(iq, "not-acceptable", "the item's name or groups are too long"))
 			return
 		}
-		if !exists {
-			it = store.RosterItem{JID: a.bare, Subscription: store.SubNone}
-		}
-		it.Name, it.Groups, it.Hidden = name, groups, false
-		if err := s.Store.Apply(store.Op{Kind: store.OpRosterPut, Name: sess.Bare(), Item: &it}); err != nil {
+		// The store keeps the item's subscription state as it is when the
+		// change applies.
+		r, err := s.Store.Propose(store.RosterSet{User: sess.Bare(), JID: a.bare, Name: name, Groups: groups})
+		if err != nil {
 			sess.Deliver(stream.ErrorReply(iq, "resource-constraint", err.Error()))
 			return
 		}
+		it, _ = r.Response.(store.RosterItem)
 		sess.Deliver(result(iq))
 		s.push(sess.Bare(), itemElement(it))
 	default:
@@ -156,7 +156,7 @@ func (s *Service) removeItem(sess *c2s.Session, it store.RosterItem) {
 		p := xml.New(stream.NSClient, "presence", "type", "unsubscribed", "from", user, "to", it.JID)
 		s.subscription(sess, p, "unsubscribed", c)
 	}
-	if err := s.Store.Apply(store.Op{Kind: store.OpRosterDel, Name: user, Value: it.JID}); err != nil {
+	if _, err := s.Store.Propose(store.RosterDel{User: user, JID: it.JID}); err != nil {
 		s.Log.Printf("im: roster of %s: %v", user, err)
 		return
 	}

@@ -50,10 +50,6 @@ type Service struct {
 	// flushing holds the running offline flush of each user (offline.go).
 	flushMu  sync.Mutex
 	flushing map[string]*flusher
-	// rosterMu makes each roster change (a subscription presence or a
-	// roster set, which touch two users' rosters) one read-modify-write.
-	// Roster changes are rare; messages never take it.
-	rosterMu sync.Mutex
 }
 
 const nsChatStates = "http://jabber.org/protocol/chatstates"
@@ -251,7 +247,7 @@ func (s *Service) Offline(sess *c2s.Session) {
 		s.broadcast(sess, un, true)
 	}
 	if len(s.Router.Sessions(sess.Bare())) == 0 {
-		s.Store.Apply(store.Op{Kind: store.OpLastSet, Name: sess.Bare()})
+		s.Store.Propose(store.LastSet{User: sess.Bare()})
 	}
 }
 
@@ -429,7 +425,7 @@ func (s *Service) storeOffline(el *xml.Element, to addr) {
 	}
 	c := el.Copy()
 	c.Add(xml.New("urn:xmpp:delay", "delay", "from", to.domain, "stamp", time.Now().UTC().Format("2006-01-02T15:04:05.000Z")).AddText("Offline storage"))
-	if err := s.Store.Apply(store.Op{Kind: store.OpOfflinePush, Name: to.bare, Data: c.Bytes(stream.NSClient)}); err != nil {
+	if _, err := s.Store.Propose(store.OfflinePush{User: to.bare, Stanza: c.Bytes(stream.NSClient)}); err != nil {
 		s.logLimit("im: offline messages for "+to.bare+" not stored", "im: offline message for %s not stored: %v", to.bare, err)
 		s.bounce(el, "service-unavailable", "the recipient's offline storage is full")
 	}

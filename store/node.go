@@ -1,0 +1,235 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// NodeFileName is the node-local store's bbolt file inside the data
+// directory. What is in it belongs to this node only: it never goes
+// through the log and is not in snapshots.
+//
+//   - shell history, per admin user: what was typed on this appliance;
+//   - last login, per admin user: a login counter of this appliance (it
+//     changes at every login, which must not cost a replicated write);
+//   - node-local settings (IsLocalKey): xmpp.listen names this node's
+//     addresses or interfaces.
+const NodeFileName = "node.db"
+
+var (
+	nodeConfig  = []byte("config")
+	nodeHistory = []byte("history")
+	nodeLogins  = []byte("logins")
+)
+
+// IsLocalKey reports whether a configuration key is node-local: set with
+// SetLocal, never through the log.
+func IsLocalKey(key string) bool { return key == XMPPListen }
+
+func openNode(dir string) (*bolt.DB, error) {
+	db, err := openBolt(filepath.Join(dir, NodeFileName))
+	if err != nil {
+		return nil, err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{nodeConfig, nodeHistory, nodeLogins} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// moveNodeLocal is the migration to schema 4: shell history, admins' last
+// login and node-local settings move from the replicated file to node.db.
+// node.db is written (and synced) first; if the replicated file's
+// transaction then fails, running it again copies the same data again.
+func (s *Store) moveNodeLocal(tx *bolt.Tx) error {
+	cfg := tx.Bucket(bucketConfig)
+	admins := tx.Bucket(bucketAdmins)
+	hist := tx.Bucket(bucketHistory)
+	type login struct {
+		LastLogin time.Time `json:"last_login"`
+	}
+	rewrite := map[string][]byte{}
+	err := s.node.Update(func(ntx *bolt.Tx) error {
+		if err := cfg.ForEach(func(k, v []byte) error {
+			if IsLocalKey(string(k)) {
+				return ntx.Bucket(nodeConfig).Put(k, v)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := admins.ForEach(func(k, v []byte) error {
+			var l login
+			var a Admin
+			if err := json.Unmarshal(v, &l); err != nil {
+				return fmt.Errorf("admin %s: %w", k, err)
+			}
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("admin %s: %w", k, err)
+			}
+			if !l.LastLogin.IsZero() {
+				if err := putJSON(ntx.Bucket(nodeLogins), string(k), l.LastLogin); err != nil {
+					return err
+				}
+			}
+			data, err := json.Marshal(a) // without last_login
+			rewrite[string(k)] = data
+			return err
+		}); err != nil {
+			return err
+		}
+		if hist == nil {
+			return nil
+		}
+		return hist.ForEach(func(user, _ []byte) error {
+			from := hist.Bucket(user)
+			if from == nil {
+				return nil
+			}
+			to, err := ntx.Bucket(nodeHistory).CreateBucketIfNotExists(user)
+			if err != nil {
+				return err
+			}
+			if err := from.ForEach(func(k, v []byte) error { return to.Put(k, v) }); err != nil {
+				return err
+			}
+			return to.SetSequence(max(to.Sequence(), from.Sequence()))
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for k, v := range rewrite {
+		if err := admins.Put([]byte(k), v); err != nil {
+			return err
+		}
+	}
+	var local [][]byte
+	cfg.ForEach(func(k, _ []byte) error {
+		if IsLocalKey(string(k)) {
+			local = append(local, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	for _, k := range local {
+		if err := cfg.Delete(k); err != nil {
+			return err
+		}
+	}
+	if hist != nil {
+		return tx.DeleteBucket(bucketHistory)
+	}
+	return nil
+}
+
+// SetLocal sets a node-local setting (IsLocalKey) on this node only.
+// Watchers get a Change with Local set and a ConfigSet op.
+func (s *Store) SetLocal(key, value string) error {
+	return s.setLocal(ConfigSet{Key: key, Value: value}, key, []byte(value))
+}
+
+// DelLocal deletes a node-local setting.
+func (s *Store) DelLocal(key string) error {
+	return s.setLocal(ConfigDel{Key: key}, key, nil)
+}
+
+func (s *Store) setLocal(op Op, key string, value []byte) error {
+	if !IsLocalKey(key) {
+		return fmt.Errorf("store: %s is not a node-local setting", key)
+	}
+	err := s.node.Update(func(tx *bolt.Tx) error {
+		if value == nil {
+			return tx.Bucket(nodeConfig).Delete([]byte(key))
+		}
+		return tx.Bucket(nodeConfig).Put([]byte(key), value)
+	})
+	if err != nil {
+		return err
+	}
+	s.notes.enqueue([]Change{{Time: time.Now().UTC(), Op: op, Local: true}}, 0)
+	return nil
+}
+
+// localConfig returns a node-local setting and whether it is set.
+func (s *Store) localConfig(key string) (string, bool) {
+	var v []byte
+	s.node.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(nodeConfig).Get([]byte(key)); b != nil {
+			v = append([]byte(nil), b...)
+		}
+		return nil
+	})
+	return string(v), v != nil
+}
+
+// AddHistory appends a line to an admin user's shell history on this
+// node, keeping the last HistoryLimit lines.
+func (s *Store) AddHistory(user, line string) error {
+	return s.node.Update(func(tx *bolt.Tx) error {
+		h, err := tx.Bucket(nodeHistory).CreateBucketIfNotExists([]byte(user))
+		if err != nil {
+			return err
+		}
+		n, _ := h.NextSequence()
+		if err := h.Put(seqKey(n), []byte(line)); err != nil {
+			return err
+		}
+		return trimSeq(h, n, HistoryLimit)
+	})
+}
+
+// History returns a user's shell history on this node, oldest first.
+func (s *Store) History(user string) ([]string, error) {
+	var out []string
+	err := s.node.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(nodeHistory).Bucket([]byte(user))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			out = append(out, string(v))
+			return nil
+		})
+	})
+	return out, err
+}
+
+// RecordLogin records an admin user's successful login on this node.
+func (s *Store) RecordLogin(user string, at time.Time) error {
+	return s.node.Update(func(tx *bolt.Tx) error {
+		return putJSON(tx.Bucket(nodeLogins), user, at.UTC())
+	})
+}
+
+// lastLogin returns an admin user's last login on this node.
+func (s *Store) lastLogin(user string) time.Time {
+	var t time.Time
+	s.node.View(func(tx *bolt.Tx) error {
+		_, err := getJSON(tx.Bucket(nodeLogins), user, &t)
+		return err
+	})
+	return t
+}
+
+// dropNodeUser deletes a deleted admin user's node-local data.
+func (s *Store) dropNodeUser(user string) {
+	s.node.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(nodeHistory).Bucket([]byte(user)) != nil {
+			tx.Bucket(nodeHistory).DeleteBucket([]byte(user))
+		}
+		return tx.Bucket(nodeLogins).Delete([]byte(user))
+	})
+}
