@@ -170,6 +170,7 @@ func (r *Router) Route(el *xml.Element, to JID) (condition, text string) {
 	if r.DeliverMessage(el, to.Bare, typ) {
 		return "", ""
 	}
+	// (Cluster: the user's resources on the other nodes, before storing.)
 	if r.Offline == nil || !r.Offline.Exists(to.Bare) {
 		return "service-unavailable", ""
 	}
