@@ -199,8 +199,24 @@ func (s *Service) iq(st Stanza) {
 		st.Error("bad-request", "a get or set iq has exactly one child element")
 		return
 	}
-	if !s.Hosted(st.To.domain) || (st.To.local != "" && st.To.resource != "") {
-		s.route(iq, st.To) // to a user's full JID: that resource's
+	t := Get
+	if typ == "set" {
+		t = Set
+	}
+	if !s.Hosted(st.To.domain) {
+		s.route(iq, st.To)
+		return
+	}
+	if st.To.local != "" && st.To.resource != "" {
+		// To a user's full JID: that resource's, unless a module answers
+		// for it.
+		if kids := iq.Elements(); request && len(kids) == 1 {
+			if h := s.reg.iqHandler(t, kids[0].Name.Space, ToFull, st.Origin); h != nil {
+				h(&st)
+				return
+			}
+		}
+		s.route(iq, st.To)
 		return
 	}
 	if !request {
@@ -214,10 +230,6 @@ func (s *Service) iq(st Stanza) {
 	if to == ToAccount && !s.accountExists(st.To.bare) {
 		s.bounce(iq, "service-unavailable", "")
 		return
-	}
-	t := Get
-	if typ == "set" {
-		t = Set
 	}
 	h := s.reg.iqHandler(t, iq.Elements()[0].Name.Space, to, st.Origin)
 	if h == nil {

@@ -31,12 +31,12 @@ type fakeSession struct {
 	closed *stream.Error
 }
 
-func (f *fakeSession) Bare() string     { return f.bare }
-func (f *fakeSession) Resource() string { return f.res }
-func (f *fakeSession) Full() string     { return f.bare + "/" + f.res }
-func (f *fakeSession) Domain() string   { return domainOf(f.bare) }
-func (f *fakeSession) Replace()         {}
-func (f *fakeSession) Out() *stream.Conn { return f.out }
+func (f *fakeSession) Bare() string          { return f.bare }
+func (f *fakeSession) Resource() string      { return f.res }
+func (f *fakeSession) Full() string          { return f.bare + "/" + f.res }
+func (f *fakeSession) Domain() string        { return domainOf(f.bare) }
+func (f *fakeSession) Replace()              {}
+func (f *fakeSession) Out() *stream.Conn     { return f.out }
 func (f *fakeSession) Close(e *stream.Error) { f.mu.Lock(); f.closed = e; f.mu.Unlock() }
 func (f *fakeSession) Value(key any) any {
 	f.mu.Lock()

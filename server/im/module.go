@@ -33,6 +33,9 @@ const (
 	ToServer  Target = 1 << iota // a hosted domain
 	ToSelf                       // the sending client's own bare JID, or no `to`
 	ToAccount                    // another account's bare JID (it exists)
+	// ToFull is a local user's full JID: such IQs are routed to the
+	// resource, unless a handler is registered for them.
+	ToFull
 
 	// ToBare is any bare JID served here: the domain, one's own, another
 	// account's.

@@ -28,6 +28,7 @@ func TestIQDispatch(t *testing.T) {
 		m.IQ(Get, nsTest, ToSelf, FromClient, marked("self"))
 		m.IQ(Get, nsTest, ToAccount, FromClient|FromRemote, marked("account"))
 		m.IQ(Set, nsTest, ToServer, FromRemote|FromComponent, marked("link-set"))
+		m.IQ(Set, nsTest, ToFull, FromClient, marked("full"))
 	})
 	alice := h.login("alice@example.lan", "phone", true, 0)
 	bob := h.login("bob@example.lan", "desk", true, 0)
@@ -44,6 +45,7 @@ func TestIQDispatch(t *testing.T) {
 		{"client to another account", FromClient, `<iq type='get' id='1' to='bob@example.lan'>` + q + `</iq>`, "account"},
 		{"client to an unknown account", FromClient, `<iq type='get' id='1' to='nobody@example.lan'>` + q + `</iq>`, "service-unavailable"},
 		{"client set: not registered", FromClient, `<iq type='set' id='1' to='example.lan'>` + q + `</iq>`, "service-unavailable"},
+		{"client set to a full JID: a handler answers for it", FromClient, `<iq type='set' id='1' to='bob@example.lan/desk'>` + q + `</iq>`, "full"},
 		{"client to a full JID is routed", FromClient, `<iq type='get' id='1' to='bob@example.lan/desk'>` + q + `</iq>`, "routed"},
 		{"client with two children", FromClient, `<iq type='get' id='1' to='example.lan'>` + q + q + `</iq>`, "bad-request"},
 		{"client without an id", FromClient, `<iq type='get' to='example.lan'>` + q + `</iq>`, "bad-request"},

@@ -176,10 +176,7 @@ func (s *Service) clientPresence(st *Stanza) {
 	if !s.addDirected(sess, el, to) {
 		return
 	}
-	if to.local == "" && s.Hosted(to.domain) {
-		return
-	}
-	s.route(el, to)
+	s.route(el, to) // to a hosted domain itself: nowhere
 }
 
 // addDirected records directed presence (available or unavailable) to an
