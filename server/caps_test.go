@@ -8,7 +8,7 @@ import (
 
 	"mellium.im/sasl"
 
-	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/im"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/xml"
 )
@@ -29,7 +29,7 @@ func (fp *fedPair) unlimited() {
 }
 
 // TestDirectedPresenceCap: a session may have sent directed presence to
-// c2s.MaxDirected addresses; one more is refused with policy-violation,
+// im.MaxDirected addresses; one more is refused with policy-violation,
 // and once one of them gets unavailable presence there is room again.
 func TestDirectedPresenceCap(t *testing.T) {
 	f := start(t)
@@ -37,7 +37,7 @@ func TestDirectedPresenceCap(t *testing.T) {
 	a := f.dial()
 	a.login("alice", "alice-password", "flood")
 	var b strings.Builder
-	for i := 0; i < c2s.MaxDirected; i++ {
+	for i := 0; i < im.MaxDirected; i++ {
 		fmt.Fprintf(&b, "<presence to='u%d@example.lan'/>", i)
 	}
 	a.send(b.String())
@@ -70,7 +70,7 @@ func TestDirectedPresenceCapStopsDelivery(t *testing.T) {
 	a := f.dial()
 	a.login("alice", "alice-password", "flood")
 	var b strings.Builder
-	for i := 0; i < c2s.MaxDirected; i++ {
+	for i := 0; i < im.MaxDirected; i++ {
 		fmt.Fprintf(&b, "<presence to='u%d@example.lan'/>", i)
 	}
 	b.WriteString("<presence to='bob@example.lan/desk' id='over'/>")

@@ -132,8 +132,11 @@ func New(cfg Config) *Engine {
 	e.comps = component.NewRegistry()
 	// One episode logger for every limit: one line per episode.
 	episodes := limit.NewEpisodes(cfg.Log)
+	e.router.Hosted = e.Hosted
+	e.router.Components = componentRoutes{e}
 	e.im = &im.Service{Store: cfg.Store, Router: e.router, Hosted: e.Hosted, Version: cfg.Version, Started: time.Now(), Log: cfg.Log,
-		Components: componentRoutes{e}, Episodes: episodes}
+		Episodes: episodes}
+	e.im.Init()
 	e.comp = &component.Config{
 		Lookup: cfg.Store.ComponentByJID,
 		PlainAllowed: func() bool {
@@ -164,7 +167,7 @@ func New(cfg Config) *Engine {
 		Limits:      cfg.Limits,
 		Throttle:    authlimit.New(authlimit.Default, "c2s", cfg.Log),
 		Log:         cfg.Log,
-		Features:    im.CapsFeature(),
+		Features:    e.im.StreamFeatures(),
 		Episodes:    episodes,
 		StanzaRate: func() (float64, int) {
 			r := e.rate.Load()
@@ -188,7 +191,7 @@ func New(cfg Config) *Engine {
 		StanzaRate:  e.linkStanzaRate,
 		Episodes:    episodes,
 	})
-	e.im.Remote = e.s2s
+	e.router.Remote = e.s2s
 	return e
 }
 
@@ -389,7 +392,7 @@ func (e *Engine) onChange(c store.Change) {
 		e.comps.KickName(op.Name, &stream.Error{Condition: "not-authorized", Text: "the component was deleted"})
 	case store.AccountDelete:
 		for _, s := range e.router.Sessions(op.JID) {
-			s.(*c2s.Session).Close(&stream.Error{Condition: "not-authorized", Text: "the account was deleted"})
+			s.Close(&stream.Error{Condition: "not-authorized", Text: "the account was deleted"})
 		}
 	case store.Restored:
 		e.loadComponents()
@@ -465,8 +468,8 @@ func (e *Engine) reconcile() {
 	// is disabled, stopLocked below tells them system-shutdown instead).
 	if cfg.Enabled {
 		for _, s := range e.router.All() {
-			if cs := s.(*c2s.Session); !hosted[cs.Domain()] {
-				cs.Close(&stream.Error{Condition: "host-gone", Text: "the domain is no longer served here"})
+			if !hosted[s.Domain()] {
+				s.Close(&stream.Error{Condition: "host-gone", Text: "the domain is no longer served here"})
 			}
 		}
 	}

@@ -107,7 +107,7 @@ func withRemote(t *testing.T) (*fixture, *fakeRemote) {
 	f := start(t)
 	r := &fakeRemote{}
 	f.eng.mu.Lock()
-	f.eng.im.Remote = r
+	f.eng.router.Remote = r
 	f.eng.mu.Unlock()
 	return f, r
 }
@@ -674,7 +674,7 @@ func TestRemotePresence(t *testing.T) {
 func TestNoFederation(t *testing.T) {
 	f := start(t)
 	f.eng.mu.Lock()
-	f.eng.im.Remote = nil
+	f.eng.router.Remote = nil
 	f.eng.mu.Unlock()
 	f.putItem(alice, store.RosterItem{JID: romeo, Subscription: store.SubBoth})
 	a := f.online("alice", "a")

@@ -27,19 +27,20 @@ type Accounts interface {
 	Account(bareJID string) (store.Account, error)
 }
 
-// Handler receives what bound sessions do.
+// Handler receives what bound sessions do (a *Session is the
+// router.Session it is given).
 type Handler interface {
 	// Online is called once the session is bound.
-	Online(s *Session)
+	Online(s router.Session)
 	// Handle is called for each stanza the client sends, `from` stamped.
-	Handle(s *Session, stanza *xml.Element)
+	Handle(s router.Session, stanza *xml.Element)
 	// Offline is called after the session is unbound.
-	Offline(s *Session)
+	Offline(s router.Session)
 	// Undelivered is called, after the session is unbound and before
 	// Offline, with the stanzas its connection accepted but could not
 	// write (it failed, or closed while they were queued): the handler
 	// routes, stores or bounces them as for any undeliverable stanza.
-	Undelivered(s *Session, stanzas []*xml.Element)
+	Undelivered(s router.Session, stanzas []*xml.Element)
 }
 
 // Config is what client streams need from the engine. Functions are read at
@@ -57,8 +58,9 @@ type Config struct {
 	Log         *log.Logger
 	// MaxSessions is the limit of bound sessions (0: none).
 	MaxSessions func() int
-	// Features are extra stream features offered after authentication
-	// (e.g. the server's entity capabilities).
+	// Features are the stream features offered after authentication
+	// besides resource binding: what the IM modules registered (legacy
+	// session, roster versioning, the server's entity capabilities).
 	Features []byte
 	// StanzaRate is how many stanzas a bound client may send: per second
 	// sustained, and in a burst (nil, or a rate of 0: limit.DefaultRate
@@ -70,12 +72,6 @@ type Config struct {
 	// Log).
 	Episodes *limit.Episodes
 }
-
-// MaxDirected is how many addresses one session may have sent directed
-// presence to (and not yet unavailable presence): each gets the session's
-// unavailable presence when it ends. Beyond it, directed presence is
-// refused with a policy-violation error.
-const MaxDirected = 1000
 
 // stanzaRate is the configured rate, or the default.
 func (cfg *Config) stanzaRate() (float64, int) { return limit.Rate(cfg.StanzaRate, 1) }
@@ -102,11 +98,7 @@ type Session struct {
 	tls      bool
 
 	mu         sync.Mutex
-	available  bool
-	priority   int
-	presence   *xml.Element // the last available presence broadcast
-	interested bool         // asked for the roster
-	directed   map[string]bool
+	values     []value // the modules' state (router.Session's value store)
 	replaced   bool
 	bindResult *xml.Element
 	Started    time.Time
@@ -130,83 +122,37 @@ func (s *Session) Domain() string { return s.domain }
 // Local is the localpart.
 func (s *Session) Local() string { return s.local }
 
-// Available reports the presence state.
-func (s *Session) Available() (bool, int) {
+// value is one entry of the session's value store.
+type value struct{ key, v any }
+
+// Value returns what SetValue stored under key, or nil.
+func (s *Session) Value(key any) any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.available, s.priority
+	for _, kv := range s.values {
+		if kv.key == key {
+			return kv.v
+		}
+	}
+	return nil
 }
 
-// SetPresence records available (with priority and the presence sent) or
-// unavailable presence. It returns whether the session was available before.
-func (s *Session) SetPresence(available bool, priority int, p *xml.Element) bool {
+// SetValue stores v under key (a module's own key type) for the life of
+// the session. The store is a short list: a session holds a few modules'
+// state.
+func (s *Session) SetValue(key, v any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	was := s.available
-	s.available, s.priority = available, priority
-	if available {
-		s.presence = p
-	} else {
-		s.presence = nil
+	for i := range s.values {
+		if s.values[i].key == key {
+			s.values[i].v = v
+			return
+		}
 	}
-	return was
+	s.values = append(s.values, value{key, v})
 }
 
-// Presence returns the last available presence, or nil.
-func (s *Session) Presence() *xml.Element {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.presence
-}
-
-// SetInterested marks the session as having asked for the roster.
-func (s *Session) SetInterested() {
-	s.mu.Lock()
-	s.interested = true
-	s.mu.Unlock()
-}
-
-// Interested reports whether the session asked for the roster.
-func (s *Session) Interested() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.interested
-}
-
-// AddDirected remembers a JID that got directed presence (add) or
-// forgets it (unavailable presence); DirectedTo returns (and with clear,
-// forgets) them. It reports false, remembering nothing, when jid is new
-// and MaxDirected are already remembered: the presence must not go out.
-func (s *Session) AddDirected(jid string, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !add {
-		delete(s.directed, jid)
-		return true
-	}
-	if s.directed == nil {
-		s.directed = map[string]bool{}
-	}
-	if !s.directed[jid] && len(s.directed) >= MaxDirected {
-		return false
-	}
-	s.directed[jid] = true
-	return true
-}
-
-// DirectedTo returns the JIDs that got directed presence.
-func (s *Session) DirectedTo(clear bool) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.directed))
-	for j := range s.directed {
-		out = append(out, j)
-	}
-	if clear {
-		s.directed = nil
-	}
-	return out
-}
+var _ router.Session = (*Session)(nil)
 
 // Deliver queues a stanza to the client. When it cannot (the connection is
 // failing or closing) the session is unbound at once, so that the caller,

@@ -123,8 +123,6 @@ func (n *negotiation) features() []byte {
 		b.WriteString("</mechanisms>")
 	default:
 		b.WriteString(`<bind xmlns="` + stream.NSBind + `"/>`)
-		b.WriteString(`<session xmlns="` + stream.NSSession + `"><optional/></session>`)
-		b.WriteString(`<ver xmlns="` + stream.NSRosterVer + `"/>`)
 		b.Write(n.cfg.Features)
 	}
 	b.WriteString("</stream:features>")

@@ -2,11 +2,64 @@ package im
 
 import (
 	"sync/atomic"
+	"time"
 
-	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
+
+// offlineModule keeps messages for accounts with no session to take them
+// (the router's Offline: XEP-0160, with a delay stamp, XEP-0203) and
+// delivers them when a session becomes available (flushOffline, from the
+// presence module).
+func (s *Service) offlineModule(m *Module) {
+	s.Router.Offline = offlineStore{s}
+	m.Feature(Server, "msgoffline")
+	m.Feature(Server, "urn:xmpp:delay")
+	m.OnUnbound(s.waitFlush)
+}
+
+// offlineStore is the router's Offline.
+type offlineStore struct{ s *Service }
+
+func (o offlineStore) Exists(bare string) bool { return o.s.accountExists(bare) }
+
+func (o offlineStore) Store(el *xml.Element, to router.JID) {
+	o.s.storeOffline(el, addr{bare: to.Bare, resource: to.Resource, domain: to.Domain, local: to.Local})
+}
+
+// storeOffline keeps a message for an offline user (XEP-0160), durably,
+// with a delay stamp; a full queue bounces it.
+func (s *Service) storeOffline(el *xml.Element, to addr) {
+	// Nothing without a body or a payload worth keeping (chat states alone).
+	keep := false
+	for _, c := range el.Elements() {
+		keep = keep || c.Name.Space != nsChatStates
+	}
+	if !keep {
+		return
+	}
+	// The recipient may have come online since the targets were chosen;
+	// initial presence flushes under the same lock, so look again here.
+	mu := s.offlineLock(to.bare)
+	mu.Lock()
+	defer mu.Unlock()
+	typ := el.Get("type")
+	if typ == "" {
+		typ = "normal"
+	}
+	if s.Router.DeliverMessage(el, to.bare, typ) {
+		return
+	}
+	c := el.Copy()
+	c.Add(xml.New("urn:xmpp:delay", "delay", "from", to.domain, "stamp", time.Now().UTC().Format("2006-01-02T15:04:05.000Z")).AddText("Offline storage"))
+	if _, err := s.Store.Propose(store.OfflinePush{User: to.bare, Stanza: c.Bytes(stream.NSClient)}); err != nil {
+		s.logLimit("im: offline messages for "+to.bare+" not stored", "im: offline message for %s not stored: %v", to.bare, err)
+		s.bounce(el, "service-unavailable", "the recipient's offline storage is full")
+	}
+}
 
 // The offline flush (XEP-0160): stored messages go to a session that
 // became available, at the pace its writer takes them, and are deleted
@@ -26,7 +79,7 @@ const (
 // connection: the writer tells it what was written and when to go on.
 type flusher struct {
 	s       *Service
-	sess    *c2s.Session
+	sess    router.Session
 	out     *stream.Conn
 	written atomic.Uint64 // the highest sequence number written
 	wake    chan struct{}
@@ -50,7 +103,7 @@ func (f *flusher) poke() {
 // flushOffline starts delivering stored messages to a session that became
 // available with a non-negative priority. There is one flush per user at a
 // time: a second session gets what the first cannot take.
-func (s *Service) flushOffline(sess *c2s.Session) {
+func (s *Service) flushOffline(sess router.Session) {
 	bare := sess.Bare()
 	s.flushMu.Lock()
 	if s.flushing[bare] != nil || sess.Out().Closing() {
@@ -132,8 +185,8 @@ func (f *flusher) run(page []store.OfflineMessage) {
 		// What was not written goes to another available resource, if
 		// there is one; otherwise it waits for the next login.
 		for _, t := range s.Router.Targets(bare, "normal") {
-			if cs, ok := t.(*c2s.Session); ok && cs != f.sess && !cs.Out().Closing() {
-				s.flushOffline(cs)
+			if t != f.sess && !t.Out().Closing() {
+				s.flushOffline(t)
 				break
 			}
 		}
@@ -143,7 +196,7 @@ func (f *flusher) run(page []store.OfflineMessage) {
 // waitFlush waits for the flush to a session that ended, if one runs: its
 // last deletions are made before the session is gone (and before the
 // engine stops and closes the store).
-func (s *Service) waitFlush(sess *c2s.Session) {
+func (s *Service) waitFlush(sess router.Session) {
 	s.flushMu.Lock()
 	f := s.flushing[sess.Bare()]
 	s.flushMu.Unlock()

@@ -6,8 +6,9 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 
-	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -27,7 +28,129 @@ func (elementParser) parse(b []byte) (*xml.Element, error) {
 	return rd.Next()
 }
 
-func (s *Service) handlePresence(sess *c2s.Session, el *xml.Element, to addr, noTo bool) {
+// Per-session presence state, kept in the session's value store.
+type presenceKey struct{}
+
+type presenceState struct {
+	mu        sync.Mutex
+	available bool
+	priority  int
+	presence  *xml.Element // the last available presence broadcast
+	directed  map[string]bool
+}
+
+// presenceOf is a session's presence state (nil before it is bound; the
+// methods take that as unavailable).
+func presenceOf(sess router.Session) *presenceState {
+	ps, _ := sess.Value(presenceKey{}).(*presenceState)
+	return ps
+}
+
+// last returns the last available presence (nil if unavailable) and the
+// priority.
+func (ps *presenceState) last() (*xml.Element, int) {
+	if ps == nil {
+		return nil, 0
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.presence, ps.priority
+}
+
+// MaxDirected is how many addresses one session may have sent directed
+// presence to (and not yet unavailable presence): each gets the session's
+// unavailable presence when it ends. Beyond it, directed presence is
+// refused with a policy-violation error.
+const MaxDirected = 1000
+
+// addDirected remembers a JID that got directed presence (add) or
+// forgets it (unavailable presence). It reports false, remembering
+// nothing, when jid is new and MaxDirected are already remembered: the
+// presence must not go out.
+func (ps *presenceState) addDirected(jid string, add bool) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if !add {
+		delete(ps.directed, jid)
+		return true
+	}
+	if ps.directed == nil {
+		ps.directed = map[string]bool{}
+	}
+	if !ps.directed[jid] && len(ps.directed) >= MaxDirected {
+		return false
+	}
+	ps.directed[jid] = true
+	return true
+}
+
+// takeDirected returns the JIDs that got directed presence, and forgets
+// them.
+func (ps *presenceState) takeDirected() []string {
+	if ps == nil {
+		return nil
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	out := make([]string, 0, len(ps.directed))
+	for j := range ps.directed {
+		out = append(out, j)
+	}
+	ps.directed = nil
+	return out
+}
+
+// setPresence records available (with priority and the presence sent) or
+// unavailable presence, here and in the router (which chooses message
+// targets by it). It returns whether the session was available before,
+// and its priority then.
+func (s *Service) setPresence(sess router.Session, available bool, priority int, p *xml.Element) (bool, int) {
+	ps := presenceOf(sess)
+	if ps == nil {
+		return false, 0
+	}
+	ps.mu.Lock()
+	was, oldPrio := ps.available, ps.priority
+	ps.available, ps.priority = available, priority
+	if available {
+		ps.presence = p
+	} else {
+		ps.presence = nil
+	}
+	s.Router.SetAvailable(sess, available, priority)
+	ps.mu.Unlock()
+	return was, oldPrio
+}
+
+// presenceModule handles presence (RFC 6121 §4) and subscriptions (§3):
+// a client's broadcast and directed presence, contacts' presence from
+// other servers, and a component's presence to users.
+func (s *Service) presenceModule(m *Module) {
+	m.Presence(FromClient, s.clientPresence)
+	m.Presence(FromRemote, s.remotePresence)
+	m.Presence(FromComponent, func(st *Stanza) { s.route(st.El, st.To) })
+	m.OnBound(func(sess router.Session) { sess.SetValue(presenceKey{}, &presenceState{}) })
+	// An available session's contacts see it leave.
+	m.OnUnbound(func(sess router.Session) {
+		if was, _ := s.setPresence(sess, false, 0, nil); was {
+			un := xml.New(stream.NSClient, "presence", "type", "unavailable", "from", sess.Full())
+			s.presenceChanged(sess, un, false)
+			s.broadcast(sess, un, true)
+		}
+	})
+}
+
+// presenceChanged runs the modules' presence hooks.
+func (s *Service) presenceChanged(sess router.Session, p *xml.Element, available bool) {
+	for _, h := range s.reg.presenceCh {
+		h(sess, p, available)
+	}
+}
+
+// clientPresence handles presence from a client: subscriptions, directed
+// presence, or its broadcast presence (no `to`).
+func (s *Service) clientPresence(st *Stanza) {
+	sess, el, to, noTo := st.Session, st.El, st.To, st.NoTo
 	typ := el.Get("type")
 	switch typ {
 	case "subscribe", "subscribed", "unsubscribe", "unsubscribed":
@@ -51,32 +174,31 @@ func (s *Service) handlePresence(sess *c2s.Session, el *xml.Element, to addr, no
 	if !s.addDirected(sess, el, to) {
 		return
 	}
-	if to.local == "" && s.Hosted(to.domain) {
-		return
-	}
-	s.deliverTo(el, to)
+	s.route(el, to) // to a hosted domain itself: nowhere
 }
 
 // addDirected records directed presence (available or unavailable) to an
 // address in the session's set. When the set is full the presence does
 // not go out: the client gets a policy-violation error and the log one
 // line per episode.
-func (s *Service) addDirected(sess *c2s.Session, el *xml.Element, to addr) bool {
-	if sess.AddDirected(to.full(), el.Get("type") == "") {
+func (s *Service) addDirected(sess router.Session, el *xml.Element, to addr) bool {
+	ps := presenceOf(sess)
+	if ps == nil || ps.addDirected(to.full(), el.Get("type") == "") {
 		return true
 	}
 	sess.Deliver(stream.ErrorReply(el, "policy-violation",
-		fmt.Sprintf("directed presence goes to at most %d addresses at once: send unavailable presence to some of them first", c2s.MaxDirected)))
-	s.logLimit("im: "+sess.Bare()+" directed presence cap", "im: %s has sent directed presence to %d addresses: more is refused", sess.Full(), c2s.MaxDirected)
+		fmt.Sprintf("directed presence goes to at most %d addresses at once: send unavailable presence to some of them first", MaxDirected)))
+	s.logLimit("im: "+sess.Bare()+" directed presence cap", "im: %s has sent directed presence to %d addresses: more is refused", sess.Full(), MaxDirected)
 	return false
 }
 
 // broadcastOwn handles a client's broadcast presence (RFC 6121 §4.2, §4.5).
-func (s *Service) broadcastOwn(sess *c2s.Session, el *xml.Element, available bool) {
+func (s *Service) broadcastOwn(sess router.Session, el *xml.Element, available bool) {
 	if !available {
-		if was := sess.SetPresence(false, 0, nil); !was {
+		if was, _ := s.setPresence(sess, false, 0, nil); !was {
 			return
 		}
+		s.presenceChanged(sess, el, false)
 		s.broadcast(sess, el, true)
 		return
 	}
@@ -89,9 +211,8 @@ func (s *Service) broadcastOwn(sess *c2s.Session, el *xml.Element, available boo
 		}
 		prio = n
 	}
-	s.stampAvatar(sess.Bare(), el)
-	_, oldPrio := sess.Available()
-	wasAvailable := sess.SetPresence(true, prio, el)
+	s.presenceChanged(sess, el, true)
+	wasAvailable, oldPrio := s.setPresence(sess, true, prio, el)
 	s.broadcast(sess, el, false)
 	if wasAvailable {
 		if oldPrio < 0 && prio >= 0 {
@@ -119,7 +240,7 @@ func (s *Service) broadcastOwn(sess *c2s.Session, el *xml.Element, available boo
 	// The user's other available resources.
 	for _, other := range s.Router.Available(sess.Bare()) {
 		if other.Resource() != sess.Resource() {
-			if p := other.(*c2s.Session).Presence(); p != nil {
+			if p, _ := presenceOf(other).last(); p != nil {
 				sess.Deliver(p)
 			}
 		}
@@ -132,15 +253,15 @@ func (s *Service) broadcastOwn(sess *c2s.Session, el *xml.Element, available boo
 // probe sends a contact's current presence to a session: for local
 // contacts the server answers the probe itself, a remote contact's server
 // gets a probe from the session's full JID and answers it (RFC 6121 §4.3).
-func (s *Service) probe(sess *c2s.Session, contact string) {
+func (s *Service) probe(sess router.Session, contact string) {
 	if d := domainOf(contact); !s.Hosted(d) {
-		if s.federated(d) {
-			s.Remote.Route(xml.New(stream.NSClient, "presence", "type", "probe", "from", sess.Full(), "to", contact))
+		if c, ok := parseAddr(contact); ok {
+			s.route(xml.New(stream.NSClient, "presence", "type", "probe", "from", sess.Full(), "to", contact), c)
 		}
 		return
 	}
 	for _, cs := range s.Router.Available(contact) {
-		if p := cs.(*c2s.Session).Presence(); p != nil {
+		if p, _ := presenceOf(cs).last(); p != nil {
 			c := p.Copy()
 			c.Set("to", sess.Full())
 			sess.Deliver(c)
@@ -151,7 +272,7 @@ func (s *Service) probe(sess *c2s.Session, contact string) {
 // broadcast sends a session's presence to its subscribers (contacts with
 // subscription from or both), to the user's own available resources, and,
 // for unavailable presence, to everyone who got directed presence.
-func (s *Service) broadcast(sess *c2s.Session, el *xml.Element, unavailable bool) {
+func (s *Service) broadcast(sess router.Session, el *xml.Element, unavailable bool) {
 	if el.Get("from") != sess.Full() {
 		// Only when needed: el may be the session's stored presence,
 		// which probes from other goroutines copy.
@@ -164,38 +285,38 @@ func (s *Service) broadcast(sess *c2s.Session, el *xml.Element, unavailable bool
 			continue
 		}
 		sent[it.JID] = true
-		if d := domainOf(it.JID); !s.Hosted(d) {
-			// A remote contact: one stanza to the bare JID, its server
-			// delivers it to the contact's resources.
-			if s.federated(d) {
-				c := el.Copy()
-				c.Set("to", it.JID)
-				s.Remote.Route(c)
-			}
-			continue
-		}
-		for _, cs := range s.Router.Available(it.JID) {
-			c := el.Copy()
-			c.Set("to", it.JID)
-			cs.Deliver(c)
-		}
+		// To a remote contact, one stanza to the bare JID: its server
+		// delivers it to the contact's resources.
+		s.presenceTo(el, it.JID)
 	}
-	for _, own := range s.Router.Available(sess.Bare()) {
-		c := el.Copy()
-		c.Set("to", sess.Bare())
-		own.Deliver(c)
-	}
+	s.presenceTo(el, sess.Bare())
 	if unavailable {
-		for _, j := range sess.DirectedTo(true) {
+		for _, j := range presenceOf(sess).takeDirected() {
 			a, ok := parseAddr(j)
 			if !ok || sent[a.bare] {
 				continue
 			}
 			c := el.Copy()
 			c.Set("to", j)
-			s.deliverTo(c, a)
+			s.route(c, a)
 		}
 	}
+}
+
+// presenceTo routes a copy of a presence to a bare JID (stored JIDs are
+// normalized), if anyone takes it: a local user's available resources, or
+// a remote user's server.
+func (s *Service) presenceTo(el *xml.Element, bare string) {
+	if s.Hosted(domainOf(bare)) && !s.Router.HasAvailable(bare) {
+		return // nobody to copy it for
+	}
+	a, ok := parseAddr(bare)
+	if !ok {
+		return
+	}
+	c := el.Copy()
+	c.Set("to", bare)
+	s.route(c, a)
 }
 
 // contactPresence sends every available resource's presence of contact
@@ -203,14 +324,10 @@ func (s *Service) broadcast(sess *c2s.Session, el *xml.Element, unavailable bool
 // user is remote (after a subscription is approved), or unavailable
 // presence from each (after it is cancelled).
 func (s *Service) contactPresence(contact, user string, available bool) {
-	remote := !s.Hosted(domainOf(user))
-	if remote && !s.federated(domainOf(user)) {
-		return
-	}
 	for _, cs := range s.Router.Available(contact) {
 		var p *xml.Element
 		if available {
-			if p = cs.(*c2s.Session).Presence(); p == nil {
+			if p, _ = presenceOf(cs).last(); p == nil {
 				continue
 			}
 			p = p.Copy()
@@ -218,16 +335,7 @@ func (s *Service) contactPresence(contact, user string, available bool) {
 			p = xml.New(stream.NSClient, "presence", "type", "unavailable")
 		}
 		p.Set("from", contact+"/"+cs.Resource())
-		if remote {
-			p.Set("to", user)
-			s.Remote.Route(p)
-			continue
-		}
-		for _, us := range s.Router.Available(user) {
-			c := p.Copy()
-			c.Set("to", user)
-			us.Deliver(c)
-		}
+		s.presenceTo(p, user)
 	}
 }
 
@@ -236,7 +344,7 @@ func (s *Service) contactPresence(contact, user string, available bool) {
 // contact's side, here for a local contact or through the contact's
 // server for a remote one. Both rosters change in one store.RosterSubscribe
 // op, whose outcome the store computes.
-func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, contact addr) {
+func (s *Service) subscription(sess router.Session, el *xml.Element, typ string, contact addr) {
 	user := sess.Bare()
 	el.Set("from", user) // subscription stanzas carry the bare JID
 	if contact.bare == user {
@@ -262,12 +370,13 @@ func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, c
 		s.inboundResult(el, typ, user, contact.bare, res)
 		return
 	}
-	if s.Components != nil && s.Components.Known(contact.domain) {
-		s.Components.Route(contact.domain, el)
+	switch s.Router.Where(contact.domain) {
+	case router.Component: // it takes the stanza as it is
+		s.route(el, contact)
 		return
-	}
-	if s.Remote == nil {
-		s.bounce(el, "remote-server-not-found", "federation with "+contact.domain+" is not available")
+	case router.Nowhere:
+		condition, text := router.NoFederation(contact.domain)
+		s.bounce(el, condition, text)
 		return
 	}
 	// The contact's server applies it to the contact's roster; the
@@ -279,16 +388,16 @@ func (s *Service) subscription(sess *c2s.Session, el *xml.Element, typ string, c
 		if it.Subscription != store.SubFrom && it.Subscription != store.SubBoth {
 			return // nothing was asked (pre-approval is not supported)
 		}
-		s.Remote.Route(el)
+		s.route(el, contact)
 		s.contactPresence(user, contact.bare, true)
 	case "unsubscribed":
 		if hadFrom {
 			// While the contact is still subscribed (RFC 6121 §3.2.2).
 			s.contactPresence(user, contact.bare, false)
 		}
-		s.Remote.Route(el)
+		s.route(el, contact)
 	default:
-		s.Remote.Route(el)
+		s.route(el, contact)
 	}
 }
 
@@ -323,9 +432,7 @@ func (s *Service) inboundResult(el *xml.Element, typ, from, user string, res sto
 	}
 	s.putItem(res.Receiver)
 	if res.Deliver {
-		for _, cs := range s.Router.Available(user) {
-			cs.Deliver(el)
-		}
+		s.routeTo(el, user)
 	}
 	for _, p := range res.Presence {
 		s.contactPresence(p.Of, p.To, p.Available)
@@ -353,7 +460,7 @@ func (s *Service) subscriptionReply(from, to, typ string) {
 	p := xml.New(stream.NSClient, "presence", "type", typ, "from", from, "to", to)
 	if d := domainOf(to); !s.Hosted(d) {
 		if s.federated(d) {
-			s.Remote.Route(p)
+			s.routeTo(p, to)
 			s.contactPresence(from, to, true)
 		}
 		return
@@ -367,8 +474,6 @@ func (s *Service) subscriptionReply(from, to, typ string) {
 		return
 	}
 	s.putItem(res.Receiver)
-	for _, us := range s.Router.Available(to) {
-		us.Deliver(p)
-	}
+	s.routeTo(p, to)
 	s.contactPresence(from, to, true)
 }

@@ -4,7 +4,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -12,6 +12,22 @@ import (
 
 // NSRoster is the roster namespace (RFC 6121 §2).
 const NSRoster = "jabber:iq:roster"
+
+// rosterModule serves a user's roster to the user (with versioning, RFC
+// 6121 §2.6) and pushes its changes to the sessions that asked for it.
+func (s *Service) rosterModule(m *Module) {
+	m.IQ(GetSet, NSRoster, ToSelf, FromClient, func(st *Stanza) { s.rosterIQ(st.Session, st.El, st.Query()) })
+	m.IQ(GetSet, NSRoster, ToServer|ToAccount, FromClient, forbidden("only your own roster"))
+	m.IQ(GetSet, NSRoster, ToServer|ToAccount, FromRemote, forbidden(ownerOnly))
+	m.Feature(Server, NSRoster)
+	m.StreamFeature(func() []byte { return []byte(`<ver xmlns="` + stream.NSRosterVer + `"/>`) })
+}
+
+// rosterKey keys a session's interest in roster pushes (it asked for the
+// roster: RFC 6121 §2.1.6) in its value store.
+type rosterKey struct{}
+
+func interested(sess router.Session) bool { return sess.Value(rosterKey{}) == true }
 
 // Limits on roster item fields.
 const (
@@ -47,9 +63,8 @@ func (s *Service) putItem(c store.RosterChange) {
 
 func (s *Service) push(user string, item *xml.Element) {
 	ver, _, _ := s.Store.Roster(user)
-	for _, rs := range s.Router.Sessions(user) {
-		sess := rs.(*c2s.Session)
-		if !sess.Interested() {
+	for _, sess := range s.Router.Sessions(user) {
+		if !interested(sess) {
 			continue
 		}
 		iq := xml.New(stream.NSClient, "iq", "type", "set", "id", "push-"+stream.NewID(), "to", sess.Full())
@@ -58,7 +73,7 @@ func (s *Service) push(user string, item *xml.Element) {
 	}
 }
 
-func (s *Service) rosterIQ(sess *c2s.Session, iq, q *xml.Element) {
+func (s *Service) rosterIQ(sess router.Session, iq, q *xml.Element) {
 	switch iq.Get("type") {
 	case "get":
 		ver, items, err := s.Store.Roster(sess.Bare())
@@ -66,7 +81,7 @@ func (s *Service) rosterIQ(sess *c2s.Session, iq, q *xml.Element) {
 			sess.Deliver(stream.ErrorReply(iq, "internal-server-error", ""))
 			return
 		}
-		sess.SetInterested()
+		sess.SetValue(rosterKey{}, true)
 		v := strconv.FormatUint(ver, 10)
 		if q.Has("ver") && q.Get("ver") == v {
 			sess.Deliver(result(iq)) // unchanged: the client's copy is current
@@ -145,7 +160,7 @@ func (s *Service) rosterIQ(sess *c2s.Session, iq, q *xml.Element) {
 
 // removeItem deletes a contact, cancelling subscriptions both ways
 // (RFC 6121 §2.5.2).
-func (s *Service) removeItem(sess *c2s.Session, it store.RosterItem) {
+func (s *Service) removeItem(sess router.Session, it store.RosterItem) {
 	user := sess.Bare()
 	c, _ := parseAddr(it.JID)
 	if it.Subscription == store.SubTo || it.Subscription == store.SubBoth || it.Ask {

@@ -1,7 +1,11 @@
-// Package router owns the table of bound client sessions and the one
-// decision of where a stanza addressed to a local JID goes: which resources
-// of a user receive it (RFC 6121 §8.5), or that nobody does. The table is
-// sharded by bare JID, so routing takes no global lock.
+// Package router is the one place that decides where a stanza goes. It
+// owns the table of bound client sessions (sharded by bare JID, so routing
+// takes no global lock), with each session's availability and priority as
+// the presence module sets them, and Route (route.go): local sessions by
+// the rules of RFC 6121 §8.5, offline storage, an external component,
+// another server (and, from the cluster issue on, another node). Route
+// does not build error replies: it says why a stanza cannot be delivered,
+// and its caller (the IM core) bounces it.
 package router
 
 import (
@@ -12,41 +16,77 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 )
 
-// Session is a bound client session as the router sees it.
+// Session is a bound client session as the router and the IM modules see
+// it. State that belongs to a module (presence, roster interest, directed
+// presence …) lives in the session's value store, keyed by the module.
 type Session interface {
 	Bare() string     // local@domain
 	Resource() string // the bound resource
-	// Available reports whether the session has sent available presence,
-	// and its priority.
-	Available() (bool, int)
-	// Deliver queues a stanza to the client; false if it could not.
+	Full() string     // local@domain/resource
+	Domain() string
+	// Deliver queues a stanza to the client; false if it could not (the
+	// session is then unbound).
 	Deliver(*xml.Element) bool
 	// Replace closes the session because another took its resource.
 	Replace()
+	// Close ends the session with a stream error (nil: a clean end).
+	Close(*stream.Error)
+	// Out is the session's outbound connection, for a sender that paces
+	// itself by the writer (the offline flush).
+	Out() *stream.Conn
+	// Value returns what SetValue stored under key (nil if nothing).
+	// Keys are module-owned types, as with context.Context.
+	Value(key any) any
+	// SetValue stores v under key for the life of the session.
+	SetValue(key, v any)
 }
 
 const shards = 64
 
 type shard struct {
 	mu    sync.RWMutex
-	users map[string]map[string]Session // bare → resource → session
+	users map[string]map[string]entry // bare → resource → session
 }
 
-// Router is the session table.
+// entry is a bound session with its presence state as the presence module
+// set it (SetAvailable): what RFC 6121 §8.5 chooses message targets by,
+// read here without asking the session.
+type entry struct {
+	s         Session
+	available bool
+	priority  int
+}
+
+// Router is the session table and the routing decision (route.go). Its
+// exported fields are set once, before the first stanza.
 type Router struct {
 	n      atomic.Int64 // bound sessions
 	seed   maphash.Seed
 	shards [shards]shard
+
+	// Hosted reports whether a domain is served here (nil: none is).
+	Hosted func(domain string) bool
+	// Components, if set, is where stanzas for external components go.
+	Components Components
+	// Remote, if set, is where stanzas for other servers go; nil: no
+	// federation (they bounce with remote-server-not-found).
+	Remote RemoteServers
+	// Offline, if set, keeps messages for accounts with no session that
+	// takes them (nil: there are no accounts, only sessions).
+	Offline Offline
+
+	beforeDeliver []func(Session, *xml.Element) bool
 }
 
 // New returns an empty router.
 func New() *Router {
 	r := &Router{seed: maphash.MakeSeed()}
 	for i := range r.shards {
-		r.shards[i].users = map[string]map[string]Session{}
+		r.shards[i].users = map[string]map[string]entry{}
 	}
 	return r
 }
@@ -83,7 +123,7 @@ func (r *Router) BindChecked(s Session, max int) error {
 	sh := r.shard(s.Bare())
 	sh.mu.Lock()
 	res := sh.users[s.Bare()]
-	old := res[s.Resource()]
+	old := res[s.Resource()].s
 	if old == nil {
 		if len(res) >= MaxResources {
 			sh.mu.Unlock()
@@ -101,10 +141,10 @@ func (r *Router) BindChecked(s Session, max int) error {
 		}
 	}
 	if res == nil {
-		res = map[string]Session{}
+		res = map[string]entry{}
 		sh.users[s.Bare()] = res
 	}
-	res[s.Resource()] = s
+	res[s.Resource()] = entry{s: s}
 	sh.mu.Unlock()
 	if old != nil && old != s {
 		old.Replace()
@@ -119,7 +159,7 @@ func (r *Router) Len() int { return int(r.n.Load()) }
 func (r *Router) Unbind(s Session) {
 	sh := r.shard(s.Bare())
 	sh.mu.Lock()
-	if res := sh.users[s.Bare()]; res != nil && res[s.Resource()] == s {
+	if res := sh.users[s.Bare()]; res != nil && res[s.Resource()].s == s {
 		delete(res, s.Resource())
 		r.n.Add(-1)
 		if len(res) == 0 {
@@ -134,7 +174,21 @@ func (r *Router) Session(bare, resource string) Session {
 	sh := r.shard(bare)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	return sh.users[bare][resource]
+	return sh.users[bare][resource].s
+}
+
+// SetAvailable records a bound session's presence: available (with a
+// priority) or not. The presence module calls it; a session that is not
+// (or no longer) bound is ignored.
+func (r *Router) SetAvailable(s Session, available bool, priority int) {
+	sh := r.shard(s.Bare())
+	sh.mu.Lock()
+	if res := sh.users[s.Bare()]; res != nil {
+		if e, ok := res[s.Resource()]; ok && e.s == s {
+			res[s.Resource()] = entry{s: s, available: available, priority: priority}
+		}
+	}
+	sh.mu.Unlock()
 }
 
 // Sessions returns every session of a user, by resource.
@@ -142,8 +196,8 @@ func (r *Router) Sessions(bare string) []Session {
 	sh := r.shard(bare)
 	sh.mu.RLock()
 	out := make([]Session, 0, len(sh.users[bare]))
-	for _, s := range sh.users[bare] {
-		out = append(out, s)
+	for _, e := range sh.users[bare] {
+		out = append(out, e.s)
 	}
 	sh.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Resource() < out[j].Resource() })
@@ -172,8 +226,8 @@ func (r *Router) All() []Session {
 		sh := &r.shards[i]
 		sh.mu.RLock()
 		for _, res := range sh.users {
-			for _, s := range res {
-				out = append(out, s)
+			for _, e := range res {
+				out = append(out, e.s)
 			}
 		}
 		sh.mu.RUnlock()
@@ -195,34 +249,77 @@ func domainOf(bare string) string {
 // priority for chat and normal, every available non-negative resource for
 // headline. None means the user is offline for this message.
 func (r *Router) Targets(bare, msgType string) []Session {
-	var best []Session
+	return r.appendTargets(nil, bare, msgType)
+}
+
+// appendTargets appends the targets (as Targets) to dst, in the order of
+// their resources: a caller's buffer on its stack makes it allocate
+// nothing.
+func (r *Router) appendTargets(dst []Session, bare, msgType string) []Session {
+	start := len(dst)
 	top := -1
-	for _, s := range r.Sessions(bare) {
-		ok, prio := s.Available()
-		if !ok || prio < 0 {
+	sh := r.shard(bare)
+	sh.mu.RLock()
+	for _, e := range sh.users[bare] {
+		if !e.available || e.priority < 0 {
 			continue
 		}
 		if msgType == "headline" {
-			best = append(best, s)
+			dst = append(dst, e.s)
 			continue
 		}
 		switch {
-		case prio > top:
-			best, top = []Session{s}, prio
-		case prio == top:
-			best = append(best, s)
+		case e.priority > top:
+			dst, top = append(dst[:start], e.s), e.priority
+		case e.priority == top:
+			dst = append(dst, e.s)
 		}
 	}
-	return best
+	sh.mu.RUnlock()
+	sortByResource(dst[start:])
+	return dst
+}
+
+// appendAvailable appends the available sessions of a user (any priority)
+// to dst, in the order of their resources.
+func (r *Router) appendAvailable(dst []Session, bare string) []Session {
+	start := len(dst)
+	sh := r.shard(bare)
+	sh.mu.RLock()
+	for _, e := range sh.users[bare] {
+		if e.available {
+			dst = append(dst, e.s)
+		}
+	}
+	sh.mu.RUnlock()
+	sortByResource(dst[start:])
+	return dst
+}
+
+// sortByResource is an insertion sort: the lists are a few sessions long,
+// and it allocates nothing.
+func sortByResource(ss []Session) {
+	for i := 1; i < len(ss); i++ {
+		for j := i; j > 0 && ss[j].Resource() < ss[j-1].Resource(); j-- {
+			ss[j], ss[j-1] = ss[j-1], ss[j]
+		}
+	}
+}
+
+// HasAvailable reports whether a user has an available session.
+func (r *Router) HasAvailable(bare string) bool {
+	sh := r.shard(bare)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	for _, e := range sh.users[bare] {
+		if e.available {
+			return true
+		}
+	}
+	return false
 }
 
 // Available returns the available sessions of a user (any priority).
 func (r *Router) Available(bare string) []Session {
-	var out []Session
-	for _, s := range r.Sessions(bare) {
-		if ok, _ := s.Available(); ok {
-			out = append(out, s)
-		}
-	}
-	return out
+	return r.appendAvailable(nil, bare)
 }

@@ -8,36 +8,49 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 )
 
 type fake struct {
 	bare, res string
-	avail     bool
+	avail     bool // what bind sets in the router
 	prio      int
 	replaced  atomic.Int32
 	delivered atomic.Int32
+	fail      bool // Deliver fails
 	mu        sync.Mutex
+	got       []*xml.Element
 }
 
-func (f *fake) Bare() string     { return f.bare }
-func (f *fake) Resource() string { return f.res }
-func (f *fake) Available() (bool, int) {
+func (f *fake) Bare() string        { return f.bare }
+func (f *fake) Resource() string    { return f.res }
+func (f *fake) Full() string        { return f.bare + "/" + f.res }
+func (f *fake) Domain() string      { return domainOf(f.bare) }
+func (f *fake) Replace()            { f.replaced.Add(1) }
+func (f *fake) Close(*stream.Error) {}
+func (f *fake) Out() *stream.Conn   { return nil }
+func (f *fake) Value(key any) any   { return nil }
+func (f *fake) SetValue(key, v any) {}
+func (f *fake) Deliver(el *xml.Element) bool {
+	if f.fail {
+		return false
+	}
+	f.delivered.Add(1)
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.avail, f.prio
-}
-func (f *fake) Deliver(*xml.Element) bool { f.delivered.Add(1); return true }
-func (f *fake) Replace()                  { f.replaced.Add(1) }
-
-func (f *fake) set(avail bool, prio int) {
-	f.mu.Lock()
-	f.avail, f.prio = avail, prio
+	f.got = append(f.got, el)
 	f.mu.Unlock()
+	return true
 }
 
 func sess(bare, res string, avail bool, prio int) *fake {
 	return &fake{bare: bare, res: res, avail: avail, prio: prio}
+}
+
+// bind binds a session with the presence it was made with.
+func bind(r *Router, s *fake) {
+	r.Bind(s)
+	r.SetAvailable(s, s.avail, s.prio)
 }
 
 func resources(ss []Session) string {
@@ -142,9 +155,9 @@ func TestTargets(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := New()
 			for _, x := range tc.sessions {
-				r.Bind(sess("bob@a.lan", x.res, x.avail, x.prio))
+				bind(r, sess("bob@a.lan", x.res, x.avail, x.prio))
 			}
-			r.Bind(sess("other@a.lan", "z", true, 50)) // never a target
+			bind(r, sess("other@a.lan", "z", true, 50)) // never a target
 			if got := resources(r.Targets("bob@a.lan", tc.typ)); got != tc.want {
 				t.Fatalf("targets %q, want %q", got, tc.want)
 			}
@@ -154,9 +167,9 @@ func TestTargets(t *testing.T) {
 
 func TestAvailable(t *testing.T) {
 	r := New()
-	r.Bind(sess("bob@a.lan", "a", true, -3))
-	r.Bind(sess("bob@a.lan", "b", false, 0))
-	r.Bind(sess("bob@a.lan", "c", true, 2))
+	bind(r, sess("bob@a.lan", "a", true, -3))
+	bind(r, sess("bob@a.lan", "b", false, 0))
+	bind(r, sess("bob@a.lan", "c", true, 2))
 	if got := resources(r.Available("bob@a.lan")); got != "a,c" {
 		t.Fatalf("available %s", got)
 	}
@@ -176,7 +189,7 @@ func TestConcurrent(t *testing.T) {
 				bare := fmt.Sprintf("u%d@a.lan", (w*7+i)%users)
 				s := sess(bare, fmt.Sprintf("r%d", i%3), i%2 == 0, i%5-1)
 				r.Bind(s)
-				s.set(true, i%4)
+				r.SetAvailable(s, true, i%4)
 				for _, t := range r.Targets(bare, "chat") {
 					t.Deliver(nil)
 				}

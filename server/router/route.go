@@ -1,0 +1,211 @@
+package router
+
+import (
+	"github.com/parley-xmpp/parley/server/xml"
+)
+
+// JID is a parsed, normalized address (the IM core parses and caches them).
+type JID struct {
+	Local, Domain, Resource string
+	Bare                    string // local@domain, or the domain
+}
+
+// Where an address's domain is served.
+type Dest uint8
+
+const (
+	// Local: a hosted domain; its users' sessions are in the table, their
+	// messages may be stored offline.
+	Local Dest = iota
+	// Component: a registered external component (XEP-0114).
+	Component
+	// Remote: another server, through federation.
+	Remote
+	// Nowhere: another server, and there is no federation.
+	Nowhere
+	// Another cluster node is not a Dest of its own: nodes serve the same
+	// domains, so the cluster issue adds it to the Local case of Route (a
+	// user's sessions on the other nodes, after the local table).
+)
+
+// Components is the registry of external components (XEP-0114).
+type Components interface {
+	// Known reports whether a component is registered at domain.
+	Known(domain string) bool
+	// Route delivers to the component at domain; false if not connected.
+	Route(domain string, el *xml.Element) bool
+	// Connected lists the connected components' addresses.
+	Connected() []string
+}
+
+// RemoteServers is where stanzas for other servers go (federation). Route
+// never blocks; the stanza is in the jabber:client namespace with from and
+// to set (full or bare JIDs, normalized). When delivery fails, the s2s
+// layer builds the error reply itself. Route owns the element afterwards.
+type RemoteServers interface {
+	Route(el *xml.Element)
+}
+
+// Offline keeps messages for accounts that have no session to take them
+// (the IM core's offline module implements it).
+type Offline interface {
+	// Exists reports whether bare is an account here.
+	Exists(bare string) bool
+	// Store keeps a chat or normal message for the account to.Bare, or
+	// bounces it (a full queue); it may deliver it after all, to a session
+	// that became available meanwhile (DeliverMessage).
+	Store(el *xml.Element, to JID)
+}
+
+// Where says where an address's domain is served: decided here only.
+func (r *Router) Where(domain string) Dest {
+	switch {
+	case r.Hosted != nil && r.Hosted(domain):
+		return Local
+	case r.Components != nil && r.Components.Known(domain):
+		return Component
+	case r.Remote != nil:
+		return Remote
+	}
+	return Nowhere
+}
+
+// OnDeliver adds a hook run before a routed stanza is written to a local
+// session's queue; a hook that returns true has taken the stanza (it will
+// deliver it itself, later or never), and the rest are not run. Add hooks
+// before the first stanza.
+func (r *Router) OnDeliver(h func(s Session, el *xml.Element) bool) {
+	r.beforeDeliver = append(r.beforeDeliver, h)
+}
+
+// deliver hands a stanza to one local session, through the hooks.
+func (r *Router) deliver(s Session, el *xml.Element) bool {
+	for _, h := range r.beforeDeliver {
+		if h(s, el) {
+			return true
+		}
+	}
+	return s.Deliver(el)
+}
+
+// Route sends a stanza on to its destination to (el's `to`, parsed), and
+// is the one place that decides where that is:
+//
+//   - another domain: the component registered there (not connected:
+//     service-unavailable, except for presence), or another server (no
+//     federation: remote-server-not-found, except for presence);
+//   - a hosted domain itself: nothing is routed there (its handlers
+//     answer); a message to it bounces with service-unavailable unless it
+//     is an error, groupchat or headline, or to a resource;
+//   - a full JID: that session; if none takes it, an IQ bounces with
+//     service-unavailable (RFC 6121 §8.5.3.1), presence and error
+//     messages go nowhere, groupchat bounces, and other messages go on to
+//     the bare JID;
+//   - a bare JID: presence and IQs (the server's answers) go to every
+//     available resource; messages by RFC 6121 §8.5.2: groupchat bounces,
+//     the others go to DeliverMessage's targets; with none, an unknown
+//     account bounces with service-unavailable, chat and normal are stored
+//     offline, headline and error go nowhere.
+//
+// What cannot be delivered is returned as a stanza error condition and
+// text ("" when there is nothing to bounce: delivered, stored, or nowhere
+// to go by the rules); the caller bounces it to the sender, so that every
+// bounce goes through one function.
+func (r *Router) Route(el *xml.Element, to JID) (condition, text string) {
+	kind := el.Name.Local
+	switch r.Where(to.Domain) {
+	case Component:
+		if !r.Components.Route(to.Domain, el) && kind != "presence" {
+			return "service-unavailable", "the component " + to.Domain + " is not connected"
+		}
+		return "", ""
+	case Remote:
+		r.Remote.Route(el)
+		return "", ""
+	case Nowhere:
+		if kind == "presence" {
+			return "", ""
+		}
+		return NoFederation(to.Domain)
+	}
+	typ := el.Get("type")
+	if to.Local == "" { // the server itself
+		if kind == "message" && to.Resource == "" && typ != "error" && typ != "groupchat" && typ != "headline" {
+			return "service-unavailable", ""
+		}
+		return "", ""
+	}
+	if to.Resource != "" {
+		// A session whose connection fails is unbound by Deliver: then it
+		// is as if the resource were gone.
+		if s := r.Session(to.Bare, to.Resource); s != nil && r.deliver(s, el) {
+			return "", ""
+		}
+		// (Cluster: the node that holds this resource, before giving up.)
+		switch {
+		case kind == "iq":
+			return "service-unavailable", ""
+		case kind == "presence" || typ == "error":
+			return "", ""
+		case typ == "groupchat":
+			return "service-unavailable", ""
+		}
+		// No such resource: chat, normal and headline go to the bare JID.
+	}
+	if kind != "message" {
+		var buf [8]Session
+		for _, s := range r.appendAvailable(buf[:0], to.Bare) {
+			r.deliver(s, el)
+		}
+		return "", ""
+	}
+	if typ == "" {
+		typ = "normal"
+	}
+	if typ == "groupchat" { // to a user's bare JID: nothing here takes it
+		return "service-unavailable", ""
+	}
+	// Bound sessions prove the account exists; the store is read only
+	// when nobody takes the message, not on every message.
+	if r.DeliverMessage(el, to.Bare, typ) {
+		return "", ""
+	}
+	// (Cluster: the user's resources on the other nodes, before storing.)
+	if r.Offline == nil || !r.Offline.Exists(to.Bare) {
+		return "service-unavailable", ""
+	}
+	if typ == "chat" || typ == "normal" {
+		r.Offline.Store(el, to)
+	}
+	return "", ""
+}
+
+// NoFederation is the error for a stanza to another server when there is
+// no federation.
+func NoFederation(domain string) (condition, text string) {
+	return "remote-server-not-found", "federation with " + domain + " is not available"
+}
+
+// DeliverMessage delivers a message of type typ to the resources of a user
+// that get it (Targets); it reports false when none could take it. A
+// session whose connection fails is unbound by its Deliver, so the targets
+// are chosen again without it.
+func (r *Router) DeliverMessage(el *xml.Element, bare, typ string) bool {
+	var buf [8]Session
+	for try := 0; try < 4; try++ {
+		targets := r.appendTargets(buf[:0], bare, typ)
+		if len(targets) == 0 {
+			return false
+		}
+		ok := false
+		for _, t := range targets {
+			if r.deliver(t, el) {
+				ok = true
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
