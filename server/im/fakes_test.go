@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -34,7 +35,7 @@ type fakeSession struct {
 func (f *fakeSession) Bare() string          { return f.bare }
 func (f *fakeSession) Resource() string      { return f.res }
 func (f *fakeSession) Full() string          { return f.bare + "/" + f.res }
-func (f *fakeSession) Domain() string        { return domainOf(f.bare) }
+func (f *fakeSession) Domain() string        { return address.Domain(f.bare) }
 func (f *fakeSession) Replace()              {}
 func (f *fakeSession) Out() *stream.Conn     { return f.out }
 func (f *fakeSession) Close(e *stream.Error) { f.mu.Lock(); f.closed = e; f.mu.Unlock() }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -254,7 +255,7 @@ func (s *Service) broadcastOwn(sess router.Session, el *xml.Element, available b
 // contacts the server answers the probe itself, a remote contact's server
 // gets a probe from the session's full JID and answers it (RFC 6121 §4.3).
 func (s *Service) probe(sess router.Session, contact string) {
-	if d := domainOf(contact); !s.Hosted(d) {
+	if d := address.Domain(contact); !s.Hosted(d) {
 		if c, ok := parseAddr(contact); ok {
 			s.route(xml.New(stream.NSClient, "presence", "type", "probe", "from", sess.Full(), "to", contact), c)
 		}
@@ -307,7 +308,7 @@ func (s *Service) broadcast(sess router.Session, el *xml.Element, unavailable bo
 // normalized), if anyone takes it: a local user's available resources, or
 // a remote user's server.
 func (s *Service) presenceTo(el *xml.Element, bare string) {
-	if s.Hosted(domainOf(bare)) && !s.Router.HasAvailable(bare) {
+	if s.Hosted(address.Domain(bare)) && !s.Router.HasAvailable(bare) {
 		return // nobody to copy it for
 	}
 	a, ok := parseAddr(bare)
@@ -407,7 +408,7 @@ func (s *Service) subscription(sess router.Session, el *xml.Element, typ string,
 // user's available resources (a request is also kept for the next login),
 // and answers for the user where the RFC says so.
 func (s *Service) inboundSubscription(el *xml.Element, typ, from, user string) {
-	fromLocal := s.Hosted(domainOf(from))
+	fromLocal := s.Hosted(address.Domain(from))
 	res, err := s.Store.Subscribe(store.RosterSubscribe{From: from, To: user, Type: typ, Direction: store.SubInbound,
 		FromLocal: fromLocal, ToLocal: true, Stanza: el.Bytes(stream.NSClient),
 		MaxRequestBytes: MaxRequestBytes, MaxStrangerRequests: MaxStrangerRequests})
@@ -458,7 +459,7 @@ const (
 // follows.
 func (s *Service) subscriptionReply(from, to, typ string) {
 	p := xml.New(stream.NSClient, "presence", "type", typ, "from", from, "to", to)
-	if d := domainOf(to); !s.Hosted(d) {
+	if d := address.Domain(to); !s.Hosted(d) {
 		if s.federated(d) {
 			s.routeTo(p, to)
 			s.contactPresence(from, to, true)

@@ -153,10 +153,3 @@ func (s *Service) logLimit(key, format string, args ...any) {
 		s.Log.Printf(format, args...)
 	}
 }
-
-func domainOf(bare string) string {
-	if i := strings.LastIndexByte(bare, '@'); i >= 0 {
-		return bare[i+1:]
-	}
-	return bare
-}

@@ -3,6 +3,7 @@ package router
 import (
 	"testing"
 
+	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 )
@@ -13,7 +14,7 @@ type sink struct{ bare, res string }
 func (s *sink) Bare() string              { return s.bare }
 func (s *sink) Resource() string          { return s.res }
 func (s *sink) Full() string              { return s.bare + "/" + s.res }
-func (s *sink) Domain() string            { return domainOf(s.bare) }
+func (s *sink) Domain() string            { return address.Domain(s.bare) }
 func (s *sink) Deliver(*xml.Element) bool { return true }
 func (s *sink) Replace()                  {}
 func (s *sink) Close(*stream.Error)       {}

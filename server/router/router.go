@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 )
@@ -212,7 +213,7 @@ func (r *Router) Count() (int, map[string]int) {
 		sh.mu.RLock()
 		for bare, res := range sh.users {
 			total += len(res)
-			by[domainOf(bare)] += len(res)
+			by[address.Domain(bare)] += len(res)
 		}
 		sh.mu.RUnlock()
 	}
@@ -233,15 +234,6 @@ func (r *Router) All() []Session {
 		sh.mu.RUnlock()
 	}
 	return out
-}
-
-func domainOf(bare string) string {
-	for i := len(bare) - 1; i >= 0; i-- {
-		if bare[i] == '@' {
-			return bare[i+1:]
-		}
-	}
-	return bare
 }
 
 // Targets returns the sessions a message to the bare JID goes to (RFC 6121

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 )
@@ -26,7 +27,7 @@ type fake struct {
 func (f *fake) Bare() string        { return f.bare }
 func (f *fake) Resource() string    { return f.res }
 func (f *fake) Full() string        { return f.bare + "/" + f.res }
-func (f *fake) Domain() string      { return domainOf(f.bare) }
+func (f *fake) Domain() string      { return address.Domain(f.bare) }
 func (f *fake) Replace()            { f.replaced.Add(1) }
 func (f *fake) Close(*stream.Error) {}
 func (f *fake) Out() *stream.Conn   { return nil }
