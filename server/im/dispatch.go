@@ -22,7 +22,7 @@ func (s *Service) Handle(sess router.Session, el *xml.Element) {
 		a, ok := parseAddr(to)
 		if !ok {
 			if el.Name.Local != "presence" && el.Get("type") != "error" {
-				sess.Deliver(stream.ErrorReply(el, "jid-malformed", "the 'to' address is not a valid JID"))
+				s.Router.Deliver(sess, stream.ErrorReply(el, "jid-malformed", "the 'to' address is not a valid JID"))
 			}
 			return
 		}

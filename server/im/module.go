@@ -101,7 +101,7 @@ func (st *Stanza) target() Target {
 // or routed back to a server or component.
 func (st *Stanza) Reply(el *xml.Element) {
 	if st.Origin == FromClient {
-		st.Session.Deliver(el)
+		st.s.Router.Deliver(st.Session, el)
 		return
 	}
 	st.s.route(el, st.From)
@@ -112,7 +112,7 @@ func (st *Stanza) Reply(el *xml.Element) {
 // bounce (never for an error or a result).
 func (st *Stanza) Error(condition, text string) {
 	if st.Origin == FromClient {
-		st.Session.Deliver(stream.ErrorReply(st.El, condition, text))
+		st.s.Router.Deliver(st.Session, stream.ErrorReply(st.El, condition, text))
 		return
 	}
 	st.s.bounce(st.El, condition, text)

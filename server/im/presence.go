@@ -187,7 +187,7 @@ func (s *Service) addDirected(sess router.Session, el *xml.Element, to addr) boo
 	if ps == nil || ps.addDirected(to.full(), el.Get("type") == "") {
 		return true
 	}
-	sess.Deliver(stream.ErrorReply(el, "policy-violation",
+	s.Router.Deliver(sess, stream.ErrorReply(el, "policy-violation",
 		fmt.Sprintf("directed presence goes to at most %d addresses at once: send unavailable presence to some of them first", MaxDirected)))
 	s.logLimit("im: "+sess.Bare()+" directed presence cap", "im: %s has sent directed presence to %d addresses: more is refused", sess.Full(), MaxDirected)
 	return false
@@ -207,7 +207,7 @@ func (s *Service) broadcastOwn(sess router.Session, el *xml.Element, available b
 	if p := el.Child("", "priority"); p != nil {
 		n, err := strconv.Atoi(strings.TrimSpace(p.Text()))
 		if err != nil || n < -128 || n > 127 {
-			sess.Deliver(stream.ErrorReply(el, "bad-request", "priority must be a number from -128 to 127"))
+			s.Router.Deliver(sess, stream.ErrorReply(el, "bad-request", "priority must be a number from -128 to 127"))
 			return
 		}
 		prio = n
@@ -235,14 +235,14 @@ func (s *Service) broadcastOwn(sess router.Session, el *xml.Element, available b
 					req = p
 				}
 			}
-			sess.Deliver(req)
+			s.Router.Deliver(sess, req)
 		}
 	}
 	// The user's other available resources.
 	for _, other := range s.Router.Available(sess.Bare()) {
 		if other.Resource() != sess.Resource() {
 			if p, _ := presenceOf(other).last(); p != nil {
-				sess.Deliver(p)
+				s.Router.Deliver(sess, p)
 			}
 		}
 	}
@@ -265,7 +265,7 @@ func (s *Service) probe(sess router.Session, contact string) {
 		if p, _ := presenceOf(cs).last(); p != nil {
 			c := p.Copy()
 			c.Set("to", sess.Full())
-			sess.Deliver(c)
+			s.Router.Deliver(sess, c)
 		}
 	}
 }

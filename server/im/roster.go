@@ -69,7 +69,7 @@ func (s *Service) push(user string, item *xml.Element) {
 		}
 		iq := xml.New(stream.NSClient, "iq", "type", "set", "id", "push-"+stream.NewID(), "to", sess.Full())
 		iq.Add(xml.New(NSRoster, "query", "ver", strconv.FormatUint(ver, 10)).Add(item.Copy()))
-		sess.Deliver(iq)
+		s.Router.Deliver(sess, iq)
 	}
 }
 
@@ -78,13 +78,13 @@ func (s *Service) rosterIQ(sess router.Session, iq, q *xml.Element) {
 	case "get":
 		ver, items, err := s.Store.Roster(sess.Bare())
 		if err != nil {
-			sess.Deliver(stream.ErrorReply(iq, "internal-server-error", ""))
+			s.Router.Deliver(sess, stream.ErrorReply(iq, "internal-server-error", ""))
 			return
 		}
 		sess.SetValue(rosterKey{}, true)
 		v := strconv.FormatUint(ver, 10)
 		if q.Has("ver") && q.Get("ver") == v {
-			sess.Deliver(result(iq)) // unchanged: the client's copy is current
+			s.Router.Deliver(sess, result(iq)) // unchanged: the client's copy is current
 			return
 		}
 		out := xml.New(NSRoster, "query", "ver", v)
@@ -93,31 +93,31 @@ func (s *Service) rosterIQ(sess router.Session, iq, q *xml.Element) {
 				out.Add(itemElement(it))
 			}
 		}
-		sess.Deliver(result(iq).Add(out))
+		s.Router.Deliver(sess, result(iq).Add(out))
 	case "set":
 		items := q.Elements()
 		if len(items) != 1 || items[0].Name.Local != "item" {
-			sess.Deliver(stream.ErrorReply(iq, "bad-request", "a roster set has exactly one item"))
+			s.Router.Deliver(sess, stream.ErrorReply(iq, "bad-request", "a roster set has exactly one item"))
 			return
 		}
 		el := items[0]
 		a, ok := parseAddr(el.Get("jid"))
 		if !ok || a.resource != "" {
-			sess.Deliver(stream.ErrorReply(iq, "jid-malformed", "the item needs a bare JID"))
+			s.Router.Deliver(sess, stream.ErrorReply(iq, "jid-malformed", "the item needs a bare JID"))
 			return
 		}
 		if a.bare == sess.Bare() {
-			sess.Deliver(stream.ErrorReply(iq, "not-allowed", "you cannot add yourself"))
+			s.Router.Deliver(sess, stream.ErrorReply(iq, "not-allowed", "you cannot add yourself"))
 			return
 		}
 		it, exists, _ := s.Store.RosterItem(sess.Bare(), a.bare)
 		if el.Get("subscription") == "remove" {
 			if !exists || it.Hidden {
-				sess.Deliver(stream.ErrorReply(iq, "item-not-found", ""))
+				s.Router.Deliver(sess, stream.ErrorReply(iq, "item-not-found", ""))
 				return
 			}
 			s.removeItem(sess, it)
-			sess.Deliver(result(iq))
+			s.Router.Deliver(sess, result(iq))
 			return
 		}
 		name := el.Get("name")
@@ -129,32 +129,32 @@ func (s *Service) rosterIQ(sess router.Session, iq, q *xml.Element) {
 			}
 			t := strings.TrimSpace(g.Text())
 			if t == "" || len(t) > maxGroupName {
-				sess.Deliver(stream.ErrorReply(iq, "not-acceptable", "a group name must be 1 to 1023 bytes"))
+				s.Router.Deliver(sess, stream.ErrorReply(iq, "not-acceptable", "a group name must be 1 to 1023 bytes"))
 				return
 			}
 			if seen[t] {
-				sess.Deliver(stream.ErrorReply(iq, "bad-request", "duplicate group "+t))
+				s.Router.Deliver(sess, stream.ErrorReply(iq, "bad-request", "duplicate group "+t))
 				return
 			}
 			seen[t] = true
 			groups = append(groups, t)
 		}
 		if len(name) > maxItemName || len(groups) > maxGroups {
-			sess.Deliver(stream.ErrorReply(iq, "not-acceptable", "the item's name or groups are too long"))
+			s.Router.Deliver(sess, stream.ErrorReply(iq, "not-acceptable", "the item's name or groups are too long"))
 			return
 		}
 		// The store keeps the item's subscription state as it is when the
 		// change applies.
 		r, err := s.Store.Propose(store.RosterSet{User: sess.Bare(), JID: a.bare, Name: name, Groups: groups})
 		if err != nil {
-			sess.Deliver(stream.ErrorReply(iq, "resource-constraint", err.Error()))
+			s.Router.Deliver(sess, stream.ErrorReply(iq, "resource-constraint", err.Error()))
 			return
 		}
 		it, _ = r.Response.(store.RosterItem)
-		sess.Deliver(result(iq))
+		s.Router.Deliver(sess, result(iq))
 		s.push(sess.Bare(), itemElement(it))
 	default:
-		sess.Deliver(stream.ErrorReply(iq, "bad-request", ""))
+		s.Router.Deliver(sess, stream.ErrorReply(iq, "bad-request", ""))
 	}
 }
 

@@ -78,8 +78,11 @@ func (r *Router) OnDeliver(h func(s Session, el *xml.Element) bool) {
 	r.beforeDeliver = append(r.beforeDeliver, h)
 }
 
-// deliver hands a stanza to one local session, through the hooks.
-func (r *Router) deliver(s Session, el *xml.Element) bool {
+// Deliver hands a stanza to one given local session, through the hooks:
+// for what must reach that session and no other (an answer to the session
+// that asked, a roster push, the presence a session gets when it comes
+// online). Everything else goes through Route.
+func (r *Router) Deliver(s Session, el *xml.Element) bool {
 	for _, h := range r.beforeDeliver {
 		if h(s, el) {
 			return true
@@ -138,7 +141,7 @@ func (r *Router) Route(el *xml.Element, to JID) (condition, text string) {
 	if to.Resource != "" {
 		// A session whose connection fails is unbound by Deliver: then it
 		// is as if the resource were gone.
-		if s := r.Session(to.Bare, to.Resource); s != nil && r.deliver(s, el) {
+		if s := r.Session(to.Bare, to.Resource); s != nil && r.Deliver(s, el) {
 			return "", ""
 		}
 		// (Cluster: the node that holds this resource, before giving up.)
@@ -155,7 +158,7 @@ func (r *Router) Route(el *xml.Element, to JID) (condition, text string) {
 	if kind != "message" {
 		var buf [8]Session
 		for _, s := range r.appendAvailable(buf[:0], to.Bare) {
-			r.deliver(s, el)
+			r.Deliver(s, el)
 		}
 		return "", ""
 	}
@@ -199,7 +202,7 @@ func (r *Router) DeliverMessage(el *xml.Element, bare, typ string) bool {
 		}
 		ok := false
 		for _, t := range targets {
-			if r.deliver(t, el) {
+			if r.Deliver(t, el) {
 				ok = true
 			}
 		}
