@@ -135,3 +135,45 @@ type Step struct {
 	// server, is that way.
 	Auth Auth
 }
+
+// ClusterState is a node's role in the cluster, as `xmpp cluster status`
+// prints it on its first line (the CMS words).
+type ClusterState string
+
+// States of a node.
+const (
+	Leader    ClusterState = "LEADER"
+	Follower  ClusterState = "FOLLOWER"
+	Candidate ClusterState = "CANDIDATE"
+	NoQuorum  ClusterState = "NO QUORUM"
+	Disabled  ClusterState = "DISABLED"
+)
+
+// Cluster is a node's view of the cluster (`xmpp cluster status`).
+type Cluster struct {
+	State      ClusterState
+	Peers      []ClusterPeer // every member, this node included, in address order
+	LastChange time.Time     // of State
+	// Parley's own lines.
+	NodeID            string
+	Term              uint64 // raft term
+	CommitIndex       uint64
+	AppliedIndex      uint64
+	Listen            string // the cluster listener, address:port
+	KeyFile, CertFile string // what the node presents (its xmpp certs)
+	TrustBundle       string // xmpp cluster trust (file name), "" for none
+	LastError         string
+	LastErrorAt       time.Time
+}
+
+// ClusterPeer is one member of the cluster.
+type ClusterPeer struct {
+	ID          string // node id
+	Address     string // the XMPP address CMS prints, host:5222
+	Cluster     string // its cluster listener, host:port
+	Leader      bool
+	Self        bool
+	Reachable   bool
+	LastContact time.Time // zero for self
+	Sessions    int       // client sessions bound on it
+}
