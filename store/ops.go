@@ -47,7 +47,7 @@ func init() {
 		DomainPrimary{}, DomainPut{}, DomainDel{}, XMPPReset{},
 		ComponentAdd{}, ComponentDel{},
 		AccountCreate{}, AccountPassword{}, AccountDelete{},
-		RosterPut{}, RosterDel{}, RosterSet{}, RosterSubscribe{},
+		RosterPut{}, RosterDel{}, RosterSet{}, RosterSubscribe{}, RosterRemove{},
 		OfflinePush{}, OfflineDel{}, VCardSet{}, PrivateSet{}, LastSet{})
 }
 

@@ -18,10 +18,6 @@ const (
 	// SubInbound: To, a local user, received it from From (a remote
 	// user: a local sender's presence is SubOutbound).
 	SubInbound = "inbound"
-	// SubReply: From's server answers "subscribed" on From's behalf to
-	// To, a local user, who had asked (RFC 6121 §3.1.3: From had already
-	// approved To). Only To's roster changes.
-	SubReply = "reply"
 )
 
 // RosterSubscribe is the intent op of one subscription presence
@@ -69,9 +65,12 @@ type SubscribeResult struct {
 	Sender   RosterChange // From's item for To (SubOutbound)
 	Receiver RosterChange // To's item for From (To local)
 	// AutoReply: To had already approved From; To's server answers
-	// "subscribed" for To (with a SubReply when From is local) instead of
-	// delivering the request.
+	// "subscribed" for To instead of delivering the request. When From is
+	// local (SubOutbound) the answer is applied to From's roster in the
+	// same op (Sender is the item after it) and Replied is set; a remote
+	// From's server gets the answer from the caller.
 	AutoReply bool
+	Replied   bool
 	Deliver   bool // deliver the stanza to To's available resources
 	Dropped   bool // a stranger's request over the cap: nothing changed
 	// Presence is what to send after delivering, in order.
@@ -132,12 +131,15 @@ func (o RosterSubscribe) apply(tx *bolt.Tx, _ time.Time) (any, error) {
 			return nil, err
 		}
 		if o.ToLocal {
-			return res, o.inbound(tx, &res)
+			if err := o.inbound(tx, &res); err != nil {
+				return nil, err
+			}
+			if res.AutoReply {
+				return res, autoReplied(tx, &res)
+			}
 		}
 	case SubInbound:
 		return res, o.inbound(tx, &res)
-	case SubReply:
-		return res, o.reply(tx, &res)
 	default:
 		return nil, fmt.Errorf("roster.subscribe: bad direction %q", o.Direction)
 	}
@@ -268,20 +270,84 @@ func (o RosterSubscribe) inbound(tx *bolt.Tx, res *SubscribeResult) error {
 	return res.Receiver.storeIfChanged(tx)
 }
 
-// reply applies From's server's "subscribed" answer to To's roster: if To
-// had asked, To is now subscribed to From.
-func (o RosterSubscribe) reply(tx *bolt.Tx, res *SubscribeResult) error {
-	c, err := side(tx, o.To, o.From)
-	if err != nil || !c.Existed {
-		res.Receiver = c
-		return err
+// autoReplied applies the answer "subscribed" of a contact who had
+// already approved the sender (RFC 6121 §3.1.3) to the sender's item, in
+// the op of the request: the sender had asked, so it is now subscribed.
+func autoReplied(tx *bolt.Tx, res *SubscribeResult) error {
+	c := &res.Sender
+	res.Replied = true
+	if !c.After.Ask {
+		return nil
 	}
-	if o.Type == "subscribed" && c.After.Ask {
-		c.After.Ask = false
-		c.After.Subscription = addTo(c.After.Subscription)
+	c.After.Ask = false
+	c.After.Subscription = addTo(c.After.Subscription)
+	return c.storeIfChanged(tx)
+}
+
+// RosterRemove is the intent op of a roster remove (RFC 6121 §2.5.2): in
+// one transaction, the user's subscriptions with the contact are
+// cancelled both ways (an "unsubscribe" if the user is subscribed to the
+// contact or asked to be, an "unsubscribed" if the contact is subscribed
+// to the user or asked to be), each applied to the contact's roster too
+// when the contact is an account here, and the item is deleted. A missing
+// or hidden item is ErrNotFound and changes nothing. The response is a
+// RemoveResult.
+type RosterRemove struct {
+	User string `json:"user"`
+	JID  string `json:"jid"`
+	// ContactLocal: the contact's domain is hosted here (its roster
+	// changes too, if the account exists).
+	ContactLocal bool `json:"contact_local,omitempty"`
+}
+
+// RemoveResult is what a RosterRemove did: the item removed, and the
+// outcome of each cancellation it sent (nil: not sent), for the caller to
+// deliver as for any subscription presence.
+type RemoveResult struct {
+	Item         RosterItem
+	Unsubscribe  *SubscribeResult
+	Unsubscribed *SubscribeResult
+}
+
+func (RosterRemove) Kind() OpKind { return "roster.remove" }
+
+func (o RosterRemove) apply(tx *bolt.Tx, at time.Time) (any, error) {
+	if o.User == "" || o.JID == "" || o.User == o.JID {
+		return nil, errors.New("roster.remove needs two different bare JIDs")
 	}
-	res.Receiver = c
-	return res.Receiver.storeIfChanged(tx)
+	it, ok, err := getRosterItem(tx, o.User, o.JID)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || it.Hidden {
+		return nil, fmt.Errorf("roster item %s: %w", o.JID, ErrNotFound)
+	}
+	res := RemoveResult{Item: it}
+	// The contact's side changes only for an account that exists here
+	// (a subscription presence to a missing local account goes nowhere).
+	toLocal := o.ContactLocal && tx.Bucket(bucketAccounts).Get([]byte(o.JID)) != nil
+	cancel := func(typ string) (*SubscribeResult, error) {
+		r, err := RosterSubscribe{From: o.User, To: o.JID, Type: typ, Direction: SubOutbound, FromLocal: true, ToLocal: toLocal}.apply(tx, at)
+		if err != nil {
+			return nil, err
+		}
+		sr := r.(SubscribeResult)
+		return &sr, nil
+	}
+	if it.Subscription == SubTo || it.Subscription == SubBoth || it.Ask {
+		if res.Unsubscribe, err = cancel("unsubscribe"); err != nil {
+			return nil, err
+		}
+	}
+	if it.Subscription == SubFrom || it.Subscription == SubBoth || it.PendingIn {
+		if res.Unsubscribed, err = cancel("unsubscribed"); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := (RosterDel{User: o.User, JID: o.JID}).apply(tx, at); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // strangerRequests counts the requests waiting in user's roster from

@@ -51,8 +51,8 @@ func TestSubscribeTransitions(t *testing.T) {
 			wantA: item(B, SubNone, ask, named), wantB: item(A, SubNone, pending, named), deliver: true, storedA: true, storedB: true},
 		{name: "subscribe already subscribed: auto-reply", a: item(B, SubTo), b: item(A, SubFrom), op: out(A, B, "subscribe"),
 			wantA: item(B, SubTo), wantB: item(A, SubFrom), autoReply: true},
-		{name: "subscribe after an earlier approval: auto-reply", a: item(B, SubNone), b: item(A, SubFrom), op: out(A, B, "subscribe"),
-			wantA: item(B, SubNone, ask), wantB: item(A, SubFrom), autoReply: true, storedA: true},
+		{name: "subscribe after an earlier approval: auto-reply in the same op", a: item(B, SubNone), b: item(A, SubFrom), op: out(A, B, "subscribe"),
+			wantA: item(B, SubTo), wantB: item(A, SubFrom), autoReply: true, storedA: true},
 		// Approval (§3.1.5, §3.1.6).
 		{name: "subscribed approves a pending request", a: item(B, SubNone, pending, hidden), b: item(A, SubNone, ask), op: out(A, B, "subscribed"),
 			wantA: item(B, SubFrom), wantB: item(A, SubTo), deliver: true, storedA: true, storedB: true,
@@ -111,20 +111,13 @@ func TestSubscribeTransitions(t *testing.T) {
 		})
 	}
 
-	t.Run("reply", func(t *testing.T) {
+	t.Run("auto-reply of a remote contact is left to its server", func(t *testing.T) {
 		s := open(t, t.TempDir())
 		defer s.Close()
-		mustApply(t, s, RosterPut{User: A, Item: *item(B, SubFrom, ask)})
-		res, err := s.Subscribe(RosterSubscribe{From: B, To: A, Type: "subscribed", Direction: SubReply, FromLocal: true, ToLocal: true})
-		if err != nil || !res.Receiver.Existed || !res.Receiver.Stored || !sameItem(res.Receiver.After, *item(B, SubBoth)) {
-			t.Errorf("reply: %+v %v", res, err)
-		}
-		res, _ = s.Subscribe(RosterSubscribe{From: "c@x", To: A, Type: "subscribed", Direction: SubReply, FromLocal: true, ToLocal: true})
-		if res.Receiver.Existed || res.Receiver.Stored {
-			t.Errorf("reply without an item: %+v", res)
-		}
-		if _, ok, _ := s.RosterItem(A, "c@x"); ok {
-			t.Error("a reply created an item")
+		mustApply(t, s, RosterPut{User: A, Item: *item(R, SubFrom)})
+		res, err := s.Subscribe(in(R, A, "subscribe"))
+		if err != nil || !res.AutoReply || res.Replied || res.Deliver {
+			t.Errorf("inbound subscribe from an approved remote contact: %+v %v", res, err)
 		}
 	})
 
@@ -218,5 +211,70 @@ func TestRosterSet(t *testing.T) {
 	r, _ = s.Propose(RosterSet{User: "a@x", JID: "c@x"})
 	if it := r.Response.(RosterItem); it.Subscription != SubNone || it.JID != "c@x" {
 		t.Errorf("new item %+v", it)
+	}
+}
+
+// TestRosterRemove checks the roster remove intent op (RFC 6121 §2.5.2):
+// both cancellations and the delete in one op, the contact's roster
+// changed only for an existing local account, nothing changed for a
+// missing or hidden item.
+func TestRosterRemove(t *testing.T) {
+	const A, B, R = "a@x", "b@x", "romeo@remote"
+	s := open(t, t.TempDir())
+	defer s.Close()
+	mustApply(t, s, AccountCreate{Accounts: []Account{{JID: A}, {JID: B}}})
+	mustApply(t, s, RosterPut{User: A, Item: RosterItem{JID: B, Subscription: SubBoth}})
+	mustApply(t, s, RosterPut{User: B, Item: RosterItem{JID: A, Subscription: SubBoth}})
+
+	r, err := s.Propose(RosterRemove{User: A, JID: B, ContactLocal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := r.Response.(RemoveResult)
+	if res.Item.Subscription != SubBoth || res.Unsubscribe == nil || res.Unsubscribed == nil {
+		t.Fatalf("both ways were not cancelled: %+v", res)
+	}
+	if res.Unsubscribe.Receiver.After.Subscription != SubTo || res.Unsubscribed.Receiver.After.Subscription != SubNone {
+		t.Errorf("contact's side: after unsubscribe %q, after unsubscribed %q; want to, none",
+			res.Unsubscribe.Receiver.After.Subscription, res.Unsubscribed.Receiver.After.Subscription)
+	}
+	if _, ok, _ := s.RosterItem(A, B); ok {
+		t.Error("the item is still in the user's roster")
+	}
+	if it, ok, _ := s.RosterItem(B, A); !ok || it.Subscription != SubNone {
+		t.Errorf("contact's item %+v (found %v), want subscription none", it, ok)
+	}
+
+	// Missing and hidden items: ErrNotFound, nothing changes.
+	if _, err := s.Propose(RosterRemove{User: A, JID: B, ContactLocal: true}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("removing a missing item: %v, want ErrNotFound", err)
+	}
+	mustApply(t, s, RosterPut{User: A, Item: RosterItem{JID: R, Subscription: SubNone, Hidden: true, PendingIn: true}})
+	ver, _, _ := s.Roster(A)
+	if _, err := s.Propose(RosterRemove{User: A, JID: R}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("removing a hidden item: %v, want ErrNotFound", err)
+	}
+	if v, _, _ := s.Roster(A); v != ver {
+		t.Errorf("a refused remove changed the roster version %d → %d", ver, v)
+	}
+
+	// A remote contact: only the user's side; the cancellation the
+	// contact's server must get is in the result.
+	mustApply(t, s, RosterPut{User: A, Item: RosterItem{JID: R, Subscription: SubFrom}})
+	r, err = s.Propose(RosterRemove{User: A, JID: R})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = r.Response.(RemoveResult)
+	if res.Unsubscribe != nil || res.Unsubscribed == nil || res.Unsubscribed.Receiver.Stored {
+		t.Errorf("remote contact: %+v", res)
+	}
+	// A local contact whose account is gone gets no item.
+	mustApply(t, s, RosterPut{User: A, Item: RosterItem{JID: "gone@x", Subscription: SubTo}})
+	if _, err := s.Propose(RosterRemove{User: A, JID: "gone@x", ContactLocal: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.RosterItem("gone@x", A); ok {
+		t.Error("a remove created a roster item for a missing account")
 	}
 }

@@ -367,7 +367,14 @@ func (s *Service) subscription(sess router.Session, el *xml.Element, typ string,
 	}
 	// The user's side.
 	s.putItem(res.Sender)
-	if local {
+	s.subscriptionSent(el, typ, user, contact, res)
+}
+
+// subscriptionSent sends on a subscription presence from a local user
+// whose store op has been applied (res): to a local contact as its
+// outcome says, to a component as it is, or to the contact's server.
+func (s *Service) subscriptionSent(el *xml.Element, typ, user string, contact addr, res store.SubscribeResult) {
+	if s.Hosted(contact.domain) {
 		s.inboundResult(el, typ, user, contact.bare, res)
 		return
 	}
@@ -424,7 +431,14 @@ func (s *Service) inboundSubscription(el *xml.Element, typ, from, user string) {
 // then the presence that follows.
 func (s *Service) inboundResult(el *xml.Element, typ, from, user string, res store.SubscribeResult) {
 	if res.AutoReply {
-		s.subscriptionReply(user, from, "subscribed")
+		if res.Replied {
+			// A local sender: its roster took the answer in the same op
+			// (pushed by the caller); it gets the answer and the presence.
+			s.routeTo(xml.New(stream.NSClient, "presence", "type", "subscribed", "from", user, "to", from), from)
+			s.contactPresence(user, from, true)
+		} else {
+			s.subscriptionReply(user, from, "subscribed")
+		}
 	}
 	if res.Dropped {
 		// Requests from other servers cannot fill the roster.
@@ -453,28 +467,12 @@ const (
 )
 
 // subscriptionReply sends a subscription presence from a local user (the
-// server answering on their behalf) to another user: a local one has it
-// applied to their roster (a store.RosterSubscribe reply) as if the sender
-// had sent it, a remote one's server gets it. The sender's presence
-// follows.
+// server answering on their behalf) to a remote user, whose server
+// applies it; the sender's presence follows.
 func (s *Service) subscriptionReply(from, to, typ string) {
-	p := xml.New(stream.NSClient, "presence", "type", typ, "from", from, "to", to)
-	if d := address.Domain(to); !s.Hosted(d) {
-		if s.federated(d) {
-			s.routeTo(p, to)
-			s.contactPresence(from, to, true)
-		}
+	if !s.federated(address.Domain(to)) {
 		return
 	}
-	res, err := s.Store.Subscribe(store.RosterSubscribe{From: from, To: to, Type: typ, Direction: store.SubReply, FromLocal: true, ToLocal: true})
-	if err != nil {
-		s.Log.Printf("im: roster of %s: %v", to, err)
-		return
-	}
-	if !res.Receiver.Existed {
-		return
-	}
-	s.putItem(res.Receiver)
-	s.routeTo(p, to)
+	s.routeTo(xml.New(stream.NSClient, "presence", "type", typ, "from", from, "to", to), to)
 	s.contactPresence(from, to, true)
 }

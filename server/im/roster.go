@@ -1,6 +1,7 @@
 package im
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 
@@ -110,14 +111,15 @@ func (s *Service) rosterIQ(sess router.Session, iq, q *xml.Element) {
 			s.Router.Deliver(sess, stream.ErrorReply(iq, "not-allowed", "you cannot add yourself"))
 			return
 		}
-		it, exists, _ := s.Store.RosterItem(sess.Bare(), a.bare)
 		if el.Get("subscription") == "remove" {
-			if !exists || it.Hidden {
+			switch err := s.removeItem(sess, a); {
+			case errors.Is(err, store.ErrNotFound):
 				s.Router.Deliver(sess, stream.ErrorReply(iq, "item-not-found", ""))
-				return
+			case err != nil:
+				s.Router.Deliver(sess, stream.ErrorReply(iq, "internal-server-error", ""))
+			default:
+				s.Router.Deliver(sess, result(iq))
 			}
-			s.removeItem(sess, it)
-			s.Router.Deliver(sess, result(iq))
 			return
 		}
 		name := el.Get("name")
@@ -150,7 +152,7 @@ func (s *Service) rosterIQ(sess router.Session, iq, q *xml.Element) {
 			s.Router.Deliver(sess, stream.ErrorReply(iq, "resource-constraint", err.Error()))
 			return
 		}
-		it, _ = r.Response.(store.RosterItem)
+		it, _ := r.Response.(store.RosterItem)
 		s.Router.Deliver(sess, result(iq))
 		s.push(sess.Bare(), itemElement(it))
 	default:
@@ -159,21 +161,29 @@ func (s *Service) rosterIQ(sess router.Session, iq, q *xml.Element) {
 }
 
 // removeItem deletes a contact, cancelling subscriptions both ways
-// (RFC 6121 §2.5.2).
-func (s *Service) removeItem(sess router.Session, it store.RosterItem) {
+// (RFC 6121 §2.5.2), in one store op (store.RosterRemove); then the
+// cancellations go out as any subscription presence the user sent, and
+// the user's interested resources get the remove push. A missing (or
+// hidden) item is store.ErrNotFound.
+func (s *Service) removeItem(sess router.Session, contact addr) error {
 	user := sess.Bare()
-	c, _ := parseAddr(it.JID)
-	if it.Subscription == store.SubTo || it.Subscription == store.SubBoth || it.Ask {
-		p := xml.New(stream.NSClient, "presence", "type", "unsubscribe", "from", user, "to", it.JID)
-		s.subscription(sess, p, "unsubscribe", c)
+	r, err := s.Store.Propose(store.RosterRemove{User: user, JID: contact.bare, ContactLocal: s.Hosted(contact.domain)})
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.Log.Printf("im: roster of %s: %v", user, err)
+		}
+		return err
 	}
-	if it.Subscription == store.SubFrom || it.Subscription == store.SubBoth || it.PendingIn {
-		p := xml.New(stream.NSClient, "presence", "type", "unsubscribed", "from", user, "to", it.JID)
-		s.subscription(sess, p, "unsubscribed", c)
+	res, _ := r.Response.(store.RemoveResult)
+	for _, c := range []struct {
+		typ string
+		res *store.SubscribeResult
+	}{{"unsubscribe", res.Unsubscribe}, {"unsubscribed", res.Unsubscribed}} {
+		if c.res != nil {
+			p := xml.New(stream.NSClient, "presence", "type", c.typ, "from", user, "to", contact.bare)
+			s.subscriptionSent(p, c.typ, user, contact, *c.res)
+		}
 	}
-	if _, err := s.Store.Propose(store.RosterDel{User: user, JID: it.JID}); err != nil {
-		s.Log.Printf("im: roster of %s: %v", user, err)
-		return
-	}
-	s.push(user, xml.New(NSRoster, "item", "jid", it.JID, "subscription", "remove"))
+	s.push(user, xml.New(NSRoster, "item", "jid", contact.bare, "subscription", "remove"))
+	return nil
 }
