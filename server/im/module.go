@@ -78,6 +78,18 @@ type Stanza struct {
 	s *Service
 }
 
+// FromJID is the sender's address as the router spells it (for a client,
+// its full JID): for modules in packages beside im.
+func (st *Stanza) FromJID() router.JID {
+	if st.Origin == FromClient {
+		return router.JID{Local: localOf(st.Session.Bare()), Domain: st.Session.Domain(), Resource: st.Session.Resource(), Bare: st.Session.Bare()}
+	}
+	return st.From.jid()
+}
+
+// ToJID is the addressee as the router spells it.
+func (st *Stanza) ToJID() router.JID { return st.To.jid() }
+
 // Requester is the sender's bare JID.
 func (st *Stanza) Requester() string {
 	if st.Origin == FromClient {

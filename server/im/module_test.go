@@ -282,3 +282,34 @@ func TestPresenceState(t *testing.T) {
 	}
 	_ = stream.NSClient
 }
+
+// TestStanzaJIDs: a handler sees the sender and the addressee as router
+// JIDs whatever the origin (what a module in a package beside im uses).
+func TestStanzaJIDs(t *testing.T) {
+	var from, to router.JID
+	h := newHarness(t, func(s *Service, m *Module) {
+		m.IQ(Get, nsTest, ToBare, FromAnyone, func(st *Stanza) {
+			from, to = st.FromJID(), st.ToJID()
+			st.Reply(st.Result())
+		})
+	})
+	alice := h.login("alice@example.lan", "phone", true, 0)
+	h.login("bob@example.lan", "desk", true, 0)
+	q := `<query xmlns='` + nsTest + `'/>`
+
+	el := parse(t, `<iq type='get' id='1' to='bob@example.lan'>`+q+`</iq>`)
+	el.Set("from", alice.Full())
+	h.s.Handle(alice, el)
+	want := router.JID{Local: "alice", Domain: "example.lan", Resource: "phone", Bare: "alice@example.lan"}
+	if from != want || to != (router.JID{Local: "bob", Domain: "example.lan", Bare: "bob@example.lan"}) {
+		t.Errorf("client: from %+v to %+v", from, to)
+	}
+
+	el = parse(t, `<iq type='get' id='2' to='example.lan'>`+q+`</iq>`)
+	el.Set("from", "romeo@remote.example/balcony")
+	h.s.FromRemote(el)
+	want = router.JID{Local: "romeo", Domain: "remote.example", Resource: "balcony", Bare: "romeo@remote.example"}
+	if from != want || to != (router.JID{Domain: "example.lan", Bare: "example.lan"}) {
+		t.Errorf("remote: from %+v to %+v", from, to)
+	}
+}
