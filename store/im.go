@@ -168,7 +168,8 @@ func (s *Store) Last(user string) (LastActivity, bool, error) {
 }
 
 // RosterPut stores one roster item as given (no subscription logic: see
-// RosterSet and RosterSubscribe for the read-modify-write changes).
+// RosterSet, RosterSubscribe and RosterRemove for the read-modify-write
+// changes).
 type RosterPut struct {
 	User string     `json:"user"`
 	Item RosterItem `json:"item"`
