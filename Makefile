@@ -17,7 +17,7 @@ TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejab
 TEST_PYTHON   := /usr/bin/python3
 TEST_PYMODS   := slixmpp
 
-.PHONY: all build run test deps vet fmt-check fuzz docs bench clean
+.PHONY: all build run test deps vet fmt-check fuzz docs bench clean deb
 
 all: build
 
@@ -80,6 +80,29 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
 
+# The Debian package parley_<version>_<arch>.deb in DEB_DIR: a static binary
+# built for GOARCH (in DEB_BUILD), the systemd unit, /etc/default/parley, the
+# docs and the maintainer scripts, all in packaging/. nfpm runs as a Go tool
+# pinned in packaging/tools/go.mod (its own module: the appliance's go.mod
+# and binary know nothing of it). The version is VERSION as Debian wants it:
+# a tag v1.2.3[-N-gHASH][-dirty] gives 1.2.3[+N.gHASH][.dirty]; with no tag,
+# DEB_BASE~git<commits>.<hash>, which sorts before the release DEB_BASE.
+DEB_DIR     ?= .
+DEB_BUILD   ?= bin/deb
+DEB_BASE    ?= 0.1.0
+DEB_GOARCH  := $(shell $(GO) env GOARCH)
+DEB_ARCH    ?= $(shell case "$(DEB_GOARCH)" in (386) echo i386;; (arm) echo armhf;; (ppc64le) echo ppc64el;; (mips64le) echo mips64el;; (mipsle) echo mipsel;; (*) echo "$(DEB_GOARCH)";; esac)
+DEB_VERSION ?= $(shell v='$(VERSION)'; case "$$v" in \
+	(v[0-9]*|[0-9]*.*) echo "$${v\#v}" | sed 's/-/+/; s/-/./g';; \
+	(*) n=$$(git rev-list --count HEAD 2>/dev/null || echo 0); echo "$(DEB_BASE)~git$$n.$$v" | tr -- '-' '.';; esac)
+
+deb:
+	@mkdir -p $(DEB_BUILD) $(DEB_DIR)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(DEB_GOARCH) $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DEB_BUILD)/parley ./cmd/parley
+	DEB_VERSION='$(DEB_VERSION)' DEB_ARCH='$(DEB_ARCH)' DEB_BUILD='$(DEB_BUILD)' \
+		$(GO) tool -modfile=packaging/tools/go.mod nfpm package --config packaging/nfpm.yaml \
+		--packager deb --target $(DEB_DIR)/parley_$(DEB_VERSION)_$(DEB_ARCH).deb
+
 docs:
 	$(GO) run ./cmd/parley docs > docs/commands.md
 
@@ -87,4 +110,4 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./store/ ./commands/ ./pki/
 
 clean:
-	rm -rf bin
+	rm -rf bin parley_*.deb
