@@ -11,9 +11,12 @@ SSH_LISTEN ?= 127.0.0.1:2222
 # ssh-keygen), openssl, the XMPP clients go-sendxmpp and slixmpp (a
 # Python library: checked by importing it with Debian's /usr/bin/python3),
 # and for the federation tests the peer servers Prosody and ejabberd and
-# the DNS server dnsmasq (package dnsmasq-base: no system service).
-TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp prosody ejabberdctl dnsmasq
-TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejabberd dnsmasq-base
+# the DNS server dnsmasq (package dnsmasq-base: no system service). The
+# Debian package's test also needs systemd-analyze (package systemd; no
+# running systemd needed) and adduser (the package depends on it); dpkg-deb,
+# setpriv and prlimit come with every Debian system.
+TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp prosody ejabberdctl dnsmasq systemd-analyze adduser
+TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejabberd dnsmasq-base systemd adduser
 TEST_PYTHON   := /usr/bin/python3
 TEST_PYMODS   := slixmpp
 
@@ -81,8 +84,9 @@ fuzz:
 	done
 
 # The Debian package parley_<version>_<arch>.deb in DEB_DIR: a static binary
-# built for GOARCH (in DEB_BUILD), the systemd unit, /etc/default/parley, the
-# docs and the maintainer scripts, all in packaging/. nfpm runs as a Go tool
+# (in DEB_BUILD) for this machine's architecture, or GOARCH's (make deb
+# GOARCH=arm64), the systemd unit, /etc/default/parley, the docs and the
+# maintainer scripts, all in packaging/. nfpm runs as a Go tool
 # pinned in packaging/tools/go.mod (its own module: the appliance's go.mod
 # and binary know nothing of it). The version is VERSION as Debian wants it:
 # a tag v1.2.3[-N-gHASH][-dirty] gives 1.2.3[+N.gHASH][.dirty]; with no tag,
@@ -90,10 +94,10 @@ fuzz:
 DEB_DIR     ?= .
 DEB_BUILD   ?= bin/deb
 DEB_BASE    ?= 0.1.0
-DEB_GOARCH  := $(shell $(GO) env GOARCH)
+DEB_GOARCH  := $(or $(GOARCH),$(shell $(GO) env GOARCH))
 DEB_ARCH    ?= $(shell case "$(DEB_GOARCH)" in (386) echo i386;; (arm) echo armhf;; (ppc64le) echo ppc64el;; (mips64le) echo mips64el;; (mipsle) echo mipsel;; (*) echo "$(DEB_GOARCH)";; esac)
 DEB_VERSION ?= $(shell v='$(VERSION)'; case "$$v" in \
-	(v[0-9]*|[0-9]*.*) echo "$${v\#v}" | sed 's/-/+/; s/-/./g';; \
+	(v[0-9]*|[0-9]*.*) echo "$$v" | sed 's/^v//; s/-/+/; s/-/./g';; \
 	(*) n=$$(git rev-list --count HEAD 2>/dev/null || echo 0); echo "$(DEB_BASE)~git$$n.$$v" | tr -- '-' '.';; esac)
 
 deb:
