@@ -86,13 +86,16 @@ fuzz:
 # The Debian package parley_<version>_<arch>.deb in DEB_DIR: a static binary
 # (in DEB_BUILD) for this machine's architecture, or GOARCH's (make deb
 # GOARCH=arm64), the systemd unit, /etc/default/parley, the docs and the
-# maintainer scripts, all in packaging/. nfpm runs as a Go tool
-# pinned in packaging/tools/go.mod (its own module: the appliance's go.mod
-# and binary know nothing of it). The version is VERSION as Debian wants it:
-# a tag v1.2.3[-N-gHASH][-dirty] gives 1.2.3[+N.gHASH][.dirty]; with no tag,
-# DEB_BASE~git<commits>.<hash>, which sorts before the release DEB_BASE.
+# maintainer scripts, all in packaging/. The binary is built -trimpath
+# (DEB_GOFLAGS): no build paths in it, the same binary from any checkout of
+# a commit. nfpm runs as a Go tool pinned in packaging/tools/go.mod (its own
+# module: the appliance's go.mod and binary know nothing of it). The version
+# is VERSION as Debian wants it: a tag v1.2.3[-N-gHASH][-dirty] gives
+# 1.2.3[+N.gHASH][.dirty]; with no tag, DEB_BASE~git<commits>.<hash>, which
+# sorts before the release DEB_BASE.
 DEB_DIR     ?= .
 DEB_BUILD   ?= bin/deb
+DEB_GOFLAGS ?= -trimpath
 DEB_BASE    ?= 0.1.0
 DEB_GOARCH  := $(or $(GOARCH),$(shell $(GO) env GOARCH))
 DEB_ARCH    ?= $(shell case "$(DEB_GOARCH)" in (386) echo i386;; (arm) echo armhf;; (ppc64le) echo ppc64el;; (mips64le) echo mips64el;; (mipsle) echo mipsel;; (*) echo "$(DEB_GOARCH)";; esac)
@@ -102,7 +105,7 @@ DEB_VERSION ?= $(shell v='$(VERSION)'; case "$$v" in \
 
 deb:
 	@mkdir -p $(DEB_BUILD) $(DEB_DIR)
-	CGO_ENABLED=0 GOOS=linux GOARCH=$(DEB_GOARCH) $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DEB_BUILD)/parley ./cmd/parley
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(DEB_GOARCH) $(GO) build $(DEB_GOFLAGS) -ldflags "-s -w $(LDFLAGS)" -o $(DEB_BUILD)/parley ./cmd/parley
 	DEB_VERSION='$(DEB_VERSION)' DEB_ARCH='$(DEB_ARCH)' DEB_BUILD='$(DEB_BUILD)' \
 		$(GO) tool -modfile=packaging/tools/go.mod nfpm package --config packaging/nfpm.yaml \
 		--packager deb --target $(DEB_DIR)/parley_$(DEB_VERSION)_$(DEB_ARCH).deb
