@@ -44,6 +44,7 @@ type debFile struct {
 func TestDebianPackage(t *testing.T) {
 	t.Parallel()
 	started := time.Now()
+	needTools(t, map[string]string{"make": "make", "dpkg-deb": "dpkg", "systemd-analyze": "systemd"})
 	root := moduleRoot(t)
 	work := t.TempDir()
 	deb, version, arch := buildDeb(t, root, work)
@@ -75,6 +76,19 @@ func TestDebianPackage(t *testing.T) {
 		installed(t, deb, version)
 	})
 	t.Logf("TestDebianPackage took %v", time.Since(started).Round(100*time.Millisecond))
+}
+
+// needTools fails the test unless each tool (key) is installed; the value
+// names the Debian package that has it.
+func needTools(t *testing.T, tools map[string]string) {
+	t.Helper()
+	for tool, pkg := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if _, err := os.Stat(filepath.Join("/usr/sbin", tool)); err != nil {
+				t.Fatalf("%s is missing: install the Debian package %s (make deps does)", tool, pkg)
+			}
+		}
+	}
 }
 
 // moduleRoot is the directory of go.mod.
@@ -300,7 +314,7 @@ func verifyUnitOffline(t *testing.T, tree string) {
 	if _, err := os.Stat("/usr/lib/systemd/system/sysinit.target"); err != nil {
 		t.Fatalf("systemd-analyze needs the host's systemd units (Debian package systemd): %v", err)
 	}
-	mustRun(t, "cp", "-rn", "/usr/lib/systemd/system/.", filepath.Join(tree, "usr/lib/systemd/system")+"/")
+	copyMissing(t, "/usr/lib/systemd/system", filepath.Join(tree, "usr/lib/systemd/system"))
 	analyze(t, "verify", "--root="+tree, "parley.service")
 	out, err := exec.Command("systemd-analyze", "security", "--offline=yes", "--root="+tree, "--threshold=20", "parley.service").CombinedOutput()
 	overall := regexp.MustCompile(`Overall exposure level for parley.service: .*`).Find(out)
@@ -308,6 +322,42 @@ func verifyUnitOffline(t *testing.T, tree string) {
 		t.Fatalf("systemd-analyze security: %v: the unit's hardening got weaker (exposure above 2.0)\n%s", err, out)
 	}
 	t.Logf("systemd-analyze security: %s", overall)
+}
+
+// copyMissing copies the tree src into dst (files, directories, symbolic
+// links as they are), leaving alone what dst already has.
+func copyMissing(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		to := filepath.Join(dst, rel)
+		if _, err := os.Lstat(to); err == nil {
+			return nil
+		}
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(to, 0o755)
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(target, to)
+		case d.Type().IsRegular():
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(to, data, 0o644)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("copy %s into %s: %v", src, dst, err)
+	}
 }
 
 // analyze runs systemd-analyze, which must succeed and say nothing: its
@@ -350,15 +400,17 @@ func installed(t *testing.T, deb, version string) {
 	if os.Geteuid() != 0 {
 		t.Skip("dpkg -i, the user parley and /var/lib/parley need root: the install, run and remove steps are skipped (the package itself was built and checked)")
 	}
+	needTools(t, map[string]string{"dpkg": "dpkg", "adduser": "adduser", "setpriv": "util-linux", "prlimit": "util-linux", "getent": "libc-bin"})
 	lock, err := os.OpenFile(debLock, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lock.Close()
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		lock.Close()
 		t.Fatal(err)
 	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	// Cleanups run last-registered first: this one, after the purge.
+	t.Cleanup(func() { lock.Close() })
 
 	// Never touch a Parley someone installed or left here.
 	if st := dpkgStatus(t); st != "" {
