@@ -397,6 +397,26 @@ func (e *Engine) onChange(c store.Change) {
 	case store.Restored:
 		e.loadComponents()
 		e.reconcile()
+		e.dropGone()
+	}
+}
+
+// dropGone closes, after a restore, the sessions of accounts and the
+// components that are no longer in the store.
+func (e *Engine) dropGone() {
+	for _, s := range e.router.All() {
+		if _, err := e.cfg.Store.Account(s.Bare()); errors.Is(err, store.ErrNotFound) {
+			s.Close(&stream.Error{Condition: "not-authorized", Text: "the account no longer exists"})
+		}
+	}
+	known := e.compJIDs.Load()
+	for _, j := range e.comps.Connected() {
+		if known == nil || !(*known)[j] {
+			name, _, _ := strings.Cut(j, ".")
+			if _, err := e.cfg.Store.Component(name); errors.Is(err, store.ErrNotFound) {
+				e.comps.KickName(name, &stream.Error{Condition: "not-authorized", Text: "the component was deleted"})
+			}
+		}
 	}
 }
 
