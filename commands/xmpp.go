@@ -855,11 +855,65 @@ func interfaceNames() string {
 	return strings.Join(names, ", ")
 }
 
+// applySetting commits a setting and checks that the engine could apply
+// it. If the engine reports a new error for it (e.g. a port already in
+// use), the previous value is put back and the command fails with the
+// engine's reason.
 func applySetting(c *Ctx, what string, op store.Op) error {
+	key := ""
+	switch o := op.(type) {
+	case store.ConfigSet:
+		key = o.Key
+	case store.ConfigDel:
+		key = o.Key
+	}
+	old, had := "", false
+	if key != "" {
+		old, had = c.Store.Config(key)
+	}
+	before, applied := engineBefore(c)
 	if err := commit(c, op); err != nil {
 		return errorf("%s: %v", what, err)
 	}
-	return nil
+	reason := engineRefused(c, before, applied)
+	if reason == "" {
+		return nil
+	}
+	if key != "" {
+		undo := store.Op(store.ConfigDel{Key: key})
+		if had {
+			undo = store.ConfigSet{Key: key, Value: old}
+		}
+		if commit(c, undo) == nil {
+			return errorf("%s: the server cannot apply it: %s; the previous setting is kept", what, reason)
+		}
+	}
+	return errorf("%s: stored, but the server cannot apply it: %s; see 'xmpp'", what, reason)
+}
+
+// engineBefore is the engine's state before a change and the time the
+// change is made, for engineRefused.
+func engineBefore(c *Ctx) (status.XMPP, time.Time) {
+	var st status.XMPP
+	if c.XMPP != nil {
+		st = c.XMPP.Status()
+	}
+	return st, time.Now()
+}
+
+// engineRefused is the error the engine reported while applying a change
+// committed (and settled) at applied, or "". An error it already reported
+// before the change (a problem the change did not touch) is not the
+// change's.
+func engineRefused(c *Ctx, before status.XMPP, applied time.Time) string {
+	if c.XMPP == nil {
+		return ""
+	}
+	st := c.XMPP.Status()
+	if st.LastError == "" || st.LastErrorAt.Before(applied) || st.LastError == before.LastError {
+		return ""
+	}
+	return st.LastError
 }
 
 func runXMPPPort(c *Ctx, args []string) error {

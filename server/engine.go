@@ -83,6 +83,7 @@ type Engine struct {
 	since     time.Time
 	lastErr   string
 	lastErrAt time.Time
+	errs      uint64 // setError calls, so reconcile knows whether it failed at something
 	stopped   bool
 	filesWarn bool // the open-file count is near the limit (logged once per episode)
 }
@@ -434,6 +435,7 @@ func (e *Engine) authTimeout() time.Duration {
 
 func (e *Engine) setError(err error) {
 	e.lastErr, e.lastErrAt = err.Error(), time.Now()
+	e.errs++
 	e.cfg.Log.Printf("xmpp: %v", err)
 }
 
@@ -463,6 +465,14 @@ func (e *Engine) reconcile() {
 	// Start's goroutine, and the last to run must see the last change.
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// A reconcile that fails at nothing clears the last error: whatever
+	// it was (a port in use, a certificate), it is gone now.
+	errs := e.errs
+	defer func() {
+		if e.errs == errs {
+			e.lastErr, e.lastErrAt = "", time.Time{}
+		}
+	}()
 	cfg, err := e.cfg.Store.XMPP()
 	if e.stopped {
 		return

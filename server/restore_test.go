@@ -3,6 +3,9 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,5 +55,25 @@ func TestRestoreClosesWhatIsGone(t *testing.T) {
 	}
 	if f.eng.router.Components.Known("cb1.example.lan") {
 		t.Error("cb1 still known to the router after restore")
+	}
+}
+
+// The last error goes once a reconcile succeeds: a port in use, then the
+// previous port again.
+func TestLastErrorClearedWhenTheProblemIsGone(t *testing.T) {
+	f := start(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	_, p, _ := net.SplitHostPort(busy.Addr().String())
+	f.setConfig(store.XMPPPortC2S, p, func(c store.XMPPConfig) bool { return fmt.Sprint(c.PortC2S) == p })
+	if st := f.eng.Status(); !strings.Contains(st.LastError, "address already in use") {
+		t.Fatalf("last error %q with the c2s port in use", st.LastError)
+	}
+	f.setConfig(store.XMPPPortC2S, fmt.Sprint(f.port), func(c store.XMPPConfig) bool { return c.PortC2S == f.port })
+	if st := f.eng.Status(); st.LastError != "" || !st.LastErrorAt.IsZero() {
+		t.Errorf("last error %q (at %v) after the port was changed back", st.LastError, st.LastErrorAt)
 	}
 }
