@@ -60,3 +60,40 @@ func TestPaperCutEngineRefusalFailsTheCommand(t *testing.T) {
 	}
 	f.ok("xmpp port c2s 2223")
 }
+
+// Paper cut 2: a secondary domain's certificate changes in place; the
+// domain stays hosted and keeps its accounts.
+func TestPaperCutMultiDomainCerts(t *testing.T) {
+	f := newFixture(t)
+	f.ok("xmpp domain example.com")
+	f.ok("xmpp multi-domain add example.org")
+	f.ok("xmpp user add carol@example.org", "carol-password")
+	f.ok("pki selfsigned org2027 CN:example.org subjectAltName:example.org")
+	f.ok("pki selfsigned other CN:other.test subjectAltName:other.test")
+
+	f.refuse("xmpp multi-domain certs example.org other.key other.crt", "example.org")
+	f.refuse("xmpp multi-domain certs nothosted.test org2027.key org2027.crt", "nothosted.test is not a hosted domain")
+	_, err := f.run("xmpp multi-domain add example.org")
+	if err == nil || !strings.Contains(err.Error(), "use xmpp multi-domain certs example.org <key> <crt> [<bundle>]") {
+		t.Errorf("multi-domain add of a hosted domain: %v", err)
+	}
+
+	out := f.ok("xmpp multi-domain certs example.org org2027.key org2027.crt")
+	if !strings.HasPrefix(out, "example.org now uses key org2027.key, certificate org2027.crt (expires ") {
+		t.Errorf("multi-domain certs: %q", out)
+	}
+	cfg, _ := f.env.Store.XMPP()
+	if d, ok := cfg.Domain("example.org"); !ok || d.Key != "org2027.key" || d.Cert != "org2027.crt" || d.Primary {
+		t.Errorf("example.org after multi-domain certs: %+v", d)
+	}
+	if _, err := f.env.Store.Account("carol@example.org"); err != nil {
+		t.Errorf("carol after multi-domain certs: %v", err)
+	}
+	// The primary domain: as xmpp certs.
+	f.ok("pki selfsigned com2027 CN:example.com subjectAltName:example.com")
+	f.ok("xmpp multi-domain certs example.com com2027.key com2027.crt")
+	cfg, _ = f.env.Store.XMPP()
+	if p, _ := cfg.Primary(); p.Name != "example.com" || p.Cert != "com2027.crt" {
+		t.Errorf("primary after multi-domain certs: %+v", p)
+	}
+}

@@ -136,10 +136,21 @@ func xmppCommands() []*Command {
 			Summary: "Host another XMPP domain, with its own certificate (self-signed if none is given)",
 			Help: "The key, certificate and bundle are checked as for xmpp certs. Without them the domain gets a\n" +
 				"self-signed certificate as for xmpp domain. The domain is served at once: sessions of the other\n" +
-				"domains are not dropped. To change its certificate, delete it and add it again.",
+				"domains are not dropped. To change its certificate later, use xmpp multi-domain certs.",
 			Example: "xmpp multi-domain add example.org example.org.key example.org.crt\nxmpp multi-domain add test.example",
 			Perm:    PermXMPP,
 			Run:     runXMPPMultiDomainAdd,
+		},
+		{
+			Words:   []string{"xmpp", "multi-domain", "certs"},
+			Args:    []Arg{domain, file("key"), file("crt"), optFile("bundle")},
+			Summary: "Serve a hosted domain with another key, certificate and optional CA bundle, live; its accounts stay",
+			Help: "The files are checked as for xmpp certs before anything changes. The domain stays hosted: sessions\n" +
+				"in progress are not dropped; new connections get the new certificate. For the primary domain it\n" +
+				"does what xmpp certs does.",
+			Example: "xmpp multi-domain certs example.org example.org-2027.key example.org-2027.crt ca-bundle.pem",
+			Perm:    PermXMPP,
+			Run:     runXMPPMultiDomainCerts,
 		},
 		{
 			Words:   []string{"xmpp", "multi-domain", "del"},
@@ -717,7 +728,7 @@ func runXMPPMultiDomainAdd(c *Ctx, args []string) error {
 		if existing.Primary {
 			return errorf("%s: %s is the primary domain; change its certificate with xmpp certs", what, d)
 		}
-		return errorf("%s: %s is already hosted (see xmpp multi-domain list); to change its certificate, del it and add it again", what, d)
+		return errorf("%s: %s is already hosted (see xmpp multi-domain list); to change its certificate, use xmpp multi-domain certs %s <key> <crt> [<bundle>]", what, d, d)
 	}
 	if len(args) == 2 {
 		return errorf("%s: give both <key> and <crt> (or neither, for a self-signed certificate); usage: %s", what, c.Tree.usageOf(what))
@@ -745,6 +756,46 @@ func runXMPPMultiDomainAdd(c *Ctx, args []string) error {
 		reportSelfSigned(c, d, dom.Key, dom.Cert, generated)
 	}
 	c.printf("%s is now hosted\n", d)
+	return nil
+}
+
+func runXMPPMultiDomainCerts(c *Ctx, args []string) error {
+	const what = "xmpp multi-domain certs"
+	d, cfg, err := domainAndConfig(c, what, args[0])
+	if err != nil {
+		return err
+	}
+	old, ok := cfg.Domain(d)
+	if !ok {
+		return errorf("%s: %s is not a hosted domain (see xmpp multi-domain list); add it with xmpp multi-domain add", what, d)
+	}
+	dom := store.Domain{Name: d, Key: args[1], Cert: args[2]}
+	if len(args) == 4 {
+		dom.Bundle = args[3]
+	}
+	if err := checkCertFiles(c, what, d, dom.Key, dom.Cert, dom.Bundle); err != nil {
+		return err
+	}
+	op, undo := store.Op(store.DomainPut{Domain: dom}), store.Op(store.DomainPut{Domain: old})
+	if old.Primary {
+		op = store.DomainPrimary{Name: d, Certs: &dom}
+		undo = store.DomainPrimary{Name: d, Certs: &old}
+	}
+	before, applied := engineBefore(c)
+	if err := commit(c, op); err != nil {
+		return errorf("%s: %v", what, err)
+	}
+	if reason := engineRefused(c, before, applied); reason != "" {
+		if commit(c, undo) == nil {
+			return errorf("%s: the server cannot load them: %s; %s keeps %s", what, reason, d, old.Cert)
+		}
+		return errorf("%s: stored, but the server cannot load them: %s; see 'xmpp'", what, reason)
+	}
+	with := ""
+	if dom.Bundle != "" {
+		with = ", bundle " + dom.Bundle
+	}
+	c.printf("%s now uses key %s, certificate %s (%s)%s; sessions in progress stay\n", d, dom.Key, dom.Cert, certExpiry(c, dom.Cert), with)
 	return nil
 }
 
