@@ -70,7 +70,9 @@ func callbridgeCommands() []*Command {
 				"  Domain     : example.com\n" +
 				"  Secret     : kvgP1SRzWVabhiPVAb1\n" +
 				"It shows the secrets, so it needs the role admin or appadmin, and every use is recorded in the\n" +
-				"audit trail. Whether each call bridge is connected is shown by xmpp.",
+				"audit trail. Domain is the one the call bridge was added under, also when that domain is no longer\n" +
+				"hosted (after xmpp reset or a new primary domain); xmpp shows the same component address, whether\n" +
+				"it is connected, and marks a domain that is not hosted.",
 			Example: "xmpp callbridge list",
 			Perm:    PermXMPP,
 			Run:     runCallbridgeList,
@@ -339,6 +341,12 @@ func componentLines(c *Ctx, st status.XMPP) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	hosted := map[string]bool{}
+	if cfg, err := c.Store.XMPP(); err == nil {
+		for _, d := range cfg.Domains {
+			hosted[d.Name] = true
+		}
+	}
 	byJID := map[string]status.Component{}
 	for _, cs := range st.Components {
 		byJID[cs.JID] = cs
@@ -349,10 +357,17 @@ func componentLines(c *Ctx, st status.XMPP) ([]string, error) {
 		jid := comp.JID()
 		configured[jid] = true
 		if c.XMPP == nil {
+			if !hosted[comp.Domain] {
+				jid += ": " + comp.Domain + " is not hosted"
+			}
 			lines = append(lines, jid)
 			continue
 		}
-		lines = append(lines, jid+": "+componentState(byJID[jid]))
+		line := jid + ": " + componentState(byJID[jid])
+		if !hosted[comp.Domain] {
+			line += "; " + comp.Domain + " is not hosted (to move it: xmpp callbridge del " + comp.Name + ", then add it again)"
+		}
+		lines = append(lines, line)
 	}
 	var others []string
 	for _, cs := range st.Components {

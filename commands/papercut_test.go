@@ -97,3 +97,45 @@ func TestPaperCutMultiDomainCerts(t *testing.T) {
 		t.Errorf("primary after multi-domain certs: %+v", p)
 	}
 }
+
+// Paper cut 4: after xmpp reset (or a new primary domain) the call
+// bridges are kept under their old domain; the commands say so, and xmpp
+// and xmpp callbridge list show the same component address.
+func TestPaperCutBridgesAfterReset(t *testing.T) {
+	f := newFixture(t)
+	f.ok("xmpp domain example.com")
+	f.ok("xmpp callbridge add cb1")
+	out := f.ok("xmpp reset", "reset")
+	if !strings.Contains(out, "1 call bridge kept with its secret, under a domain no longer hosted: cb1.example.com.") ||
+		!strings.Contains(out, "xmpp callbridge del <name>, then xmpp callbridge add <name>") {
+		t.Errorf("xmpp reset does not say what happens to the call bridge:\n%s", out)
+	}
+	f.ok("xmpp domain new.test")
+	if out := f.ok("xmpp callbridge list"); out != "***\nCallbridge : cb1\nDomain     : example.com\nSecret     : "+bridgeSecret(t, f, "cb1")+"\n" {
+		t.Errorf("callbridge list:\n%s", out)
+	}
+	if out := f.ok("xmpp"); !strings.Contains(out, "cb1.example.com: example.com is not hosted") {
+		t.Errorf("xmpp does not show the bridge under its domain, marked not hosted:\n%s", out)
+	}
+	f.env.XMPP = &fakeEngine{}
+	if out := f.ok("xmpp"); !strings.Contains(out, "cb1.example.com: not connected; example.com is not hosted (to move it: xmpp callbridge del cb1, then add it again)") {
+		t.Errorf("xmpp with an engine:\n%s", out)
+	}
+	out = f.ok("xmpp domain other.test")
+	if !strings.Contains(out, "under a domain no longer hosted: cb1.example.com") {
+		t.Errorf("xmpp domain (new primary) does not mention the call bridge:\n%s", out)
+	}
+	f.ok("xmpp callbridge del cb1")
+	f.ok("xmpp callbridge add cb1")
+	if out := f.ok("xmpp"); strings.Contains(out, "not hosted") || !strings.Contains(out, "cb1.other.test: not connected") {
+		t.Errorf("xmpp after moving the bridge:\n%s", out)
+	}
+}
+
+func bridgeSecret(t *testing.T, f *fixture, name string) string {
+	c, err := f.env.Store.Component(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Secret
+}

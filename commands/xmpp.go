@@ -90,7 +90,10 @@ func xmppCommands() []*Command {
 			Summary: "Clear the XMPP configuration: domains and every xmpp setting (asks for confirmation)",
 			Help: "Removes every hosted domain and every xmpp setting (enabled, listen, ports, limits); the service\n" +
 				"stops, and components may connect without TLS from loopback only again. XMPP accounts and their\n" +
-				"data are kept, and so are the call bridges and the files in the files area.\n" +
+				"data are kept, and so are the files in the files area. Call bridges are kept with their secrets\n" +
+				"and their component address (cb1.<old domain>), which connects again once the service runs: xmpp\n" +
+				"and xmpp callbridge list show them under that domain, marked not hosted in xmpp; to move one to\n" +
+				"the new primary domain, xmpp callbridge del <name> and add it again.\n" +
 				"Type 'reset' to confirm; in exec or script mode the confirmation is the next line of standard input.",
 			Example: "xmpp reset\nprintf 'reset\\n' | ssh -p 2222 admin@host 'xmpp reset'",
 			Perm:    PermXMPP,
@@ -499,8 +502,47 @@ func runXMPPReset(c *Ctx, args []string) error {
 	}
 	waitStopped(c)
 	c.printf("XMPP configuration cleared: %s and every xmpp setting removed; the service is disabled.\n", plural(len(cfg.Domains), "domain"))
-	c.printf("XMPP accounts, call bridges and the files in the files area are kept.\n")
+	c.printf("XMPP accounts and the files in the files area are kept.\n")
+	bridgesOffDomain(c)
 	return nil
+}
+
+// bridgesOffDomain says what happens to the call bridges whose domain is
+// no longer hosted (after xmpp reset, or a new primary domain): they are
+// kept, with their secrets and their component address.
+func bridgesOffDomain(c *Ctx) {
+	cfg, err := c.Store.XMPP()
+	if err != nil {
+		return
+	}
+	comps, _ := c.Store.Components()
+	var off []string
+	for _, comp := range comps {
+		if _, ok := cfg.Domain(comp.Domain); !ok {
+			off = append(off, comp.JID())
+		}
+	}
+	if len(off) == 0 {
+		return
+	}
+	c.printf("%s kept with %s, under a domain no longer hosted: %s. %s as before once the service runs again;\n",
+		capital(plural(len(off), "call bridge")), pick(len(off) == 1, "its secret", "their secrets"), strings.Join(off, ", "),
+		pick(len(off) == 1, "It connects", "They connect"))
+	c.printf("to move one to the primary domain: xmpp callbridge del <name>, then xmpp callbridge add <name>.\n")
+}
+
+func pick(cond bool, a, b string) string {
+	if cond {
+		return a
+	}
+	return b
+}
+
+func capital(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 func plural(n int, what string) string {
@@ -654,6 +696,7 @@ func runXMPPDomain(c *Ctx, args []string) error {
 	}
 	if hadPrimary && old.Name != d {
 		c.printf("%s is now the primary XMPP domain; %s is no longer hosted (its accounts are kept)\n", d, old.Name)
+		bridgesOffDomain(c)
 	} else {
 		c.printf("%s is now the primary XMPP domain\n", d)
 	}

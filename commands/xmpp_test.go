@@ -375,7 +375,7 @@ func TestXMPPReset(t *testing.T) {
 	if asked := c.Prompt.(*fakePrompt).asked; len(asked) != 1 || asked[0] != "Type 'reset' to clear the XMPP configuration: " {
 		t.Errorf("asked %q", asked)
 	}
-	if out := f.out.String(); !strings.Contains(out, "2 domains and every xmpp setting removed") || !strings.Contains(out, "accounts, call bridges and the files in the files area are kept") {
+	if out := f.out.String(); !strings.Contains(out, "2 domains and every xmpp setting removed") || !strings.Contains(out, "accounts and the files in the files area are kept") {
 		t.Errorf("reset output %q", out)
 	}
 	cfg := f.config()
@@ -937,7 +937,7 @@ func TestXMPPComplete(t *testing.T) {
 		{"xmpp ", store.RoleAdmin, "callbridge certs client_auth_timeout disable domain enable federation limits listen max-sessions multi-domain port reset user"},
 		{"xmpp ", store.RoleAudit, "federation limits multi-domain user"},
 		{"xmpp port ", store.RoleAdmin, "c2s c2s-tls s2s"},
-		{"xmpp multi-domain ", store.RoleAdmin, "add del list"},
+		{"xmpp multi-domain ", store.RoleAdmin, "add certs del list"},
 		{"xmpp user ", store.RoleAdmin, "add del import list passwd"},
 		{"xmpp certs n", store.RoleAdmin, "none"},
 	}
@@ -956,7 +956,7 @@ func TestSubcommandErrors(t *testing.T) {
 	tests := []struct{ line, want string }{
 		{"xmpp frob", `xmpp: unknown subcommand "frob"; use one of: callbridge, certs, client_auth_timeout, disable, domain, enable, federation, limits, listen, max-sessions, multi-domain, port, reset, user (see 'help xmpp')`},
 		{"xmpp user", "xmpp user: incomplete command; it needs one of: add, del, import, list, passwd (see 'help xmpp user')"},
-		{"xmpp multi-domain", "xmpp multi-domain: incomplete command; it needs one of: add, del, list (see 'help xmpp multi-domain')"},
+		{"xmpp multi-domain", "xmpp multi-domain: incomplete command; it needs one of: add, certs, del, list (see 'help xmpp multi-domain')"},
 		{"xmpp user frob x", `xmpp user: unknown subcommand "frob"; use one of: add, del, import, list, passwd`},
 		{"user rule frob", `user rule: unknown subcommand "frob"; use one of: login_grace_time, max_failed_logins, max_startups, min_length, password_age, per_source_max_startups, per_source_penalty (see 'help user rule')`},
 		{"xmpp certs none extra", `xmpp certs none: unexpected argument "extra"; usage: xmpp certs none`},
@@ -968,7 +968,7 @@ func TestSubcommandErrors(t *testing.T) {
 		f.refuse(tc.line, tc.want)
 	}
 	out := f.ok("help xmpp multi-domain")
-	if !strings.HasPrefix(out, "  xmpp multi-domain add <domain> [<key> <crt> [<bundle>]]") || strings.Count(out, "\n") != 3 {
+	if !strings.HasPrefix(out, "  xmpp multi-domain add <domain> [<key> <crt> [<bundle>]]") || strings.Count(out, "\n") != 4 {
 		t.Errorf("help xmpp multi-domain:\n%s", out)
 	}
 	out = f.ok("help user rule")
