@@ -139,3 +139,43 @@ func bridgeSecret(t *testing.T, f *fixture, name string) string {
 	}
 	return c.Secret
 }
+
+// Paper cut 6: at a terminal, a password the rules refuse is refused
+// before it is asked again; XMPP accounts have their own min_length rule,
+// and a refusal names the rule.
+func TestPaperCutPasswordRulesFirst(t *testing.T) {
+	f := newFixture(t)
+	f.ok("xmpp domain example.com")
+	interactive := func(line string, answers ...string) (*fakePrompt, error) {
+		p := &fakePrompt{answers: answers, interactive: true}
+		f.out.Reset()
+		c := &Ctx{Env: f.env, User: "root", Role: store.RoleAdmin, Out: &f.out, Prompt: p}
+		return p, f.tree.Run(c, line)
+	}
+	for _, tc := range []struct{ line, rule string }{
+		{"user add bob audit", "(user rule min_length)"},
+		{"xmpp user add bob@example.com", "(xmpp user rule min_length)"},
+	} {
+		p, err := interactive(tc.line, "short", "short")
+		if err == nil || !strings.Contains(err.Error(), "the password is too short: use at least 8 characters "+tc.rule) {
+			t.Errorf("%s with a short password: %v", tc.line, err)
+		}
+		if len(p.asked) != 1 {
+			t.Errorf("%s: asked %q; a refused password must not be asked again", tc.line, p.asked)
+		}
+	}
+	// A good one is still asked twice.
+	if p, err := interactive("xmpp user add bob@example.com", "long-enough-1", "long-enough-1"); err != nil || len(p.asked) != 2 || p.asked[1] != "Retype password: " {
+		t.Errorf("xmpp user add at a terminal: %v, asked %q", err, p.asked)
+	}
+	// Separate rules.
+	f.ok("xmpp user rule min_length 4")
+	f.ok("user rule min_length 14")
+	if out := f.ok("xmpp user rule"); out != "min_length  4\n" {
+		t.Errorf("xmpp user rule: %q", out)
+	}
+	f.ok("xmpp user add carol@example.com", "abcd1")
+	f.refuse("user add carol audit", "use at least 14 characters (user rule min_length)", "abcdefgh12345")
+	f.refuse("xmpp user passwd carol@example.com", "use at least 4 characters (xmpp user rule min_length)", "abc")
+	f.refuse("xmpp user rule min_length 0", "out of range")
+}

@@ -688,7 +688,7 @@ func TestXMPPUsers(t *testing.T) {
 		{"xmpp user add bob@example.com/phone", `xmpp user add: "bob@example.com/phone" has a resource (/phone): give the bare JID bob@example.com`, []string{"password-123"}},
 		{"xmpp user add @example.com", `xmpp user add: "@example.com" is not a valid JID`, []string{"password-123"}},
 		{"xmpp user add b<o>b@example.com", "is not a valid JID", []string{"password-123"}},
-		{"xmpp user add bob@example.com", "xmpp user add: the password is too short: use at least 8 characters (user rule min_length)", []string{"short"}},
+		{"xmpp user add bob@example.com", "xmpp user add: the password is too short: use at least 8 characters (xmpp user rule min_length)", []string{"short"}},
 		{"xmpp user add bob@example.com", "the password must not be the user name", []string{"bob@example.com"}},
 		{"xmpp user add bobbybob@example.com", "the password must not be the user name", []string{"bobbybob"}},
 		{"xmpp user add bob@example.com", "the password is too long", []string{strings.Repeat("x", 1025)}},
@@ -754,8 +754,11 @@ func TestXMPPUsers(t *testing.T) {
 	if strings.Contains(out, "password-123") {
 		t.Error("the audit trail holds a password")
 	}
+	// XMPP accounts have their own rule; the admin users' does not apply.
 	f.ok("user rule min_length 12")
-	f.refuse("xmpp user add erin@example.com", "at least 12 characters", "password-12")
+	f.ok("xmpp user add erin@example.com", "password-12")
+	f.ok("xmpp user rule min_length 12")
+	f.refuse("xmpp user add frank@example.com", "at least 12 characters (xmpp user rule min_length)", "password-12")
 }
 
 func TestXMPPUserImport(t *testing.T) {
@@ -788,7 +791,7 @@ func TestXMPPUserImport(t *testing.T) {
 		"line 7: alice@example.com is also on line 2 (the first one is used)\n" +
 		"line 8: example.net is not a hosted domain (hosted: example.com; add it with xmpp multi-domain add)\n" +
 		"line 9: no comma: give jid,password\n" +
-		"line 10: short@example.com: the password is too short: use at least 8 characters (user rule min_length)\n" +
+		"line 10: short@example.com: the password is too short: use at least 8 characters (xmpp user rule min_length)\n" +
 		"line 11: empty@example.com has no password\n" +
 		`line 12: "x@example.com/res" has a resource (/res): give the bare JID x@example.com` + "\n" +
 		`line 13: "@example.com" is not a valid JID: the localpart must be larger than 0 bytes` + "\n" +
@@ -938,7 +941,7 @@ func TestXMPPComplete(t *testing.T) {
 		{"xmpp ", store.RoleAudit, "federation limits multi-domain user"},
 		{"xmpp port ", store.RoleAdmin, "c2s c2s-tls s2s"},
 		{"xmpp multi-domain ", store.RoleAdmin, "add certs del list"},
-		{"xmpp user ", store.RoleAdmin, "add del import list passwd"},
+		{"xmpp user ", store.RoleAdmin, "add del import list passwd rule"},
 		{"xmpp certs n", store.RoleAdmin, "none"},
 	}
 	for _, tc := range tests {
@@ -955,9 +958,9 @@ func TestSubcommandErrors(t *testing.T) {
 	f := newFixture(t)
 	tests := []struct{ line, want string }{
 		{"xmpp frob", `xmpp: unknown subcommand "frob"; use one of: callbridge, certs, client_auth_timeout, disable, domain, enable, federation, limits, listen, max-sessions, multi-domain, port, reset, user (see 'help xmpp')`},
-		{"xmpp user", "xmpp user: incomplete command; it needs one of: add, del, import, list, passwd (see 'help xmpp user')"},
+		{"xmpp user", "xmpp user: incomplete command; it needs one of: add, del, import, list, passwd, rule (see 'help xmpp user')"},
 		{"xmpp multi-domain", "xmpp multi-domain: incomplete command; it needs one of: add, certs, del, list (see 'help xmpp multi-domain')"},
-		{"xmpp user frob x", `xmpp user: unknown subcommand "frob"; use one of: add, del, import, list, passwd`},
+		{"xmpp user frob x", `xmpp user: unknown subcommand "frob"; use one of: add, del, import, list, passwd, rule`},
 		{"user rule frob", `user rule: unknown subcommand "frob"; use one of: login_grace_time, max_failed_logins, max_startups, min_length, password_age, per_source_max_startups, per_source_penalty (see 'help user rule')`},
 		{"xmpp certs none extra", `xmpp certs none: unexpected argument "extra"; usage: xmpp certs none`},
 		{"version x", `version: unexpected argument "x"; usage: version`},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,7 +38,8 @@ func xmppUserCommands() []*Command {
 			Summary: "Create an XMPP account; asks for its password twice",
 			Help: "The JID is a bare address (user@domain) in a hosted domain. The password is asked for twice\n" +
 				"without echo; in exec or script mode it is read once, from the next line of standard input. It\n" +
-				"follows the admin password rule min_length. Only SCRAM-SHA-1 and SCRAM-SHA-256 salted keys are\n" +
+				"follows the XMPP accounts' rule min_length (xmpp user rule), which is checked before the password\n" +
+				"is asked again. Only SCRAM-SHA-1 and SCRAM-SHA-256 salted keys are\n" +
 				"stored, never the password.",
 			Example: "xmpp user add alice@example.com\nprintf 'S3cret-pass\\n' | ssh -p 2222 admin@host 'xmpp user add bob@example.com'",
 			Perm:    PermXMPP,
@@ -66,6 +68,31 @@ func xmppUserCommands() []*Command {
 			Example: "xmpp user passwd alice@example.com",
 			Perm:    PermXMPP,
 			Run:     runXMPPUserPasswd,
+		},
+		{
+			Words:   []string{"xmpp", "user", "rule"},
+			Summary: "Show the password rules of XMPP accounts",
+			Perm:    PermRead,
+			Run: func(c *Ctx, args []string) error {
+				c.printf("min_length  %d\n", xmppMinPasswordLength(c.Store))
+				return nil
+			},
+		},
+		{
+			Words:   []string{"xmpp", "user", "rule", "min_length"},
+			Args:    []Arg{{Name: "n", Kind: ArgNumber}},
+			Summary: fmt.Sprintf("Set the minimum password length of XMPP accounts (default %d; admin users have their own: user rule min_length)", store.DefaultMinPasswordLength),
+			Help: "Applies to new passwords: xmpp user add, xmpp user passwd and xmpp user import; existing\n" +
+				"passwords stay. A refused password says which rule refused it.",
+			Example: "xmpp user rule min_length 10",
+			Perm:    PermXMPP,
+			Run: func(c *Ctx, args []string) error {
+				n, _ := parseCount(args[0])
+				if n < 1 || n > store.MaxPasswordLength {
+					return errorf("xmpp user rule min_length: %d is out of range: give 1 to %d", n, store.MaxPasswordLength)
+				}
+				return commit(c, store.ConfigSet{Key: ruleXMPPMinLength, Value: strconv.Itoa(n)})
+			},
 		},
 		{
 			Words:   []string{"xmpp", "user", "import"},
@@ -130,9 +157,21 @@ func notHosted(domain string, cfg store.XMPPConfig) error {
 	return fmt.Errorf("%s is not a hosted domain (hosted: %s; add it with xmpp multi-domain add)", domain, strings.Join(names, ", "))
 }
 
+// ruleXMPPMinLength is the config key of xmpp user rule min_length.
+const ruleXMPPMinLength = "rule.xmpp_min_length"
+
+// xmppMinPasswordLength is the XMPP accounts' min_length rule, or its
+// default.
+func xmppMinPasswordLength(s *store.Store) int {
+	if min := s.ConfigInt(ruleXMPPMinLength); min > 0 {
+		return min
+	}
+	return store.DefaultMinPasswordLength
+}
+
 // checkXMPPPassword applies the password rules to an account's password.
 func checkXMPPPassword(c *Ctx, pw, bare, local string) error {
-	if err := checkPasswordRules(c.Store, pw, local, bare); err != nil {
+	if err := checkPasswordRules(pw, xmppMinPasswordLength(c.Store), "xmpp user rule min_length", local, bare); err != nil {
 		return err
 	}
 	if _, err := store.PreparePassword(pw); err != nil {
@@ -150,11 +189,8 @@ func runXMPPUserAdd(c *Ctx, args []string) error {
 	if _, err := c.Store.Account(bare); err == nil {
 		return errorf("%s: %s already exists (to change its password: xmpp user passwd %s)", what, bare, bare)
 	}
-	pw, err := askNewPassword(c, "Password for "+bare+": ")
+	pw, err := askNewPassword(c, "Password for "+bare+": ", func(pw string) error { return checkXMPPPassword(c, pw, bare, local) })
 	if err != nil {
-		return errorf("%s: %v", what, err)
-	}
-	if err := checkXMPPPassword(c, pw, bare, local); err != nil {
 		return errorf("%s: %v", what, err)
 	}
 	a, err := store.NewAccount(bare, pw)
@@ -204,11 +240,8 @@ func runXMPPUserPasswd(c *Ctx, args []string) error {
 		return err
 	}
 	local, _, _ := strings.Cut(bare, "@")
-	pw, err := askNewPassword(c, "New password for "+bare+": ")
+	pw, err := askNewPassword(c, "New password for "+bare+": ", func(pw string) error { return checkXMPPPassword(c, pw, bare, local) })
 	if err != nil {
-		return errorf("%s: %v", what, err)
-	}
-	if err := checkXMPPPassword(c, pw, bare, local); err != nil {
 		return errorf("%s: %v", what, err)
 	}
 	a, err := store.NewAccount(bare, pw)
