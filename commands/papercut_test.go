@@ -179,3 +179,29 @@ func TestPaperCutPasswordRulesFirst(t *testing.T) {
 	f.refuse("xmpp user passwd carol@example.com", "use at least 4 characters (xmpp user rule min_length)", "abc")
 	f.refuse("xmpp user rule min_length 0", "out of range")
 }
+
+// Paper cut 7: messages an admin reads.
+func TestPaperCutMessages(t *testing.T) {
+	f := newFixture(t)
+	f.refuse("xmpp user add alice", `"alice" is not an address: give user@domain, e.g. alice@example.com`)
+	f.ok("xmpp domain chat.example.org")
+	f.refuse("xmpp user add alice", `"alice" is not an address: give user@domain, e.g. alice@chat.example.org`)
+	f.refuse("xmpp user passwd alice", `"alice" is not an address: give user@domain, e.g. alice@chat.example.org`)
+	f.refuse("xmpp user list bogus.test", "xmpp user list: bogus.test is not a hosted domain (hosted: chat.example.org; add it with xmpp multi-domain add)")
+	if out := f.ok("xmpp user list chat.example.org"); out != "No XMPP accounts in chat.example.org: add one with xmpp user add <jid>\n" {
+		t.Errorf("list of a hosted domain without accounts: %q", out)
+	}
+	f.ok("xmpp multi-domain add old.test")
+	f.ok("xmpp user add bob@old.test", "password-123")
+	if out := f.ok("xmpp multi-domain del old.test"); !strings.Contains(out, "its 1 account is kept and works again") {
+		t.Errorf("multi-domain del: %q", out)
+	}
+	// Accounts of a domain no longer hosted are still listed, with a note.
+	if out := f.ok("xmpp user list old.test"); !strings.Contains(out, "bob@old.test") || !strings.Contains(out, "old.test is not hosted: these accounts cannot log in") {
+		t.Errorf("list of a domain no longer hosted:\n%s", out)
+	}
+	f.env.Sessions = func() map[string]int { return map[string]int{"root": 1} }
+	if out := f.ok("user info root"); !strings.Contains(out, "Logged in        : 1 session\n") {
+		t.Errorf("user info:\n%s", out)
+	}
+}

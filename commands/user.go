@@ -435,7 +435,7 @@ func runUserInfo(c *Ctx, args []string) error {
 	c.printf("Locked           : %s\n", locked)
 	c.printf("Failed logins    : %d\n", failed)
 	c.printf("Last login       : %s\n", ts(a.LastLogin))
-	c.printf("Logged in        : %d session(s)\n", c.sessions()[a.Name])
+	c.printf("Logged in        : %s\n", plural(c.sessions()[a.Name], "session"))
 	c.printf("SSH keys         : %d\n", len(a.Keys))
 	c.printf("Created          : %s\n", ts(a.Created))
 	return nil

@@ -872,7 +872,8 @@ func runXMPPMultiDomainDel(c *Ctx, args []string) error {
 	}
 	accounts, _ := c.Store.Accounts(d)
 	if n := len(accounts); n > 0 {
-		c.printf("%s is no longer hosted; its %s are kept and work again if it is added back (delete them with xmpp user del)\n", d, plural(n, "account"))
+		c.printf("%s is no longer hosted; its %s %s and %s again if it is added back (delete %s with xmpp user del)\n",
+			d, plural(n, "account"), pick(n == 1, "is kept", "are kept"), pick(n == 1, "works", "work"), pick(n == 1, "it", "them"))
 	} else {
 		c.printf("%s is no longer hosted\n", d)
 	}

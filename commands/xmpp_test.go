@@ -575,7 +575,7 @@ func TestXMPPMultiDomain(t *testing.T) {
 	f.refuse("xmpp multi-domain del example.com", "xmpp multi-domain del: example.com is the primary domain: make another domain primary with xmpp domain <name>, or clear everything with xmpp reset")
 	f.refuse("xmpp multi-domain del nowhere.example", "xmpp multi-domain del: nowhere.example is not a hosted domain (see xmpp multi-domain list)")
 	f.ok("xmpp user add bob@example.org", "password-123")
-	if out := f.ok("xmpp multi-domain del Example.ORG"); out != "example.org is no longer hosted; its 1 account are kept and work again if it is added back (delete them with xmpp user del)\n" {
+	if out := f.ok("xmpp multi-domain del Example.ORG"); out != "example.org is no longer hosted; its 1 account is kept and works again if it is added back (delete it with xmpp user del)\n" {
 		t.Errorf("del: %q", out)
 	}
 	if out := f.ok("xmpp multi-domain del test.example"); out != "test.example is no longer hosted\n" {
@@ -731,9 +731,7 @@ func TestXMPPUsers(t *testing.T) {
 	if out := f.ok("xmpp user list example.org"); !strings.Contains(out, "carol@example.org") || strings.Contains(out, "alice") {
 		t.Errorf("list example.org:\n%s", out)
 	}
-	if out := f.ok("xmpp user list example.net"); out != "No XMPP accounts in example.net: add one with xmpp user add <jid>\n" {
-		t.Errorf("list example.net: %q", out)
-	}
+	f.refuse("xmpp user list example.net", "xmpp user list: example.net is not a hosted domain (hosted: example.com, example.org; add it with xmpp multi-domain add)")
 	if out := f.ok("xmpp user del Carol@example.org"); out != "Deleted carol@example.org\n" {
 		t.Errorf("del: %q", out)
 	}

@@ -115,13 +115,16 @@ func xmppUserCommands() []*Command {
 }
 
 // parseAccountJID validates a bare account JID and returns its normalized
-// form (RFC 7622) and domain.
-func parseAccountJID(s string) (bare, domain string, err error) {
+// form (RFC 7622) and domain. example is the domain an error's example
+// address uses (the primary domain).
+func parseAccountJID(s, example string) (bare, domain string, err error) {
 	j, err := jid.Parse(s)
 	if err != nil {
 		return "", "", fmt.Errorf("%q is not a valid JID: %v", s, err)
 	}
 	switch {
+	case j.Localpart() == "" && !strings.ContainsAny(s, "@."):
+		return "", "", fmt.Errorf("%q is not an address: give user@domain, e.g. %s@%s", s, s, example)
 	case j.Localpart() == "":
 		return "", "", fmt.Errorf("%q has no user part: give an address like alice@%s", s, j.Domainpart())
 	case j.Resourcepart() != "":
@@ -130,9 +133,20 @@ func parseAccountJID(s string) (bare, domain string, err error) {
 	return j.Bare().String(), j.Domainpart(), nil
 }
 
+// exampleDomain is the domain of example addresses in messages: the
+// primary domain, or example.com before there is one.
+func exampleDomain(c *Ctx) string {
+	if cfg, err := c.Store.XMPP(); err == nil {
+		if p, ok := cfg.Primary(); ok {
+			return p.Name
+		}
+	}
+	return "example.com"
+}
+
 // hostedJID parses an account JID and checks that its domain is hosted.
 func hostedJID(c *Ctx, s string) (bare, local string, err error) {
-	bare, domain, err := parseAccountJID(s)
+	bare, domain, err := parseAccountJID(s, exampleDomain(c))
 	if err != nil {
 		return "", "", err
 	}
@@ -207,7 +221,7 @@ func runXMPPUserAdd(c *Ctx, args []string) error {
 // existingAccount parses a JID and checks the account exists (its domain
 // need not be hosted any more).
 func existingAccount(c *Ctx, what, s string) (bare string, err error) {
-	bare, _, err = parseAccountJID(s)
+	bare, _, err = parseAccountJID(s, exampleDomain(c))
 	if err != nil {
 		return "", errorf("%s: %v", what, err)
 	}
@@ -267,6 +281,20 @@ func runXMPPUserList(c *Ctx, args []string) error {
 	accounts, err := c.Store.Accounts(domain)
 	if err != nil {
 		return errorf("xmpp user list: %v", err)
+	}
+	hosted := true
+	if domain != "" {
+		cfg, err := c.Store.XMPP()
+		if err != nil {
+			return errorf("xmpp user list: %v", err)
+		}
+		if _, hosted = cfg.Domain(domain); !hosted && len(accounts) == 0 {
+			return errorf("xmpp user list: %v", notHosted(domain, cfg))
+		}
+	}
+	if !hosted {
+		// Accounts kept from a domain no longer hosted.
+		defer c.printf("%s is not hosted: these accounts cannot log in until it is added again (xmpp multi-domain add)\n", domain)
 	}
 	if len(accounts) == 0 {
 		if domain != "" {
@@ -337,6 +365,7 @@ func runXMPPUserImport(c *Ctx, args []string) error {
 	if err != nil {
 		return errorf("%s: %v", what, err)
 	}
+	example := exampleDomain(c)
 	text := strings.TrimPrefix(string(data), "\uFEFF") // a byte order mark, as spreadsheets write
 	lines := strings.Split(text, "\n")
 
@@ -363,7 +392,7 @@ func runXMPPUserImport(c *Ctx, args []string) error {
 			reject("%v", err)
 			continue
 		}
-		bare, domain, err := parseAccountJID(j)
+		bare, domain, err := parseAccountJID(j, example)
 		if err != nil {
 			reject("%v", err)
 			continue
