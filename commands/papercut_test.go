@@ -205,3 +205,35 @@ func TestPaperCutMessages(t *testing.T) {
 		t.Errorf("user info:\n%s", out)
 	}
 }
+
+// Paper cut 8: help prints the families, one line each; help <family>
+// narrows; help <command> is as it was (golden help-user-add).
+func TestPaperCutHelpFamilies(t *testing.T) {
+	f := newFixture(t)
+	out := f.ok("help")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) > 25 || !strings.HasPrefix(lines[0], "Command families") {
+		t.Errorf("help prints %d lines:\n%s", len(lines), out)
+	}
+	for _, fam := range []string{"backup", "pki", "user", "xmpp", "xmpp federation", "xmpp user"} {
+		if !strings.Contains(out, "\n  "+fam+" ") {
+			t.Errorf("help lacks the family %q:\n%s", fam, out)
+		}
+	}
+	if strings.Contains(out, "pki csr") || strings.Contains(out, "xmpp federation secure add") {
+		t.Errorf("help lists single commands:\n%s", out)
+	}
+	pki := f.ok("help pki")
+	if strings.Count(pki, "\n") != 6 || !strings.Contains(pki, "  pki verify <crt> [<bundle>]") {
+		t.Errorf("help pki:\n%s", pki)
+	}
+	x := f.ok("help xmpp")
+	if !strings.Contains(x, "  xmpp federation …") || strings.Contains(x, "xmpp federation secure add") || !strings.Contains(x, "  xmpp port <c2s|c2s-tls|s2s> <port>") {
+		t.Errorf("help xmpp does not narrow to the service's own commands and its families:\n%s", x)
+	}
+	// The audit role sees only families it has commands in.
+	out, _ = f.runAs("auditor", store.RoleAudit, "help")
+	if strings.Contains(out, "xmpp callbridge") {
+		t.Errorf("help for the audit role lists call bridges (it can run none of them):\n%s", out)
+	}
+}
