@@ -2,8 +2,8 @@ package commands
 
 import (
 	"fmt"
-	"sort"
 	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
