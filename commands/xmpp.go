@@ -74,8 +74,9 @@ func xmppCommands() []*Command {
 			Words:   []string{"xmpp", "enable"},
 			Summary: "Start the XMPP service, now and at every boot",
 			Help: "Needs a domain (xmpp domain <name>). Waits up to 3 seconds for the engine to report that it\n" +
-				"listens, and prints where. If it cannot start (e.g. a port is in use), the command fails with the\n" +
-				"engine's error; the service stays enabled, so fix the cause and run xmpp enable again.",
+				"listens, and prints where. If it cannot start, or starts only in part (e.g. a port is in use), the\n" +
+				"command fails with the engine's error; the service stays enabled, so fix the cause and run xmpp\n" +
+				"enable again (xmpp then shows no last error).",
 			Perm: PermXMPP,
 			Run:  runXMPPEnable,
 		},
@@ -429,10 +430,12 @@ func runXMPPEnable(c *Ctx, args []string) error {
 		st := c.XMPP.Status()
 		fresh := st.LastError != "" && !st.LastErrorAt.Before(applied)
 		if st.Running {
-			c.printf("XMPP enabled: listening on %s\n", listenersText(st.Listeners))
 			if fresh {
-				c.printf("Warning: %s\n", st.LastError)
+				// Partly started (e.g. one port in use): a failure, so
+				// scripts notice, with what does run.
+				return errorf("xmpp enable: XMPP is enabled and listening on %s, but: %s; fix it and run xmpp enable again", listenersText(st.Listeners), st.LastError)
 			}
+			c.printf("XMPP enabled: listening on %s\n", listenersText(st.Listeners))
 			return nil
 		}
 		if fresh {
