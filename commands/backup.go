@@ -38,7 +38,8 @@ func backupCommands() []*Command {
 			Help: "Taken online, without stopping the service: one consistent read of the store, so every change\n" +
 				"acknowledged before the command started is in it. It holds the configuration, hosted domains,\n" +
 				"call bridges and their secrets, admin users, the audit trail, XMPP accounts, rosters, offline\n" +
-				"messages, vCards and private data. Download it by SFTP (get <name>.bak). The name is 1 to 64\n" +
+				"messages, vCards and private data: treat it as a secret (every role can read the files area over\n" +
+				"SFTP). Download it by SFTP (get <name>.bak). The name is 1 to 64\n" +
 				"letters, digits, dots, hyphens and underscores; an existing backup of that name is replaced only\n" +
 				"if you type 'overwrite' (in exec or script mode, on the next line of standard input).\n" +
 				nodeLocal,
