@@ -28,6 +28,12 @@ func TestPaperCutPortInUse(t *testing.T) {
 		t.Errorf("Last error %q after the previous port came back", st["Last error"])
 	}
 	x.login(t, "alice@example.lan", "Alice-pass-1", clientOpts{}).logout(t)
+	// An address this machine does not have: the same.
+	mustFail(t, x.admin("xmpp listen 192.0.2.10"), "xmpp listen on a foreign address",
+		"xmpp listen: the server cannot apply it: listen tcp 192.0.2.10:", "the previous setting is kept")
+	if st := x.status(t); st["Listen"] != x.host || st["Last error"] != "none" {
+		t.Errorf("after the refused listen address: Listen %q, Last error %q", st["Listen"], st["Last error"])
+	}
 
 	// Disabled, the port is only stored; enabling fails with the reason,
 	// and once the port is free xmpp enable works and the error is gone.
