@@ -827,14 +827,13 @@ func runXMPPMultiDomainCerts(c *Ctx, args []string) error {
 		op = store.DomainPrimary{Name: d, Certs: &dom}
 		undo = store.DomainPrimary{Name: d, Certs: &old}
 	}
-	before, applied := engineBefore(c)
-	if err := commit(c, op); err != nil {
+	reason, undone, err := commitLive(c, op, undo)
+	switch {
+	case err != nil:
 		return errorf("%s: %v", what, err)
-	}
-	if reason := engineRefused(c, before, applied); reason != "" {
-		if commit(c, undo) == nil {
-			return errorf("%s: the server cannot load them: %s; %s keeps %s", what, reason, d, old.Cert)
-		}
+	case reason != "" && undone:
+		return errorf("%s: the server cannot load them: %s; %s keeps %s", what, reason, d, old.Cert)
+	case reason != "":
 		return errorf("%s: stored, but the server cannot load them: %s; see 'xmpp'", what, reason)
 	}
 	with := ""
@@ -965,38 +964,42 @@ func applySetting(c *Ctx, what string, op store.Op) error {
 	case store.ConfigDel:
 		key = o.Key
 	}
-	old, had := "", false
+	var undo store.Op
 	if key != "" {
-		old, had = c.Store.Config(key)
-	}
-	before, applied := engineBefore(c)
-	if err := commit(c, op); err != nil {
-		return errorf("%s: %v", what, err)
-	}
-	reason := engineRefused(c, before, applied)
-	if reason == "" {
-		return nil
-	}
-	if key != "" {
-		undo := store.Op(store.ConfigDel{Key: key})
-		if had {
+		undo = store.ConfigDel{Key: key}
+		if old, had := c.Store.Config(key); had {
 			undo = store.ConfigSet{Key: key, Value: old}
 		}
-		if commit(c, undo) == nil {
-			return errorf("%s: the server cannot apply it: %s; the previous setting is kept", what, reason)
-		}
+	}
+	reason, undone, err := commitLive(c, op, undo)
+	switch {
+	case err != nil:
+		return errorf("%s: %v", what, err)
+	case reason == "":
+		return nil
+	case undone:
+		return errorf("%s: the server cannot apply it: %s; the previous setting is kept", what, reason)
 	}
 	return errorf("%s: stored, but the server cannot apply it: %s; see 'xmpp'", what, reason)
 }
 
-// engineBefore is the engine's state before a change and the time the
-// change is made, for engineRefused.
-func engineBefore(c *Ctx) (status.XMPP, time.Time) {
-	var st status.XMPP
+// commitLive commits op and checks that the engine could apply it. If
+// the engine reports a new error for it, undo (if not nil) is committed
+// to put back what was there; reason is the engine's error and undone
+// says whether undo was committed.
+func commitLive(c *Ctx, op, undo store.Op) (reason string, undone bool, err error) {
+	var before status.XMPP
 	if c.XMPP != nil {
-		st = c.XMPP.Status()
+		before = c.XMPP.Status()
 	}
-	return st, time.Now()
+	applied := time.Now()
+	if err := commit(c, op); err != nil {
+		return "", false, err
+	}
+	if reason = engineRefused(c, before, applied); reason == "" || undo == nil {
+		return reason, false, nil
+	}
+	return reason, commit(c, undo) == nil, nil
 }
 
 // engineRefused is the error the engine reported while applying a change
