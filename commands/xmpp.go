@@ -730,8 +730,16 @@ func runXMPPCerts(c *Ctx, args []string) error {
 	if err := checkCertFiles(c, "xmpp certs", p.Name, keyName, crtName, bundleName); err != nil {
 		return err
 	}
-	if err := commit(c, store.DomainPrimary{Name: p.Name, Certs: &store.Domain{Name: p.Name, Key: keyName, Cert: crtName, Bundle: bundleName}}); err != nil {
+	old := p
+	reason, undone, err := commitLive(c, store.DomainPrimary{Name: p.Name, Certs: &store.Domain{Name: p.Name, Key: keyName, Cert: crtName, Bundle: bundleName}},
+		store.DomainPrimary{Name: p.Name, Certs: &old})
+	switch {
+	case err != nil:
 		return errorf("xmpp certs: %v", err)
+	case reason != "" && undone:
+		return errorf("xmpp certs: the server cannot load them: %s; %s keeps %s", reason, p.Name, old.Cert)
+	case reason != "":
+		return errorf("xmpp certs: stored, but the server cannot load them: %s; see 'xmpp'", reason)
 	}
 	with := ""
 	if bundleName != "" {
