@@ -730,16 +730,8 @@ func runXMPPCerts(c *Ctx, args []string) error {
 	if err := checkCertFiles(c, "xmpp certs", p.Name, keyName, crtName, bundleName); err != nil {
 		return err
 	}
-	old := p
-	reason, undone, err := commitLive(c, store.DomainPrimary{Name: p.Name, Certs: &store.Domain{Name: p.Name, Key: keyName, Cert: crtName, Bundle: bundleName}},
-		store.DomainPrimary{Name: p.Name, Certs: &old})
-	switch {
-	case err != nil:
-		return errorf("xmpp certs: %v", err)
-	case reason != "" && undone:
-		return errorf("xmpp certs: the server cannot load them: %s; %s keeps %s", reason, p.Name, old.Cert)
-	case reason != "":
-		return errorf("xmpp certs: stored, but the server cannot load them: %s; see 'xmpp'", reason)
+	if err := applyCerts(c, "xmpp certs", p, store.Domain{Name: p.Name, Key: keyName, Cert: crtName, Bundle: bundleName}); err != nil {
+		return err
 	}
 	with := ""
 	if bundleName != "" {
@@ -830,25 +822,34 @@ func runXMPPMultiDomainCerts(c *Ctx, args []string) error {
 	if err := checkCertFiles(c, what, d, dom.Key, dom.Cert, dom.Bundle); err != nil {
 		return err
 	}
-	op, undo := store.Op(store.DomainPut{Domain: dom}), store.Op(store.DomainPut{Domain: old})
-	if old.Primary {
-		op = store.DomainPrimary{Name: d, Certs: &dom}
-		undo = store.DomainPrimary{Name: d, Certs: &old}
-	}
-	reason, undone, err := commitLive(c, op, undo)
-	switch {
-	case err != nil:
-		return errorf("%s: %v", what, err)
-	case reason != "" && undone:
-		return errorf("%s: the server cannot load them: %s; %s keeps %s", what, reason, d, old.Cert)
-	case reason != "":
-		return errorf("%s: stored, but the server cannot load them: %s; see 'xmpp'", what, reason)
+	if err := applyCerts(c, what, old, dom); err != nil {
+		return err
 	}
 	with := ""
 	if dom.Bundle != "" {
 		with = ", bundle " + dom.Bundle
 	}
 	c.printf("%s now uses key %s, certificate %s (%s)%s; sessions in progress stay\n", d, dom.Key, dom.Cert, certExpiry(c, dom.Cert), with)
+	return nil
+}
+
+// applyCerts gives hosted domain old the files of dom, live; if the
+// engine cannot load them, old's files are kept.
+func applyCerts(c *Ctx, what string, old, dom store.Domain) error {
+	op, undo := store.Op(store.DomainPut{Domain: dom}), store.Op(store.DomainPut{Domain: old})
+	if old.Primary {
+		op = store.DomainPrimary{Name: old.Name, Certs: &dom}
+		undo = store.DomainPrimary{Name: old.Name, Certs: &old}
+	}
+	reason, undone, err := commitLive(c, op, undo)
+	switch {
+	case err != nil:
+		return errorf("%s: %v", what, err)
+	case reason != "" && undone:
+		return errorf("%s: the server cannot load them: %s; %s keeps %s", what, reason, old.Name, old.Cert)
+	case reason != "":
+		return errorf("%s: stored, but the server cannot load them: %s; see 'xmpp'", what, reason)
+	}
 	return nil
 }
 
