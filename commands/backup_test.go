@@ -50,6 +50,7 @@ func TestBackupSnapshotListRollback(t *testing.T) {
 		"Rolled back to before.bak",
 		"XMPP accounts: 2 before, 1 now; 2 sessions of accounts not in the backup closed",
 		"Not touched: shell history",
+		"7 entries of the audit trail since the backup kept",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rollback output lacks %q:\n%s", want, out)
