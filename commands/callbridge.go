@@ -174,9 +174,6 @@ func runCallbridgeAddSecret(c *Ctx, args []string) error {
 	if comp.Secret, err = askSecret(c, "Secret for "+comp.Name+": "); err != nil {
 		return errorf("%s: %v", what, err)
 	}
-	if err := checkSecret(comp.Secret); err != nil {
-		return errorf("%s: %v", what, err)
-	}
 	if err := addBridge(c, what, comp); err != nil {
 		return err
 	}
@@ -205,11 +202,15 @@ func generateSecret() (string, error) {
 	return string(out), nil
 }
 
-// askSecret reads a secret; at a terminal twice, and both must match.
+// askSecret reads a secret and checks it (checkSecret); at a terminal it
+// is then asked again, and both must match.
 func askSecret(c *Ctx, prompt string) (string, error) {
 	s, err := c.Prompt.Secret(prompt)
 	if err != nil {
 		return "", fmt.Errorf("no secret given: %v", err)
+	}
+	if err := checkSecret(s); err != nil {
+		return "", err
 	}
 	if c.Prompt.Interactive() {
 		again, err := c.Prompt.Secret("Retype secret: ")
