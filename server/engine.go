@@ -855,7 +855,11 @@ func (e *Engine) serve(p *pending, direct bool) {
 	switch ns {
 	case stream.NSClient:
 		if total, _ := e.router.Count(); max > 0 && total >= max {
-			fail(ns, &stream.Error{Condition: "resource-constraint", Text: fmt.Sprintf("the server's limit of %d session%s is reached", max, map[bool]string{true: "s"}[max != 1])})
+			text := fmt.Sprintf("the server's limit of %d sessions is reached", max)
+			if max == 1 {
+				text = "the server's limit of 1 session is reached"
+			}
+			fail(ns, &stream.Error{Condition: "resource-constraint", Text: text})
 			return
 		}
 		c.SetWriteDeadline(time.Time{})
