@@ -14,14 +14,20 @@ import (
 // (put x ../../etc/x.txt used to create files/etc/x.txt) are refused with
 // a message saying so; a folder made before can still be emptied and
 // removed.
-func TestSFTPRefusesFolders(t *testing.T) {
-	ts := start(t, 64<<10)
-	c := ts.client(t, "admin", adminPassword)
-	fc, err := sftp.NewClient(c)
+// sftpClient logs user in and opens an SFTP client, closed at the end.
+func (ts *testServer) sftpClient(t *testing.T, user, password string) *sftp.Client {
+	t.Helper()
+	fc, err := sftp.NewClient(ts.client(t, user, password))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fc.Close()
+	t.Cleanup(func() { fc.Close() })
+	return fc
+}
+
+func TestSFTPRefusesFolders(t *testing.T) {
+	ts := start(t, 64<<10)
+	fc := ts.sftpClient(t, "admin", adminPassword)
 	files := filepath.Join(ts.dir, "files")
 	// OpenSSH's sftp (and this client) show the code, permission
 	// denied; the message is for clients that show it, and the audit trail.
