@@ -70,7 +70,9 @@ func callbridgeCommands() []*Command {
 				"  Domain     : example.com\n" +
 				"  Secret     : kvgP1SRzWVabhiPVAb1\n" +
 				"It shows the secrets, so it needs the role admin or appadmin, and every use is recorded in the\n" +
-				"audit trail. Whether each call bridge is connected is shown by xmpp.",
+				"audit trail. Domain is the one the call bridge was added under, also when that domain is no longer\n" +
+				"hosted (after xmpp reset or a new primary domain); xmpp shows the same component address, whether\n" +
+				"it is connected, and marks a domain that is not hosted.",
 			Example: "xmpp callbridge list",
 			Perm:    PermXMPP,
 			Run:     runCallbridgeList,
@@ -172,9 +174,6 @@ func runCallbridgeAddSecret(c *Ctx, args []string) error {
 	if comp.Secret, err = askSecret(c, "Secret for "+comp.Name+": "); err != nil {
 		return errorf("%s: %v", what, err)
 	}
-	if err := checkSecret(comp.Secret); err != nil {
-		return errorf("%s: %v", what, err)
-	}
 	if err := addBridge(c, what, comp); err != nil {
 		return err
 	}
@@ -203,11 +202,15 @@ func generateSecret() (string, error) {
 	return string(out), nil
 }
 
-// askSecret reads a secret; at a terminal twice, and both must match.
+// askSecret reads a secret and checks it (checkSecret); at a terminal it
+// is then asked again, and both must match.
 func askSecret(c *Ctx, prompt string) (string, error) {
 	s, err := c.Prompt.Secret(prompt)
 	if err != nil {
 		return "", fmt.Errorf("no secret given: %v", err)
+	}
+	if err := checkSecret(s); err != nil {
+		return "", err
 	}
 	if c.Prompt.Interactive() {
 		again, err := c.Prompt.Secret("Retype secret: ")
@@ -339,6 +342,12 @@ func componentLines(c *Ctx, st status.XMPP) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	hosted := map[string]bool{}
+	if cfg, err := c.Store.XMPP(); err == nil {
+		for _, d := range cfg.Domains {
+			hosted[d.Name] = true
+		}
+	}
 	byJID := map[string]status.Component{}
 	for _, cs := range st.Components {
 		byJID[cs.JID] = cs
@@ -349,10 +358,17 @@ func componentLines(c *Ctx, st status.XMPP) ([]string, error) {
 		jid := comp.JID()
 		configured[jid] = true
 		if c.XMPP == nil {
+			if !hosted[comp.Domain] {
+				jid += ": " + comp.Domain + " is not hosted"
+			}
 			lines = append(lines, jid)
 			continue
 		}
-		lines = append(lines, jid+": "+componentState(byJID[jid]))
+		line := jid + ": " + componentState(byJID[jid])
+		if !hosted[comp.Domain] {
+			line += "; " + comp.Domain + " is not hosted (to move it: xmpp callbridge del " + comp.Name + ", then add it again)"
+		}
+		lines = append(lines, line)
 	}
 	var others []string
 	for _, cs := range st.Components {

@@ -81,7 +81,8 @@ func federationCommands() []*Command {
 			Summary: fmt.Sprintf("Close an outgoing link idle for this many seconds (%d to %d, default %d)",
 				int(store.MinFedIdleTimeout/time.Second), int(store.MaxFedIdleTimeout/time.Second), int(store.DefaultFedIdleTimeout/time.Second)),
 			Help: "There is one outgoing link per pair of local and remote domain. It stays open while stanzas\n" +
-				"flow and closes after this long without any; the next stanza opens it again.",
+				"flow and closes after this long without any; the next stanza opens it again. A new timeout\n" +
+				"applies to the links already open too: one idle for longer than the new timeout closes at once.",
 			Example: "xmpp federation idle-timeout 600",
 			Perm:    PermXMPP,
 			Run:     runFederationIdleTimeout,
@@ -540,7 +541,7 @@ func runFederationIdleTimeout(c *Ctx, args []string) error {
 	if err := applySetting(c, what, store.ConfigSet{Key: store.FedIdleTimeout, Value: strconv.Itoa(n)}); err != nil {
 		return err
 	}
-	c.printf("Federation idle timeout: %d seconds: an outgoing link without traffic for that long is closed\n", n)
+	c.printf("Federation idle timeout: %d seconds: an outgoing link without traffic for that long is closed (open links included)\n", n)
 	return nil
 }
 

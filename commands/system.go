@@ -3,6 +3,7 @@ package commands
 import (
 	"fmt"
 	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -38,8 +39,11 @@ func systemCommands(t *Tree) []*Command {
 		{
 			Words:   []string{"help"},
 			Args:    []Arg{{Name: "command", Optional: true, Repeat: true}},
-			Summary: "List commands, or show one command's usage, help and example",
-			Example: "help\nhelp user add",
+			Summary: "List the command families, a family's commands, or one command's usage, help and example",
+			Help: "help alone prints one line per family of commands (pki, user, xmpp federation …); help <family>\n" +
+				"lists that family's commands, and the families under it one line each; help <command> shows the\n" +
+				"command's usage, help, role and example, then the commands under it.",
+			Example: "help\nhelp xmpp federation\nhelp user add",
 			Perm:    PermAny,
 			Run:     runHelp,
 		},
@@ -139,15 +143,105 @@ func formatDuration(d time.Duration) string {
 	return fmt.Sprintf("%02d:%02d:%02d", h, m, s)
 }
 
+// familySummaries describe the families of commands that are more than
+// one command; a family of one command is described by its summary.
+var familySummaries = map[string]string{
+	"backup":            "Snapshots of the configuration and XMPP data in the files area: take, list, roll back",
+	"dns":               "The DNS servers the XMPP service uses, and lookups with them",
+	"pki":               "Keys, certificate signing requests, self-signed certificates; inspect, match and verify files",
+	"user":              "Admin users of this shell: add, delete, list, roles, password expiry, unlock",
+	"user rule":         "Password and SSH login rules for admin users",
+	"user sshkey":       "SSH public keys of admin users",
+	"xmpp":              "The XMPP service: status, enable, disable, reset, domains, certificates, listen addresses, ports",
+	"xmpp callbridge":   "Call bridges (XEP-0114 components) and their secrets, in Cisco Meeting Server's format",
+	"xmpp cluster":      "Clustering appliances: status, enable, initialize, join, remove, trust",
+	"xmpp federation":   "Server-to-server federation: enable, policy, secure domains, trust, routes, checks",
+	"xmpp limits":       "Limits of the XMPP service: connections before login, stanza rates",
+	"xmpp multi-domain": "More hosted domains, each with its own certificate",
+	"xmpp user":         "XMPP accounts: add, delete, list, passwords, CSV import, password rule",
+}
+
+// A first word with more than bigFamily commands is split: each second
+// word with at least subFamily commands is a family of its own.
+const (
+	bigFamily = 15
+	subFamily = 3
+)
+
+// count is how many commands start with words.
+func (t *Tree) count(words ...string) int {
+	n := 0
+	for _, cmd := range t.cmds {
+		if len(cmd.Words) >= len(words) && equalWords(cmd.Words[:len(words)], words) {
+			n++
+		}
+	}
+	return n
+}
+
+// familyOf is the family a command belongs to: its first word, or its
+// first two for the big families' sub-families (xmpp federation).
+func (t *Tree) familyOf(cmd *Command) string {
+	if len(cmd.Words) >= 2 && t.count(cmd.Words[0]) > bigFamily && t.count(cmd.Words[:2]...) >= subFamily {
+		return strings.Join(cmd.Words[:2], " ")
+	}
+	return cmd.Words[0]
+}
+
+// familySummary is a family's one line.
+func (t *Tree) familySummary(name string, cmds []*Command) string {
+	if s, ok := familySummaries[name]; ok {
+		return s
+	}
+	if len(cmds) == 1 && cmds[0].Name() == name {
+		return cmds[0].Summary
+	}
+	var words []string
+	seen := map[string]bool{}
+	n := len(strings.Fields(name))
+	for _, cmd := range cmds {
+		w := "(" + name + ")"
+		if len(cmd.Words) > n {
+			w = cmd.Words[n]
+		}
+		if !seen[w] {
+			seen[w] = true
+			words = append(words, w)
+		}
+	}
+	return "Commands: " + strings.Join(words, ", ")
+}
+
+// visible reports whether role sees cmd in the lists of help.
+func visible(cmd *Command, role string) bool { return cmd.Perm.Allows(role) || cmd.QueryWithoutArgs }
+
+// families lists the families (in the tree's order, by name) with the
+// commands of each that role sees.
+func (t *Tree) families(role string) ([]string, map[string][]*Command) {
+	var names []string
+	by := map[string][]*Command{}
+	for _, cmd := range t.cmds {
+		if !visible(cmd, role) {
+			continue
+		}
+		f := t.familyOf(cmd)
+		if by[f] == nil {
+			names = append(names, f)
+		}
+		by[f] = append(by[f], cmd)
+	}
+	sort.Strings(names)
+	return names, by
+}
+
 func runHelp(c *Ctx, args []string) error {
 	t := c.Tree
 	if len(args) == 0 {
-		c.printf("Commands (type 'help <command>' for usage and an example):\n")
+		c.printf("Command families (type 'help <family>' for its commands, 'help <command>' for one command):\n")
+		names, by := t.families(c.Role)
 		tw := tabwriter.NewWriter(c.Out, 0, 0, 2, ' ', 0)
-		for _, cmd := range t.cmds {
-			if cmd.Perm.Allows(c.Role) || cmd.QueryWithoutArgs {
-				fmt.Fprintf(tw, "  %s\t%s\n", cmd.Usage(), cmd.Summary)
-			}
+		for _, f := range names {
+			fmt.Fprintf(tw, "  %s\t%s\n", f, t.familySummary(f, by[f]))
 		}
 		return tw.Flush()
 	}
@@ -170,9 +264,24 @@ func runHelp(c *Ctx, args []string) error {
 		}
 		c.printf("\n")
 	}
+	// A family's own commands, then one line per family under it.
+	asked := strings.Join(args, " ")
+	_, by := t.families(c.Role)
 	tw := tabwriter.NewWriter(c.Out, 0, 0, 2, ' ', 0)
+	var subs []string
 	for _, u := range under {
+		if f := t.familyOf(u); f != asked && strings.HasPrefix(f, asked+" ") {
+			if len(subs) == 0 || subs[len(subs)-1] != f {
+				subs = append(subs, f)
+			}
+			continue
+		}
 		fmt.Fprintf(tw, "  %s\t%s\n", u.Usage(), u.Summary)
+	}
+	for _, f := range subs {
+		if len(by[f]) > 0 {
+			fmt.Fprintf(tw, "  %s …\t%s (help %s)\n", f, t.familySummary(f, by[f]), f)
+		}
 	}
 	return tw.Flush()
 }

@@ -237,6 +237,7 @@ func NewTree() *Tree {
 	t.add(pkiCommands()...)
 	t.add(xmppCommands()...)
 	t.add(dnsCommands()...)
+	t.add(backupCommands()...)
 	sort.SliceStable(t.cmds, func(i, j int) bool { return t.cmds[i].Name() < t.cmds[j].Name() })
 	return t
 }

@@ -263,24 +263,28 @@ func adminOp(c *Ctx, what, name string, op store.Op) error {
 }
 
 // NewPassword asks for a new password (twice at a terminal, once from a
-// script) and checks it against the rules. It returns the salted hash.
+// script), checking it against the rules before it is asked again. It
+// returns the salted hash.
 func NewPassword(c *Ctx, user, prompt string) (string, error) {
-	pw, err := askNewPassword(c, prompt)
+	pw, err := askNewPassword(c, prompt, func(pw string) error {
+		return checkPasswordRules(pw, minPasswordLength(c.Store), "user rule min_length", user)
+	})
 	if err != nil {
-		return "", err
-	}
-	if err := checkPasswordRules(c.Store, pw, user); err != nil {
 		return "", err
 	}
 	return store.HashPassword(pw)
 }
 
-// askNewPassword reads a new password without echo: twice at a terminal
-// (they must match), once from a script.
-func askNewPassword(c *Ctx, prompt string) (string, error) {
+// askNewPassword reads a new password without echo and checks it: at a
+// terminal it is then asked again (the two must match), so a password the
+// rules refuse is not typed twice; from a script it is read once.
+func askNewPassword(c *Ctx, prompt string, check func(string) error) (string, error) {
 	pw, err := c.Prompt.Secret(prompt)
 	if err != nil {
 		return "", errorf("no password given: %v", err)
+	}
+	if err := check(pw); err != nil {
+		return "", err
 	}
 	if c.Prompt.Interactive() {
 		again, err := c.Prompt.Secret("Retype password: ")
@@ -303,12 +307,12 @@ func minPasswordLength(s *store.Store) int {
 }
 
 // checkPasswordRules applies the password rules to a new password for one
-// of names (the user name, and for XMPP accounts also the bare JID).
-func checkPasswordRules(s *store.Store, pw string, names ...string) error {
-	min := minPasswordLength(s)
+// of names (the user name, and for XMPP accounts also the bare JID): at
+// least min characters, as the rule (the command that sets it) says.
+func checkPasswordRules(pw string, min int, rule string, names ...string) error {
 	switch {
 	case len([]rune(pw)) < min:
-		return errorf("the password is too short: use at least %d characters (user rule min_length)", min)
+		return errorf("the password is too short: use at least %d characters (%s)", min, rule)
 	case len(pw) > store.MaxPasswordLength:
 		return errorf("the password is too long: use at most %d bytes", store.MaxPasswordLength)
 	}
@@ -431,7 +435,7 @@ func runUserInfo(c *Ctx, args []string) error {
 	c.printf("Locked           : %s\n", locked)
 	c.printf("Failed logins    : %d\n", failed)
 	c.printf("Last login       : %s\n", ts(a.LastLogin))
-	c.printf("Logged in        : %d session(s)\n", c.sessions()[a.Name])
+	c.printf("Logged in        : %s\n", plural(c.sessions()[a.Name], "session"))
 	c.printf("SSH keys         : %d\n", len(a.Keys))
 	c.printf("Created          : %s\n", ts(a.Created))
 	return nil

@@ -74,8 +74,9 @@ func xmppCommands() []*Command {
 			Words:   []string{"xmpp", "enable"},
 			Summary: "Start the XMPP service, now and at every boot",
 			Help: "Needs a domain (xmpp domain <name>). Waits up to 3 seconds for the engine to report that it\n" +
-				"listens, and prints where. If it cannot start (e.g. a port is in use), the command fails with the\n" +
-				"engine's error; the service stays enabled, so fix the cause and run xmpp enable again.",
+				"listens, and prints where. If it cannot start, or starts only in part (e.g. a port is in use), the\n" +
+				"command fails with the engine's error; the service stays enabled, so fix the cause and run xmpp\n" +
+				"enable again (xmpp then shows no last error).",
 			Perm: PermXMPP,
 			Run:  runXMPPEnable,
 		},
@@ -90,7 +91,10 @@ func xmppCommands() []*Command {
 			Summary: "Clear the XMPP configuration: domains and every xmpp setting (asks for confirmation)",
 			Help: "Removes every hosted domain and every xmpp setting (enabled, listen, ports, limits); the service\n" +
 				"stops, and components may connect without TLS from loopback only again. XMPP accounts and their\n" +
-				"data are kept, and so are the call bridges and the files in the files area.\n" +
+				"data are kept, and so are the files in the files area. Call bridges are kept with their secrets\n" +
+				"and their component address (cb1.<old domain>), which connects again once the service runs: xmpp\n" +
+				"and xmpp callbridge list show them under that domain, marked not hosted in xmpp; to move one to\n" +
+				"the new primary domain, xmpp callbridge del <name> and add it again.\n" +
 				"Type 'reset' to confirm; in exec or script mode the confirmation is the next line of standard input.",
 			Example: "xmpp reset\nprintf 'reset\\n' | ssh -p 2222 admin@host 'xmpp reset'",
 			Perm:    PermXMPP,
@@ -136,10 +140,21 @@ func xmppCommands() []*Command {
 			Summary: "Host another XMPP domain, with its own certificate (self-signed if none is given)",
 			Help: "The key, certificate and bundle are checked as for xmpp certs. Without them the domain gets a\n" +
 				"self-signed certificate as for xmpp domain. The domain is served at once: sessions of the other\n" +
-				"domains are not dropped. To change its certificate, delete it and add it again.",
+				"domains are not dropped. To change its certificate later, use xmpp multi-domain certs.",
 			Example: "xmpp multi-domain add example.org example.org.key example.org.crt\nxmpp multi-domain add test.example",
 			Perm:    PermXMPP,
 			Run:     runXMPPMultiDomainAdd,
+		},
+		{
+			Words:   []string{"xmpp", "multi-domain", "certs"},
+			Args:    []Arg{domain, file("key"), file("crt"), optFile("bundle")},
+			Summary: "Serve a hosted domain with another key, certificate and optional CA bundle, live; its accounts stay",
+			Help: "The files are checked as for xmpp certs before anything changes. The domain stays hosted: sessions\n" +
+				"in progress are not dropped; new connections get the new certificate. For the primary domain it\n" +
+				"does what xmpp certs does.",
+			Example: "xmpp multi-domain certs example.org example.org-2027.key example.org-2027.crt ca-bundle.pem",
+			Perm:    PermXMPP,
+			Run:     runXMPPMultiDomainCerts,
 		},
 		{
 			Words:   []string{"xmpp", "multi-domain", "del"},
@@ -415,10 +430,12 @@ func runXMPPEnable(c *Ctx, args []string) error {
 		st := c.XMPP.Status()
 		fresh := st.LastError != "" && !st.LastErrorAt.Before(applied)
 		if st.Running {
-			c.printf("XMPP enabled: listening on %s\n", listenersText(st.Listeners))
 			if fresh {
-				c.printf("Warning: %s\n", st.LastError)
+				// Partly started (e.g. one port in use): a failure, so
+				// scripts notice, with what does run.
+				return errorf("xmpp enable: XMPP is enabled and listening on %s, but: %s; fix it and run xmpp enable again", listenersText(st.Listeners), st.LastError)
 			}
+			c.printf("XMPP enabled: listening on %s\n", listenersText(st.Listeners))
 			return nil
 		}
 		if fresh {
@@ -488,13 +505,55 @@ func runXMPPReset(c *Ctx, args []string) error {
 	}
 	waitStopped(c)
 	c.printf("XMPP configuration cleared: %s and every xmpp setting removed; the service is disabled.\n", plural(len(cfg.Domains), "domain"))
-	c.printf("XMPP accounts, call bridges and the files in the files area are kept.\n")
+	c.printf("XMPP accounts and the files in the files area are kept.\n")
+	bridgesOffDomain(c)
 	return nil
+}
+
+// bridgesOffDomain says what happens to the call bridges whose domain is
+// no longer hosted (after xmpp reset, or a new primary domain): they are
+// kept, with their secrets and their component address.
+func bridgesOffDomain(c *Ctx) {
+	cfg, err := c.Store.XMPP()
+	if err != nil {
+		return
+	}
+	comps, _ := c.Store.Components()
+	var off []string
+	for _, comp := range comps {
+		if _, ok := cfg.Domain(comp.Domain); !ok {
+			off = append(off, comp.JID())
+		}
+	}
+	if len(off) == 0 {
+		return
+	}
+	c.printf("%s kept with %s, under a domain no longer hosted: %s. %s as before once the service runs again;\n",
+		capital(plural(len(off), "call bridge")), pick(len(off) == 1, "its secret", "their secrets"), strings.Join(off, ", "),
+		pick(len(off) == 1, "It connects", "They connect"))
+	c.printf("to move one to the primary domain: xmpp callbridge del <name>, then xmpp callbridge add <name>.\n")
+}
+
+func pick(cond bool, a, b string) string {
+	if cond {
+		return a
+	}
+	return b
+}
+
+func capital(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 func plural(n int, what string) string {
 	if n == 1 {
 		return "1 " + what
+	}
+	if k := len(what); k > 1 && what[k-1] == 'y' && !strings.ContainsRune("aeiou", rune(what[k-2])) {
+		return fmt.Sprintf("%d %sies", n, what[:k-1]) // entry, entries
 	}
 	return fmt.Sprintf("%d %ss", n, what)
 }
@@ -643,6 +702,7 @@ func runXMPPDomain(c *Ctx, args []string) error {
 	}
 	if hadPrimary && old.Name != d {
 		c.printf("%s is now the primary XMPP domain; %s is no longer hosted (its accounts are kept)\n", d, old.Name)
+		bridgesOffDomain(c)
 	} else {
 		c.printf("%s is now the primary XMPP domain\n", d)
 	}
@@ -673,8 +733,8 @@ func runXMPPCerts(c *Ctx, args []string) error {
 	if err := checkCertFiles(c, "xmpp certs", p.Name, keyName, crtName, bundleName); err != nil {
 		return err
 	}
-	if err := commit(c, store.DomainPrimary{Name: p.Name, Certs: &store.Domain{Name: p.Name, Key: keyName, Cert: crtName, Bundle: bundleName}}); err != nil {
-		return errorf("xmpp certs: %v", err)
+	if err := applyCerts(c, "xmpp certs", p, store.Domain{Name: p.Name, Key: keyName, Cert: crtName, Bundle: bundleName}); err != nil {
+		return err
 	}
 	with := ""
 	if bundleName != "" {
@@ -717,7 +777,7 @@ func runXMPPMultiDomainAdd(c *Ctx, args []string) error {
 		if existing.Primary {
 			return errorf("%s: %s is the primary domain; change its certificate with xmpp certs", what, d)
 		}
-		return errorf("%s: %s is already hosted (see xmpp multi-domain list); to change its certificate, del it and add it again", what, d)
+		return errorf("%s: %s is already hosted (see xmpp multi-domain list); to change its certificate, use xmpp multi-domain certs %s <key> <crt> [<bundle>]", what, d, d)
 	}
 	if len(args) == 2 {
 		return errorf("%s: give both <key> and <crt> (or neither, for a self-signed certificate); usage: %s", what, c.Tree.usageOf(what))
@@ -745,6 +805,54 @@ func runXMPPMultiDomainAdd(c *Ctx, args []string) error {
 		reportSelfSigned(c, d, dom.Key, dom.Cert, generated)
 	}
 	c.printf("%s is now hosted\n", d)
+	return nil
+}
+
+func runXMPPMultiDomainCerts(c *Ctx, args []string) error {
+	const what = "xmpp multi-domain certs"
+	d, cfg, err := domainAndConfig(c, what, args[0])
+	if err != nil {
+		return err
+	}
+	old, ok := cfg.Domain(d)
+	if !ok {
+		return errorf("%s: %s is not a hosted domain (see xmpp multi-domain list); add it with xmpp multi-domain add", what, d)
+	}
+	dom := store.Domain{Name: d, Key: args[1], Cert: args[2]}
+	if len(args) == 4 {
+		dom.Bundle = args[3]
+	}
+	if err := checkCertFiles(c, what, d, dom.Key, dom.Cert, dom.Bundle); err != nil {
+		return err
+	}
+	if err := applyCerts(c, what, old, dom); err != nil {
+		return err
+	}
+	with := ""
+	if dom.Bundle != "" {
+		with = ", bundle " + dom.Bundle
+	}
+	c.printf("%s now uses key %s, certificate %s (%s)%s; sessions in progress stay\n", d, dom.Key, dom.Cert, certExpiry(c, dom.Cert), with)
+	return nil
+}
+
+// applyCerts gives hosted domain old the files of dom, live; if the
+// engine cannot load them, old's files are kept.
+func applyCerts(c *Ctx, what string, old, dom store.Domain) error {
+	op, undo := store.Op(store.DomainPut{Domain: dom}), store.Op(store.DomainPut{Domain: old})
+	if old.Primary {
+		op = store.DomainPrimary{Name: old.Name, Certs: &dom}
+		undo = store.DomainPrimary{Name: old.Name, Certs: &old}
+	}
+	reason, undone, err := commitLive(c, op, undo)
+	switch {
+	case err != nil:
+		return errorf("%s: %v", what, err)
+	case reason != "" && undone:
+		return errorf("%s: the server cannot load them: %s; %s keeps %s", what, reason, old.Name, old.Cert)
+	case reason != "":
+		return errorf("%s: stored, but the server cannot load them: %s; see 'xmpp'", what, reason)
+	}
 	return nil
 }
 
@@ -778,7 +886,8 @@ func runXMPPMultiDomainDel(c *Ctx, args []string) error {
 	}
 	accounts, _ := c.Store.Accounts(d)
 	if n := len(accounts); n > 0 {
-		c.printf("%s is no longer hosted; its %s are kept and work again if it is added back (delete them with xmpp user del)\n", d, plural(n, "account"))
+		c.printf("%s is no longer hosted; its %s %s and %s again if it is added back (delete %s with xmpp user del)\n",
+			d, plural(n, "account"), pick(n == 1, "is kept", "are kept"), pick(n == 1, "works", "work"), pick(n == 1, "it", "them"))
 	} else {
 		c.printf("%s is no longer hosted\n", d)
 	}
@@ -855,11 +964,69 @@ func interfaceNames() string {
 	return strings.Join(names, ", ")
 }
 
+// applySetting commits a setting and checks that the engine could apply
+// it. If the engine reports a new error for it (e.g. a port already in
+// use), the previous value is put back and the command fails with the
+// engine's reason.
 func applySetting(c *Ctx, what string, op store.Op) error {
-	if err := commit(c, op); err != nil {
-		return errorf("%s: %v", what, err)
+	key := ""
+	switch o := op.(type) {
+	case store.ConfigSet:
+		key = o.Key
+	case store.ConfigDel:
+		key = o.Key
 	}
-	return nil
+	var undo store.Op
+	if key != "" {
+		undo = store.ConfigDel{Key: key}
+		if old, had := c.Store.Config(key); had {
+			undo = store.ConfigSet{Key: key, Value: old}
+		}
+	}
+	reason, undone, err := commitLive(c, op, undo)
+	switch {
+	case err != nil:
+		return errorf("%s: %v", what, err)
+	case reason == "":
+		return nil
+	case undone:
+		return errorf("%s: the server cannot apply it: %s; the previous setting is kept", what, reason)
+	}
+	return errorf("%s: stored, but the server cannot apply it: %s; see 'xmpp'", what, reason)
+}
+
+// commitLive commits op and checks that the engine could apply it. If
+// the engine reports a new error for it, undo (if not nil) is committed
+// to put back what was there; reason is the engine's error and undone
+// says whether undo was committed.
+func commitLive(c *Ctx, op, undo store.Op) (reason string, undone bool, err error) {
+	var before status.XMPP
+	if c.XMPP != nil {
+		before = c.XMPP.Status()
+	}
+	applied := time.Now()
+	if err := commit(c, op); err != nil {
+		return "", false, err
+	}
+	if reason = engineRefused(c, before, applied); reason == "" || undo == nil {
+		return reason, false, nil
+	}
+	return reason, commit(c, undo) == nil, nil
+}
+
+// engineRefused is the error the engine reported while applying a change
+// committed (and settled) at applied, or "". An error it already reported
+// before the change (a problem the change did not touch) is not the
+// change's.
+func engineRefused(c *Ctx, before status.XMPP, applied time.Time) string {
+	if c.XMPP == nil {
+		return ""
+	}
+	st := c.XMPP.Status()
+	if st.LastError == "" || st.LastErrorAt.Before(applied) || st.LastError == before.LastError {
+		return ""
+	}
+	return st.LastError
 }
 
 func runXMPPPort(c *Ctx, args []string) error {

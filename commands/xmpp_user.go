@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,7 +38,8 @@ func xmppUserCommands() []*Command {
 			Summary: "Create an XMPP account; asks for its password twice",
 			Help: "The JID is a bare address (user@domain) in a hosted domain. The password is asked for twice\n" +
 				"without echo; in exec or script mode it is read once, from the next line of standard input. It\n" +
-				"follows the admin password rule min_length. Only SCRAM-SHA-1 and SCRAM-SHA-256 salted keys are\n" +
+				"follows the XMPP accounts' rule min_length (xmpp user rule), which is checked before the password\n" +
+				"is asked again. Only SCRAM-SHA-1 and SCRAM-SHA-256 salted keys are\n" +
 				"stored, never the password.",
 			Example: "xmpp user add alice@example.com\nprintf 'S3cret-pass\\n' | ssh -p 2222 admin@host 'xmpp user add bob@example.com'",
 			Perm:    PermXMPP,
@@ -68,6 +70,31 @@ func xmppUserCommands() []*Command {
 			Run:     runXMPPUserPasswd,
 		},
 		{
+			Words:   []string{"xmpp", "user", "rule"},
+			Summary: "Show the password rules of XMPP accounts",
+			Perm:    PermRead,
+			Run: func(c *Ctx, args []string) error {
+				c.printf("min_length  %d\n", xmppMinPasswordLength(c.Store))
+				return nil
+			},
+		},
+		{
+			Words:   []string{"xmpp", "user", "rule", "min_length"},
+			Args:    []Arg{{Name: "n", Kind: ArgNumber}},
+			Summary: fmt.Sprintf("Set the minimum password length of XMPP accounts (default %d; admin users have their own: user rule min_length)", store.DefaultMinPasswordLength),
+			Help: "Applies to new passwords: xmpp user add, xmpp user passwd and xmpp user import; existing\n" +
+				"passwords stay. A refused password says which rule refused it.",
+			Example: "xmpp user rule min_length 10",
+			Perm:    PermXMPP,
+			Run: func(c *Ctx, args []string) error {
+				n, _ := parseCount(args[0])
+				if n < 1 || n > store.MaxPasswordLength {
+					return errorf("xmpp user rule min_length: %d is out of range: give 1 to %d", n, store.MaxPasswordLength)
+				}
+				return commit(c, store.ConfigSet{Key: ruleXMPPMinLength, Value: strconv.Itoa(n)})
+			},
+		},
+		{
 			Words:   []string{"xmpp", "user", "import"},
 			Args:    []Arg{{Name: "csv", Kind: ArgFile}},
 			Summary: "Create XMPP accounts from a CSV file in the files area (jid,password per line); resumable",
@@ -88,13 +115,16 @@ func xmppUserCommands() []*Command {
 }
 
 // parseAccountJID validates a bare account JID and returns its normalized
-// form (RFC 7622) and domain.
-func parseAccountJID(s string) (bare, domain string, err error) {
+// form (RFC 7622) and domain. example is the domain an error's example
+// address uses (the primary domain).
+func parseAccountJID(s, example string) (bare, domain string, err error) {
 	j, err := jid.Parse(s)
 	if err != nil {
 		return "", "", fmt.Errorf("%q is not a valid JID: %v", s, err)
 	}
 	switch {
+	case j.Localpart() == "" && !strings.ContainsAny(s, "@."):
+		return "", "", fmt.Errorf("%q is not an address: give user@domain, e.g. %s@%s", s, s, example)
 	case j.Localpart() == "":
 		return "", "", fmt.Errorf("%q has no user part: give an address like alice@%s", s, j.Domainpart())
 	case j.Resourcepart() != "":
@@ -103,9 +133,20 @@ func parseAccountJID(s string) (bare, domain string, err error) {
 	return j.Bare().String(), j.Domainpart(), nil
 }
 
+// exampleDomain is the domain of example addresses in messages: the
+// primary domain, or example.com before there is one.
+func exampleDomain(c *Ctx) string {
+	if cfg, err := c.Store.XMPP(); err == nil {
+		if p, ok := cfg.Primary(); ok {
+			return p.Name
+		}
+	}
+	return "example.com"
+}
+
 // hostedJID parses an account JID and checks that its domain is hosted.
 func hostedJID(c *Ctx, s string) (bare, local string, err error) {
-	bare, domain, err := parseAccountJID(s)
+	bare, domain, err := parseAccountJID(s, exampleDomain(c))
 	if err != nil {
 		return "", "", err
 	}
@@ -130,9 +171,21 @@ func notHosted(domain string, cfg store.XMPPConfig) error {
 	return fmt.Errorf("%s is not a hosted domain (hosted: %s; add it with xmpp multi-domain add)", domain, strings.Join(names, ", "))
 }
 
+// ruleXMPPMinLength is the config key of xmpp user rule min_length.
+const ruleXMPPMinLength = "rule.xmpp_min_length"
+
+// xmppMinPasswordLength is the XMPP accounts' min_length rule, or its
+// default.
+func xmppMinPasswordLength(s *store.Store) int {
+	if min := s.ConfigInt(ruleXMPPMinLength); min > 0 {
+		return min
+	}
+	return store.DefaultMinPasswordLength
+}
+
 // checkXMPPPassword applies the password rules to an account's password.
 func checkXMPPPassword(c *Ctx, pw, bare, local string) error {
-	if err := checkPasswordRules(c.Store, pw, local, bare); err != nil {
+	if err := checkPasswordRules(pw, xmppMinPasswordLength(c.Store), "xmpp user rule min_length", local, bare); err != nil {
 		return err
 	}
 	if _, err := store.PreparePassword(pw); err != nil {
@@ -150,11 +203,8 @@ func runXMPPUserAdd(c *Ctx, args []string) error {
 	if _, err := c.Store.Account(bare); err == nil {
 		return errorf("%s: %s already exists (to change its password: xmpp user passwd %s)", what, bare, bare)
 	}
-	pw, err := askNewPassword(c, "Password for "+bare+": ")
+	pw, err := askNewPassword(c, "Password for "+bare+": ", func(pw string) error { return checkXMPPPassword(c, pw, bare, local) })
 	if err != nil {
-		return errorf("%s: %v", what, err)
-	}
-	if err := checkXMPPPassword(c, pw, bare, local); err != nil {
 		return errorf("%s: %v", what, err)
 	}
 	a, err := store.NewAccount(bare, pw)
@@ -171,7 +221,7 @@ func runXMPPUserAdd(c *Ctx, args []string) error {
 // existingAccount parses a JID and checks the account exists (its domain
 // need not be hosted any more).
 func existingAccount(c *Ctx, what, s string) (bare string, err error) {
-	bare, _, err = parseAccountJID(s)
+	bare, _, err = parseAccountJID(s, exampleDomain(c))
 	if err != nil {
 		return "", errorf("%s: %v", what, err)
 	}
@@ -204,11 +254,8 @@ func runXMPPUserPasswd(c *Ctx, args []string) error {
 		return err
 	}
 	local, _, _ := strings.Cut(bare, "@")
-	pw, err := askNewPassword(c, "New password for "+bare+": ")
+	pw, err := askNewPassword(c, "New password for "+bare+": ", func(pw string) error { return checkXMPPPassword(c, pw, bare, local) })
 	if err != nil {
-		return errorf("%s: %v", what, err)
-	}
-	if err := checkXMPPPassword(c, pw, bare, local); err != nil {
 		return errorf("%s: %v", what, err)
 	}
 	a, err := store.NewAccount(bare, pw)
@@ -234,6 +281,20 @@ func runXMPPUserList(c *Ctx, args []string) error {
 	accounts, err := c.Store.Accounts(domain)
 	if err != nil {
 		return errorf("xmpp user list: %v", err)
+	}
+	hosted := true
+	if domain != "" {
+		cfg, err := c.Store.XMPP()
+		if err != nil {
+			return errorf("xmpp user list: %v", err)
+		}
+		if _, hosted = cfg.Domain(domain); !hosted && len(accounts) == 0 {
+			return errorf("xmpp user list: %v", notHosted(domain, cfg))
+		}
+	}
+	if !hosted {
+		// Accounts kept from a domain no longer hosted.
+		defer c.printf("%s is not hosted: these accounts cannot log in until it is added again (xmpp multi-domain add)\n", domain)
 	}
 	if len(accounts) == 0 {
 		if domain != "" {
@@ -304,6 +365,7 @@ func runXMPPUserImport(c *Ctx, args []string) error {
 	if err != nil {
 		return errorf("%s: %v", what, err)
 	}
+	example := exampleDomain(c)
 	text := strings.TrimPrefix(string(data), "\uFEFF") // a byte order mark, as spreadsheets write
 	lines := strings.Split(text, "\n")
 
@@ -330,7 +392,7 @@ func runXMPPUserImport(c *Ctx, args []string) error {
 			reject("%v", err)
 			continue
 		}
-		bare, domain, err := parseAccountJID(j)
+		bare, domain, err := parseAccountJID(j, example)
 		if err != nil {
 			reject("%v", err)
 			continue

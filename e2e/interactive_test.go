@@ -57,16 +57,25 @@ func leave(t *testing.T, s *ptySession) {
 
 func interactivePromptAndHelp(t *testing.T, a *appliance) {
 	s := loginPrompt(t, a, "box1> ")
+	// help lists the families, one line each; help <family> narrows.
 	list := s.command(t, "help", "box1> ")
 	for _, want := range []string{
-		"Commands (type 'help <command>' for usage and an example):",
-		"user add <name> <admin|crypto|audit|appadmin>",
-		"pki csr <base> <attribute>",
-		"hostname [<name>]",
+		"Command families (type 'help <family>' for its commands, 'help <command>' for one command):",
+		"  user ",
+		"  pki ",
+		"  hostname ",
+		"  xmpp federation ",
 	} {
 		if !strings.Contains(list, want) {
 			t.Fatalf("'help' does not show %q:\n%s", want, list)
 		}
+	}
+	if n := strings.Count(list, "\n"); n > 30 {
+		t.Fatalf("'help' prints %d lines, want one per family:\n%s", n, list)
+	}
+	pki := s.command(t, "help pki", "box1> ")
+	if !strings.Contains(pki, "pki csr <base> <attribute>") || strings.Contains(pki, "user add") {
+		t.Fatalf("'help pki' does not narrow to pki:\n%s", pki)
 	}
 
 	help := s.command(t, "help user add", "box1> ")

@@ -83,6 +83,7 @@ type Engine struct {
 	since     time.Time
 	lastErr   string
 	lastErrAt time.Time
+	errs      uint64 // setError calls, so reconcile knows whether it failed at something
 	stopped   bool
 	filesWarn bool // the open-file count is near the limit (logged once per episode)
 }
@@ -397,6 +398,26 @@ func (e *Engine) onChange(c store.Change) {
 	case store.Restored:
 		e.loadComponents()
 		e.reconcile()
+		e.dropGone()
+	}
+}
+
+// dropGone closes, after a restore, the sessions of accounts and the
+// components that are no longer in the store.
+func (e *Engine) dropGone() {
+	for _, s := range e.router.All() {
+		if _, err := e.cfg.Store.Account(s.Bare()); errors.Is(err, store.ErrNotFound) {
+			s.Close(&stream.Error{Condition: "not-authorized", Text: "the account no longer exists"})
+		}
+	}
+	known := e.compJIDs.Load()
+	for _, j := range e.comps.Connected() {
+		if known == nil || !(*known)[j] {
+			name, _, _ := strings.Cut(j, ".")
+			if _, err := e.cfg.Store.Component(name); errors.Is(err, store.ErrNotFound) {
+				e.comps.KickName(name, &stream.Error{Condition: "not-authorized", Text: "the component was deleted"})
+			}
+		}
 	}
 }
 
@@ -414,6 +435,7 @@ func (e *Engine) authTimeout() time.Duration {
 
 func (e *Engine) setError(err error) {
 	e.lastErr, e.lastErrAt = err.Error(), time.Now()
+	e.errs++
 	e.cfg.Log.Printf("xmpp: %v", err)
 }
 
@@ -443,6 +465,14 @@ func (e *Engine) reconcile() {
 	// Start's goroutine, and the last to run must see the last change.
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// A reconcile that fails at nothing clears the last error: whatever
+	// it was (a port in use, a certificate), it is gone now.
+	errs := e.errs
+	defer func() {
+		if e.errs == errs {
+			e.lastErr, e.lastErrAt = "", time.Time{}
+		}
+	}()
 	cfg, err := e.cfg.Store.XMPP()
 	if e.stopped {
 		return
@@ -825,7 +855,11 @@ func (e *Engine) serve(p *pending, direct bool) {
 	switch ns {
 	case stream.NSClient:
 		if total, _ := e.router.Count(); max > 0 && total >= max {
-			fail(ns, &stream.Error{Condition: "resource-constraint", Text: fmt.Sprintf("the server's limit of %d sessions is reached", max)})
+			text := fmt.Sprintf("the server's limit of %d sessions is reached", max)
+			if max == 1 {
+				text = "the server's limit of 1 session is reached"
+			}
+			fail(ns, &stream.Error{Condition: "resource-constraint", Text: text})
 			return
 		}
 		c.SetWriteDeadline(time.Time{})

@@ -275,9 +275,11 @@ func TestFederationPolicy(t *testing.T) {
 	}
 }
 
+// An idle link closes; a shorter idle timeout applies to the links
+// already open too (paper cut 3: it used to wait for the old timeout).
 func TestFederationIdleLinkCloses(t *testing.T) {
 	fp := federate(t, nil)
-	fp.a.set(store.FedIdleTimeout, "1")
+	fp.a.set(store.FedIdleTimeout, "3600")
 	alice := fp.a.userAt("a.lan", "alice")
 	bob := fp.b.userAt("b.lan", "bob")
 	alice.send(`<message to='bob@b.lan' type='chat'><body>one</body></message>`)
@@ -285,11 +287,17 @@ func TestFederationIdleLinkCloses(t *testing.T) {
 	if len(fp.a.links("out")) != 1 {
 		t.Fatal("no outgoing link")
 	}
-	waitFor(t, "the idle link to close", func() bool { return len(fp.a.links("out")) == 0 })
+	lowered := time.Now()
+	fp.a.set(store.FedIdleTimeout, "1")
+	waitFor(t, "the open link to close by the new idle timeout", func() bool { return len(fp.a.links("out")) == 0 })
+	if took := time.Since(lowered); took > 5*time.Second {
+		t.Errorf("the link closed %v after the idle timeout was lowered to 1 s", took)
+	}
 	waitFor(t, "b.lan to see the incoming link end", func() bool { return len(fp.b.links("in")) == 0 })
-	// The next message sets up a new link.
+	// The next message sets up a new link, which closes when idle.
 	alice.send(`<message to='bob@b.lan' type='chat'><body>two</body></message>`)
 	bob.expect("the second message", isMessageFrom("alice@a.lan/r", "two"))
+	waitFor(t, "the new idle link to close", func() bool { return len(fp.a.links("out")) == 0 })
 }
 
 // A raw peer: opens a server stream to a.lan, does STARTTLS, and sends a

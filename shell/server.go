@@ -173,6 +173,17 @@ func (st *connState) setPreAuth(c gossh.ServerPreAuthConn) {
 	st.preAuth = c
 }
 
+// firstNotice reports whether nothing was shown yet to the person logging
+// in on this connection, and marks that something now is: a notice (the
+// lock of password logins) is shown once, not at every password prompt.
+func (st *connState) firstNotice() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	first := !st.bannerSent
+	st.bannerSent = true
+	return first
+}
+
 // banner shows msg to the person logging in, once per connection.
 func (st *connState) banner(msg string) {
 	st.mu.Lock()
@@ -341,16 +352,22 @@ func (s *Server) passwordAuth(ctx ssh.Context, password string) bool {
 // paused it says so instead, which the OpenSSH client shows to the person
 // logging in.
 func (s *Server) keyboardAuth(ctx ssh.Context, challenge gossh.KeyboardInteractiveChallenge) bool {
-	if st := connOf(ctx); st != nil {
+	st := connOf(ctx)
+	say := func(why string) {
+		if st != nil && st.firstNotice() {
+			challenge("", why, nil, nil)
+		}
+	}
+	if st != nil {
 		if ok, _ := s.guard.passwordAllowed(ctx.User(), st.src); !ok {
-			return s.checkPassword(ctx, "", func(why string) { challenge("", why, nil, nil) })
+			return s.checkPassword(ctx, "", say)
 		}
 	}
 	answers, err := challenge("", "", []string{"Password: "}, []bool{false})
 	if err != nil || len(answers) != 1 {
 		return false
 	}
-	return s.checkPassword(ctx, answers[0], func(why string) { challenge("", why, nil, nil) })
+	return s.checkPassword(ctx, answers[0], say)
 }
 
 // publicKeyAuth accepts the user's authorized keys. Failed passwords never

@@ -6,7 +6,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"strings"
 	"sync"
 
@@ -21,7 +20,9 @@ import (
 // area's os.Root: "..", absolute paths and symbolic links cannot leave it.
 // Uploads land in a hidden temporary file and are renamed into place only
 // when complete and within the size limit, so a failed or oversize upload
-// leaves nothing behind. The audit role may only read.
+// leaves nothing behind. The area is flat: folders are refused (mkdir, a
+// path into a folder), since commands name files by bare name. The audit
+// role may only read.
 func (s *Server) handleSFTP(sess ssh.Session) {
 	a, end, ok := s.begin(sess)
 	if !ok {
@@ -55,9 +56,34 @@ func (h *sftpHandler) audit(action string, err error) {
 
 var errReadOnly = fmt.Errorf("permission denied: the audit role can only read")
 
+// errFlat refuses folders: the files area is flat, as on Cisco Meeting
+// Server, because commands name files by bare name. It carries SFTP's
+// permission-denied code (what OpenSSH's sftp prints); clients that show
+// the server's message show it, and the audit trail records it.
+func errFlat(name string) error {
+	return deniedError(name + ": the files area is flat: folders are not allowed, give a bare file name (e.g. put cert.pem cert.pem)")
+}
+
+// deniedError is a message with SFTP's permission-denied code.
+type deniedError string
+
+func (e deniedError) Error() string { return string(e) }
+func (e deniedError) Unwrap() error { return sftp.ErrSSHFxPermissionDenied }
+
 // writable cleans a path the client wants to create or change. Hidden names
-// are refused: the area keeps its temporary files under them.
+// are refused: the area keeps its temporary files under them. So are
+// paths into a folder: the area is flat (errFlat).
 func (h *sftpHandler) writable(p string) (string, error) {
+	name, err := h.removable(p)
+	if err == nil && strings.Contains(name, "/") {
+		err = errFlat(name)
+	}
+	return name, err
+}
+
+// removable is writable for what is already there: files and folders
+// made before the area was flat may still be removed or moved out.
+func (h *sftpHandler) removable(p string) (string, error) {
 	if h.readOnly {
 		return "", errReadOnly
 	}
@@ -89,6 +115,9 @@ func (h *sftpHandler) Fileread(r *sftp.Request) (io.ReaderAt, error) {
 func (h *sftpHandler) Filewrite(r *sftp.Request) (io.WriterAt, error) {
 	name, err := h.writable(r.Filepath)
 	if err != nil {
+		if errors.Is(err, sftp.ErrSSHFxPermissionDenied) && strings.Contains(name, "/") {
+			h.audit("put "+name, err) // the one place OpenSSH's sftp users can read why
+		}
 		return nil, err
 	}
 	if st, err := h.area().Root().Lstat(name); err == nil && !st.Mode().IsRegular() {
@@ -152,11 +181,6 @@ func (u *upload) Close() error {
 		err = cerr
 	}
 	if err == nil {
-		if dir := path.Dir(u.name); dir != "." {
-			err = root.MkdirAll(dir, 0o700)
-		}
-	}
-	if err == nil {
 		if err = root.Chmod(u.tmp, 0o600); err == nil {
 			err = root.Rename(u.tmp, u.name)
 		}
@@ -176,7 +200,7 @@ func (h *sftpHandler) Filecmd(r *sftp.Request) error {
 	case "Setstat":
 		return nil // sizes, times and modes are the appliance's to keep
 	case "Rename", "PosixRename":
-		from, err := h.writable(r.Filepath)
+		from, err := h.removable(r.Filepath)
 		if err != nil {
 			return err
 		}
@@ -188,7 +212,7 @@ func (h *sftpHandler) Filecmd(r *sftp.Request) error {
 		h.audit("rename "+from+" "+to, err)
 		return err
 	case "Remove":
-		name, err := h.writable(r.Filepath)
+		name, err := h.removable(r.Filepath)
 		if err != nil {
 			return err
 		}
@@ -199,15 +223,15 @@ func (h *sftpHandler) Filecmd(r *sftp.Request) error {
 		h.audit("rm "+name, err)
 		return err
 	case "Mkdir":
-		name, err := h.writable(r.Filepath)
-		if err != nil {
-			return err
+		if h.readOnly {
+			return errReadOnly
 		}
-		err = root.Mkdir(name, 0o700)
+		name := pki.Clean(r.Filepath)
+		err := errFlat(name)
 		h.audit("mkdir "+name, err)
 		return err
 	case "Rmdir":
-		name, err := h.writable(r.Filepath)
+		name, err := h.removable(r.Filepath)
 		if err != nil {
 			return err
 		}

@@ -230,6 +230,9 @@ func (s *Session) serve(rd *xml.Reader) {
 	}
 	if err := cfg.Router.BindChecked(s, max); err != nil {
 		text := fmt.Sprintf("the server's limit of %d sessions is reached", max)
+		if max == 1 {
+			text = "the server's limit of 1 session is reached"
+		}
 		if errors.Is(err, router.ErrTooManyResources) {
 			text = fmt.Sprintf("%s has %d sessions, the most one account may have: close one first", s.bare, router.MaxResources)
 		}

@@ -367,9 +367,11 @@ func (st *inStream) pace(from string) {
 // quiet for a generous idle period (a peer closes its idle link itself;
 // one that vanished without a word is dropped after a quiet period).
 func (st *inStream) watchIdle(rd *xml.Reader) {
-	idle := max(3*st.s.cfg.Federation().IdleTimeout, 15*time.Minute)
 	seen := int64(-1)
 	rd.OnTimeout(func(err error) error {
+		// Read at every timeout: a changed idle timeout applies to open
+		// streams too.
+		idle := max(3*st.s.cfg.Federation().IdleTimeout, 15*time.Minute)
 		st.mu.Lock()
 		authed := len(st.authed) > 0
 		st.mu.Unlock()

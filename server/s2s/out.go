@@ -278,6 +278,17 @@ func (l *outLink) idleCheck() {
 	conn.CloseWith(stream.Close)
 }
 
+// retime applies the idle timeout in force now to an open link: one
+// shortened since the link came up closes it by the new bound.
+func (l *outLink) retime(idle time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != status.Up || l.idle == nil {
+		return
+	}
+	l.idle.Reset(max(idle-time.Since(l.lastUsed), 0))
+}
+
 // linkError is why a link could not be set up, with the stanza error
 // condition its queued stanzas bounce with.
 type linkError struct {

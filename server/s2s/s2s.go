@@ -271,14 +271,16 @@ func (s *Service) bounce(el *xml.Element, condition, text string) {
 // Reconfigure applies a settings change: everything closes when
 // federation is disabled, links to domains no longer permitted close, and
 // so do links to domains now on the secure list without a verified
-// certificate.
+// certificate; open links take the idle timeout now in force.
 func (s *Service) Reconfigure() {
 	fed := s.cfg.Federation()
 	outs, ins := s.snapshot()
 	for _, l := range outs {
 		if !fed.Enabled || !fed.Permitted(l.p.remote) || (fed.SecureRequired(l.p.remote) && !l.verified()) {
 			l.close(&stream.Error{Condition: "policy-violation", Text: "federation settings changed"})
+			continue
 		}
+		l.retime(fed.IdleTimeout)
 	}
 	for _, st := range ins {
 		st.reconfigure(fed)
