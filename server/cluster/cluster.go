@@ -34,7 +34,7 @@ const (
 	// and the "enabled" mark. Disable removes it.
 	RaftDir = "raft"
 	// NodeIDFile holds this node's id, generated once (node-local).
-	NodeIDFile = "node-id"
+	NodeIDFile  = "node-id"
 	enabledMark = "enabled"
 )
 

@@ -7,16 +7,20 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
 	"math/big"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
@@ -325,5 +329,356 @@ func TestThreeNodes(t *testing.T) {
 	// Initialize or join again is refused.
 	if err := nodes[1].c.Initialize(); err == nil || !strings.Contains(err.Error(), "already in a cluster of 3 nodes") {
 		t.Fatalf("initialize again: %v", err)
+	}
+}
+
+// restart closes a node's cluster and starts it again on the same data
+// directory and store.
+func (n *testNode) restart(opts ...func(*Config)) {
+	n.c.Close()
+	n.open(opts...)
+	if err := n.c.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+func TestLeaderFailover(t *testing.T) {
+	nodes := cluster3(t)
+	if err := addBridge(nodes[1].st, "before"); err != nil {
+		t.Fatal(err)
+	}
+	old := leaderOf(nodes)
+	stopped := time.Now()
+	old.c.Close()
+	var rest []*testNode
+	for _, n := range nodes {
+		if n != old {
+			rest = append(rest, n)
+		}
+	}
+	var leader *testNode
+	waitFor(t, 3*time.Second, "a new leader", func() bool {
+		leader = leaderOf(rest)
+		return leader != nil
+	})
+	elected := time.Since(stopped)
+	if elected > 2*time.Second {
+		t.Errorf("a new leader after %v", elected)
+	}
+	// Writes resume, on the leader and through the other follower.
+	for i, n := range rest {
+		if err := addBridge(n.st, fmt.Sprintf("after%d", i)); err != nil {
+			t.Fatalf("write on %s after failover: %v", n.host, err)
+		}
+	}
+	t.Logf("new leader after %v, writes after %v", elected, time.Since(stopped))
+	// The old leader comes back as a follower and catches up.
+	old.restart()
+	sameStores(t, nodes)
+}
+
+func TestQuorumLost(t *testing.T) {
+	nodes := cluster3(t)
+	nodes[1].c.Close()
+	nodes[2].c.Close()
+	// The leader notices the connections closing (a proposal made at the
+	// very moment may end "may or may not have been made").
+	waitFor(t, 2*time.Second, "the others unreachable", func() bool { return len(nodes[0].c.Mesh().Members()) == 1 })
+	start := time.Now()
+	err := addBridge(nodes[0].st, "lost")
+	took := time.Since(start)
+	want := "no cluster leader: 1 of 3 nodes reachable; the change was not made"
+	if err == nil || err.Error() != want || !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+	if took > 3*time.Second {
+		t.Errorf("refused after %v", took)
+	}
+	if _, err := nodes[0].st.Component("lost"); err == nil {
+		t.Fatal("the change was made")
+	}
+	waitFor(t, 3*time.Second, "NO QUORUM", func() bool { return nodes[0].c.Status().State == status.NoQuorum })
+	// A follower without a leader refuses too.
+	nodes[1].restart()
+	waitFor(t, 5*time.Second, "a leader again", func() bool {
+		return leaderOf(nodes[:2]) != nil && len(nodes[0].c.Mesh().Members()) == 2 && len(nodes[1].c.Mesh().Members()) == 2
+	})
+	l := leaderOf(nodes[:2])
+	l.c.Close()
+	f := nodes[0]
+	if f == l {
+		f = nodes[1]
+	}
+	waitFor(t, 2*time.Second, "the leader unreachable", func() bool { return len(f.c.Mesh().Members()) == 1 })
+	start = time.Now()
+	err = addBridge(f.st, "lost2")
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+	took2 := time.Since(start)
+	if took2 > 3*time.Second {
+		t.Errorf("refused after %v", took2)
+	}
+	t.Logf("refused after %v on the leader, %v on a follower", took, took2)
+}
+
+func TestUntrustedNodeRefused(t *testing.T) {
+	nodes := cluster3(t)
+	other := newCA(t, "another CA")
+	n := newTestNode(t, nodes[0].pki)
+	n.cert = other.cert(t, n.host) // trusts the bundle, but is not covered by it
+	if err := n.c.Enable(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := n.c.Join(nodes[0].addr())
+	if err == nil || !strings.Contains(err.Error(), "trust bundle") {
+		t.Fatalf("join with an untrusted certificate: %v", err)
+	}
+	waitFor(t, 2*time.Second, "a log line", func() bool {
+		return strings.Contains(nodes[0].logs.String(), "refused a connection from ")
+	})
+	if !strings.Contains(nodes[0].logs.String(), "not covered by the cluster trust bundle") {
+		t.Fatalf("log: %s", nodes[0].logs)
+	}
+	if len(nodes[0].c.Status().Peers) != 3 {
+		t.Fatal("the untrusted node was added")
+	}
+	// And a node that does not trust the cluster's certificates.
+	m := newTestNode(t, other)
+	m.cert = nodes[0].pki.cert(t, m.host)
+	m.c.Enable()
+	_, err = m.c.Join(nodes[0].addr())
+	if err == nil || !strings.Contains(err.Error(), "not covered by the cluster trust bundle") {
+		t.Fatalf("join of a cluster not trusted: %v", err)
+	}
+	if has, _ := hasRaftState(m.c.raftDir()); has {
+		t.Fatal("a failed join left raft state")
+	}
+}
+
+func TestRejoinAndRemove(t *testing.T) {
+	nodes := cluster3(t)
+	if err := addBridge(nodes[0].st, "cb1"); err != nil {
+		t.Fatal(err)
+	}
+	n := nodes[2]
+	oldID := n.c.ID()
+	if err := n.c.Disable(); err != nil {
+		t.Fatal(err)
+	}
+	if n.c.ID() == oldID {
+		t.Fatal("same id after disable")
+	}
+	if st := n.c.Status(); st.State != status.Disabled {
+		t.Fatalf("state %s", st.State)
+	}
+	// Standalone again: it commits locally.
+	if err := addBridge(n.st, "local-only"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.c.Enable(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := n.c.Join(nodes[1].addr()) // a follower: it sends the join to the leader
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Bridges != 2 || rep.Leader != nodes[0].addr() {
+		t.Fatalf("report %+v", rep)
+	}
+	sameStores(t, nodes)
+	if _, err := n.st.Component("local-only"); err == nil {
+		t.Fatal("the node kept what it held before joining")
+	}
+	waitFor(t, 3*time.Second, "3 peers, each once", func() bool {
+		for _, x := range nodes {
+			st := x.c.Status()
+			seen := map[string]bool{}
+			for _, p := range st.Peers {
+				if seen[p.Cluster] || !p.Reachable {
+					return false
+				}
+				seen[p.Cluster] = true
+			}
+			if len(st.Peers) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	// Reset without leaving (the leader never heard): joining again with
+	// a new id replaces the old entry of the same address.
+	n.c.Close()
+	os.RemoveAll(n.c.raftDir())
+	n.open()
+	newID := n.c.ID()
+	if err := n.c.Enable(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.c.Join(nodes[0].addr()); err != nil {
+		t.Fatal(err)
+	}
+	if newID != n.c.ID() {
+		t.Fatal("id changed")
+	}
+	st := nodes[0].c.Status()
+	if len(st.Peers) != 3 {
+		t.Fatalf("peers %+v", st.Peers)
+	}
+	// Remove by address, from a follower.
+	if err := nodes[1].c.Remove(n.host); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "2 peers", func() bool { return len(nodes[0].c.Status().Peers) == 2 && len(nodes[1].c.Status().Peers) == 2 })
+	if err := addBridge(nodes[1].st, "two"); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].c.Remove("nosuchnode"); err == nil {
+		t.Fatal("removed nothing without an error")
+	}
+}
+
+func TestCatchUpBySnapshot(t *testing.T) {
+	lowSnap := func(c *Config) {
+		c.SnapshotThreshold = 20
+		c.SnapshotInterval = 100 * time.Millisecond
+		c.TrailingLogs = 5
+	}
+	nodes := cluster3(t, lowSnap)
+	down := nodes[2]
+	down.c.Close()
+	for i := range 120 {
+		if err := addBridge(nodes[i%2].st, fmt.Sprintf("cb%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "a snapshot on the leader", func() bool {
+		ents, _ := os.ReadDir(nodes[0].c.raftDir() + "/snapshots")
+		return len(ents) >= 2
+	})
+	time.Sleep(500 * time.Millisecond) // the log compacted after it
+	down.restart(lowSnap)
+	sameStores(t, nodes)
+}
+
+func TestRestartSkipsApplied(t *testing.T) {
+	nodes := cluster3(t)
+	for i := range 10 {
+		if err := addBridge(nodes[0].st, fmt.Sprintf("cb%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := nodes[1]
+	sameStores(t, nodes)
+	before := n.st.AppliedIndex()
+	n.st.Settle(t.Context(), before)
+	var mu sync.Mutex
+	var again []uint64
+	n.st.Watch(func(c store.Change) {
+		mu.Lock()
+		defer mu.Unlock()
+		if c.Index <= before {
+			again = append(again, c.Index)
+		}
+	})
+	n.restart()
+	if err := addBridge(n.st, "after"); err != nil {
+		t.Fatal(err)
+	}
+	sameStores(t, nodes)
+	n.st.Settle(t.Context(), n.st.AppliedIndex())
+	mu.Lock()
+	defer mu.Unlock()
+	if len(again) > 0 {
+		t.Fatalf("entries applied again after the restart: %v", again)
+	}
+}
+
+func TestFSMSkipsAppliedEntries(t *testing.T) {
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f := newFSM(st)
+	entry := func(name string) []byte {
+		b, err := store.EncodeEntry(store.Entry{Time: time.Now(), ID: name, Op: store.ComponentAdd{Component: store.Component{Name: name, Domain: "d", Secret: "s"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	logs := []*raft.Log{
+		{Index: 5, Type: raft.LogCommand, Data: entry("a")},
+		{Index: 6, Type: raft.LogConfiguration},
+		{Index: 7, Type: raft.LogCommand, Data: entry("b")},
+		{Index: 8, Type: raft.LogCommand, Data: entry("a")},
+	}
+	out := f.ApplyBatch(logs)
+	if a := out[0].(store.Applied); a.Err != nil || a.Index != 5 {
+		t.Fatalf("%+v", a)
+	}
+	if out[1] != nil {
+		t.Fatalf("%+v", out[1])
+	}
+	if a := out[3].(store.Applied); !errors.Is(a.Err, store.ErrExists) {
+		t.Fatalf("%+v", a)
+	}
+	if st.AppliedIndex() != 8 || !f.waitApplied(8, 0) {
+		t.Fatal("applied index")
+	}
+	// Replayed after a restart: skipped.
+	f = newFSM(st)
+	out = f.ApplyBatch(logs[2:3])
+	if a := out[0].(store.Applied); a.Err != nil {
+		t.Fatalf("replayed: %+v", a)
+	}
+	out = f.ApplyBatch([]*raft.Log{{Index: 9, Type: raft.LogCommand, Data: entry("b")}})
+	if a := out[0].(store.Applied); !errors.Is(a.Err, store.ErrExists) {
+		t.Fatalf("new entry: %+v", a)
+	}
+}
+
+func TestWireErrorsAndResponses(t *testing.T) {
+	for _, kind := range []error{store.ErrExists, store.ErrNotFound, store.ErrFull, store.ErrLastAdmin, ErrNoLeader} {
+		err := fmt.Errorf("thing x %w", kind)
+		got := encodeError(err).decode()
+		if !errors.Is(got, kind) || got.Error() != err.Error() {
+			t.Errorf("%v → %v", err, got)
+		}
+	}
+	if encodeError(nil).decode() != nil {
+		t.Fatal("nil error")
+	}
+	res := store.SubscribeResult{
+		Sender:   store.RosterChange{User: "a@x", After: store.RosterItem{JID: "b@x", Subscription: store.SubTo}, Stored: true},
+		Receiver: store.RosterChange{User: "b@x", Err: fmt.Errorf("roster full: %w", store.ErrFull)},
+		Deliver:  true, Presence: []store.PresenceNote{{Of: "a@x", To: "b@x", Available: true}},
+	}
+	for _, resp := range []any{nil, store.RosterItem{JID: "b@x", Name: "B", Groups: []string{"g"}}, res} {
+		w, err := encodeResponse(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(w)
+		var w2 *wireResponse
+		json.Unmarshal(b, &w2)
+		got, err := decodeResponse(w2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, ok := got.(store.SubscribeResult); ok {
+			if !errors.Is(r.Receiver.Err, store.ErrFull) {
+				t.Fatalf("receiver error %v", r.Receiver.Err)
+			}
+			r.Receiver.Err = res.Receiver.Err
+			got = r
+		}
+		if !reflect.DeepEqual(got, resp) {
+			t.Errorf("%#v → %#v", resp, got)
+		}
+	}
+	if _, err := encodeResponse(42); err == nil {
+		t.Fatal("an unknown response type crossed the wire")
 	}
 }

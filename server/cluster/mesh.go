@@ -274,6 +274,11 @@ func (m *mesh) serveIncoming(conn net.Conn, from string) {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				m.c.log.Printf("cluster: connection from node %s: %v", from, err)
 			}
+			// The node closed or died: unreachable until it is heard again.
+			m.mu.Lock()
+			m.heard[from] = peerInfo{hello: m.heard[from].hello}
+			m.mu.Unlock()
+			m.kick()
 			return
 		}
 		if ch == chanHello {
@@ -432,6 +437,14 @@ func (p *peer) run() {
 // write sends the queue, and a hello whenever the connection is idle.
 func (p *peer) write(conn net.Conn) error {
 	w := bufio.NewWriterSize(conn, 32<<10)
+	// The other side never writes after its ack: a read that ends means
+	// the connection is gone (the node closed or died).
+	gone := make(chan struct{})
+	go func() {
+		var b [1]byte
+		conn.Read(b[:])
+		close(gone)
+	}()
 	t := time.NewTicker(pingEvery)
 	defer t.Stop()
 	sendHello := func() error {
@@ -450,6 +463,8 @@ func (p *peer) write(conn net.Conn) error {
 		select {
 		case <-p.stopped:
 			return nil
+		case <-gone:
+			return errors.New("closed by the other node")
 		case f := <-p.q:
 			conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 			err = writeFrame(w, f)
