@@ -96,7 +96,6 @@ type Cluster struct {
 	changed   time.Time
 	lastErr   string
 	lastErrAt time.Time
-	closed    bool
 
 	pendOnce sync.Once
 	pend     *pendingCalls
@@ -170,9 +169,6 @@ func (c *Cluster) Close() error {
 	defer c.opMu.Unlock()
 	c.stopRaft(false)
 	c.stopListener()
-	c.mu.Lock()
-	c.closed = true
-	c.mu.Unlock()
 	return nil
 }
 

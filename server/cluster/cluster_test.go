@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -557,8 +558,94 @@ func TestCatchUpBySnapshot(t *testing.T) {
 		return len(ents) >= 2
 	})
 	time.Sleep(500 * time.Millisecond) // the log compacted after it
+	restored := make(chan struct{}, 1)
+	down.st.Watch(func(c store.Change) {
+		if _, ok := c.Op.(store.Restored); ok {
+			select {
+			case restored <- struct{}{}:
+			default:
+			}
+		}
+	})
 	down.restart(lowSnap)
 	sameStores(t, nodes)
+	select {
+	case <-restored:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the node caught up without a snapshot")
+	}
+	// And it takes new entries after it.
+	if err := addBridge(down.st, "after"); err != nil {
+		t.Fatal(err)
+	}
+	sameStores(t, nodes)
+}
+
+func TestMesh(t *testing.T) {
+	nodes := cluster3(t)
+	a, b := nodes[1], nodes[2]
+	var mu sync.Mutex
+	var got []string
+	var from string
+	b.c.Mesh().Handle(ChanStanza, func(f string, msg []byte) {
+		mu.Lock()
+		got, from = append(got, string(msg)), f
+		mu.Unlock()
+	})
+	var members [][]string
+	a.c.Mesh().OnMembers(func(m []string) {
+		mu.Lock()
+		members = append(members, m)
+		mu.Unlock()
+	})
+	const n = 2000
+	for i := range n {
+		for {
+			err := a.c.Mesh().Send(b.c.ID(), ChanStanza, []byte(fmt.Sprint(i)))
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, ErrQueueFull) {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor(t, 5*time.Second, "every message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == n
+	})
+	for i, m := range got {
+		if m != fmt.Sprint(i) {
+			t.Fatalf("message %d is %s: out of order", i, m)
+		}
+	}
+	if from != a.c.ID() {
+		t.Fatalf("from %s", from)
+	}
+	if m := a.c.Mesh().Members(); len(m) != 3 || !slices.IsSorted(m) || !slices.Contains(m, a.c.Mesh().Self()) {
+		t.Fatalf("members %v", m)
+	}
+	// A node that goes away: Send fails at once, OnMembers is told.
+	b.c.Close()
+	waitFor(t, 2*time.Second, "OnMembers without the node", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(members) > 0 && len(members[len(members)-1]) == 2
+	})
+	if err := a.c.Mesh().Send(b.c.ID(), ChanStanza, []byte("x")); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("send to a closed node: %v", err)
+	}
+	if err := a.c.Mesh().Send("nosuchnode", ChanStanza, []byte("x")); !errors.Is(err, ErrNotMember) {
+		t.Fatalf("send to a non-member: %v", err)
+	}
+	b.restart()
+	waitFor(t, 3*time.Second, "OnMembers with the node again", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(members[len(members)-1]) == 3
+	})
 }
 
 func TestRestartSkipsApplied(t *testing.T) {

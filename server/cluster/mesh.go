@@ -216,6 +216,11 @@ func (m *mesh) sync() {
 		m.mu.Unlock()
 		return
 	}
+	for id := range m.heard {
+		if _, ok := want[id]; !ok {
+			delete(m.heard, id)
+		}
+	}
 	var drop []*peer
 	for id, p := range m.peers {
 		if addr, ok := want[id]; !ok || addr != p.addr {

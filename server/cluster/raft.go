@@ -172,13 +172,13 @@ func (c *Cluster) stopRaft(standalone bool) {
 	n := c.r
 	c.r = nil
 	c.mu.Unlock()
+	if n == nil {
+		return
+	}
 	if standalone {
 		c.cfg.Store.SetLog(nil)
 	} else {
 		c.cfg.Store.SetLog(pausedLog{stopped: true})
-	}
-	if n == nil {
-		return
 	}
 	if err := n.r.Shutdown().Error(); err != nil {
 		c.log.Printf("cluster: stopping raft: %v", err)
