@@ -248,7 +248,19 @@ func (c *Cluster) checkFree() error {
 		return errors.New("the cluster is not enabled on this node: xmpp cluster enable first")
 	}
 	if r := c.raftNode(); r != nil {
-		return fmt.Errorf("this node is already in a cluster of %d nodes: xmpp cluster disable first", len(r.voters()))
+		n := len(r.voters())
+		return fmt.Errorf("this node is already in a cluster of %d node%s: xmpp cluster disable first", n, map[bool]string{true: "s"}[n != 1])
+	}
+	if _, err := c.certificate(); err != nil {
+		return err
+	}
+	if c.cfg.Trust == nil {
+		return errNoTrust
+	}
+	if p, err := c.cfg.Trust(); err != nil {
+		return fmt.Errorf("the cluster trust bundle: %w", err)
+	} else if p == nil {
+		return errNoTrust
 	}
 	if has, err := hasRaftState(c.raftDir()); err != nil {
 		return err

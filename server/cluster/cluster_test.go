@@ -769,3 +769,41 @@ func TestWireErrorsAndResponses(t *testing.T) {
 		t.Fatal("an unknown response type crossed the wire")
 	}
 }
+
+func TestJoinErrors(t *testing.T) {
+	p := newCA(t, "cluster CA")
+	a := newTestNode(t, p)
+	if err := a.c.Initialize(); err == nil || err.Error() != "the cluster is not enabled on this node: xmpp cluster enable first" {
+		t.Fatalf("initialize before enable: %v", err)
+	}
+	if err := a.c.Enable(); err != nil {
+		t.Fatal(err)
+	}
+	b := newTestNode(t, p, func(c *Config) { c.Trust = nil })
+	b.c.Enable()
+	if _, err := b.c.Join(a.addr()); err == nil || err.Error() != "this node has no cluster trust bundle: xmpp cluster trust <bundle> first" {
+		t.Fatalf("join without trust: %v", err)
+	}
+	c := newTestNode(t, p)
+	c.c.Enable()
+	_, err := c.c.Join(a.addr())
+	if err == nil || !strings.Contains(err.Error(), "not in a cluster") {
+		t.Fatalf("join of a node not initialized: %v", err)
+	}
+	_, err = c.c.Join(net.JoinHostPort(nextHost(), fmt.Sprint(testPort)))
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the cluster node at") {
+		t.Fatalf("join of nothing: %v", err)
+	}
+	if err := a.c.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.c.Initialize(); err == nil || err.Error() != "this node is already in a cluster of 1 node: xmpp cluster disable first" {
+		t.Fatalf("initialize twice: %v", err)
+	}
+	// The state survives a restart.
+	a.restart()
+	waitFor(t, 3*time.Second, "leader after restart", func() bool { return a.c.Status().State == status.Leader })
+	if err := addBridge(a.st, "x"); err != nil {
+		t.Fatal(err)
+	}
+}

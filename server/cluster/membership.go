@@ -147,7 +147,11 @@ func (c *Cluster) call(addr string, req rpcRequest) (rpcAnswer, error) {
 	defer cancel()
 	conn, err := c.dial(ctx, addr, connRPC)
 	if err != nil {
-		return rpcAnswer{}, fmt.Errorf("cannot reach the cluster node at %s: %w", addr, err)
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "dial" || errors.Is(err, context.DeadlineExceeded) {
+			return rpcAnswer{}, fmt.Errorf("cannot reach the cluster node at %s: %w (check the address, and that xmpp cluster enable was run there)", addr, err)
+		}
+		return rpcAnswer{}, fmt.Errorf("the cluster node at %s: %w", addr, err)
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(rpcTimeout))

@@ -44,12 +44,12 @@ type listener struct {
 	addr string
 	sem  chan struct{}
 
-	mu     sync.Mutex
-	stream *streamLayer // the raft instance's, nil when none
+	mu      sync.Mutex
+	stream  *streamLayer // the raft instance's, nil when none
 	conns   map[net.Conn]struct{}
 	refused map[string]time.Time // when a refusal from a host was last logged
 	closed  bool
-	done   chan struct{}
+	done    chan struct{}
 }
 
 func (c *Cluster) startListener() error {
@@ -266,6 +266,8 @@ func (c *Cluster) dial(ctx context.Context, addr string, kind byte) (*tls.Conn, 
 	return conn, nil
 }
 
+var errNoTrust = errors.New("this node has no cluster trust bundle: xmpp cluster trust <bundle> first")
+
 // errUntrusted is a peer certificate the trust bundle does not cover.
 var errUntrusted = errors.New("certificate not covered by the cluster trust bundle")
 
@@ -335,7 +337,7 @@ func (c *Cluster) verifyPeer(rawCerts [][]byte, _ [][]*x509.Certificate) error {
 		pool = p
 	}
 	if pool == nil {
-		return errors.New("this node has no cluster trust bundle: xmpp cluster trust <bundle> first")
+		return errNoTrust
 	}
 	certs := make([]*x509.Certificate, len(rawCerts))
 	for i, raw := range rawCerts {
