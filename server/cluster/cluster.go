@@ -57,7 +57,9 @@ type Config struct {
 	// Listen is the cluster listener's address (default ":5270").
 	Listen string
 	// Advertise is the host:port the other nodes reach this node at
-	// (default: Listen if it names a host, else this host's name).
+	// (default: Listen if it names a host, else the host of XMPPAddress,
+	// else this host's name; with Listen's port). It is this node's
+	// address in raft's configuration: keep it stable.
 	Advertise string
 	// XMPPAddress is this node's XMPP address as `xmpp cluster status`
 	// prints it (host:5222); nil: the host of Advertise and port 5222.
@@ -379,10 +381,25 @@ func (c *Cluster) advertise() string {
 	if err != nil {
 		return c.cfg.Listen
 	}
-	if host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
-		host, _ = os.Hostname()
+	if unspecified(host) {
+		// Listening on every address: the host this node's XMPP address
+		// names, else the host name.
+		host = ""
+		if c.cfg.XMPPAddress != nil {
+			if h, _, err := net.SplitHostPort(c.cfg.XMPPAddress()); err == nil && !unspecified(h) {
+				host = h
+			}
+		}
+		if host == "" {
+			host, _ = os.Hostname()
+		}
 	}
 	return net.JoinHostPort(host, port)
+}
+
+func unspecified(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
 }
 
 func (c *Cluster) xmppAddress() string {

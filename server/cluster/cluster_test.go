@@ -807,3 +807,54 @@ func TestJoinErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestDisableLeaderAndRemoveLeader(t *testing.T) {
+	nodes := cluster3(t)
+	old := nodes[0]
+	if err := old.c.Disable(); err != nil {
+		t.Fatal(err)
+	}
+	rest := nodes[1:]
+	waitFor(t, 3*time.Second, "a new leader of 2", func() bool {
+		l := leaderOf(rest)
+		return l != nil && len(l.c.Status().Peers) == 2
+	})
+	if err := addBridge(rest[0].st, "two"); err != nil {
+		t.Fatal(err)
+	}
+	if err := addBridge(old.st, "alone"); err != nil { // standalone again
+		t.Fatal(err)
+	}
+	// The disabled node joins again; then a follower removes the leader.
+	if err := old.c.Enable(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.c.Join(rest[0].addr()); err != nil {
+		t.Fatal(err)
+	}
+	sameStores(t, nodes)
+	l := leaderOf(nodes)
+	var f *testNode
+	for _, n := range nodes {
+		if n != l {
+			f = n
+		}
+	}
+	waitFor(t, 3*time.Second, "3 reachable members", func() bool { return len(f.c.Mesh().Members()) == 3 })
+	if err := f.c.Remove(l.c.ID()); err != nil {
+		t.Fatal(err)
+	}
+	var others []*testNode
+	for _, n := range nodes {
+		if n != l {
+			others = append(others, n)
+		}
+	}
+	waitFor(t, 3*time.Second, "a new leader of 2", func() bool {
+		nl := leaderOf(others)
+		return nl != nil && len(nl.c.Status().Peers) == 2
+	})
+	if err := addBridge(f.st, "after-remove"); err != nil {
+		t.Fatal(err)
+	}
+}

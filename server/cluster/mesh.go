@@ -11,12 +11,14 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Mesh timing and bounds.
 const (
 	QueueLength    = 4096                   // messages waiting for one node
+	QueueBytes     = 64 << 20               // and their bytes
 	pingEvery      = 200 * time.Millisecond // a node's hello on an idle connection
 	ReachableAfter = 1500 * time.Millisecond
 	writeTimeout   = 5 * time.Second
@@ -119,10 +121,15 @@ func (m *mesh) Send(node string, channel byte, msg []byte) error {
 	if !m.reachable(node) {
 		return fmt.Errorf("%w: %s", ErrUnreachable, node)
 	}
+	if p.queued.Add(int64(len(msg))) > QueueBytes {
+		p.queued.Add(-int64(len(msg)))
+		return fmt.Errorf("%w: %s", ErrQueueFull, node)
+	}
 	select {
 	case p.q <- frame{ch: channel, msg: msg}:
 		return nil
 	default:
+		p.queued.Add(-int64(len(msg)))
 		return fmt.Errorf("%w: %s", ErrQueueFull, node)
 	}
 }
@@ -343,6 +350,7 @@ type peer struct {
 	m        *mesh
 	id, addr string
 	q        chan frame
+	queued   atomic.Int64 // bytes in q
 
 	mu      sync.Mutex
 	up      bool
@@ -472,9 +480,12 @@ func (p *peer) write(conn net.Conn) error {
 			return errors.New("closed by the other node")
 		case f := <-p.q:
 			conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			p.queued.Add(-int64(len(f.msg)))
 			err = writeFrame(w, f)
 			for n := len(p.q); err == nil && n > 0; n-- { // what else is queued, in one write
-				err = writeFrame(w, <-p.q)
+				f = <-p.q
+				p.queued.Add(-int64(len(f.msg)))
+				err = writeFrame(w, f)
 			}
 		case <-t.C:
 			conn.SetWriteDeadline(time.Now().Add(writeTimeout))
