@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/parley-xmpp/parley/server/status"
@@ -101,6 +102,9 @@ type Cluster struct {
 
 	pendOnce sync.Once
 	pend     *pendingCalls
+
+	raftLogOnce sync.Once
+	raftLog     hclog.Logger
 }
 
 var _ Node = (*Cluster)(nil)
@@ -179,6 +183,7 @@ func (c *Cluster) Close() error {
 func (c *Cluster) Enable() error {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
+	defer c.noteState()
 	if err := os.MkdirAll(c.raftDir(), 0o700); err != nil {
 		return err
 	}
@@ -199,6 +204,7 @@ func (c *Cluster) Enable() error {
 func (c *Cluster) Disable() error {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
+	defer c.noteState()
 	if r := c.raftNode(); r != nil && len(r.voters()) > 1 {
 		if err := c.removeServer(c.ID(), ""); err != nil {
 			c.log.Printf("cluster: leaving the cluster: %v (the leader removes this node's old entry when it joins again)", err)
@@ -227,6 +233,7 @@ func (c *Cluster) Disable() error {
 func (c *Cluster) Initialize() error {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
+	defer c.noteState()
 	if err := c.checkFree(); err != nil {
 		return err
 	}
@@ -325,6 +332,9 @@ func (c *Cluster) noteState() (status.ClusterState, time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s != c.state {
+		if s != status.Disabled || c.state != status.Disabled {
+			c.log.Printf("cluster: this node is now %s (was %s)", s, c.state)
+		}
 		c.state, c.changed = s, time.Now()
 	}
 	return c.state, c.changed

@@ -800,6 +800,17 @@ func TestJoinErrors(t *testing.T) {
 	if err := a.c.Initialize(); err == nil || err.Error() != "this node is already in a cluster of 1 node: xmpp cluster disable first" {
 		t.Fatalf("initialize twice: %v", err)
 	}
+	// A node the leader cannot connect back to is not added (a one-node
+	// cluster would lose its quorum).
+	d := newTestNode(t, p, func(c *Config) { c.Advertise = net.JoinHostPort(nextHost(), fmt.Sprint(testPort)) })
+	d.c.Enable()
+	_, err = d.c.Join(a.addr())
+	if err == nil || !strings.Contains(err.Error(), "cannot connect back to this node") {
+		t.Fatalf("join with a wrong address: %v", err)
+	}
+	if err := addBridge(a.st, "still"); err != nil {
+		t.Fatal(err)
+	}
 	// The state survives a restart.
 	a.restart()
 	waitFor(t, 3*time.Second, "leader after restart", func() bool { return a.c.Status().State == status.Leader })

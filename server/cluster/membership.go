@@ -60,6 +60,12 @@ func (c *Cluster) serveRPC(conn net.Conn) {
 }
 
 func (c *Cluster) handleRPC(req rpcRequest) rpcAnswer {
+	if req.Op == "ping" { // the leader checks it reaches a joining node
+		if req.ID != c.ID() {
+			return rpcAnswer{Err: encodeError(fmt.Errorf("the node at this address has id %s, not %s", c.ID(), req.ID))}
+		}
+		return rpcAnswer{}
+	}
 	r := c.raftNode()
 	if r == nil {
 		return rpcAnswer{Err: encodeError(errors.New("that node is not in a cluster (xmpp cluster initialize there, or join it to one)"))}
@@ -106,6 +112,12 @@ func (c *Cluster) addNode(r *raftNode, id, addr string) (uint64, error) {
 	}
 	if err := c.waitQuorum(r, 2*QuorumWait); err != nil {
 		return 0, err
+	}
+	// A voter that cannot be reached would cost the cluster its quorum
+	// (a one-node cluster could not commit anything more): check first
+	// that this node reaches the new one, both certificates included.
+	if _, err := c.call(addr, rpcRequest{Op: "ping", ID: id}); err != nil {
+		return 0, fmt.Errorf("the leader cannot connect back to this node at %s (%v): check this node's cluster address", addr, err)
 	}
 	f := r.r.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, membershipWait)
 	if err := waitFuture(f, membershipWait); err != nil {
@@ -200,6 +212,7 @@ func (c *Cluster) callLeader(addr string, req rpcRequest) (rpcAnswer, error) {
 func (c *Cluster) Join(member string) (JoinReport, error) {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
+	defer c.noteState()
 	if err := c.checkFree(); err != nil {
 		return JoinReport{}, err
 	}

@@ -198,6 +198,7 @@ func (m *mesh) loop(stop chan struct{}) {
 	for {
 		m.sync()
 		m.update()
+		m.c.noteState() // LastChange as it happens, not when asked
 		select {
 		case <-stop:
 			return

@@ -304,10 +304,11 @@ func (c *Cluster) certificate() (*tls.Certificate, error) {
 
 func (c *Cluster) serverTLS() *tls.Config {
 	return &tls.Config{
-		MinVersion:            tls.VersionTLS13,
-		ClientAuth:            tls.RequireAnyClientCert, // verified against the bundle below
-		GetCertificate:        func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.certificate() },
-		VerifyPeerCertificate: c.verifyPeer,
+		MinVersion:             tls.VersionTLS13,
+		SessionTicketsDisabled: true,                     // every connection verified in full
+		ClientAuth:             tls.RequireAnyClientCert, // verified against the bundle below
+		GetCertificate:         func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.certificate() },
+		VerifyPeerCertificate:  c.verifyPeer,
 	}
 }
 
