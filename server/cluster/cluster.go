@@ -158,18 +158,26 @@ func (c *Cluster) Start() error {
 	if _, err := os.Stat(filepath.Join(c.raftDir(), enabledMark)); err != nil {
 		return nil
 	}
-	if err := c.startListener(); err != nil {
-		return err
-	}
 	has, err := hasRaftState(c.raftDir())
-	if err != nil || !has {
-		return err
+	if err == nil {
+		err = c.startListener()
 	}
-	return c.startRaft(nil)
+	if err == nil && has {
+		err = c.startRaft(nil)
+	}
+	if err != nil {
+		c.setError(err)
+		if has {
+			// A member that cannot run its part must not commit alone.
+			c.cfg.Store.SetLog(pausedLog{reason: err.Error()})
+		}
+	}
+	return err
 }
 
-// Close stops raft and the listener (the store goes back to its local
-// log); the node's cluster state stays on disk for the next Start.
+// Close stops raft and the listener; the node's cluster state stays on
+// disk for the next Start. A node that was in a cluster refuses changes
+// from then on (they must not be committed locally).
 func (c *Cluster) Close() error {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()

@@ -52,9 +52,9 @@ type peerInfo struct {
 
 type mesh struct {
 	c        *Cluster
-	handlers [256]func(from string, msg []byte)
+	handlers [256]atomic.Pointer[func(from string, msg []byte)]
 
-	mu        sync.Mutex
+	mu        sync.RWMutex     // Send and the readers take it shared
 	peers     map[string]*peer // by node id: the other members
 	heard     map[string]peerInfo
 	members   []string // the last members told to OnMembers
@@ -94,9 +94,7 @@ func (m *mesh) Handle(channel byte, fn func(from string, msg []byte)) {
 	if channel == chanHello {
 		panic("cluster: channel 0 is the mesh's own")
 	}
-	m.mu.Lock()
-	m.handlers[channel] = fn
-	m.mu.Unlock()
+	m.handlers[channel].Store(&fn)
 }
 
 func (m *mesh) OnMembers(fn func(members []string)) {
@@ -112,9 +110,9 @@ func (m *mesh) Send(node string, channel byte, msg []byte) error {
 	if len(msg) > MaxFrame {
 		return fmt.Errorf("cluster: a message of %d bytes is over the limit (%d)", len(msg), MaxFrame)
 	}
-	m.mu.Lock()
+	m.mu.RLock()
 	p := m.peers[node]
-	m.mu.Unlock()
+	m.mu.RUnlock()
 	if p == nil {
 		return fmt.Errorf("%w: %s", ErrNotMember, node)
 	}
@@ -137,10 +135,10 @@ func (m *mesh) Send(node string, channel byte, msg []byte) error {
 // reachable: the connection to the node is up and the node was heard
 // from lately.
 func (m *mesh) reachable(node string) bool {
-	m.mu.Lock()
+	m.mu.RLock()
 	p := m.peers[node]
 	info := m.heard[node]
-	m.mu.Unlock()
+	m.mu.RUnlock()
 	return p != nil && p.isUp() && time.Since(info.heard) < ReachableAfter
 }
 
@@ -302,12 +300,10 @@ func (m *mesh) serveIncoming(conn net.Conn, from string) {
 			m.mu.Unlock()
 			continue
 		}
-		m.mu.Lock()
-		fn := m.handlers[ch]
-		m.heard[from] = peerInfo{hello: m.heard[from].hello, heard: time.Now()}
-		m.mu.Unlock()
-		if fn != nil {
-			fn(from, msg)
+		// (The node's hellos, every pingEvery, keep it reachable: no lock
+		// here on the stanza path.)
+		if fn := m.handlers[ch].Load(); fn != nil {
+			(*fn)(from, msg)
 		}
 	}
 }
@@ -354,7 +350,7 @@ type peer struct {
 	queued   atomic.Int64 // bytes in q
 
 	mu      sync.Mutex
-	up      bool
+	up      atomic.Bool
 	lastErr string
 	conn    net.Conn
 	stopped chan struct{}
@@ -365,11 +361,7 @@ func newPeer(m *mesh, id, addr string) *peer {
 	return &peer{m: m, id: id, addr: addr, q: make(chan frame, QueueLength), stopped: make(chan struct{})}
 }
 
-func (p *peer) isUp() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.up
-}
+func (p *peer) isUp() bool { return p.up.Load() }
 
 func (p *peer) close() {
 	p.once.Do(func() {
@@ -378,7 +370,7 @@ func (p *peer) close() {
 		if p.conn != nil {
 			p.conn.Close()
 		}
-		p.up = false
+		p.up.Store(false)
 		p.mu.Unlock()
 	})
 }
@@ -426,7 +418,8 @@ func (p *peer) run() {
 			return
 		default:
 		}
-		p.conn, p.up = conn, true
+		p.conn = conn
+		p.up.Store(true)
 		if p.lastErr != "" {
 			p.m.c.log.Printf("cluster: node %s at %s is reachable again", p.id, p.addr)
 		}
@@ -435,7 +428,8 @@ func (p *peer) run() {
 		err = p.write(conn)
 		conn.Close()
 		p.mu.Lock()
-		p.conn, p.up = nil, false
+		p.conn = nil
+		p.up.Store(false)
 		p.mu.Unlock()
 		if err != nil {
 			select {

@@ -237,11 +237,18 @@ func (c *Cluster) stopRaft(standalone bool) {
 	n.logs.Close()
 }
 
-// pausedLog refuses proposals while raft starts or after it stopped.
-type pausedLog struct{ stopped bool }
+// pausedLog refuses proposals while raft starts, after it stopped, or
+// when it could not start.
+type pausedLog struct {
+	stopped bool
+	reason  string
+}
 
 func (p pausedLog) Commit([]byte) (uint64, any, error) {
-	if p.stopped {
+	switch {
+	case p.reason != "":
+		return 0, nil, fmt.Errorf("the cluster does not run on this node (%s): the change was not made", p.reason)
+	case p.stopped:
 		return 0, nil, errors.New("the cluster is stopped: the change was not made")
 	}
 	return 0, nil, errors.New("the cluster is starting: the change was not made, try again")
