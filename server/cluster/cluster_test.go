@@ -869,3 +869,37 @@ func TestDisableLeaderAndRemoveLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkPropose measures proposals through raft on three loopback
+// nodes, from the leader and from a follower (forwarded), in parallel.
+func BenchmarkPropose(b *testing.B) {
+	nodes := cluster3(b)
+	for _, bc := range []struct {
+		name string
+		n    *testNode
+	}{{"leader", nodes[0]}, {"follower", nodes[1]}} {
+		b.Run(bc.name, func(b *testing.B) {
+			var seq atomicCounter
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := bc.n.st.Propose(store.OfflinePush{User: "u@example.com", Stanza: []byte(fmt.Sprintf("<message id='%d'/>", seq.next()))}); err != nil && !errors.Is(err, store.ErrFull) {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+type atomicCounter struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (c *atomicCounter) next() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+	return c.n
+}
