@@ -42,12 +42,13 @@ const (
 // Raft timing, chosen for a LAN or loopback: a follower that hears
 // nothing from the leader for HeartbeatTimeout (randomized up to twice
 // that) stands for election, so a new leader is elected about 0.5–1.5 s
-// after the old one died. LeaderLeaseTimeout is how long a leader keeps
-// its role without contact with a majority.
+// after the old one died (measured here: 0.8–1.4 s). LeaderLeaseTimeout
+// is how long a leader keeps its role without contact with a majority (a
+// write does not wait for it: it checks that a majority is reachable).
 const (
 	HeartbeatTimeout   = 500 * time.Millisecond
 	ElectionTimeout    = 500 * time.Millisecond
-	LeaderLeaseTimeout = 250 * time.Millisecond
+	LeaderLeaseTimeout = 500 * time.Millisecond
 	CommitTimeout      = 20 * time.Millisecond
 )
 
@@ -285,6 +286,19 @@ func (c *Cluster) checkFree() error {
 		return errors.New("this node holds the state of a cluster: xmpp cluster disable first")
 	}
 	return nil
+}
+
+// Reconnect closes every connection between this node and the others:
+// they are made again, and verified again (after the certificate or the
+// trust bundle changed: a node the bundle no longer covers is refused).
+func (c *Cluster) Reconnect() {
+	c.mesh.reconnect()
+	c.mu.Lock()
+	l := c.ln
+	c.mu.Unlock()
+	if l != nil {
+		l.closeConns()
+	}
 }
 
 // Status is what `xmpp cluster status` prints. KeyFile, CertFile and

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,8 +86,9 @@ type testNode struct {
 	st   *store.Store
 	c    *Cluster
 	cert *tls.Certificate
-	pki  *testPKI
-	logs *syncBuffer
+	pki   *testPKI
+	trust atomic.Pointer[x509.CertPool]
+	logs  *syncBuffer
 }
 
 type syncBuffer struct {
@@ -129,6 +131,7 @@ func newTestNode(t testing.TB, p *testPKI, opts ...func(*Config)) *testNode {
 	t.Helper()
 	n := &testNode{t: t, host: nextHost(), dir: t.TempDir(), pki: p, logs: &syncBuffer{}}
 	n.cert = p.cert(t, n.host)
+	n.trust.Store(p.pool)
 	st, err := store.Open(n.dir)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +150,7 @@ func (n *testNode) open(opts ...func(*Config)) {
 	cfg := Config{
 		DataDir: n.dir, Store: n.st, Listen: addr, Advertise: addr,
 		Certificate: func() (*tls.Certificate, error) { return n.cert, nil },
-		Trust:       func() (*x509.CertPool, error) { return n.pki.pool, nil },
+		Trust:       func() (*x509.CertPool, error) { return n.trust.Load(), nil },
 		Log:         log.New(n.logs, n.host+" ", log.Lmicroseconds),
 	}
 	for _, o := range opts {
@@ -902,4 +905,43 @@ func (c *atomicCounter) next() int {
 	defer c.mu.Unlock()
 	c.n++
 	return c.n
+}
+
+func TestTrustChangeAndClone(t *testing.T) {
+	nodes := cluster3(t)
+	// The bundle on node 3 no longer covers the others: after Reconnect
+	// it refuses them, and they it.
+	other := newCA(t, "another CA")
+	nodes[2].trust.Store(other.pool)
+	nodes[2].c.Reconnect()
+	waitFor(t, 3*time.Second, "node 3 cut off", func() bool {
+		return len(nodes[0].c.Mesh().Members()) == 2 && len(nodes[2].c.Mesh().Members()) == 1
+	})
+	if err := addBridge(nodes[1].st, "two-of-three"); err != nil {
+		t.Fatal(err)
+	}
+	nodes[2].trust.Store(nodes[2].pki.pool)
+	nodes[2].c.Reconnect()
+	waitFor(t, 3*time.Second, "node 3 back", func() bool { return len(nodes[2].c.Mesh().Members()) == 3 })
+	sameStores(t, nodes)
+
+	// A copy of node 2 (its data directory's node id) is refused while
+	// node 2 is alive.
+	d := newTestNode(t, nodes[0].pki)
+	d.c.Close()
+	if err := os.WriteFile(d.dir+"/"+NodeIDFile, []byte(nodes[1].c.ID()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.open()
+	if d.c.ID() != nodes[1].c.ID() {
+		t.Fatal("id not read")
+	}
+	d.c.Enable()
+	_, err := d.c.Join(nodes[0].addr())
+	if err == nil || !strings.Contains(err.Error(), "this node is a copy of it") {
+		t.Fatalf("join of a copy: %v", err)
+	}
+	if len(nodes[0].c.Status().Peers) != 3 {
+		t.Fatal("the copy replaced the node")
+	}
 }

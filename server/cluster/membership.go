@@ -103,6 +103,11 @@ func (c *Cluster) addNode(r *raftNode, id, addr string) (uint64, error) {
 		if string(s.ID) == c.ID() && (string(s.ID) == id || string(s.Address) == addr) {
 			return 0, fmt.Errorf("%s is this leader's own address or id", addr)
 		}
+		if string(s.ID) == id && c.mesh.reachable(id) {
+			// The member with this id is alive elsewhere: this node is a
+			// copy of it (a cloned appliance, a copied data directory).
+			return 0, fmt.Errorf("node id %s is already a member, alive at %s: this node is a copy of it (xmpp cluster disable here gives it an id of its own)", id, s.Address)
+		}
 		if string(s.ID) == id || string(s.Address) == addr {
 			c.log.Printf("cluster: node %s (%s) joins again: removing its old entry %s (%s)", id, addr, s.ID, s.Address)
 			if err := c.removeLocal(r, string(s.ID)); err != nil {

@@ -179,6 +179,20 @@ func (m *mesh) stop() {
 	m.update()
 }
 
+// reconnect closes the connections to the other nodes: each is dialed
+// again.
+func (m *mesh) reconnect() {
+	m.mu.RLock()
+	for _, p := range m.peers {
+		p.mu.Lock()
+		if p.conn != nil {
+			p.conn.Close()
+		}
+		p.mu.Unlock()
+	}
+	m.mu.RUnlock()
+}
+
 // reset forgets what was heard (a new node id).
 func (m *mesh) reset() {
 	m.mu.Lock()
@@ -278,6 +292,7 @@ func (m *mesh) update() {
 // it opened, and hands them to the channels' handlers.
 func (m *mesh) serveIncoming(conn net.Conn, from string) {
 	r := bufio.NewReaderSize(conn, 32<<10)
+	var noted time.Time // when a data frame last counted as hearing from the node
 	for {
 		conn.SetReadDeadline(time.Now().Add(readTimeout))
 		ch, msg, err := readFrame(r)
@@ -300,8 +315,14 @@ func (m *mesh) serveIncoming(conn net.Conn, from string) {
 			m.mu.Unlock()
 			continue
 		}
-		// (The node's hellos, every pingEvery, keep it reachable: no lock
-		// here on the stanza path.)
+		// A busy connection keeps the node reachable even if its hellos
+		// wait behind data (the lock at most every pingEvery).
+		if now := time.Now(); now.Sub(noted) >= pingEvery {
+			noted = now
+			m.mu.Lock()
+			m.heard[from] = peerInfo{hello: m.heard[from].hello, heard: now}
+			m.mu.Unlock()
+		}
 		if fn := m.handlers[ch].Load(); fn != nil {
 			(*fn)(from, msg)
 		}

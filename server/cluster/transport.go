@@ -135,6 +135,21 @@ func (l *listener) logRefusal(addr net.Addr) bool {
 	return true
 }
 
+// closeConns closes the connections accepted so far, raft's included.
+func (l *listener) closeConns() {
+	l.mu.Lock()
+	conns := l.conns
+	l.conns = map[net.Conn]struct{}{}
+	s := l.stream
+	l.mu.Unlock()
+	for conn := range conns {
+		conn.Close()
+	}
+	if s != nil {
+		s.closeConns()
+	}
+}
+
 func (l *listener) isClosed() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -438,6 +453,17 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 		return conn, nil
 	case <-s.closed:
 		return nil, errors.New("cluster: raft's stream is closed")
+	}
+}
+
+// closeConns closes raft's connections (raft makes them again).
+func (s *streamLayer) closeConns() {
+	s.mu.Lock()
+	open := s.open
+	s.open = map[*streamConn]struct{}{}
+	s.mu.Unlock()
+	for sc := range open {
+		sc.Conn.Close()
 	}
 }
 
