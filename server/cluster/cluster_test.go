@@ -80,12 +80,12 @@ func (p *testPKI) cert(t testing.TB, host string) *tls.Certificate {
 
 // testNode is one in-process node on its own loopback address.
 type testNode struct {
-	t    testing.TB
-	host string
-	dir  string
-	st   *store.Store
-	c    *Cluster
-	cert *tls.Certificate
+	t     testing.TB
+	host  string
+	dir   string
+	st    *store.Store
+	c     *Cluster
+	cert  *tls.Certificate
 	pki   *testPKI
 	trust atomic.Pointer[x509.CertPool]
 	logs  *syncBuffer
