@@ -10,6 +10,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -505,9 +506,25 @@ func newNodeID(dataDir string) (string, error) {
 // lists), then by cluster address.
 func sortPeers(ps []status.ClusterPeer) {
 	slices.SortFunc(ps, func(a, b status.ClusterPeer) int {
-		if c := strings.Compare(a.Address, b.Address); c != 0 {
+		if c := compareAddr(a.Address, b.Address); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Cluster, b.Cluster)
+		return compareAddr(a.Cluster, b.Cluster)
 	})
+}
+
+// compareAddr orders host:port addresses, IP addresses by number
+// (10.0.0.9 before 10.0.0.10), names after them by text.
+func compareAddr(a, b string) int {
+	x, errx := netip.ParseAddrPort(a)
+	y, erry := netip.ParseAddrPort(b)
+	switch {
+	case errx == nil && erry == nil:
+		return x.Compare(y)
+	case errx == nil:
+		return -1
+	case erry == nil:
+		return 1
+	}
+	return strings.Compare(a, b)
 }

@@ -945,3 +945,15 @@ func TestTrustChangeAndClone(t *testing.T) {
 		t.Fatal("the copy replaced the node")
 	}
 }
+
+func TestSortPeers(t *testing.T) {
+	ps := []status.ClusterPeer{{Address: "b.lan:5222"}, {Address: "10.0.0.10:5222"}, {Address: "a.lan:5222"}, {Address: "10.0.0.9:5222"}}
+	sortPeers(ps)
+	var got []string
+	for _, p := range ps {
+		got = append(got, p.Address)
+	}
+	if want := "10.0.0.9:5222 10.0.0.10:5222 a.lan:5222 b.lan:5222"; strings.Join(got, " ") != want {
+		t.Fatalf("got %v, want %s", got, want)
+	}
+}
