@@ -87,6 +87,10 @@ func (t *Table) receiveStanza(from string, msg []byte) {
 			t.cfg.Bounce(el, c, text)
 		}
 	}
+	if el.Name.Local != "message" {
+		fallback() // a component, a bounce, or nowhere: nothing waits
+		return
+	}
 	select {
 	case t.fallbacks <- struct{}{}:
 		go func() {

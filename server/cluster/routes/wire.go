@@ -14,13 +14,13 @@ import (
 // of ~120, and decoding allocates only the strings it keeps (measured in
 // BenchmarkEncode*: see wire_test.go).
 const (
-	opReset      = 1 // the sender's entries follow in full: drop what it had
-	opSyncReq    = 2 // send me your entries in full
-	opBind       = 3 // bare, resource, bind time (Unix ns); a node that holds the same full JID bound earlier closes it (conflict)
-	opUnbind     = 4 // bare, resource
-	opPresence   = 5 // bare, resource, available (0/1), priority, presence stanza
-	opCompUp     = 6 // domain
-	opCompDown   = 7 // domain
+	opReset      = 1    // the sender's entries follow in full: drop what it had
+	opSyncReq    = 2    // send me your entries in full
+	opBind       = 3    // bare, resource, bind time (Unix ns); a node that holds the same full JID bound earlier closes it (conflict)
+	opUnbind     = 4    // bare, resource
+	opPresence   = 5    // bare, resource, available (0/1), priority, presence stanza
+	opCompUp     = 6    // domain
+	opCompDown   = 7    // domain
 	maxStringLen = 3071 // a bare JID: two 1023-byte parts and more than enough
 )
 
