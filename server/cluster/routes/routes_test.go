@@ -10,6 +10,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/cluster"
+	"github.com/parley-xmpp/parley/server/cluster/routes/memmesh"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -115,15 +116,15 @@ type testNode struct {
 	id      string
 	r       *router.Router
 	t       *Table
-	mesh    *fakeMesh
+	mesh    *memmesh.Node
 	offline *offline
 	comps   *comps
 	bounced *bounce
 	log     *bytes.Buffer
 }
 
-func newNode(t *testing.T, net *fakeNet, id string, maxPerNode int) *testNode {
-	n := &testNode{id: id, r: router.New(), mesh: net.node(t, id), offline: &offline{}, comps: &comps{up: map[string]bool{}}, bounced: &bounce{}, log: &bytes.Buffer{}}
+func newNode(t *testing.T, net *memmesh.Net, id string, maxPerNode int) *testNode {
+	n := &testNode{id: id, r: router.New(), mesh: net.Node(t, id), offline: &offline{}, comps: &comps{up: map[string]bool{}}, bounced: &bounce{}, log: &bytes.Buffer{}}
 	n.r.Hosted = func(d string) bool { return d == "a.lan" }
 	n.r.Offline = n.offline
 	n.r.Components = n.comps
@@ -159,11 +160,11 @@ func (n *testNode) bind(bare, res string, prio int) *sess {
 	return s
 }
 
-func cluster3(t *testing.T) (*fakeNet, *testNode, *testNode, *testNode) {
-	net := newFakeNet()
+func cluster3(t *testing.T) (*memmesh.Net, *testNode, *testNode, *testNode) {
+	net := memmesh.New()
 	a, b, c := newNode(t, net, "a", 0), newNode(t, net, "b", 0), newNode(t, net, "c", 0)
-	net.members("a", "b", "c")
-	net.settle(t)
+	net.Members("a", "b", "c")
+	net.Settle(t)
 	return net, a, b, c
 }
 
@@ -198,13 +199,13 @@ func eventually(t *testing.T, what string, f func() bool) {
 // unbind, components), a node that appears gets the others' in full, and
 // the entries of a node that leaves are dropped at once.
 func TestOwnership(t *testing.T) {
-	net := newFakeNet()
+	net := memmesh.New()
 	a, b := newNode(t, net, "a", 0), newNode(t, net, "b", 0)
-	net.members("a", "b")
+	net.Members("a", "b")
 	bob := a.bind("bob@a.lan", "desk", 5)
 	a.bind("bob@a.lan", "phone", -1000) // bound, never available
 	a.t.ComponentUp("cb1.a.lan")
-	net.settle(t)
+	net.Settle(t)
 	if node, ok := b.t.Resource("bob@a.lan", "desk"); !ok || node != "a" {
 		t.Fatalf("b sees bob/desk on %q %v", node, ok)
 	}
@@ -230,8 +231,8 @@ func TestOwnership(t *testing.T) {
 	// A third node appears: it gets a's and b's shares in full.
 	c := newNode(t, net, "c", 0)
 	b.bind("carol@a.lan", "x", 0)
-	net.members("a", "b", "c")
-	net.settle(t)
+	net.Members("a", "b", "c")
+	net.Settle(t)
 	if c.t.Len() != 3 || c.t.Resources("bob@a.lan") != 2 || c.t.Resources("carol@a.lan") != 1 {
 		t.Fatalf("c after joining: %d entries", c.t.Len())
 	}
@@ -241,7 +242,7 @@ func TestOwnership(t *testing.T) {
 
 	a.r.Unbind(bob)
 	a.t.ComponentDown("cb1.a.lan")
-	net.settle(t)
+	net.Settle(t)
 	if _, ok := c.t.Resource("bob@a.lan", "desk"); ok || c.t.Len() != 2 {
 		t.Fatal("the unbind did not reach c")
 	}
@@ -250,13 +251,13 @@ func TestOwnership(t *testing.T) {
 	}
 
 	// a becomes unreachable: its entries go at once, everywhere.
-	net.members("b", "c")
+	net.Members("b", "c")
 	if c.t.Resources("bob@a.lan") != 0 || b.t.Len() != 0 || c.t.Len() != 1 {
 		t.Fatalf("a's entries stay: b %d, c %d", b.t.Len(), c.t.Len())
 	}
 	// and come back with it.
-	net.members("a", "b", "c")
-	net.settle(t)
+	net.Members("a", "b", "c")
+	net.Settle(t)
 	if c.t.Resources("bob@a.lan") != 1 || b.t.Len() != 1 || a.t.Len() != 1 {
 		t.Fatalf("after a came back: b %d, c %d, a %d", b.t.Len(), c.t.Len(), a.t.Len())
 	}
@@ -265,21 +266,17 @@ func TestOwnership(t *testing.T) {
 // TestResync: a change a node could not take (its queue was full, the
 // link failed) reaches it with the next full sync.
 func TestResync(t *testing.T) {
-	net := newFakeNet()
+	net := memmesh.New()
 	a, b := newNode(t, net, "a", 0), newNode(t, net, "b", 0)
-	net.members("a", "b")
-	net.settle(t)
-	net.mu.Lock()
-	net.cut[[2]string{"a", "b"}] = true
-	net.mu.Unlock()
+	net.Members("a", "b")
+	net.Settle(t)
+	net.Cut("a", "b", true)
 	a.bind("bob@a.lan", "desk", 1)
 	a.bind("bob@a.lan", "phone", 1)
 	if b.t.Len() != 0 {
 		t.Fatal("sent over a cut link")
 	}
-	net.mu.Lock()
-	delete(net.cut, [2]string{"a", "b"})
-	net.mu.Unlock()
+	net.Cut("a", "b", false)
 	eventually(t, "the resync", func() bool { return b.t.Len() == 2 })
 }
 
@@ -288,7 +285,7 @@ func TestResync(t *testing.T) {
 func TestForwardFull(t *testing.T) {
 	net, a, b, _ := cluster3(t)
 	bob := b.bind("bob@a.lan", "desk", 0)
-	net.settle(t)
+	net.Settle(t)
 	if c, _ := a.r.Route(msg("chat", "bob@a.lan/desk", "1"), jid("bob@a.lan/desk")); c != "" {
 		t.Fatal(c)
 	}
@@ -296,8 +293,8 @@ func TestForwardFull(t *testing.T) {
 	if c, _ := a.r.Route(iq, jid("bob@a.lan/desk")); c != "" {
 		t.Fatal(c)
 	}
-	net.settle(t)
-	if bob.count() != 2 || net.received("b", cluster.ChanStanza) != 2 || net.received("c", cluster.ChanStanza) != 0 {
+	net.Settle(t)
+	if bob.count() != 2 || net.Received("b", cluster.ChanStanza) != 2 || net.Received("c", cluster.ChanStanza) != 0 {
 		t.Fatalf("bob got %d", bob.count())
 	}
 	if got := bob.got[0]; got.Get("id") != "1" || got.Child(stream.NSClient, "body") == nil {
@@ -314,40 +311,40 @@ func TestBareTargets(t *testing.T) {
 	lb := b.bind("bob@a.lan", "b1", 5)
 	lb2 := b.bind("bob@a.lan", "b2", 5)
 	lc := c.bind("bob@a.lan", "c1", -1)
-	net.settle(t)
+	net.Settle(t)
 
 	a.r.Route(msg("chat", "bob@a.lan", "1"), jid("bob@a.lan"))
-	net.settle(t)
+	net.Settle(t)
 	if la.count() != 0 || lb.count() != 1 || lb2.count() != 1 || lc.count() != 0 {
 		t.Fatalf("chat: a1 %d b1 %d b2 %d c1 %d", la.count(), lb.count(), lb2.count(), lc.count())
 	}
-	if net.received("b", cluster.ChanStanza) != 1 {
+	if net.Received("b", cluster.ChanStanza) != 1 {
 		t.Fatal("b got the message more than once")
 	}
 
 	// Same priority here and there: both.
 	a.r.SetPresence(la, true, 5, nil)
-	net.settle(t)
+	net.Settle(t)
 	a.r.Route(msg("normal", "bob@a.lan", "2"), jid("bob@a.lan"))
-	net.settle(t)
+	net.Settle(t)
 	if la.count() != 1 || lb.count() != 2 || lb2.count() != 2 {
 		t.Fatalf("normal: a1 %d b1 %d b2 %d", la.count(), lb.count(), lb2.count())
 	}
 
 	// A local resource above the others: only here, nothing sent.
 	a.r.SetPresence(la, true, 9, nil)
-	net.settle(t)
-	before := net.received("b", cluster.ChanStanza)
+	net.Settle(t)
+	before := net.Received("b", cluster.ChanStanza)
 	a.r.Route(msg("chat", "bob@a.lan", "3"), jid("bob@a.lan"))
-	net.settle(t)
-	if la.count() != 2 || net.received("b", cluster.ChanStanza) != before {
+	net.Settle(t)
+	if la.count() != 2 || net.Received("b", cluster.ChanStanza) != before {
 		t.Fatal("a higher local resource did not take the message alone")
 	}
 
 	// Headline: every non-negative resource; presence: every available.
 	a.r.Route(msg("headline", "bob@a.lan", "4"), jid("bob@a.lan"))
 	a.r.Route(xml.New(stream.NSClient, "presence", "to", "bob@a.lan", "from", "alice@a.lan/x"), jid("bob@a.lan"))
-	net.settle(t)
+	net.Settle(t)
 	if la.count() != 4 || lb.count() != 4 || lb2.count() != 4 || lc.count() != 1 {
 		t.Fatalf("headline+presence: a1 %d b1 %d b2 %d c1 %d", la.count(), lb.count(), lb2.count(), lc.count())
 	}
@@ -362,10 +359,8 @@ func TestBareTargets(t *testing.T) {
 func TestSendFails(t *testing.T) {
 	net, a, b, _ := cluster3(t)
 	b.bind("bob@a.lan", "desk", 1)
-	net.settle(t)
-	net.mu.Lock()
-	net.cut[[2]string{"a", "b"}] = true
-	net.mu.Unlock()
+	net.Settle(t)
+	net.Cut("a", "b", true)
 	if c, _ := a.r.Route(msg("chat", "bob@a.lan/desk", "1"), jid("bob@a.lan/desk")); c != "" {
 		t.Fatal(c)
 	}
@@ -394,7 +389,7 @@ func TestGoneOnArrival(t *testing.T) {
 	net, a, b, c := cluster3(t)
 	gone := b.bind("bob@a.lan", "desk", 1)
 	c.bind("bob@a.lan", "other", 0) // on c: a second hop would find it
-	net.settle(t)
+	net.Settle(t)
 	gone.mu.Lock()
 	gone.fail = true
 	gone.mu.Unlock()
@@ -410,9 +405,9 @@ func TestGoneOnArrival(t *testing.T) {
 			return len(b.bounced.conds) == 1 && b.bounced.conds[0] == "iq service-unavailable"
 		})
 	}
-	net.settle(t)
+	net.Settle(t)
 	eventually(t, "b stores the message", func() bool { return b.offline.count() == 1 })
-	if n := net.received("c", cluster.ChanStanza); n != 0 {
+	if n := net.Received("c", cluster.ChanStanza); n != 0 {
 		t.Fatalf("c got %d forwarded stanzas: a second hop", n)
 	}
 	if a.offline.count() != 0 {
@@ -428,12 +423,12 @@ func TestComponentElsewhere(t *testing.T) {
 	b.comps.up["cb1.a.lan"] = true
 	b.comps.mu.Unlock()
 	b.t.ComponentUp("cb1.a.lan")
-	net.settle(t)
+	net.Settle(t)
 	iq := xml.New(stream.NSClient, "iq", "type", "get", "id", "1", "to", "cb1.a.lan", "from", "alice@a.lan/x")
 	if c, _ := a.r.Route(iq, jid("cb1.a.lan")); c != "" {
 		t.Fatal(c)
 	}
-	net.settle(t)
+	net.Settle(t)
 	eventually(t, "the component gets it", func() bool {
 		b.comps.mu.Lock()
 		defer b.comps.mu.Unlock()
@@ -449,12 +444,12 @@ func TestComponentElsewhere(t *testing.T) {
 func TestConflict(t *testing.T) {
 	net, a, b, c := cluster3(t)
 	old := a.bind("bob@a.lan", "desk", 0)
-	net.settle(t)
+	net.Settle(t)
 	time.Sleep(time.Millisecond) // a later bind time, on any clock
 	cur := b.bind("bob@a.lan", "desk", 0)
-	net.settle(t)
+	net.Settle(t)
 	eventually(t, "the older session is replaced", old.wasReplaced)
-	net.settle(t)
+	net.Settle(t)
 	if cur.wasReplaced() {
 		t.Fatal("the newer session was closed")
 	}
@@ -469,7 +464,7 @@ func TestMaxSessions(t *testing.T) {
 	net, a, b, _ := cluster3(t)
 	b.bind("bob@a.lan", "1", 0)
 	b.bind("carol@a.lan", "1", 0)
-	net.settle(t)
+	net.Settle(t)
 	if err := a.r.BindChecked(&sess{bare: "dave@a.lan", res: "x", r: a.r}, 2); err != router.ErrTooManySessions {
 		t.Fatalf("a third session of max 2: %v", err)
 	}
@@ -479,7 +474,7 @@ func TestMaxSessions(t *testing.T) {
 	for i := 0; i < router.MaxResources-1; i++ {
 		b.bind("bob@a.lan", "r"+string(rune('a'+i/26))+string(rune('a'+i%26)), -1000)
 	}
-	net.settle(t)
+	net.Settle(t)
 	if err := a.r.BindChecked(&sess{bare: "bob@a.lan", res: "one-more", r: a.r}, 0); err != router.ErrTooManyResources {
 		t.Fatalf("resource %d over the nodes: %v", router.MaxResources+1, err)
 	}
@@ -488,10 +483,10 @@ func TestMaxSessions(t *testing.T) {
 // TestFlood: a peer cannot grow the table beyond its caps, and what does
 // not decode is dropped with one log line per episode.
 func TestFlood(t *testing.T) {
-	net := newFakeNet()
+	net := memmesh.New()
 	a := newNode(t, net, "a", 50)
-	evil := net.node(t, "evil")
-	net.members("a", "evil")
+	evil := net.Node(t, "evil")
+	net.Members("a", "evil")
 	var b []byte
 	for i := 0; i < 200; i++ {
 		b = appendOp(b, &op{code: opBind, bare: "u" + string(rune('a'+i%26)) + string(rune('a'+i/26)) + "@a.lan", res: "r", at: 1})
@@ -511,7 +506,7 @@ func TestFlood(t *testing.T) {
 	}
 	big := make([]byte, MaxMessage+1)
 	evil.Send("a", cluster.ChanRoutes, big)
-	net.settle(t)
+	net.Settle(t)
 	if a.t.Len() != 50 {
 		t.Fatalf("a holds %d of evil's entries (cap 50)", a.t.Len())
 	}
@@ -524,9 +519,9 @@ func TestFlood(t *testing.T) {
 	}
 	// The per-user cap, on a fresh table.
 	a2 := newNode(t, net, "a2", 0)
-	net.members("a2", "evil")
+	net.Members("a2", "evil")
 	evil.Send("a2", cluster.ChanRoutes, b)
-	net.settle(t)
+	net.Settle(t)
 	if n := a2.t.Resources("v@a.lan"); n != router.MaxResources {
 		t.Fatalf("v has %d resources from one node", n)
 	}
