@@ -370,6 +370,7 @@ const StopGrace = 3 * time.Second
 // exit then, and the clients have been told why.
 func (e *Engine) Stop() {
 	close(e.stop)
+	e.LeaveMesh()
 	e.mu.Lock()
 	e.stopped = true
 	e.stopLocked("system-shutdown", "the server is shutting down")

@@ -39,6 +39,7 @@ type Node struct {
 	handlers  map[byte]func(string, []byte)
 	onMembers func([]string)
 	q         chan message
+	closed    bool // guarded by net.mu
 }
 
 // New returns an empty network.
@@ -67,7 +68,13 @@ func (n *Net) Node(t testing.TB, id string) *Node {
 			n.pending.Add(-1)
 		}
 	}()
-	t.Cleanup(func() { close(m.q); <-done })
+	t.Cleanup(func() {
+		n.mu.Lock()
+		m.closed = true
+		close(m.q)
+		n.mu.Unlock()
+		<-done
+	})
 	return m
 }
 
@@ -141,16 +148,15 @@ func (m *Node) Members() []string {
 func (m *Node) Send(to string, ch byte, msg []byte) error {
 	n := m.net
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	dst := n.nodes[to]
-	if dst == nil || !n.up[to] || !n.up[m.id] || n.cut[[2]string{m.id, to}] {
-		n.mu.Unlock()
+	if dst == nil || dst.closed || !n.up[to] || !n.up[m.id] || n.cut[[2]string{m.id, to}] {
 		return errors.New("unreachable")
 	}
-	n.sent[to][ch]++
 	n.pending.Add(1)
-	n.mu.Unlock()
 	select {
 	case dst.q <- message{m.id, ch, append([]byte(nil), msg...)}:
+		n.sent[to][ch]++
 		return nil
 	default:
 		n.pending.Add(-1)
