@@ -76,6 +76,9 @@ type Table struct {
 	members  map[string]bool // the other members now
 	dirty    map[string]bool // members that missed a change: resync
 
+	parsersMu sync.Mutex
+	parsers   map[string]*parser // by sending node
+
 	fallbacks chan struct{} // bounds the forwarded stanzas handled off the mesh goroutine
 	stop      chan struct{}
 	done      sync.WaitGroup
@@ -136,6 +139,7 @@ func New(cfg Config) *Table {
 		cfg: cfg, self: cfg.Mesh.Self(), seed: maphash.MakeSeed(),
 		nodes: map[string]*node{}, comps: map[string]string{},
 		own: map[ownKey]*ownEntry{}, ownComps: map[string]bool{}, members: map[string]bool{}, dirty: map[string]bool{},
+		parsers:   map[string]*parser{},
 		fallbacks: make(chan struct{}, 256), stop: make(chan struct{}),
 	}
 	for i := range t.shards {
@@ -388,6 +392,13 @@ func (t *Table) onMembers(members []string) {
 	for _, m := range gone {
 		t.dropNode(m)
 	}
+	t.parsersMu.Lock()
+	for id := range t.parsers {
+		if !now[id] {
+			delete(t.parsers, id)
+		}
+	}
+	t.parsersMu.Unlock()
 	// A node known to the table but no member (it sent before it was
 	// seen, then vanished) goes too.
 	t.mu.RLock()

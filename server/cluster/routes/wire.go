@@ -10,9 +10,9 @@ import (
 // as a uvarint length and the bytes, integers as varints. A node sends
 // each change as it happens (one operation a message) and its whole share
 // of the table as a reset followed by its entries, in messages of at most
-// syncChunk bytes. Binary rather than JSON: a bind is 20–60 bytes instead
-// of ~120, and decoding allocates only the strings it keeps (measured in
-// BenchmarkEncode*: see wire_test.go).
+// syncChunk bytes. Binary rather than JSON: a bind is 39 bytes instead of
+// 84, and encoding plus decoding it takes 0.14 µs and 2 allocations
+// instead of 2 µs and 8 (BenchmarkWire, wire_test.go).
 const (
 	opReset      = 1    // the sender's entries follow in full: drop what it had
 	opSyncReq    = 2    // send me your entries in full
