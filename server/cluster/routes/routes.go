@@ -148,15 +148,19 @@ func New(cfg Config) *Table {
 	cfg.Mesh.Handle(cluster.ChanRoutes, t.receiveRoutes)
 	cfg.Mesh.Handle(cluster.ChanStanza, t.receiveStanza)
 	cfg.Mesh.OnMembers(t.onMembers)
-	// What is bound already is ours from the start; then the router
-	// tells us every change.
-	t.pub.Lock()
+	// The router tells us every change from here on; what was bound
+	// before is ours as well. (Locks in the router's order: its shard,
+	// then pub, as when it calls Bound.)
 	cfg.Router.SetCluster(t)
 	now := time.Now().UnixNano()
 	cfg.Router.Each(func(s router.Session, available bool, priority int) {
-		t.own[ownKey{s.Bare(), s.Resource()}] = &ownEntry{s: s, at: now, available: available, priority: priority}
+		k := ownKey{s.Bare(), s.Resource()}
+		t.pub.Lock()
+		if t.own[k] == nil {
+			t.own[k] = &ownEntry{s: s, at: now, available: available, priority: priority}
+		}
+		t.pub.Unlock()
 	})
-	t.pub.Unlock()
 	t.onMembers(cfg.Mesh.Members())
 	t.done.Add(1)
 	go t.resync()

@@ -2,6 +2,7 @@ package routes
 
 import (
 	"bytes"
+	"io"
 	"log"
 	"strings"
 	"sync"
@@ -580,5 +581,28 @@ func TestParserReset(t *testing.T) {
 		if el.Get("id") != "ok" {
 			t.Fatalf("delivered %s", el)
 		}
+	}
+}
+
+// TestBoundBefore: sessions bound before the table was made (a cluster
+// enabled on a running node) are published with the rest.
+func TestBoundBefore(t *testing.T) {
+	net := memmesh.New()
+	r := router.New()
+	s := &sess{bare: "bob@a.lan", res: "desk", r: r}
+	r.Bind(s)
+	r.SetAvailable(s, true, 2)
+	tbl := New(Config{Mesh: net.Node(t, "a"), Router: r, Log: log.New(io.Discard, "", 0)})
+	t.Cleanup(tbl.Close)
+	b := newNode(t, net, "b", 0)
+	net.Members("a", "b")
+	net.Settle(t)
+	rem := b.t.AppendRemote(nil, "bob@a.lan")
+	if len(rem) != 1 || rem[0].Node != "a" || !rem[0].Available || rem[0].Priority != 2 {
+		t.Fatalf("b sees %+v", rem)
+	}
+	tbl.Close()
+	if r.Cluster() != nil {
+		t.Fatal("still clustered after Close")
 	}
 }
