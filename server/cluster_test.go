@@ -95,6 +95,25 @@ func TestClusterUsersOnTwoNodes(t *testing.T) {
 		t.Fatalf("node 1 counts %d sessions in all", total)
 	}
 
+	// Roster pushes: bob's roster changed from his session on node 1
+	// reaches his session on node 2, which asked for the roster.
+	go io.WriteString(bob.conn, `<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>`)
+	bob.reply("r1")
+	laptop := f1.pipeClient(t, "bob", "bob-password", "laptop")
+	go io.WriteString(laptop.conn, `<iq type='set' id='r2'><query xmlns='jabber:iq:roster'><item jid='carol@example.lan' name='Carol'/></query></iq>`)
+	laptop.reply("r2")
+	push := bob.expect("the roster push from node 1", func(el *xml.Element) bool {
+		return el.Name.Local == "iq" && el.Get("type") == "set" && el.Child("jabber:iq:roster", "query") != nil
+	})
+	if it := push.Child("jabber:iq:roster", "query").Child("jabber:iq:roster", "item"); it == nil || it.Get("jid") != "carol@example.lan" {
+		t.Fatalf("push: %s", push)
+	}
+	laptop.conn.Close()
+	waitFor(t, "bob/laptop gone from node 2's table", func() bool {
+		_, ok := f2.eng.Routes().Resource("bob@example.lan", "laptop")
+		return !ok
+	})
+
 	// The same full JID bound on node 1: node 2's session ends with
 	// conflict.
 	f1.pipeClient(t, "bob", "bob-password", "desk")
