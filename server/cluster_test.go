@@ -114,6 +114,19 @@ func TestClusterUsersOnTwoNodes(t *testing.T) {
 		return !ok
 	})
 
+	// Node 2 unreachable: bob's contacts here learn he is gone; back: his
+	// presence again.
+	net.Members("n1")
+	p = alice.expect("bob unavailable, node 2 gone", isFrom("presence", "bob@example.lan/desk"))
+	if p.Get("type") != "unavailable" {
+		t.Fatalf("bob's presence with node 2 gone: %s", p)
+	}
+	net.Members("n1", "n2")
+	p = alice.expect("bob's presence, node 2 back", isFrom("presence", "bob@example.lan/desk"))
+	if p.Get("type") != "" || p.Child("", "status") == nil {
+		t.Fatalf("bob's presence with node 2 back: %s", p)
+	}
+
 	// The same full JID bound on node 1: node 2's session ends with
 	// conflict.
 	f1.pipeClient(t, "bob", "bob-password", "desk")

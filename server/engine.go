@@ -469,7 +469,7 @@ func (e *Engine) UserSessions(bare string) int {
 func (e *Engine) JoinMesh(m cluster.Mesh) *routes.Table {
 	e.LeaveMesh()
 	t := routes.New(routes.Config{Mesh: m, Router: e.router, Bounce: e.im.Bounce, Log: e.cfg.Log, Episodes: e.episodes,
-		MaxStanza: e.cfg.Limits.MaxStanza})
+		MaxStanza: e.cfg.Limits.MaxStanza, Gone: e.im.RemoteGone, Back: e.im.RemoteBack})
 	e.routes.Store(t)
 	for _, c := range e.comps.Connected() {
 		t.ComponentUp(c)

@@ -522,3 +522,43 @@ func (s *Service) subscriptionReply(from, to, typ string) {
 	s.routeTo(p, to)
 	s.contactPresence(from, to, true)
 }
+
+// RemoteGone tells the user's contacts here, and the user's own sessions
+// here, that a resource on another node of a cluster is unavailable: its
+// node left or became unreachable, and cannot say so itself. Contacts on
+// other nodes are told by their own node; those on other servers and
+// those that got directed presence are not told.
+func (s *Service) RemoteGone(bare, resource string) {
+	p := xml.New(stream.NSClient, "presence", "type", "unavailable", "from", bare+"/"+resource)
+	s.presenceHere(bare, p)
+}
+
+// RemoteBack tells the same sessions a resource's presence again when its
+// node is back (after RemoteGone).
+func (s *Service) RemoteBack(bare, resource string, presence []byte) {
+	p, err := newElementParser().parse(presence)
+	if err != nil || p.Name.Local != "presence" {
+		return
+	}
+	p.Set("from", bare+"/"+resource)
+	s.presenceHere(bare, p)
+}
+
+// presenceHere delivers a copy of p to the available sessions on this
+// node of the user's subscribers (from or both) and of the user.
+func (s *Service) presenceHere(bare string, p *xml.Element) {
+	targets := []string{bare}
+	_, items, _ := s.Store.Roster(bare)
+	for _, it := range items {
+		if (it.Subscription == store.SubFrom || it.Subscription == store.SubBoth) && s.Hosted(address.Domain(it.JID)) {
+			targets = append(targets, it.JID)
+		}
+	}
+	for _, t := range targets {
+		for _, cs := range s.Router.Available(t) {
+			c := p.Copy()
+			c.Set("to", cs.Full())
+			s.Router.Deliver(cs, c)
+		}
+	}
+}

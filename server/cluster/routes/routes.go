@@ -47,6 +47,13 @@ type Config struct {
 	// ResyncEvery is how often a node that missed a change is sent the
 	// whole share again (0: a second).
 	ResyncEvery time.Duration
+	// Gone, if set, is told of the available resources of a node that
+	// left or became unreachable (their contacts here get unavailable
+	// presence: their own node cannot send it), and Back of those of a
+	// node that was gone and is back, with their presence. Called off the
+	// mesh's goroutines, one batch at a time.
+	Gone func(bare, resource string)
+	Back func(bare, resource string, presence []byte)
 }
 
 const shards = 64
@@ -75,6 +82,11 @@ type Table struct {
 	ownComps map[string]bool
 	members  map[string]bool // the other members now
 	dirty    map[string]bool // members that missed a change: resync
+
+	// Nodes whose entries were dropped because they left (left), and
+	// those back whose full sync is under way (returning): see Gone/Back.
+	left, returning map[string]bool
+	notify          chan func() // Gone and Back batches, in order
 
 	parsersMu sync.Mutex
 	parsers   map[string]*parser // by sending node
@@ -139,7 +151,8 @@ func New(cfg Config) *Table {
 		cfg: cfg, self: cfg.Mesh.Self(), seed: maphash.MakeSeed(),
 		nodes: map[string]*node{}, comps: map[string]string{},
 		own: map[ownKey]*ownEntry{}, ownComps: map[string]bool{}, members: map[string]bool{}, dirty: map[string]bool{},
-		parsers:   map[string]*parser{},
+		parsers: map[string]*parser{},
+		left:    map[string]bool{}, returning: map[string]bool{}, notify: make(chan func(), 1024),
 		fallbacks: make(chan struct{}, 256), stop: make(chan struct{}),
 	}
 	for i := range t.shards {
@@ -162,8 +175,9 @@ func New(cfg Config) *Table {
 		t.pub.Unlock()
 	})
 	t.onMembers(cfg.Mesh.Members())
-	t.done.Add(1)
+	t.done.Add(2)
 	go t.resync()
+	go t.notifier()
 	return t
 }
 
@@ -357,6 +371,7 @@ func (t *Table) sendSync(m string, ask bool) bool {
 			return false
 		}
 	}
+	b = append(b, opSyncDone)
 	return flush(true)
 }
 
@@ -394,7 +409,7 @@ func (t *Table) onMembers(members []string) {
 	}
 	t.pub.Unlock()
 	for _, m := range gone {
-		t.dropNode(m)
+		t.dropNode(m, true)
 	}
 	t.parsersMu.Lock()
 	for id := range t.parsers {
@@ -414,7 +429,7 @@ func (t *Table) onMembers(members []string) {
 	}
 	t.mu.RUnlock()
 	for _, m := range stale {
-		t.dropNode(m)
+		t.dropNode(m, true)
 	}
 }
 
@@ -454,6 +469,7 @@ func (t *Table) receiveRoutes(from string, msg []byte) {
 		return
 	}
 	var replace []router.Session
+	var back []op
 	rd := reader{b: msg}
 	var o op
 	for rd.next(&o) {
@@ -468,7 +484,17 @@ func (t *Table) receiveRoutes(from string, msg []byte) {
 				t.pub.Unlock()
 			}()
 		case opReset:
-			t.dropNode(from)
+			t.dropNode(from, false)
+			t.mu.Lock()
+			if t.left[from] {
+				delete(t.left, from)
+				t.returning[from] = true
+			}
+			t.mu.Unlock()
+		case opSyncDone:
+			t.mu.Lock()
+			delete(t.returning, from)
+			t.mu.Unlock()
 		case opBind:
 			if !t.bind(from, &o) {
 				continue
@@ -483,7 +509,9 @@ func (t *Table) receiveRoutes(from string, msg []byte) {
 		case opUnbind:
 			t.unbind(from, o.bare, o.res)
 		case opPresence:
-			t.presence(from, &o)
+			if t.presence(from, &o) && o.available && len(o.presence) > 0 {
+				back = append(back, o)
+			}
 		case opCompUp, opCompDown:
 			t.componentOf(from, o.bare, o.code == opCompUp)
 		}
@@ -493,6 +521,35 @@ func (t *Table) receiveRoutes(from string, msg []byte) {
 	}
 	for _, s := range replace {
 		s.Replace()
+	}
+	if len(back) > 0 && t.cfg.Back != nil {
+		t.later(func() {
+			for _, o := range back {
+				t.cfg.Back(o.bare, o.res, o.presence)
+			}
+		})
+	}
+}
+
+// later queues a batch of Gone or Back calls for the notifier; when the
+// queue is full it is dropped (presence is best effort; the log says so).
+func (t *Table) later(fn func()) {
+	select {
+	case t.notify <- fn:
+	default:
+		t.cfg.Episodes.Printf("cluster routes: presence notices dropped", "cluster: route table: too many nodes' presence changes at once: some contacts were not told")
+	}
+}
+
+func (t *Table) notifier() {
+	defer t.done.Done()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case fn := <-t.notify:
+			fn()
+		}
 	}
 }
 
@@ -565,6 +622,20 @@ func (t *Table) unbind(from, bare, res string) {
 	t.removeLocked(from, bare, res)
 }
 
+// availableLocked reports whether a node's resource is available. Called
+// with mu held.
+func (t *Table) availableLocked(id string, k ownKey) bool {
+	sh := t.shard(k.bare)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	for _, r := range sh.users[k.bare] {
+		if r.node == id && r.res == k.res {
+			return r.available
+		}
+	}
+	return false
+}
+
 // removeLocked takes an entry out of its shard. Called with mu held.
 func (t *Table) removeLocked(from, bare, res string) {
 	sh := t.shard(bare)
@@ -587,7 +658,9 @@ func (t *Table) removeLocked(from, bare, res string) {
 	sh.mu.Unlock()
 }
 
-func (t *Table) presence(from string, o *op) {
+// presence records a resource's presence; it reports whether the resource
+// is of a node back after it was gone, in its full sync (Back).
+func (t *Table) presence(from string, o *op) (returning bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	sh := t.shard(o.bare)
@@ -597,9 +670,10 @@ func (t *Table) presence(from string, o *op) {
 	for i := range list {
 		if list[i].node == from && list[i].res == o.res {
 			list[i].available, list[i].priority, list[i].presence = o.available, o.priority, o.presence
-			return
+			return t.returning[from]
 		}
 	}
+	return false
 }
 
 func (t *Table) componentOf(from, domain string, up bool) {
@@ -631,16 +705,38 @@ func (t *Table) componentOf(from, domain string, up bool) {
 	t.comps[domain] = from
 }
 
-// dropNode forgets another node's share.
-func (t *Table) dropNode(id string) {
+// dropNode forgets another node's share; left: because it left or
+// became unreachable (its available resources go to Gone), else because
+// its full sync follows.
+func (t *Table) dropNode(id string, left bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if left {
+		delete(t.returning, id)
+	}
 	n := t.nodes[id]
 	if n == nil {
 		return
 	}
+	var gone []ownKey
 	for k := range n.users {
+		if left && t.cfg.Gone != nil && t.availableLocked(id, k) {
+			gone = append(gone, k)
+		}
 		t.removeLocked(id, k.bare, k.res)
+	}
+	if left {
+		if len(t.left) >= 64 { // nodes removed for good, or reset with new ids
+			clear(t.left)
+		}
+		t.left[id] = true
+		if len(gone) > 0 {
+			t.later(func() {
+				for _, k := range gone {
+					t.cfg.Gone(k.bare, k.res)
+				}
+			})
+		}
 	}
 	for d := range n.comps {
 		if t.comps[d] == id {

@@ -606,3 +606,41 @@ func TestBoundBefore(t *testing.T) {
 		t.Fatal("still clustered after Close")
 	}
 }
+
+// TestGoneBack: the available resources of a node that leaves go to Gone
+// (not those merely bound, and not on the reset of a full sync); when it
+// is back, its full sync gives them to Back, once.
+func TestGoneBack(t *testing.T) {
+	net := memmesh.New()
+	var mu sync.Mutex
+	var events []string
+	a := newNode(t, net, "a", 0)
+	mesh := net.Node(t, "b")
+	rb := router.New()
+	rb.Hosted = func(string) bool { return true }
+	b := New(Config{Mesh: mesh, Router: rb, Log: log.New(io.Discard, "", 0),
+		Gone: func(bare, res string) { mu.Lock(); events = append(events, "gone "+bare+"/"+res); mu.Unlock() },
+		Back: func(bare, res string, p []byte) {
+			mu.Lock()
+			events = append(events, "back "+bare+"/"+res)
+			mu.Unlock()
+		}})
+	t.Cleanup(b.Close)
+	net.Members("a", "b")
+	a.bind("bob@a.lan", "desk", 1)
+	a.bind("bob@a.lan", "idle", -1000)
+	net.Settle(t)
+	net.Members("b")
+	eventually(t, "gone", func() bool { mu.Lock(); defer mu.Unlock(); return len(events) == 1 })
+	net.Members("a", "b")
+	net.Settle(t)
+	a.bind("bob@a.lan", "later", 1) // after the sync: an ordinary change
+	net.Settle(t)
+	eventually(t, "back", func() bool { mu.Lock(); defer mu.Unlock(); return len(events) == 2 })
+	time.Sleep(20 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(events, ", ") != "gone bob@a.lan/desk, back bob@a.lan/desk" {
+		t.Fatalf("events: %v", events)
+	}
+}

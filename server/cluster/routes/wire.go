@@ -21,6 +21,7 @@ const (
 	opPresence   = 5    // bare, resource, available (0/1), priority, presence stanza
 	opCompUp     = 6    // domain
 	opCompDown   = 7    // domain
+	opSyncDone   = 8    // the entries sent after the last reset are all
 	maxStringLen = 3071 // a bare JID: two 1023-byte parts and more than enough
 )
 
@@ -141,7 +142,7 @@ func (r *reader) next(o *op) bool {
 	*o = op{code: r.b[0]}
 	r.b = r.b[1:]
 	switch o.code {
-	case opReset, opSyncReq:
+	case opReset, opSyncReq, opSyncDone:
 	case opBind:
 		o.bare, o.res = r.string(maxStringLen), r.string(maxStringLen)
 		o.at = r.varint()

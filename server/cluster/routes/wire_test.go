@@ -16,6 +16,7 @@ var sample = []op{
 	{code: opUnbind, bare: "alice@example.com", res: "phone-4f2a"},
 	{code: opCompUp, bare: "cb1.example.com"},
 	{code: opCompDown, bare: "cb1.example.com"},
+	{code: opSyncDone},
 }
 
 func TestWireRoundTrip(t *testing.T) {
