@@ -86,7 +86,8 @@ type Table struct {
 	// Nodes whose entries were dropped because they left (left), and
 	// those back whose full sync is under way (returning): see Gone/Back.
 	left, returning map[string]bool
-	notify          chan func() // Gone and Back batches, in order
+	syncing         map[string]bool // a full sync asked for is being sent
+	notify          chan func()     // Gone and Back batches, in order
 
 	parsersMu sync.Mutex
 	parsers   map[string]*parser // by sending node
@@ -152,7 +153,7 @@ func New(cfg Config) *Table {
 		nodes: map[string]*node{}, comps: map[string]string{},
 		own: map[ownKey]*ownEntry{}, ownComps: map[string]bool{}, members: map[string]bool{}, dirty: map[string]bool{},
 		parsers: map[string]*parser{},
-		left:    map[string]bool{}, returning: map[string]bool{}, notify: make(chan func(), 1024),
+		left:    map[string]bool{}, returning: map[string]bool{}, syncing: map[string]bool{}, notify: make(chan func(), 1024),
 		fallbacks: make(chan struct{}, 256), stop: make(chan struct{}),
 	}
 	for i := range t.shards {
@@ -470,19 +471,13 @@ func (t *Table) receiveRoutes(from string, msg []byte) {
 	}
 	var replace []router.Session
 	var back []op
+	wantSync := false
 	rd := reader{b: msg}
 	var o op
 	for rd.next(&o) {
 		switch o.code {
 		case opSyncReq:
-			// Off this goroutine: a share may be large.
-			go func() {
-				t.pub.Lock()
-				if t.members[from] && !t.sendSync(from, false) {
-					t.dirty[from] = true
-				}
-				t.pub.Unlock()
-			}()
+			wantSync = true
 		case opReset:
 			t.dropNode(from, false)
 			t.mu.Lock()
@@ -522,6 +517,9 @@ func (t *Table) receiveRoutes(from string, msg []byte) {
 	for _, s := range replace {
 		s.Replace()
 	}
+	if wantSync {
+		t.sendSyncLater(from)
+	}
 	if len(back) > 0 && t.cfg.Back != nil {
 		t.later(func() {
 			for _, o := range back {
@@ -529,6 +527,29 @@ func (t *Table) receiveRoutes(from string, msg []byte) {
 			}
 		})
 	}
+}
+
+// sendSyncLater sends this node's share to a node that asked, off the
+// mesh's goroutine (a share may be large), one at a time per node however
+// often it asks.
+func (t *Table) sendSyncLater(to string) {
+	t.mu.Lock()
+	if t.syncing[to] {
+		t.mu.Unlock()
+		return
+	}
+	t.syncing[to] = true
+	t.mu.Unlock()
+	go func() {
+		t.pub.Lock()
+		if t.members[to] && !t.sendSync(to, false) {
+			t.dirty[to] = true
+		}
+		t.pub.Unlock()
+		t.mu.Lock()
+		delete(t.syncing, to)
+		t.mu.Unlock()
+	}()
 }
 
 // later queues a batch of Gone or Back calls for the notifier; when the

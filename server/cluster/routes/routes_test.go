@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"log"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -504,6 +505,13 @@ func TestFlood(t *testing.T) {
 		evil.Send("a", cluster.ChanRoutes, []byte{99})
 		evil.Send("a", cluster.ChanStanza, []byte{stanzaVersion, 0, 0, 1, 'x'})
 		evil.Send("a", cluster.ChanStanza, append([]byte{stanzaVersion, 0, 0, 5, 'a', '.', 'l', 'a', 'n', 0, 0}, "<message><unclosed"...))
+	}
+	// Asking for the full share a hundred thousand times: one at a time.
+	before := runtime.NumGoroutine()
+	evil.Send("a", cluster.ChanRoutes, bytes.Repeat([]byte{opSyncReq}, 100000))
+	net.Settle(t)
+	if n := runtime.NumGoroutine(); n > before+5 {
+		t.Fatalf("%d goroutines after a flood of sync requests (%d before)", n, before)
 	}
 	big := make([]byte, MaxMessage+1)
 	evil.Send("a", cluster.ChanRoutes, big)
