@@ -172,6 +172,11 @@ func TestClusterComponentOnOtherNode(t *testing.T) {
 		return ok && n == "n1"
 	})
 	alice := f2.pipeClient(t, "alice", "alice-password", "phone")
+	// The server's items on node 2 list it.
+	go io.WriteString(alice.conn, `<iq type='get' id='items' to='example.lan'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`)
+	if items := alice.reply("items"); !strings.Contains(items.String(), `jid="cb1.example.lan"`) {
+		t.Fatalf("disco#items on node 2: %s", items)
+	}
 	go io.WriteString(alice.conn, `<message to='room@cb1.example.lan' type='chat'><body>call me</body></message>`)
 	m := comp.expect("the message from node 2", isFrom("message", "alice@example.lan/phone"))
 	if m.Name.Space != "jabber:component:accept" || m.Child("", "body").Text() != "call me" {

@@ -18,6 +18,7 @@ import (
 	"log"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -913,7 +914,20 @@ func (c componentRoutes) Route(domain string, el *xml.Element) bool {
 	return c.e.comps.Route(domain, el)
 }
 
-func (c componentRoutes) Connected() []string { return c.e.comps.Connected() }
+// Connected lists the components connected here and, in a cluster, on
+// the other nodes.
+func (c componentRoutes) Connected() []string {
+	out := c.e.comps.Connected()
+	if t := c.e.routes.Load(); t != nil {
+		_, by := t.PerNode()
+		for _, list := range by {
+			out = append(out, list...)
+		}
+		sort.Strings(out)
+		out = slices.Compact(out)
+	}
+	return out
+}
 
 func isTLS(c net.Conn) bool {
 	_, ok := c.(*tls.Conn)
