@@ -16,13 +16,16 @@ import (
 // the same replicated store) joined by an in-memory mesh; the second has
 // no listeners of its own (the first holds the ports): its clients come
 // over net.Pipe.
-func twoNodes(t *testing.T) (*fixture, *fixture, *memmesh.Net) {
+func twoNodes(t testing.TB) (*fixture, *fixture, *memmesh.Net) {
+	return twoNodesOn(t, memmesh.New())
+}
+
+func twoNodesOn(t testing.TB, net *memmesh.Net) (*fixture, *fixture, *memmesh.Net) {
 	f1 := start(t)
 	e2 := New(Config{Store: f1.st, Files: f1.files, Version: "test", Log: log.New(io.Discard, "", 0)})
 	e2.Start()
 	t.Cleanup(e2.Stop)
 	f2 := &fixture{t: t, st: f1.st, eng: e2, files: f1.files}
-	net := memmesh.New()
 	f1.eng.JoinMesh(net.Node(t, "n1"))
 	e2.JoinMesh(net.Node(t, "n2"))
 	net.Members("n1", "n2")
@@ -193,5 +196,28 @@ func TestClusterComponentOnOtherNode(t *testing.T) {
 	go io.WriteString(alice.conn, `<iq to='cb1.example.lan' type='get' id='i1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
 	if c := stanzaError(alice.reply("i1")); c != "service-unavailable" {
 		t.Fatalf("to a component gone: %s", c)
+	}
+}
+
+// BenchmarkRouteMessageCluster: BenchmarkRouteMessage/pipe with the
+// receiver on the other node (two engines in this process over the
+// in-memory mesh, so cpu-ns/msg is both nodes' CPU, without the cluster
+// link's TLS): what a message between nodes costs against one on a node.
+func BenchmarkRouteMessageCluster(b *testing.B) {
+	for _, to := range []string{"full", "bare"} {
+		b.Run(to, func(b *testing.B) {
+			net := memmesh.New()
+			net.Blocking = true
+			f1, f2, _ := twoNodesOn(b, net)
+			f1.eng.c2s.StanzaRate = func() (float64, int) { return 1e12, 1 << 30 }
+			receiver := f2.pipeLogin(b, "bob", "bob-password", "desk")
+			sender := f1.pipeLogin(b, "alice", "alice-password", "bench")
+			net.Settle(b)
+			target := "bob@example.lan/desk"
+			if to == "bare" {
+				target = "bob@example.lan"
+			}
+			runRoute(b, sender, receiver, target)
+		})
 	}
 }

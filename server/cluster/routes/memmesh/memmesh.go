@@ -17,6 +17,11 @@ import (
 
 // Net connects the nodes.
 type Net struct {
+	// Blocking makes Send wait while the destination's queue is full (as
+	// a TCP connection pushes back), instead of failing: for benchmarks.
+	// Set it before the first Send.
+	Blocking bool
+
 	mu      sync.Mutex
 	nodes   map[string]*Node
 	up      map[string]bool         // members now
@@ -154,11 +159,16 @@ func (m *Node) Send(to string, ch byte, msg []byte) error {
 		return errors.New("unreachable")
 	}
 	n.pending.Add(1)
+	n.sent[to][ch]++
+	if n.Blocking {
+		dst.q <- message{m.id, ch, append([]byte(nil), msg...)}
+		return nil
+	}
 	select {
 	case dst.q <- message{m.id, ch, append([]byte(nil), msg...)}:
-		n.sent[to][ch]++
 		return nil
 	default:
+		n.sent[to][ch]--
 		n.pending.Add(-1)
 		return errors.New("queue full")
 	}
