@@ -115,8 +115,9 @@ type remote struct {
 
 // node is another node's share of the table.
 type node struct {
-	users map[ownKey]struct{}
-	comps map[string]bool
+	users    map[ownKey]struct{}
+	comps    map[string]bool
+	presence atomic.Int64 // bytes of presence stanzas held (MaxPresenceBytes)
 }
 
 type ownKey struct{ bare, res string }
@@ -602,6 +603,7 @@ func (t *Table) bind(from string, o *op) bool {
 	if _, ok := n.users[k]; ok {
 		for i := range list {
 			if list[i].node == from && list[i].res == o.res {
+				n.presence.Add(-int64(len(list[i].presence)))
 				list[i] = remote{node: from, res: o.res, at: o.at}
 			}
 		}
@@ -664,6 +666,9 @@ func (t *Table) removeLocked(from, bare, res string) {
 	list := sh.users[bare]
 	for i := range list {
 		if list[i].node == from && list[i].res == res {
+			if n := t.nodes[from]; n != nil {
+				n.presence.Add(-int64(len(list[i].presence)))
+			}
 			list[i] = list[len(list)-1]
 			list[len(list)-1] = remote{}
 			list = list[:len(list)-1]
@@ -690,7 +695,16 @@ func (t *Table) presence(from string, o *op) (returning bool) {
 	list := sh.users[o.bare]
 	for i := range list {
 		if list[i].node == from && list[i].res == o.res {
-			list[i].available, list[i].priority, list[i].presence = o.available, o.priority, o.presence
+			p := o.presence
+			if n := t.nodes[from]; n != nil {
+				if n.presence.Load()-int64(len(list[i].presence))+int64(len(p)) > MaxPresenceBytes {
+					t.cfg.Episodes.Printf("cluster routes: node "+from+" over its presence budget",
+						"cluster: route table: node %s publishes more than %d bytes of presence: the rest are kept without their stanza (probes for them go unanswered)", from, MaxPresenceBytes)
+					p = nil
+				}
+				n.presence.Add(int64(len(p)) - int64(len(list[i].presence)))
+			}
+			list[i].available, list[i].priority, list[i].presence = o.available, o.priority, p
 			return t.returning[from]
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"log"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -190,7 +189,7 @@ func msg(typ, to, id string) *xml.Element {
 
 func eventually(t *testing.T, what string, f func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !f(); time.Sleep(2 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !f(); time.Sleep(2 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal(what)
 		}
@@ -258,11 +257,11 @@ func TestOwnership(t *testing.T) {
 		t.Fatalf("a's entries stay: b %d, c %d", b.t.Len(), c.t.Len())
 	}
 	// and come back with it.
+	// (a never saw b and c go: they ask it for its share.)
 	net.Members("a", "b", "c")
-	net.Settle(t)
-	if c.t.Resources("bob@a.lan") != 1 || b.t.Len() != 1 || a.t.Len() != 1 {
-		t.Fatalf("after a came back: b %d, c %d, a %d", b.t.Len(), c.t.Len(), a.t.Len())
-	}
+	eventually(t, "a's entries back on b and c", func() bool {
+		return c.t.Resources("bob@a.lan") == 1 && b.t.Len() == 1 && c.t.Len() == 2 && a.t.Len() == 1
+	})
 }
 
 // TestResync: a change a node could not take (its queue was full, the
@@ -507,11 +506,14 @@ func TestFlood(t *testing.T) {
 		evil.Send("a", cluster.ChanStanza, append([]byte{stanzaVersion, 0, 0, 5, 'a', '.', 'l', 'a', 'n', 0, 0}, "<message><unclosed"...))
 	}
 	// Asking for the full share a hundred thousand times: one at a time.
-	before := runtime.NumGoroutine()
+	net.Settle(t)
+	before := net.Received("evil", cluster.ChanRoutes)
 	evil.Send("a", cluster.ChanRoutes, bytes.Repeat([]byte{opSyncReq}, 100000))
 	net.Settle(t)
-	if n := runtime.NumGoroutine(); n > before+5 {
-		t.Fatalf("%d goroutines after a flood of sync requests (%d before)", n, before)
+	time.Sleep(20 * time.Millisecond) // the sync goroutine
+	net.Settle(t)
+	if n := net.Received("evil", cluster.ChanRoutes) - before; n > 1 {
+		t.Fatalf("%d messages sent back for a flood of sync requests", n)
 	}
 	big := make([]byte, MaxMessage+1)
 	evil.Send("a", cluster.ChanRoutes, big)
@@ -641,10 +643,10 @@ func TestGoneBack(t *testing.T) {
 	net.Members("b")
 	eventually(t, "gone", func() bool { mu.Lock(); defer mu.Unlock(); return len(events) == 1 })
 	net.Members("a", "b")
-	net.Settle(t)
+	eventually(t, "back", func() bool { mu.Lock(); defer mu.Unlock(); return len(events) == 2 })
+	eventually(t, "the sync's end", func() bool { b.mu.RLock(); defer b.mu.RUnlock(); return !b.returning["a"] })
 	a.bind("bob@a.lan", "later", 1) // after the sync: an ordinary change
 	net.Settle(t)
-	eventually(t, "back", func() bool { mu.Lock(); defer mu.Unlock(); return len(events) == 2 })
 	time.Sleep(20 * time.Millisecond)
 	mu.Lock()
 	defer mu.Unlock()

@@ -32,6 +32,10 @@ const (
 	// MaxPresence bounds a published presence stanza: a larger one is
 	// published without it (probes for it go unanswered from other nodes).
 	MaxPresence = 4096
+	// MaxPresenceBytes bounds the presence stanzas one node's resources
+	// hold in the table (a thousand times what 64 KiB of sessions with
+	// typical presence would need is not the point: memory is).
+	MaxPresenceBytes = 64 << 20
 	// DefaultMaxPerNode bounds the resources one node may publish.
 	DefaultMaxPerNode = 100000
 	// MaxComponents bounds the components one node may publish.
