@@ -145,6 +145,27 @@ func cpuTime() int64 {
 // end with everything up to the presence echo read.
 func (f *fixture) pipeLogin(tb testing.TB, user, password, resource string) net.Conn {
 	tb.Helper()
+	c := f.pipeClient(tb, user, password, resource)
+	go io.WriteString(c.conn, `<presence/>`)
+	c.expect("own presence", func(el *xml.Element) bool { return el.Name.Local == "presence" })
+	c.conn.SetDeadline(time.Time{})
+	return c.conn
+}
+
+// pipeClient connects a client over net.Pipe, authenticates with PLAIN
+// and binds resource.
+func (f *fixture) pipeClient(tb testing.TB, user, password, resource string) *client {
+	tb.Helper()
+	c := f.pipeAuth(tb, user, password)
+	go io.WriteString(c.conn, `<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>`+resource+`</resource></bind></iq>`)
+	c.reply("b")
+	return c
+}
+
+// pipeAuth connects a client over net.Pipe and authenticates with PLAIN,
+// up to the features of the restarted stream.
+func (f *fixture) pipeAuth(tb testing.TB, user, password string) *client {
+	tb.Helper()
 	srv, cli := net.Pipe()
 	tb.Cleanup(func() { cli.Close(); srv.Close() })
 	go func() {
@@ -176,10 +197,5 @@ func (f *fixture) pipeLogin(tb testing.TB, user, password, resource string) net.
 		tb.Fatalf("auth: %s", el)
 	}
 	restart()
-	send(`<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>` + resource + `</resource></bind></iq>`)
-	c.reply("b")
-	send(`<presence/>`)
-	c.expect("own presence", func(el *xml.Element) bool { return el.Name.Local == "presence" })
-	cli.SetDeadline(time.Time{})
-	return cli
+	return c
 }

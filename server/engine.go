@@ -18,6 +18,7 @@ import (
 	"log"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,6 +29,8 @@ import (
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/cluster"
+	"github.com/parley-xmpp/parley/server/cluster/routes"
 	"github.com/parley-xmpp/parley/server/component"
 	"github.com/parley-xmpp/parley/server/fedcheck"
 	"github.com/parley-xmpp/parley/server/im"
@@ -73,6 +76,8 @@ type Engine struct {
 	listenIPs atomic.Pointer[[]netip.Addr]    // specific listen addresses, for outgoing links
 	compJIDs  atomic.Pointer[map[string]bool] // registered components' addresses, replaced whole on change
 	trust     atomic.Pointer[trust]
+	routes    atomic.Pointer[routes.Table] // the cluster's route table (JoinMesh); nil: standalone
+	episodes  *limit.Episodes
 	rate      atomic.Pointer[stanzaRate] // replaced whole on reconcile: may be read per stanza
 	certs     map[string]*tls.Certificate
 	tlsOnce   sync.Once
@@ -133,8 +138,19 @@ func New(cfg Config) *Engine {
 	e.comps = component.NewRegistry()
 	// One episode logger for every limit: one line per episode.
 	episodes := limit.NewEpisodes(cfg.Log)
+	e.episodes = episodes
 	e.router.Hosted = e.Hosted
 	e.router.Components = componentRoutes{e}
+	// In a cluster, the other nodes learn which components are here.
+	e.comps.OnChange(func(jid string, connected bool) {
+		if t := e.routes.Load(); t != nil {
+			if connected {
+				t.ComponentUp(jid)
+			} else {
+				t.ComponentDown(jid)
+			}
+		}
+	})
 	e.im = &im.Service{Store: cfg.Store, Router: e.router, Hosted: e.Hosted, Version: cfg.Version, Started: time.Now(), Log: cfg.Log,
 		Episodes: episodes}
 	e.im.Init()
@@ -356,6 +372,7 @@ const StopGrace = 3 * time.Second
 // exit then, and the clients have been told why.
 func (e *Engine) Stop() {
 	close(e.stop)
+	e.LeaveMesh()
 	e.mu.Lock()
 	e.stopped = true
 	e.stopLocked("system-shutdown", "the server is shutting down")
@@ -457,8 +474,42 @@ func (e *Engine) Status() status.XMPP {
 	return st
 }
 
-// UserSessions counts a user's bound sessions.
-func (e *Engine) UserSessions(bare string) int { return len(e.router.Sessions(bare)) }
+// UserSessions counts a user's bound sessions (on every node of a
+// cluster).
+func (e *Engine) UserSessions(bare string) int {
+	n := len(e.router.Sessions(bare))
+	if c := e.router.Cluster(); c != nil {
+		n += c.Resources(bare)
+	}
+	return n
+}
+
+// JoinMesh makes the engine one node of a cluster: its sessions and
+// components are published to the other nodes over m, theirs are routed
+// to in one hop (package server/cluster/routes). Call it before m starts
+// delivering messages (it sets m's handlers for the route table and the
+// forwarded stanzas); a second call replaces the first.
+func (e *Engine) JoinMesh(m cluster.Mesh) *routes.Table {
+	e.LeaveMesh()
+	t := routes.New(routes.Config{Mesh: m, Router: e.router, Bounce: e.im.Bounce, Log: e.cfg.Log, Episodes: e.episodes,
+		MaxStanza: e.cfg.Limits.MaxStanza, Gone: e.im.RemoteGone, Back: e.im.RemoteBack})
+	e.routes.Store(t)
+	for _, c := range e.comps.Connected() {
+		t.ComponentUp(c)
+	}
+	return t
+}
+
+// LeaveMesh makes the engine standalone again (cluster disable).
+func (e *Engine) LeaveMesh() {
+	if t := e.routes.Swap(nil); t != nil {
+		t.Close()
+	}
+}
+
+// Routes is the cluster's route table (nil when standalone), for status:
+// sessions and components per node.
+func (e *Engine) Routes() *routes.Table { return e.routes.Load() }
 
 func (e *Engine) reconcile() {
 	// Read under the lock: reconciles run on the store's notifier and on
@@ -854,7 +905,7 @@ func (e *Engine) serve(p *pending, direct bool) {
 	}
 	switch ns {
 	case stream.NSClient:
-		if total, _ := e.router.Count(); max > 0 && total >= max {
+		if total := e.router.Total(); max > 0 && total >= max { // every node's, in a cluster
 			text := fmt.Sprintf("the server's limit of %d sessions is reached", max)
 			if max == 1 {
 				text = "the server's limit of 1 session is reached"
@@ -897,7 +948,20 @@ func (c componentRoutes) Route(domain string, el *xml.Element) bool {
 	return c.e.comps.Route(domain, el)
 }
 
-func (c componentRoutes) Connected() []string { return c.e.comps.Connected() }
+// Connected lists the components connected here and, in a cluster, on
+// the other nodes.
+func (c componentRoutes) Connected() []string {
+	out := c.e.comps.Connected()
+	if t := c.e.routes.Load(); t != nil {
+		_, by := t.PerNode()
+		for _, list := range by {
+			out = append(out, list...)
+		}
+		sort.Strings(out)
+		out = slices.Compact(out)
+	}
+	return out
+}
 
 func isTLS(c net.Conn) bool {
 	_, ok := c.(*tls.Conn)

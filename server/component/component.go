@@ -64,6 +64,17 @@ type Registry struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	failures map[string]failure
+	onChange func(jid string, connected bool)
+}
+
+// OnChange sets a function told of every component that connects or
+// whose last connection ends (the cluster's route table publishes them).
+// It is called under the registry's lock, in the order of the changes:
+// it must not call the registry. Set it before the first component.
+func (r *Registry) OnChange(fn func(jid string, connected bool)) {
+	r.mu.Lock()
+	r.onChange = fn
+	r.mu.Unlock()
 }
 
 type failure struct {
@@ -284,6 +295,9 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 	old := r.sessions[to]
 	r.sessions[to] = s
 	delete(r.failures, to)
+	if r.onChange != nil && old == nil {
+		r.onChange(to, true)
+	}
 	r.mu.Unlock()
 	// Registered before it is told: a component that sends or is sent to
 	// the moment it has the handshake answer is routed to, not bounced.
@@ -298,6 +312,9 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		r.mu.Lock()
 		if r.sessions[to] == s {
 			delete(r.sessions, to)
+			if r.onChange != nil {
+				r.onChange(to, false)
+			}
 		}
 		r.mu.Unlock()
 		cfg.Log.Printf("component: %s disconnected", to)

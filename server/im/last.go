@@ -21,7 +21,7 @@ func (s *Service) lastModule(m *Module) {
 	m.Feature(Server, NSLast)
 	m.Feature(Account, NSLast)
 	m.OnUnbound(func(sess router.Session) {
-		if len(s.Router.Sessions(sess.Bare())) == 0 {
+		if len(s.Router.Sessions(sess.Bare())) == 0 && !s.onOtherNode(sess.Bare()) {
 			s.Store.Propose(store.LastSet{User: sess.Bare()})
 		}
 	})
@@ -37,7 +37,7 @@ func (s *Service) lastActivity(st *Stanza) {
 	case to.local == "":
 		secs = int64(time.Since(s.Started).Seconds())
 	case to.bare == requester || s.subscribedFrom(to.bare, requester):
-		if len(s.Router.Available(to.bare)) == 0 {
+		if !s.Router.HasAvailable(to.bare) { // on any node
 			l, ok, _ := s.Store.Last(to.bare)
 			if !ok {
 				st.Reply(stream.ErrorReply(st.El, "service-unavailable", "no activity recorded"))
@@ -56,4 +56,11 @@ func (s *Service) lastActivity(st *Stanza) {
 func (s *Service) subscribedFrom(user, who string) bool {
 	it, ok, _ := s.Store.RosterItem(user, who)
 	return ok && (it.Subscription == store.SubFrom || it.Subscription == store.SubBoth)
+}
+
+// onOtherNode reports whether a user has a session bound on another node
+// of a cluster (its last activity is recorded when the last one ends).
+func (s *Service) onOtherNode(bare string) bool {
+	c := s.Router.Cluster()
+	return c != nil && c.Resources(bare) > 0
 }

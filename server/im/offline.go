@@ -1,6 +1,7 @@
 package im
 
 import (
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -57,7 +58,13 @@ func (s *Service) storeOffline(el *xml.Element, to addr) {
 	c.Add(xml.New("urn:xmpp:delay", "delay", "from", to.domain, "stamp", time.Now().UTC().Format("2006-01-02T15:04:05.000Z")).AddText("Offline storage"))
 	if _, err := s.Store.Propose(store.OfflinePush{User: to.bare, Stanza: c.Bytes(stream.NSClient)}); err != nil {
 		s.logLimit("im: offline messages for "+to.bare+" not stored", "im: offline message for %s not stored: %v", to.bare, err)
-		s.bounce(el, "service-unavailable", "the recipient's offline storage is full")
+		if errors.Is(err, store.ErrFull) {
+			s.bounce(el, "service-unavailable", "the recipient's offline storage is full")
+			return
+		}
+		// The log did not commit it (in a cluster: no quorum): the
+		// sender may try again later.
+		s.bounce(el, "resource-constraint", "the recipient is offline and the message could not be stored now: try again later")
 	}
 }
 

@@ -118,7 +118,7 @@ func (s *Service) setPresence(sess router.Session, available bool, priority int,
 	} else {
 		ps.presence = nil
 	}
-	s.Router.SetAvailable(sess, available, priority)
+	s.Router.SetPresence(sess, available, priority, p)
 	ps.mu.Unlock()
 	return was, oldPrio
 }
@@ -238,13 +238,18 @@ func (s *Service) broadcastOwn(sess router.Session, el *xml.Element, available b
 			s.Router.Deliver(sess, req)
 		}
 	}
-	// The user's other available resources.
+	// The user's other available resources (here and on the other
+	// nodes of a cluster).
 	for _, other := range s.Router.Available(sess.Bare()) {
 		if other.Resource() != sess.Resource() {
 			if p, _ := presenceOf(other).last(); p != nil {
 				s.Router.Deliver(sess, p)
 			}
 		}
+	}
+	for _, p := range s.remotePresences(sess.Bare(), "") {
+		p.Set("to", sess.Full())
+		s.Router.Deliver(sess, p)
 	}
 	if prio >= 0 {
 		s.flushOffline(sess)
@@ -268,6 +273,30 @@ func (s *Service) probe(sess router.Session, contact string) {
 			s.Router.Deliver(sess, c)
 		}
 	}
+	for _, p := range s.remotePresences(contact, "") {
+		p.Set("to", sess.Full())
+		s.Router.Deliver(sess, p)
+	}
+}
+
+// remotePresences returns the current presence of a user's available
+// resources on the other nodes of a cluster (of the one named, if
+// resource is set), as those nodes published it, from the user's full
+// JIDs: the server answers probes for them as for its own sessions.
+func (s *Service) remotePresences(bare, resource string) []*xml.Element {
+	var out []*xml.Element
+	for _, rm := range s.Router.RemoteAvailable(bare) {
+		if len(rm.Presence) == 0 || (resource != "" && rm.Resource != resource) {
+			continue
+		}
+		p, err := newElementParser().parse(rm.Presence)
+		if err != nil || p.Name.Local != "presence" {
+			continue
+		}
+		p.Set("from", bare+"/"+rm.Resource)
+		out = append(out, p)
+	}
+	return out
 }
 
 // broadcast sends a session's presence to its subscribers (contacts with
@@ -325,6 +354,21 @@ func (s *Service) presenceTo(el *xml.Element, bare string) {
 // user is remote (after a subscription is approved), or unavailable
 // presence from each (after it is cancelled).
 func (s *Service) contactPresence(contact, user string, available bool) {
+	// The contact's resources on the other nodes of a cluster.
+	for _, rm := range s.Router.RemoteAvailable(contact) {
+		var p *xml.Element
+		if available {
+			ps := s.remotePresences(contact, rm.Resource)
+			if len(ps) == 0 {
+				continue
+			}
+			p = ps[0]
+		} else {
+			p = xml.New(stream.NSClient, "presence", "type", "unavailable")
+		}
+		p.Set("from", contact+"/"+rm.Resource)
+		s.presenceTo(p, user)
+	}
 	for _, cs := range s.Router.Available(contact) {
 		var p *xml.Element
 		if available {
@@ -475,4 +519,44 @@ func (s *Service) subscriptionReply(from, to, typ string) {
 	}
 	s.routeTo(xml.New(stream.NSClient, "presence", "type", typ, "from", from, "to", to), to)
 	s.contactPresence(from, to, true)
+}
+
+// RemoteGone tells the user's contacts here, and the user's own sessions
+// here, that a resource on another node of a cluster is unavailable: its
+// node left or became unreachable, and cannot say so itself. Contacts on
+// other nodes are told by their own node; those on other servers and
+// those that got directed presence are not told.
+func (s *Service) RemoteGone(bare, resource string) {
+	p := xml.New(stream.NSClient, "presence", "type", "unavailable", "from", bare+"/"+resource)
+	s.presenceHere(bare, p)
+}
+
+// RemoteBack tells the same sessions a resource's presence again when its
+// node is back (after RemoteGone).
+func (s *Service) RemoteBack(bare, resource string, presence []byte) {
+	p, err := newElementParser().parse(presence)
+	if err != nil || p.Name.Local != "presence" {
+		return
+	}
+	p.Set("from", bare+"/"+resource)
+	s.presenceHere(bare, p)
+}
+
+// presenceHere delivers a copy of p to the available sessions on this
+// node of the user's subscribers (from or both) and of the user.
+func (s *Service) presenceHere(bare string, p *xml.Element) {
+	targets := []string{bare}
+	_, items, _ := s.Store.Roster(bare)
+	for _, it := range items {
+		if (it.Subscription == store.SubFrom || it.Subscription == store.SubBoth) && s.Hosted(address.Domain(it.JID)) {
+			targets = append(targets, it.JID)
+		}
+	}
+	for _, t := range targets {
+		for _, cs := range s.Router.Available(t) {
+			c := p.Copy()
+			c.Set("to", cs.Full())
+			s.Router.Deliver(cs, c)
+		}
+	}
 }

@@ -66,6 +66,11 @@ func (s *Service) answerProbe(to, from addr) {
 		s.route(xml.New(stream.NSClient, "presence", "type", "unsubscribed", "from", to.bare, "to", from.bare), from)
 		return
 	}
+	// Those on the other nodes of a cluster first, as they published it.
+	for _, p := range s.remotePresences(to.bare, to.resource) {
+		p.Set("to", from.full())
+		s.route(p, from)
+	}
 	for _, cs := range s.Router.Available(to.bare) {
 		if to.resource != "" && cs.Resource() != to.resource {
 			continue

@@ -22,6 +22,7 @@ func (s *Service) rosterModule(m *Module) {
 	m.IQ(GetSet, NSRoster, ToServer|ToAccount, FromRemote, forbidden(ownerOnly))
 	m.Feature(Server, NSRoster)
 	m.StreamFeature(func() []byte { return []byte(`<ver xmlns="` + stream.NSRosterVer + `"/>`) })
+	m.BeforeDeliver(pushFilter)
 }
 
 // rosterKey keys a session's interest in roster pushes (it asked for the
@@ -72,6 +73,28 @@ func (s *Service) push(user string, item *xml.Element) {
 		iq.Add(xml.New(NSRoster, "query", "ver", strconv.FormatUint(ver, 10)).Add(item.Copy()))
 		s.Router.Deliver(sess, iq)
 	}
+	// The user's sessions on the other nodes of a cluster: routed there,
+	// from the user's bare JID; the node that holds each delivers it only
+	// if that session asked for the roster (pushFilter).
+	if c := s.Router.Cluster(); c != nil {
+		for _, rm := range c.AppendRemote(nil, user) {
+			to, ok := parseAddr(user + "/" + rm.Resource)
+			if !ok {
+				continue
+			}
+			iq := xml.New(stream.NSClient, "iq", "type", "set", "id", "push-"+stream.NewID(), "from", user, "to", to.full())
+			iq.Add(xml.New(NSRoster, "query", "ver", strconv.FormatUint(ver, 10)).Add(item.Copy()))
+			s.route(iq, to)
+		}
+	}
+}
+
+// pushFilter keeps a roster push that another node routed here from a
+// session that has not asked for the roster (RFC 6121 §2.1.6), as the
+// pushes made here (push) are kept from it.
+func pushFilter(sess router.Session, el *xml.Element) bool {
+	return el.Name.Local == "iq" && el.Get("type") == "set" && el.Get("from") == sess.Bare() &&
+		el.Child(NSRoster, "query") != nil && !interested(sess)
 }
 
 func (s *Service) rosterIQ(sess router.Session, iq, q *xml.Element) {

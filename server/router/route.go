@@ -110,15 +110,40 @@ func (r *Router) Deliver(s Session, el *xml.Element) bool {
 //     account bounces with service-unavailable, chat and normal are stored
 //     offline, headline and error go nowhere.
 //
+// In a cluster (SetCluster), the other nodes' sessions and components
+// count as well, and a stanza for one of them is handed to its node in one
+// hop (Cluster.Forward): a component connected to another node; a full JID
+// bound on another node; a bare JID's available resources on every node
+// (presence and IQs), or its message targets chosen among the resources of
+// every node by the same rules. When a node cannot be sent to, the
+// stanza is routed as if this node were alone.
+//
 // What cannot be delivered is returned as a stanza error condition and
 // text ("" when there is nothing to bounce: delivered, stored, or nowhere
 // to go by the rules); the caller bounces it to the sender, so that every
 // bounce goes through one function.
 func (r *Router) Route(el *xml.Element, to JID) (condition, text string) {
+	var c Cluster
+	if p := r.cluster.Load(); p != nil {
+		c = p.c
+	}
+	return r.route(el, to, c)
+}
+
+// route is Route with the cluster to consult (nil: this node alone).
+func (r *Router) route(el *xml.Element, to JID, c Cluster) (condition, text string) {
 	kind := el.Name.Local
 	switch r.Where(to.Domain) {
 	case Component:
-		if !r.Components.Route(to.Domain, el) && kind != "presence" {
+		if r.Components.Route(to.Domain, el) {
+			return "", ""
+		}
+		if c != nil {
+			if node, ok := c.Component(to.Domain); ok && c.Forward(node, el, Forwarded{To: to, Fallback: true}) {
+				return "", ""
+			}
+		}
+		if kind != "presence" {
 			return "service-unavailable", "the component " + to.Domain + " is not connected"
 		}
 		return "", ""
@@ -144,7 +169,18 @@ func (r *Router) Route(el *xml.Element, to JID) (condition, text string) {
 		if s := r.Session(to.Bare, to.Resource); s != nil && r.Deliver(s, el) {
 			return "", ""
 		}
-		// (Cluster: the node that holds this resource, before giving up.)
+		if c != nil {
+			// The node that holds this resource, before giving up. If it
+			// cannot be sent to, the rest is decided here alone.
+			if node, ok := c.Resource(to.Bare, to.Resource); ok {
+				var res [1]string
+				res[0] = to.Resource
+				if c.Forward(node, el, Forwarded{To: to, Resources: res[:], Fallback: true}) {
+					return "", ""
+				}
+				c = nil
+			}
+		}
 		switch {
 		case kind == "iq":
 			return "service-unavailable", ""
@@ -156,6 +192,9 @@ func (r *Router) Route(el *xml.Element, to JID) (condition, text string) {
 		// No such resource: chat, normal and headline go to the bare JID.
 	}
 	if kind != "message" {
+		if c != nil {
+			r.forwardAvailable(c, el, to)
+		}
 		var buf [8]Session
 		for _, s := range r.appendAvailable(buf[:0], to.Bare) {
 			r.Deliver(s, el)
@@ -170,10 +209,13 @@ func (r *Router) Route(el *xml.Element, to JID) (condition, text string) {
 	}
 	// Bound sessions prove the account exists; the store is read only
 	// when nobody takes the message, not on every message.
-	if r.DeliverMessage(el, to.Bare, typ) {
+	if c != nil {
+		if r.deliverMessageCluster(c, el, to, typ) {
+			return "", ""
+		}
+	} else if r.DeliverMessage(el, to.Bare, typ) {
 		return "", ""
 	}
-	// (Cluster: the user's resources on the other nodes, before storing.)
 	if r.Offline == nil || !r.Offline.Exists(to.Bare) {
 		return "service-unavailable", ""
 	}
@@ -181,6 +223,86 @@ func (r *Router) Route(el *xml.Element, to JID) (condition, text string) {
 		r.Offline.Store(el, to)
 	}
 	return "", ""
+}
+
+// forwardAvailable hands a presence or IQ for a bare JID to every other
+// node with available resources of the user, once per node.
+func (r *Router) forwardAvailable(c Cluster, el *xml.Element, to JID) {
+	var buf [8]RemoteResource
+	rem := c.AppendRemote(buf[:0], to.Bare)
+	var resBuf [8]string
+	for i := range rem {
+		if !rem[i].Available || rem[i].Node == "" {
+			continue
+		}
+		node := rem[i].Node
+		res := resBuf[:0]
+		for j := i; j < len(rem); j++ {
+			if rem[j].Node == node && rem[j].Available {
+				res = append(res, rem[j].Resource)
+				rem[j].Node = "" // taken
+			}
+		}
+		c.Forward(node, el, Forwarded{To: to, Resources: res})
+	}
+}
+
+// deliverMessageCluster is DeliverMessage over every node: the targets
+// (RFC 6121 §8.5.2) are chosen among the user's resources here and on the
+// other nodes; the local ones get the message, each other node gets it
+// once for its own. It reports false when nobody took it; a node that
+// could not be sent to leaves the choice to this node alone.
+func (r *Router) deliverMessageCluster(c Cluster, el *xml.Element, to JID, typ string) bool {
+	var rbuf [8]RemoteResource
+	rem := c.AppendRemote(rbuf[:0], to.Bare)
+	if len(rem) == 0 { // the common case: the user is on this node only
+		return r.DeliverMessage(el, to.Bare, typ)
+	}
+	var buf [8]Session
+	local, top := r.appendTargetsTop(buf[:0], to.Bare, typ)
+	if typ != "headline" {
+		localTop := top
+		for _, rm := range rem {
+			if rm.Available && rm.Priority > top {
+				top = rm.Priority
+			}
+		}
+		if localTop < top {
+			local = local[:0] // a resource on another node ranks higher
+		}
+	}
+	ok := false
+	var resBuf [8]string
+	for i := range rem {
+		if !rem[i].Available || rem[i].Priority < 0 || (typ != "headline" && rem[i].Priority != top) || rem[i].Node == "" {
+			continue
+		}
+		node := rem[i].Node
+		res := resBuf[:0]
+		for j := i; j < len(rem); j++ {
+			if rem[j].Node == node && rem[j].Available && rem[j].Priority >= 0 && (typ == "headline" || rem[j].Priority == top) {
+				res = append(res, rem[j].Resource)
+				rem[j].Node = ""
+			}
+		}
+		// Only one copy may fall back to storage on its node, and only
+		// when no local session was chosen: else a resource gone there
+		// would store a message that was delivered here as well.
+		if c.Forward(node, el, Forwarded{To: to, Resources: res, Fallback: !ok && len(local) == 0}) {
+			ok = true
+		}
+	}
+	for _, s := range local {
+		if r.Deliver(s, el) {
+			ok = true
+		}
+	}
+	if ok {
+		return true
+	}
+	// Nobody took it (connections failing, nodes unreachable): the local
+	// decision.
+	return r.DeliverMessage(el, to.Bare, typ)
 }
 
 // NoFederation is the error for a stanza to another server when there is

@@ -81,6 +81,7 @@ type Router struct {
 	Offline Offline
 
 	beforeDeliver []func(Session, *xml.Element) bool
+	cluster       atomic.Pointer[clusterRef] // the other nodes (SetCluster); nil: standalone
 }
 
 // New returns an empty router.
@@ -121,18 +122,27 @@ func (r *Router) BindLimited(s Session, max int) bool { return r.BindChecked(s, 
 // ErrTooManySessions (max) or ErrTooManyResources (MaxResources for its
 // account).
 func (r *Router) BindChecked(s Session, max int) error {
+	c := r.Cluster()
+	remote := 0 // sessions bound on the other nodes count against max
+	if c != nil && max > 0 {
+		remote = c.Len()
+	}
 	sh := r.shard(s.Bare())
 	sh.mu.Lock()
 	res := sh.users[s.Bare()]
 	old := res[s.Resource()].s
 	if old == nil {
-		if len(res) >= MaxResources {
+		n := len(res)
+		if c != nil {
+			n += c.Resources(s.Bare())
+		}
+		if n >= MaxResources {
 			sh.mu.Unlock()
 			return ErrTooManyResources
 		}
 		for {
 			cur := r.n.Load()
-			if max > 0 && cur >= int64(max) {
+			if max > 0 && cur+int64(remote) >= int64(max) {
 				sh.mu.Unlock()
 				return ErrTooManySessions
 			}
@@ -146,6 +156,9 @@ func (r *Router) BindChecked(s Session, max int) error {
 		sh.users[s.Bare()] = res
 	}
 	res[s.Resource()] = entry{s: s}
+	if c != nil {
+		c.Bound(s)
+	}
 	sh.mu.Unlock()
 	if old != nil && old != s {
 		old.Replace()
@@ -166,6 +179,9 @@ func (r *Router) Unbind(s Session) {
 		if len(res) == 0 {
 			delete(sh.users, s.Bare())
 		}
+		if c := r.Cluster(); c != nil {
+			c.Unbound(s)
+		}
 	}
 	sh.mu.Unlock()
 }
@@ -179,14 +195,23 @@ func (r *Router) Session(bare, resource string) Session {
 }
 
 // SetAvailable records a bound session's presence: available (with a
-// priority) or not. The presence module calls it; a session that is not
-// (or no longer) bound is ignored.
+// priority) or not. A session that is not (or no longer) bound is ignored.
 func (r *Router) SetAvailable(s Session, available bool, priority int) {
+	r.SetPresence(s, available, priority, nil)
+}
+
+// SetPresence is SetAvailable with the presence stanza the session sent
+// (nil if none): the presence module calls it, and in a cluster the other
+// nodes get the stanza too, to answer probes for the session.
+func (r *Router) SetPresence(s Session, available bool, priority int, presence *xml.Element) {
 	sh := r.shard(s.Bare())
 	sh.mu.Lock()
 	if res := sh.users[s.Bare()]; res != nil {
 		if e, ok := res[s.Resource()]; ok && e.s == s {
 			res[s.Resource()] = entry{s: s, available: available, priority: priority}
+			if c := r.Cluster(); c != nil {
+				c.Presence(s, available, priority, presence)
+			}
 		}
 	}
 	sh.mu.Unlock()
@@ -248,6 +273,13 @@ func (r *Router) Targets(bare, msgType string) []Session {
 // their resources: a caller's buffer on its stack makes it allocate
 // nothing.
 func (r *Router) appendTargets(dst []Session, bare, msgType string) []Session {
+	dst, _ = r.appendTargetsTop(dst, bare, msgType)
+	return dst
+}
+
+// appendTargetsTop is appendTargets also reporting the highest priority of
+// an available non-negative resource (-1: none).
+func (r *Router) appendTargetsTop(dst []Session, bare, msgType string) ([]Session, int) {
 	start := len(dst)
 	top := -1
 	sh := r.shard(bare)
@@ -269,7 +301,7 @@ func (r *Router) appendTargets(dst []Session, bare, msgType string) []Session {
 	}
 	sh.mu.RUnlock()
 	sortByResource(dst[start:])
-	return dst
+	return dst, top
 }
 
 // appendAvailable appends the available sessions of a user (any priority)
@@ -298,20 +330,31 @@ func sortByResource(ss []Session) {
 	}
 }
 
-// HasAvailable reports whether a user has an available session.
+// HasAvailable reports whether a user has an available session, here or
+// on another node of the cluster.
 func (r *Router) HasAvailable(bare string) bool {
 	sh := r.shard(bare)
 	sh.mu.RLock()
-	defer sh.mu.RUnlock()
 	for _, e := range sh.users[bare] {
 		if e.available {
+			sh.mu.RUnlock()
 			return true
+		}
+	}
+	sh.mu.RUnlock()
+	if c := r.Cluster(); c != nil {
+		var buf [8]RemoteResource
+		for _, rm := range c.AppendRemote(buf[:0], bare) {
+			if rm.Available {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-// Available returns the available sessions of a user (any priority).
+// Available returns the available sessions of a user on this node (any
+// priority); RemoteAvailable has those on the other nodes of a cluster.
 func (r *Router) Available(bare string) []Session {
 	return r.appendAvailable(nil, bare)
 }

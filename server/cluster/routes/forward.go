@@ -1,0 +1,183 @@
+package routes
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/parley-xmpp/parley/server/cluster"
+	"github.com/parley-xmpp/parley/server/router"
+	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/server/xml"
+)
+
+// Forward hands a stanza to the node that holds its recipient (ChanStanza):
+// false if the node is unreachable or its queue is full (the router then
+// decides alone).
+func (t *Table) Forward(node string, el *xml.Element, f router.Forwarded) bool {
+	if node == t.self || node == "" {
+		return false
+	}
+	var hb [256]byte
+	h := append(hb[:0], stanzaVersion, 0)
+	if f.Fallback {
+		h[1] |= flagFallback
+	}
+	h = appendString(h, f.To.Local)
+	h = appendString(h, f.To.Domain)
+	h = appendString(h, f.To.Resource)
+	h = binary.AppendUvarint(h, uint64(len(f.Resources)))
+	for _, r := range f.Resources {
+		h = appendString(h, r)
+	}
+	body := el.Bytes(stream.NSClient)
+	// One buffer, owned by the mesh from here (it may queue it).
+	msg := make([]byte, 0, len(h)+len(body))
+	msg = append(append(msg, h...), body...)
+	return t.cfg.Mesh.Send(node, cluster.ChanStanza, msg) == nil
+}
+
+// receiveStanza delivers a stanza another node forwarded to the sessions
+// it names here, never further. When none takes it and the sender asked
+// for the delivery rule (its only copy), it is routed as if this node were
+// alone, off the mesh's goroutine when that may wait (offline storage).
+func (t *Table) receiveStanza(from string, msg []byte) {
+	if t.closed.Load() {
+		return
+	}
+	if int64(len(msg)) > t.cfg.MaxStanza+4*maxStringLen+router.MaxResources*(1024+3) {
+		t.bad(from, "a forwarded stanza of %d bytes", len(msg))
+		return
+	}
+	if len(msg) < 2 || msg[0] != stanzaVersion {
+		t.bad(from, "a forwarded stanza of an unknown version")
+		return
+	}
+	rd := reader{b: msg[2:]}
+	var f router.Forwarded
+	f.Fallback = msg[1]&flagFallback != 0
+	f.To.Local, f.To.Domain, f.To.Resource = rd.string(1023), rd.string(1023), rd.string(1023)
+	n := rd.uvarint()
+	if n > router.MaxResources {
+		rd.err = errBad
+	}
+	var resBuf [8]string
+	f.Resources = resBuf[:0]
+	for i := uint64(0); i < n && rd.err == nil; i++ {
+		f.Resources = append(f.Resources, rd.string(1023))
+	}
+	if rd.err != nil || f.To.Domain == "" {
+		t.bad(from, "a forwarded stanza whose header does not decode")
+		return
+	}
+	f.To.Bare = f.To.Domain
+	if f.To.Local != "" {
+		f.To.Bare = f.To.Local + "@" + f.To.Domain
+	}
+	el, err := t.parse(from, rd.b)
+	if err != nil {
+		t.bad(from, "a forwarded stanza that does not parse (%v)", err)
+		return
+	}
+	r := t.cfg.Router
+	if r.DeliverLocal(el, f.To.Bare, f.Resources) || !f.Fallback {
+		return
+	}
+	fallback := func() {
+		if c, text := r.RouteLocal(el, f.To); c != "" && t.cfg.Bounce != nil {
+			t.cfg.Bounce(el, c, text)
+		}
+	}
+	if el.Name.Local != "message" {
+		fallback() // a component, a bounce, or nowhere: nothing waits
+		return
+	}
+	select {
+	case t.fallbacks <- struct{}{}:
+		go func() {
+			defer func() { <-t.fallbacks }()
+			fallback()
+		}()
+	default:
+		// Too many waiting already: this one waits here, and the
+		// sender's queue to this node fills (its Send fails, and it
+		// decides alone) rather than goroutines without bound.
+		fallback()
+	}
+}
+
+// The stanzas from one node are parsed by one xml.Reader kept for that
+// node, as if they came on one stream: a fresh reader per stanza (its
+// stream header parsed each time) cost 11.8 µs and 45 allocations for a
+// chat message, a kept one 1.9 µs and 8. Each message must hold exactly
+// one stanza: it is fed to the reader followed by an end mark, which must
+// be the next element; one that does not parse, or is not followed by the
+// mark, resets that node's reader.
+type parser struct {
+	mu sync.Mutex
+	in feed
+	rd *xml.Reader
+}
+
+// feed is the reader's input: the current message's stanza, then the end
+// mark, and an error where the stream would go on past them.
+type feed struct{ b, mark []byte }
+
+func (f *feed) Read(p []byte) (int, error) {
+	if len(f.b) == 0 {
+		f.b, f.mark = f.mark, nil
+		if len(f.b) == 0 {
+			return 0, io.ErrUnexpectedEOF
+		}
+	}
+	n := copy(p, f.b)
+	f.b = f.b[n:]
+	return n, nil
+}
+
+const (
+	streamHead = `<stream:stream xmlns="` + stream.NSClient + `" xmlns:stream="` + stream.NSStream + `">`
+	endMark    = "<end-of-stanza/>"
+)
+
+var (
+	errNoMark     = errors.New("not one stanza")
+	errNotStanza  = errors.New("not a stanza")
+	endMarkBytes  = []byte(endMark)
+	streamHeadBin = []byte(streamHead)
+)
+
+func (t *Table) parse(from string, b []byte) (*xml.Element, error) {
+	t.parsersMu.Lock()
+	p := t.parsers[from]
+	if p == nil {
+		p = &parser{}
+		t.parsers[from] = p
+	}
+	t.parsersMu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rd == nil {
+		p.in = feed{b: streamHeadBin}
+		p.rd = xml.NewReader(&p.in, xml.Limits{MaxStanza: t.cfg.MaxStanza, MaxDepth: xml.DefaultLimits.MaxDepth})
+		if _, err := p.rd.Header(); err != nil {
+			p.rd = nil
+			return nil, err
+		}
+	}
+	p.in = feed{b: b, mark: endMarkBytes}
+	el, err := p.rd.Next()
+	if err == nil {
+		if el.Name.Space != stream.NSClient || (el.Name.Local != "message" && el.Name.Local != "presence" && el.Name.Local != "iq") {
+			err = errNotStanza
+		} else if m, merr := p.rd.Next(); merr != nil || m.Name.Local != "end-of-stanza" || len(p.in.b) > 0 || len(p.in.mark) > 0 {
+			err = errNoMark
+		}
+	}
+	if err != nil {
+		p.rd = nil
+		return nil, err
+	}
+	return el, nil
+}
