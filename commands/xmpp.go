@@ -197,6 +197,7 @@ func xmppCommands() []*Command {
 	cmds = append(cmds, xmppUserCommands()...)
 	cmds = append(cmds, xmppLimitsCommands()...)
 	cmds = append(cmds, federationCommands()...)
+	cmds = append(cmds, clusterCommands()...)
 	return append(cmds, callbridgeCommands()...)
 }
 
