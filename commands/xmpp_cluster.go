@@ -164,7 +164,10 @@ func runClusterStatus(c *Ctx, args []string) error {
 	if st.State == "" {
 		st.State = status.Disabled
 	}
-	peers := append([]status.ClusterPeer(nil), st.Peers...)
+	var peers []status.ClusterPeer
+	if st.State != status.Disabled {
+		peers = append(peers, st.Peers...)
+	}
 	sort.SliceStable(peers, func(i, j int) bool { return addrLess(peers[i].Address, peers[j].Address) })
 
 	keyFile, certFile := st.KeyFile, st.CertFile
@@ -339,9 +342,9 @@ func runClusterDisable(c *Ctx, args []string) error {
 	return nil
 }
 
-// inCluster reports whether the node is a member of a cluster (clustering
-// enabled and a membership that is not empty), with the leader's address
-// if known.
+// inCluster reports whether the node is a member of a cluster, with the
+// leader's address if known. An enabled node that has not initialized or
+// joined lists only itself, without a leader or a raft term.
 func inCluster(st status.Cluster) (bool, string) {
 	leader := ""
 	for _, p := range st.Peers {
@@ -352,7 +355,7 @@ func inCluster(st status.Cluster) (bool, string) {
 	if st.State == "" || st.State == status.Disabled {
 		return false, leader
 	}
-	return len(st.Peers) > 0, leader
+	return len(st.Peers) > 1 || leader != "" || st.Term > 0, leader
 }
 
 func runClusterInitialize(c *Ctx, args []string) error {

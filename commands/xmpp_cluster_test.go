@@ -37,8 +37,9 @@ func (n *fakeNode) Status() status.Cluster {
 func (n *fakeNode) Enable() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.st.State = status.Candidate
+	n.st.State = status.NoQuorum
 	n.st.Listen = "10.106.81.30:5290"
+	n.st.Peers = []status.ClusterPeer{n.self()}
 	return nil
 }
 
@@ -47,6 +48,7 @@ func (n *fakeNode) Disable() error {
 	defer n.mu.Unlock()
 	n.disabled++
 	n.st = status.Cluster{State: status.Disabled, NodeID: "n-new"}
+	n.st.Peers = []status.ClusterPeer{n.self()}
 	return nil
 }
 
@@ -58,6 +60,7 @@ func (n *fakeNode) Initialize() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.st.State = status.Leader
+	n.st.Term = 1
 	p := n.self()
 	p.Leader = true
 	n.st.Peers = []status.ClusterPeer{p}
@@ -106,6 +109,7 @@ func clusterFixture(t *testing.T) (*fixture, *fakeNode) {
 	f.ok("xmpp domain example.com")
 	f.ok("xmpp certs example.com.key example.com.crt ca.pem")
 	n := &fakeNode{st: status.Cluster{State: status.Disabled, NodeID: "n1"}}
+	n.st.Peers = []status.ClusterPeer{n.self()} // the real node lists itself even when disabled
 	f.env.Cluster = n
 	f.env.ClusterSettings = &fakeClusterSettings{}
 	return f, n
