@@ -90,7 +90,8 @@ func xmppCommands() []*Command {
 			Summary: "Clear the XMPP configuration: domains and every xmpp setting (asks for confirmation)",
 			Help: "Removes every hosted domain and every xmpp setting (enabled, listen, ports, limits); the service\n" +
 				"stops, and components may connect without TLS from loopback only again. XMPP accounts and their\n" +
-				"data are kept, and so are the call bridges and the files in the files area.\n" +
+				"data are kept, and so are the call bridges and the files in the files area. A cluster node first\n" +
+				"leaves its cluster (as xmpp cluster disable does), so the reset applies to this node alone.\n" +
 				"Type 'reset' to confirm; in exec or script mode the confirmation is the next line of standard input.",
 			Example: "xmpp reset\nprintf 'reset\\n' | ssh -p 2222 admin@host 'xmpp reset'",
 			Perm:    PermXMPP,
@@ -481,6 +482,10 @@ func runXMPPReset(c *Ctx, args []string) error {
 	if strings.TrimSpace(answer) != resetConfirmation {
 		return errorf("xmpp reset: not confirmed (type %s to confirm); nothing was changed", resetConfirmation)
 	}
+	left, err := leaveClusterForReset(c, "xmpp reset")
+	if err != nil {
+		return err
+	}
 	if err := commit(c, store.XMPPReset{}); err != nil {
 		return errorf("xmpp reset: %v", err)
 	}
@@ -488,6 +493,9 @@ func runXMPPReset(c *Ctx, args []string) error {
 		return errorf("xmpp reset: %v", err)
 	}
 	waitStopped(c)
+	if left {
+		c.printf("This node left its cluster first (as xmpp cluster disable does), so the reset applies to this node alone.\n")
+	}
 	c.printf("XMPP configuration cleared: %s and every xmpp setting removed; the service is disabled.\n", plural(len(cfg.Domains), "domain"))
 	c.printf("XMPP accounts, call bridges and the files in the files area are kept.\n")
 	return nil

@@ -141,8 +141,12 @@ func clusterNode(c *Ctx, what string) (cluster.Node, error) {
 
 // nodeError is an error from the cluster node as one line.
 func nodeError(what string, err error) error {
-	msg := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
-	return errorf("%s: %s", what, msg)
+	return errorf("%s: %s", what, oneLine(err))
+}
+
+// oneLine is an error's text on one line.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
 }
 
 // trustBundle is the trust bundle setting, "" for none.
@@ -405,6 +409,23 @@ func joinTarget(st status.Cluster) string {
 		}
 	}
 	return "<this node's address>"
+}
+
+// leaveClusterForReset takes a clustered node out of its cluster before
+// xmpp reset, so the reset clears this node only and not, through the
+// log, every node; the node gets a new id, as with xmpp cluster disable.
+// It reports whether the node left.
+func leaveClusterForReset(c *Ctx, what string) (bool, error) {
+	if c.Cluster == nil {
+		return false, nil
+	}
+	if st := c.Cluster.Status(); st.State == "" || st.State == status.Disabled {
+		return false, nil
+	}
+	if err := c.Cluster.Disable(); err != nil {
+		return false, errorf("%s: leaving the cluster first failed: %s; nothing was changed (see xmpp cluster status)", what, oneLine(err))
+	}
+	return true, nil
 }
 
 // --- join, remove -----------------------------------------------------------

@@ -333,3 +333,19 @@ func TestAddrLess(t *testing.T) {
 		t.Errorf("sorted: %v", got)
 	}
 }
+
+// TestClusterReset: xmpp reset on a clustered node leaves the cluster
+// first, so the reset is this node's alone.
+func TestClusterReset(t *testing.T) {
+	f, n := clusterFixture(t)
+	n.st.State = status.Follower
+	out := f.ok("xmpp reset", "reset")
+	if !strings.Contains(out, "This node left its cluster first") || n.disabled != 1 {
+		t.Errorf("xmpp reset on a member: disabled %d times:\n%s", n.disabled, out)
+	}
+	// Standalone: nothing to leave.
+	f.ok("xmpp domain example.com")
+	if out := f.ok("xmpp reset", "reset"); strings.Contains(out, "left its cluster") || n.disabled != 1 {
+		t.Errorf("xmpp reset standalone: disabled %d times:\n%s", n.disabled, out)
+	}
+}
