@@ -134,9 +134,15 @@ func clusterCommands() []*Command {
 // that has none.
 func clusterNode(c *Ctx, what string) (cluster.Node, error) {
 	if c.Cluster == nil {
-		return nil, errorf("%s: this process has no cluster node (clustering is not available here); run the command on the appliance's shell", what)
+		return nil, errNoNode(what)
 	}
 	return c.Cluster, nil
+}
+
+// errNoNode is the error of a process without a cluster node (unit
+// tests, tools that only edit the store).
+func errNoNode(what string) error {
+	return errorf("%s: this process has no cluster node (clustering is not available here); run the command on the appliance's shell", what)
 }
 
 // nodeError is an error from the cluster node as one line.
@@ -308,7 +314,7 @@ func runClusterEnable(c *Ctx, args []string) error {
 	if bundle == "" {
 		return errorf("%s: set the cluster trust bundle first: xmpp cluster trust <bundle> (a PEM file in the files area with the nodes' certificates or their CA)", what)
 	}
-	if err := checkTrustCovers(c, what, bundle, p.Cert); err != nil {
+	if _, err := checkTrustCovers(c, what, bundle, p.Cert); err != nil {
 		return err
 	}
 	if err := n.Enable(); err != nil {
@@ -534,17 +540,9 @@ func hostOf(addr string) string {
 func runClusterTrust(c *Ctx, args []string) error {
 	const what = "xmpp cluster trust"
 	if c.ClusterSettings == nil {
-		return errorf("%s: this process has no cluster node (clustering is not available here); run the command on the appliance's shell", what)
+		return errNoNode(what)
 	}
 	bundle := args[0]
-	data, err := c.Files.ReadFile(bundle)
-	if err != nil {
-		return errorf("%s: %v", what, err)
-	}
-	certs, err := pki.ParseCertificates(data)
-	if err != nil {
-		return errorf("%s: %s: %v: give a PEM file with the nodes' certificates or their CA", what, bundle, err)
-	}
 	p, err := primaryDomain(c, what)
 	if err != nil {
 		return errorf("%s: set the domain and its certificate first (xmpp domain <name>, xmpp certs <key> <crt> [<bundle>]): the bundle must cover this node's certificate", what)
@@ -552,20 +550,21 @@ func runClusterTrust(c *Ctx, args []string) error {
 	if p.Cert == "" {
 		return errorf("%s: %s has no certificate: configure one with xmpp certs first; the bundle must cover it", what, p.Name)
 	}
-	if err := checkTrustCovers(c, what, bundle, p.Cert); err != nil {
+	n, err := checkTrustCovers(c, what, bundle, p.Cert)
+	if err != nil {
 		return err
 	}
 	if err := c.ClusterSettings.SetTrustBundle(bundle); err != nil {
 		return errorf("%s: %v", what, err)
 	}
-	c.printf("Cluster trust bundle: %s (%s); it covers this node's certificate %s\n", bundle, plural(len(certs), "certificate"), p.Cert)
+	c.printf("Cluster trust bundle: %s (%s); it covers this node's certificate %s\n", bundle, plural(n, "certificate"), p.Cert)
 	return nil
 }
 
 func runClusterTrustNone(c *Ctx, args []string) error {
 	const what = "xmpp cluster trust none"
 	if c.ClusterSettings == nil {
-		return errorf("%s: this process has no cluster node (clustering is not available here); run the command on the appliance's shell", what)
+		return errNoNode(what)
 	}
 	if c.Cluster != nil {
 		if st := c.Cluster.Status(); st.State != "" && st.State != status.Disabled {
@@ -586,29 +585,30 @@ func runClusterTrustNone(c *Ctx, args []string) error {
 // checkTrustCovers checks that the trust bundle in the files area covers
 // this node's certificate (the file crtName): the certificate is in the
 // bundle, or chains to a certificate there (any intermediates shipped in
-// the certificate file help to build the chain).
-func checkTrustCovers(c *Ctx, what, bundleName, crtName string) error {
+// the certificate file help to build the chain). It returns how many
+// certificates the bundle holds.
+func checkTrustCovers(c *Ctx, what, bundleName, crtName string) (int, error) {
 	bundlePEM, err := c.Files.ReadFile(bundleName)
 	if err != nil {
-		return errorf("%s: trust bundle: %v", what, err)
+		return 0, errorf("%s: %v", what, err)
 	}
 	bundle, err := pki.ParseCertificates(bundlePEM)
 	if err != nil {
-		return errorf("%s: %s: %v: give a PEM file with the nodes' certificates or their CA", what, bundleName, err)
+		return 0, errorf("%s: %s: %v: give a PEM file with the nodes' certificates or their CA", what, bundleName, err)
 	}
 	crtPEM, err := c.Files.ReadFile(crtName)
 	if err != nil {
-		return errorf("%s: this node's certificate: %v", what, err)
+		return 0, errorf("%s: this node's certificate: %v", what, err)
 	}
 	chain, err := pki.ParseCertificates(crtPEM)
 	if err != nil {
-		return errorf("%s: this node's certificate %s: %v", what, crtName, err)
+		return 0, errorf("%s: this node's certificate %s: %v", what, crtName, err)
 	}
 	if err := trustCovers(bundle, chain, c.now()); err != nil {
-		return errorf("%s: %s does not cover this node's certificate %s (%s): %v; put that certificate or the CA that signed it in the bundle",
+		return 0, errorf("%s: %s does not cover this node's certificate %s (%s): %v; put that certificate or the CA that signed it in the bundle",
 			what, bundleName, crtName, pki.SubjectString(chain[0]), err)
 	}
-	return nil
+	return len(bundle), nil
 }
 
 // trustCovers reports nil when a cluster trust bundle admits a node's
