@@ -29,7 +29,10 @@ type Result struct {
 var ErrClosed = errors.New("store: closed")
 
 // SetLog makes proposals commit through l (the cluster's raft log)
-// instead of the local log; nil restores the local log.
+// instead of the local log; nil restores the local log. It waits for the
+// proposals in flight through the previous log to finish (and holds new
+// ones until it returns), so nothing commits through the old log after
+// it (the cluster reads the applied index after switching).
 func (s *Store) SetLog(l Log) {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
@@ -53,10 +56,9 @@ func (s *Store) ProposeAt(at time.Time, op Op) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	s.logMu.Lock()
-	l := s.log
-	s.logMu.Unlock()
-	idx, resp, err := l.Commit(data)
+	s.logMu.RLock() // held while committing: see SetLog
+	defer s.logMu.RUnlock()
+	idx, resp, err := s.log.Commit(data)
 	return Result{Index: idx, Response: resp}, err
 }
 

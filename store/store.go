@@ -96,7 +96,7 @@ type Store struct {
 	db   *bolt.DB
 	node *bolt.DB // node-local data (node.go)
 
-	logMu sync.Mutex
+	logMu sync.RWMutex // Propose holds it shared while committing
 	log   Log
 	local *localLog
 

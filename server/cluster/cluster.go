@@ -1,0 +1,456 @@
+package cluster
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/parley-xmpp/parley/server/status"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// DefaultPort is the cluster listener's port when none is given: raft and
+// the Mesh share it (5222, 5223 and 5269 are XMPP's, 5270 is free).
+const DefaultPort = 5270
+
+// Files in the data directory.
+const (
+	// RaftDir holds raft's log and stable store (raft.db), its snapshots
+	// and the "enabled" mark. Disable removes it.
+	RaftDir = "raft"
+	// NodeIDFile holds this node's id, generated once (node-local).
+	NodeIDFile = "node-id"
+	enabledMark = "enabled"
+)
+
+// Raft timing, chosen for a LAN or loopback: a follower that hears
+// nothing from the leader for HeartbeatTimeout (randomized up to twice
+// that) stands for election, so a new leader is elected about 0.5–1.5 s
+// after the old one died. LeaderLeaseTimeout is how long a leader keeps
+// its role without contact with a majority.
+const (
+	HeartbeatTimeout   = 500 * time.Millisecond
+	ElectionTimeout    = 500 * time.Millisecond
+	LeaderLeaseTimeout = 250 * time.Millisecond
+	CommitTimeout      = 20 * time.Millisecond
+)
+
+// Config is what a node's cluster needs from the appliance.
+type Config struct {
+	DataDir string       // the node's data directory (raft state in DataDir/raft)
+	Store   *store.Store // the replicated store: the FSM
+	// Listen is the cluster listener's address (default ":5270").
+	Listen string
+	// Advertise is the host:port the other nodes reach this node at
+	// (default: Listen if it names a host, else this host's name).
+	Advertise string
+	// XMPPAddress is this node's XMPP address as `xmpp cluster status`
+	// prints it (host:5222); nil: the host of Advertise and port 5222.
+	XMPPAddress func() string
+	// Sessions is the number of client sessions bound on this node,
+	// announced to the others (nil: 0).
+	Sessions func() int
+	// Certificate is what this node presents (its `xmpp certs`).
+	Certificate func() (*tls.Certificate, error)
+	// Trust is the bundle peers' certificates must chain to (`xmpp
+	// cluster trust`); nil or a nil pool refuses every peer.
+	Trust func() (*x509.CertPool, error)
+	Log   *log.Logger // nil: discard
+
+	// Tuning; zero values are the defaults (tests lower them).
+	SnapshotThreshold uint64        // raft entries between snapshots (default 8192)
+	SnapshotInterval  time.Duration // how often to check (default 30 s)
+	TrailingLogs      uint64        // entries kept after a snapshot (default 10240)
+}
+
+// Cluster is one node's side of the cluster: it implements Node and
+// provides the Mesh.
+type Cluster struct {
+	cfg  Config
+	log  *log.Logger
+	mesh *mesh
+
+	opMu sync.Mutex // serializes Enable, Disable, Initialize, Join, Remove, Close
+
+	mu        sync.Mutex
+	id        string
+	enabled   bool
+	ln        *listener
+	r         *raftNode
+	state     status.ClusterState
+	changed   time.Time
+	lastErr   string
+	lastErrAt time.Time
+	closed    bool
+
+	pendOnce sync.Once
+	pend     *pendingCalls
+}
+
+var _ Node = (*Cluster)(nil)
+
+// New prepares a node's cluster: it reads (or makes) the node id. Start
+// starts what is enabled.
+func New(cfg Config) (*Cluster, error) {
+	if cfg.DataDir == "" || cfg.Store == nil {
+		return nil, errors.New("cluster: a data directory and a store are needed")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = ":" + strconv.Itoa(DefaultPort)
+	}
+	if cfg.Log == nil {
+		cfg.Log = log.New(io.Discard, "", 0)
+	}
+	c := &Cluster{cfg: cfg, log: cfg.Log, state: status.Disabled, changed: time.Now()}
+	id, err := readNodeID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	c.id = id
+	c.mesh = newMesh(c)
+	c.mesh.Handle(ChanPropose, c.onPropose)
+	return c, nil
+}
+
+// Mesh is the messaging between the nodes.
+func (c *Cluster) Mesh() Mesh { return c.mesh }
+
+// ID is this node's id.
+func (c *Cluster) ID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.id
+}
+
+// Enabled says whether the cluster is enabled on this node.
+func (c *Cluster) Enabled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.enabled
+}
+
+// Start starts the cluster listener if the cluster is enabled on this
+// node, and raft if this node is in a cluster (it was initialized or
+// joined): the store then commits through raft.
+func (c *Cluster) Start() error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	if _, err := os.Stat(filepath.Join(c.raftDir(), enabledMark)); err != nil {
+		return nil
+	}
+	if err := c.startListener(); err != nil {
+		return err
+	}
+	has, err := hasRaftState(c.raftDir())
+	if err != nil || !has {
+		return err
+	}
+	return c.startRaft(nil)
+}
+
+// Close stops raft and the listener (the store goes back to its local
+// log); the node's cluster state stays on disk for the next Start.
+func (c *Cluster) Close() error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	c.stopRaft(false)
+	c.stopListener()
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	return nil
+}
+
+// Enable starts the cluster listener on this node and remembers it (a
+// node-local setting): the node then waits to be initialized or to join.
+func (c *Cluster) Enable() error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	if err := os.MkdirAll(c.raftDir(), 0o700); err != nil {
+		return err
+	}
+	if err := c.startListener(); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(c.raftDir(), enabledMark), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// Disable leaves the cluster: it asks the leader to remove this node
+// (best effort), stops raft and the listener, removes the raft state and
+// gives this node a new id. The store keeps its contents and commits
+// locally again.
+func (c *Cluster) Disable() error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	if r := c.raftNode(); r != nil && len(r.voters()) > 1 {
+		if err := c.removeServer(c.ID(), ""); err != nil {
+			c.log.Printf("cluster: leaving the cluster: %v (the leader removes this node's old entry when it joins again)", err)
+		}
+	}
+	c.stopRaft(true)
+	c.stopListener()
+	if err := os.RemoveAll(c.raftDir()); err != nil {
+		return fmt.Errorf("cluster: removing the raft state: %w", err)
+	}
+	id, err := newNodeID(c.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.id = id
+	c.mu.Unlock()
+	c.mesh.reset()
+	return nil
+}
+
+// Initialize makes a one-node cluster of this node, with its store as
+// the first state: raft's log starts after the store's applied index,
+// with a snapshot of the store at that index, so every node that joins
+// gets the state by snapshot.
+func (c *Cluster) Initialize() error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	if err := c.checkFree(); err != nil {
+		return err
+	}
+	if err := c.startRaft(c.bootstrap); err != nil {
+		return err
+	}
+	// A one-node cluster elects itself.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if r := c.raftNode(); r != nil && r.r.State() == raft.Leader {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return errors.New("cluster: initialized, but this node did not become the leader within 5s (see the log)")
+}
+
+// checkFree refuses a node that is not enabled, or already in a cluster.
+func (c *Cluster) checkFree() error {
+	if !c.Enabled() {
+		return errors.New("the cluster is not enabled on this node: xmpp cluster enable first")
+	}
+	if r := c.raftNode(); r != nil {
+		return fmt.Errorf("this node is already in a cluster of %d nodes: xmpp cluster disable first", len(r.voters()))
+	}
+	if has, err := hasRaftState(c.raftDir()); err != nil {
+		return err
+	} else if has {
+		return errors.New("this node holds the state of a cluster: xmpp cluster disable first")
+	}
+	return nil
+}
+
+// Status is what `xmpp cluster status` prints. KeyFile, CertFile and
+// TrustBundle are left for the caller, who knows the files.
+func (c *Cluster) Status() status.Cluster {
+	c.mu.Lock()
+	st := status.Cluster{NodeID: c.id, LastError: c.lastErr, LastErrorAt: c.lastErrAt}
+	enabled, r := c.enabled, c.r
+	if c.ln != nil {
+		st.Listen = c.ln.addr
+	}
+	c.mu.Unlock()
+	st.AppliedIndex = c.cfg.Store.AppliedIndex()
+	self := status.ClusterPeer{ID: st.NodeID, Address: c.xmppAddress(), Cluster: c.advertise(), Self: true, Reachable: true, Sessions: c.sessions()}
+	switch {
+	case !enabled:
+		st.Peers = []status.ClusterPeer{self}
+	case r == nil:
+		st.Peers = []status.ClusterPeer{self}
+		if st.LastError == "" {
+			st.LastError = "not in a cluster yet: xmpp cluster initialize, or xmpp cluster join <member>"
+		}
+	default:
+		st.Term, _ = strconv.ParseUint(r.r.Stats()["term"], 10, 64)
+		st.CommitIndex = r.r.CommitIndex()
+		_, leader := r.r.LeaderWithID()
+		for _, s := range r.voters() {
+			p := status.ClusterPeer{ID: string(s.ID), Cluster: string(s.Address), Leader: s.ID == leader}
+			if p.ID == st.NodeID {
+				self.Leader = p.Leader
+				p = self
+			} else {
+				info := c.mesh.info(p.ID)
+				p.Reachable = c.mesh.reachable(p.ID)
+				p.LastContact = info.heard
+				p.Sessions = info.Sessions
+				p.Address = info.XMPP
+				if p.Address == "" {
+					p.Address = xmppFromCluster(p.Cluster)
+				}
+			}
+			st.Peers = append(st.Peers, p)
+		}
+	}
+	sortPeers(st.Peers)
+	st.State, st.LastChange = c.noteState()
+	return st
+}
+
+// noteState computes the node's state and remembers when it changed.
+func (c *Cluster) noteState() (status.ClusterState, time.Time) {
+	s := c.currentState()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s != c.state {
+		c.state, c.changed = s, time.Now()
+	}
+	return c.state, c.changed
+}
+
+func (c *Cluster) currentState() status.ClusterState {
+	c.mu.Lock()
+	enabled, r := c.enabled, c.r
+	c.mu.Unlock()
+	if !enabled || r == nil {
+		if enabled {
+			return status.NoQuorum
+		}
+		return status.Disabled
+	}
+	n, m := c.reachableVoters(r)
+	if n < m/2+1 {
+		return status.NoQuorum
+	}
+	switch r.r.State() {
+	case raft.Leader:
+		return status.Leader
+	case raft.Candidate:
+		return status.Candidate
+	case raft.Follower:
+		if _, id := r.r.LeaderWithID(); id == "" {
+			return status.NoQuorum
+		}
+		return status.Follower
+	}
+	return status.NoQuorum
+}
+
+func (c *Cluster) setError(err error) {
+	c.mu.Lock()
+	c.lastErr, c.lastErrAt = err.Error(), time.Now()
+	c.mu.Unlock()
+}
+
+func (c *Cluster) raftDir() string { return filepath.Join(c.cfg.DataDir, RaftDir) }
+
+func (c *Cluster) raftNode() *raftNode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.r
+}
+
+// advertise is the address the other nodes reach this node at.
+func (c *Cluster) advertise() string {
+	if c.cfg.Advertise != "" {
+		return c.cfg.Advertise
+	}
+	host, port, err := net.SplitHostPort(c.cfg.Listen)
+	if err != nil {
+		return c.cfg.Listen
+	}
+	if host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+		host, _ = os.Hostname()
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (c *Cluster) xmppAddress() string {
+	if c.cfg.XMPPAddress != nil {
+		if a := c.cfg.XMPPAddress(); a != "" {
+			return a
+		}
+	}
+	return xmppFromCluster(c.advertise())
+}
+
+func (c *Cluster) sessions() int {
+	if c.cfg.Sessions != nil {
+		return c.cfg.Sessions()
+	}
+	return 0
+}
+
+// xmppFromCluster is a node's XMPP address when it announced none: the
+// host of its cluster address and port 5222.
+func xmppFromCluster(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	return net.JoinHostPort(host, strconv.Itoa(store.DefaultPortC2S))
+}
+
+// withPort adds the default cluster port to an address without one.
+func withPort(addr string) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	if strings.Count(addr, ":") > 1 && !strings.HasPrefix(addr, "[") { // a bare IPv6 address
+		return net.JoinHostPort(addr, strconv.Itoa(DefaultPort))
+	}
+	return net.JoinHostPort(strings.Trim(addr, "[]"), strconv.Itoa(DefaultPort))
+}
+
+func readNodeID(dataDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, NodeIDFile))
+	if err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("cluster: reading the node id: %w", err)
+	}
+	return newNodeID(dataDir)
+}
+
+// newNodeID makes a node id and keeps it in the data directory.
+func newNodeID(dataDir string) (string, error) {
+	var b [8]byte
+	rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", err
+	}
+	tmp := filepath.Join(dataDir, NodeIDFile+".tmp")
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("cluster: writing the node id: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dataDir, NodeIDFile)); err != nil {
+		return "", fmt.Errorf("cluster: writing the node id: %w", err)
+	}
+	return id, nil
+}
+
+// sortPeers puts peers in address order (what `xmpp cluster status`
+// lists), then by cluster address.
+func sortPeers(ps []status.ClusterPeer) {
+	slices.SortFunc(ps, func(a, b status.ClusterPeer) int {
+		if c := strings.Compare(a.Address, b.Address); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Cluster, b.Cluster)
+	})
+}

@@ -1,0 +1,470 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Mesh timing and bounds.
+const (
+	QueueLength    = 4096                   // messages waiting for one node
+	pingEvery      = 200 * time.Millisecond // a node's hello on an idle connection
+	ReachableAfter = 1500 * time.Millisecond
+	writeTimeout   = 5 * time.Second
+	readTimeout    = 5 * time.Second // a live connection carries a hello every pingEvery
+	membersEvery   = 200 * time.Millisecond
+	redialMax      = time.Second
+)
+
+// chanHello is the mesh's own channel: a node's announcement, sent on
+// every idle connection (and so its heartbeat).
+const chanHello byte = 0
+
+// Errors of Send.
+var (
+	ErrUnreachable = errors.New("cluster: node unreachable")
+	ErrQueueFull   = errors.New("cluster: the node's queue is full")
+	ErrNotMember   = errors.New("cluster: not a member")
+)
+
+// hello is what a node announces to the others.
+type hello struct {
+	XMPP     string `json:"xmpp,omitempty"` // its XMPP address, host:5222
+	Sessions int    `json:"sessions,omitempty"`
+}
+
+// peerInfo is what this node heard from another.
+type peerInfo struct {
+	hello
+	heard time.Time
+}
+
+type mesh struct {
+	c        *Cluster
+	handlers [256]func(from string, msg []byte)
+
+	mu        sync.Mutex
+	peers     map[string]*peer // by node id: the other members
+	heard     map[string]peerInfo
+	members   []string // the last members told to OnMembers
+	onMembers func([]string)
+	running   bool
+	stopCh    chan struct{}
+	kickCh    chan struct{}
+	wg        sync.WaitGroup
+}
+
+func newMesh(c *Cluster) *mesh {
+	return &mesh{c: c, peers: map[string]*peer{}, heard: map[string]peerInfo{}, kickCh: make(chan struct{}, 1)}
+}
+
+// kick makes the mesh look at raft's configuration now.
+func (m *mesh) kick() {
+	select {
+	case m.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+func (m *mesh) Self() string { return m.c.ID() }
+
+// Members lists the members this node reaches now, itself included,
+// sorted: what OnMembers last reported (or would report).
+func (m *mesh) Members() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.members == nil {
+		return []string{m.c.ID()}
+	}
+	return slices.Clone(m.members)
+}
+
+func (m *mesh) Handle(channel byte, fn func(from string, msg []byte)) {
+	if channel == chanHello {
+		panic("cluster: channel 0 is the mesh's own")
+	}
+	m.mu.Lock()
+	m.handlers[channel] = fn
+	m.mu.Unlock()
+}
+
+func (m *mesh) OnMembers(fn func(members []string)) {
+	m.mu.Lock()
+	m.onMembers = fn
+	m.mu.Unlock()
+}
+
+func (m *mesh) Send(node string, channel byte, msg []byte) error {
+	if channel == chanHello {
+		return errors.New("cluster: channel 0 is the mesh's own")
+	}
+	if len(msg) > MaxFrame {
+		return fmt.Errorf("cluster: a message of %d bytes is over the limit (%d)", len(msg), MaxFrame)
+	}
+	m.mu.Lock()
+	p := m.peers[node]
+	m.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("%w: %s", ErrNotMember, node)
+	}
+	if !m.reachable(node) {
+		return fmt.Errorf("%w: %s", ErrUnreachable, node)
+	}
+	select {
+	case p.q <- frame{ch: channel, msg: msg}:
+		return nil
+	default:
+		return fmt.Errorf("%w: %s", ErrQueueFull, node)
+	}
+}
+
+// reachable: the connection to the node is up and the node was heard
+// from lately.
+func (m *mesh) reachable(node string) bool {
+	m.mu.Lock()
+	p := m.peers[node]
+	info := m.heard[node]
+	m.mu.Unlock()
+	return p != nil && p.isUp() && time.Since(info.heard) < ReachableAfter
+}
+
+func (m *mesh) info(node string) peerInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.heard[node]
+}
+
+func (m *mesh) start() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running {
+		return
+	}
+	m.running = true
+	m.stopCh = make(chan struct{})
+	m.wg.Add(1)
+	go m.loop(m.stopCh)
+}
+
+// stop closes every connection to the other nodes.
+func (m *mesh) stop() {
+	m.mu.Lock()
+	if !m.running {
+		m.mu.Unlock()
+		return
+	}
+	m.running = false
+	close(m.stopCh)
+	peers := m.peers
+	m.peers = map[string]*peer{}
+	m.mu.Unlock()
+	for _, p := range peers {
+		p.close()
+	}
+	m.wg.Wait()
+	m.update()
+}
+
+// reset forgets what was heard (a new node id).
+func (m *mesh) reset() {
+	m.mu.Lock()
+	m.heard = map[string]peerInfo{}
+	m.mu.Unlock()
+	m.update()
+}
+
+// loop keeps a connection to every other member of raft's configuration
+// and tells OnMembers when the reachable members change.
+func (m *mesh) loop(stop chan struct{}) {
+	defer m.wg.Done()
+	t := time.NewTicker(membersEvery)
+	defer t.Stop()
+	for {
+		m.sync()
+		m.update()
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		case <-m.kickCh:
+		}
+	}
+}
+
+// sync makes the peers those of raft's configuration.
+func (m *mesh) sync() {
+	want := map[string]string{}
+	self := m.c.ID()
+	if r := m.c.raftNode(); r != nil {
+		for _, s := range r.voters() {
+			if string(s.ID) != self {
+				want[string(s.ID)] = string(s.Address)
+			}
+		}
+	}
+	m.mu.Lock()
+	if !m.running {
+		m.mu.Unlock()
+		return
+	}
+	var drop []*peer
+	for id, p := range m.peers {
+		if addr, ok := want[id]; !ok || addr != p.addr {
+			drop = append(drop, p)
+			delete(m.peers, id)
+		}
+	}
+	for id, addr := range want {
+		if m.peers[id] == nil {
+			p := newPeer(m, id, addr)
+			m.peers[id] = p
+			go p.run()
+		}
+	}
+	m.mu.Unlock()
+	for _, p := range drop {
+		p.close()
+	}
+}
+
+// update computes the reachable members and tells OnMembers of a change.
+func (m *mesh) update() {
+	m.mu.Lock()
+	ids := make([]string, 0, len(m.peers))
+	for id := range m.peers {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+	members := []string{m.c.ID()}
+	for _, id := range ids {
+		if m.reachable(id) {
+			members = append(members, id)
+		}
+	}
+	slices.Sort(members)
+	m.mu.Lock()
+	changed := !slices.Equal(members, m.members)
+	if changed {
+		m.members = members
+	}
+	fn := m.onMembers
+	m.mu.Unlock()
+	if changed && fn != nil {
+		fn(slices.Clone(members))
+	}
+}
+
+// serveIncoming reads the messages another node sends on a connection
+// it opened, and hands them to the channels' handlers.
+func (m *mesh) serveIncoming(conn net.Conn, from string) {
+	r := bufio.NewReaderSize(conn, 32<<10)
+	for {
+		conn.SetReadDeadline(time.Now().Add(readTimeout))
+		ch, msg, err := readFrame(r)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				m.c.log.Printf("cluster: connection from node %s: %v", from, err)
+			}
+			return
+		}
+		if ch == chanHello {
+			var h hello
+			json.Unmarshal(msg, &h)
+			m.mu.Lock()
+			m.heard[from] = peerInfo{hello: h, heard: time.Now()}
+			m.mu.Unlock()
+			continue
+		}
+		m.mu.Lock()
+		fn := m.handlers[ch]
+		m.heard[from] = peerInfo{hello: m.heard[from].hello, heard: time.Now()}
+		m.mu.Unlock()
+		if fn != nil {
+			fn(from, msg)
+		}
+	}
+}
+
+type frame struct {
+	ch  byte
+	msg []byte
+}
+
+// A frame: channel (1 byte), length (4 bytes, big-endian), message.
+func writeFrame(w *bufio.Writer, f frame) error {
+	var h [5]byte
+	h[0] = f.ch
+	binary.BigEndian.PutUint32(h[1:], uint32(len(f.msg)))
+	if _, err := w.Write(h[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(f.msg)
+	return err
+}
+
+func readFrame(r *bufio.Reader) (byte, []byte, error) {
+	var h [5]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(h[1:])
+	if n > MaxFrame {
+		return 0, nil, fmt.Errorf("a frame of %d bytes is over the limit (%d)", n, MaxFrame)
+	}
+	msg := make([]byte, n)
+	if _, err := io.ReadFull(r, msg); err != nil {
+		return 0, nil, err
+	}
+	return h[0], msg, nil
+}
+
+// peer is the outgoing side to one node: a bounded queue and the
+// goroutine that dials the node and writes the queue in order.
+type peer struct {
+	m        *mesh
+	id, addr string
+	q        chan frame
+
+	mu      sync.Mutex
+	up      bool
+	lastErr string
+	conn    net.Conn
+	stopped chan struct{}
+	once    sync.Once
+}
+
+func newPeer(m *mesh, id, addr string) *peer {
+	return &peer{m: m, id: id, addr: addr, q: make(chan frame, QueueLength), stopped: make(chan struct{})}
+}
+
+func (p *peer) isUp() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.up
+}
+
+func (p *peer) close() {
+	p.once.Do(func() {
+		close(p.stopped)
+		p.mu.Lock()
+		if p.conn != nil {
+			p.conn.Close()
+		}
+		p.up = false
+		p.mu.Unlock()
+	})
+}
+
+func (p *peer) run() {
+	backoff := 100 * time.Millisecond
+	for {
+		select {
+		case <-p.stopped:
+			return
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout+HandshakeTimeout)
+		go func() {
+			select {
+			case <-p.stopped:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		conn, err := p.m.c.dial(ctx, p.addr, connMesh)
+		cancel()
+		if err != nil {
+			p.mu.Lock()
+			msg := err.Error()
+			if msg != p.lastErr {
+				p.m.c.log.Printf("cluster: cannot reach node %s at %s: %v", p.id, p.addr, err)
+			}
+			p.lastErr = msg
+			p.mu.Unlock()
+			select {
+			case <-p.stopped:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, redialMax)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		p.mu.Lock()
+		select {
+		case <-p.stopped:
+			p.mu.Unlock()
+			conn.Close()
+			return
+		default:
+		}
+		p.conn, p.up = conn, true
+		if p.lastErr != "" {
+			p.m.c.log.Printf("cluster: node %s at %s is reachable again", p.id, p.addr)
+		}
+		p.lastErr = ""
+		p.mu.Unlock()
+		err = p.write(conn)
+		conn.Close()
+		p.mu.Lock()
+		p.conn, p.up = nil, false
+		p.mu.Unlock()
+		if err != nil {
+			select {
+			case <-p.stopped:
+				return
+			default:
+			}
+			p.m.c.log.Printf("cluster: connection to node %s at %s: %v", p.id, p.addr, err)
+		}
+	}
+}
+
+// write sends the queue, and a hello whenever the connection is idle.
+func (p *peer) write(conn net.Conn) error {
+	w := bufio.NewWriterSize(conn, 32<<10)
+	t := time.NewTicker(pingEvery)
+	defer t.Stop()
+	sendHello := func() error {
+		h, _ := json.Marshal(hello{XMPP: p.m.c.xmppAddress(), Sessions: p.m.c.sessions()})
+		return writeFrame(w, frame{ch: chanHello, msg: h})
+	}
+	conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err := sendHello(); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for {
+		var err error
+		select {
+		case <-p.stopped:
+			return nil
+		case f := <-p.q:
+			conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			err = writeFrame(w, f)
+			for n := len(p.q); err == nil && n > 0; n-- { // what else is queued, in one write
+				err = writeFrame(w, <-p.q)
+			}
+		case <-t.C:
+			conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			err = sendHello()
+		}
+		if err == nil {
+			err = w.Flush()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
