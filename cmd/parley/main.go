@@ -110,10 +110,16 @@ func serve(args []string) error {
 		return err
 	}
 	engine := server.New(server.Config{Store: st, Files: area, Version: Version, Log: logger, IdleTimeout: *idle})
+	settings := newClusterSettings(*dataDir)
+	node, err := newClusterNode(*dataDir, st, area, engine, settings, logger)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
 	engine.Start()
 	defer engine.Stop()
 	env := &commands.Env{Store: st, Files: area, Version: Version, Started: time.Now(), XMPP: engine,
-		Federation: engine, DNS: engine.Resolver()}
+		Federation: engine, DNS: engine.Resolver(), Cluster: node, ClusterSettings: settings}
 	srv := shell.New(shell.Config{
 		Env: env, Tree: commands.NewTree(), HostKey: hostKey, Log: logger, MaxUpload: *maxUpload,
 	})
