@@ -464,11 +464,44 @@ func runClusterJoin(c *Ctx, args []string) error {
 	if leader == "" {
 		leader = member
 	}
+	settled := waitMember(n)
 	c.printf("Joined the cluster (leader %s)\n", leader)
 	c.printf("This node's replicated state was replaced by the cluster's; it held %s, %s and %s before\n",
 		plural(report.Domains, "domain"), plural(report.Accounts, "account"), plural(report.Bridges, "call bridge"))
 	c.printf("Its own settings (xmpp listen, the cluster trust bundle) are kept; see xmpp cluster status\n")
+	if !settled {
+		c.printf("Warning: this node has not reached the leader within %s: changes are refused until it does (see xmpp cluster status)\n", clusterWait)
+	}
 	return nil
+}
+
+// How long join waits for the node to follow a leader it can reach, so
+// that the next change (the audit trail's first) is accepted, and how
+// often it looks. Variables so tests can shorten them.
+var (
+	clusterWait = 10 * time.Second
+	clusterPoll = 50 * time.Millisecond
+)
+
+// waitMember waits until the node is a leader or a follower of a
+// reachable leader.
+func waitMember(n cluster.Node) bool {
+	for deadline := time.Now().Add(clusterWait); ; time.Sleep(clusterPoll) {
+		st := n.Status()
+		if st.State == status.Leader {
+			return true
+		}
+		if st.State == status.Follower {
+			for _, p := range st.Peers {
+				if p.Leader && (p.Reachable || p.Self) {
+					return true
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 func runClusterRemove(c *Ctx, args []string) error {

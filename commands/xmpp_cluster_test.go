@@ -261,6 +261,16 @@ func TestClusterJoin(t *testing.T) {
 	n.report = cluster.JoinReport{Leader: "10.106.81.30:5290", Domains: 1, Accounts: 2, Bridges: 1}
 	n.members = []status.ClusterPeer{{ID: "n0", Address: "10.106.81.29:5222", Cluster: "10.106.81.29:5290", Leader: true, Reachable: true}}
 	golden(t, "xmpp-cluster-join", f.ok("xmpp cluster join 10.106.81.30"))
+
+	// A leader that is not reachable yet: join says so after waiting.
+	defer func(w time.Duration) { clusterWait = w }(clusterWait)
+	clusterWait = 100 * time.Millisecond
+	n.Disable()
+	f.ok("xmpp cluster enable")
+	n.members[0].Reachable = false
+	if out := f.ok("xmpp cluster join 10.106.81.30"); !strings.Contains(out, "Warning: this node has not reached the leader within 100ms") {
+		t.Errorf("join with the leader unreachable:\n%s", out)
+	}
 }
 
 func TestClusterRemove(t *testing.T) {

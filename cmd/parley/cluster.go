@@ -132,7 +132,8 @@ func (n *clusterNode) Enable() error {
 			n.mu.Unlock()
 			return err
 		}
-		n.c.Close()
+		// The old node is not enabled, so it runs nothing: it is dropped,
+		// not closed (Close would pause the store's log).
 		n.c, n.cfg = c, cfg
 	}
 	c := n.c
