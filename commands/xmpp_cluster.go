@@ -3,6 +3,7 @@ package commands
 import (
 	"bytes"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -458,6 +459,10 @@ func runClusterJoin(c *Ctx, args []string) error {
 	}
 	report, err := n.Join(member)
 	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return errorf("%s: %s; check the address, that clustering is enabled there (xmpp cluster enable) and that the cluster port is open between the nodes", what, oneLine(err))
+		}
 		return nodeError(what, err)
 	}
 	leader := report.Leader

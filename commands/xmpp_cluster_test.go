@@ -2,6 +2,8 @@ package commands
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -257,6 +259,9 @@ func TestClusterJoin(t *testing.T) {
 	f.ok("xmpp cluster enable")
 	n.joinErr = errors.New("cannot reach 10.106.81.99:5290: dial tcp 10.106.81.99:5290: connect: connection refused\ncheck the address")
 	f.fail("xmpp cluster join 10.106.81.99", "xmpp cluster join: cannot reach 10.106.81.99:5290", "connection refused; check the address")
+	n.joinErr = fmt.Errorf("joining 10.106.81.98: cannot reach the cluster node at 10.106.81.98:5270: %w",
+		&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")})
+	f.fail("xmpp cluster join 10.106.81.98", "connection refused; check the address, that clustering is enabled there (xmpp cluster enable)")
 	n.joinErr = nil
 	n.report = cluster.JoinReport{Leader: "10.106.81.30:5290", Domains: 1, Accounts: 2, Bridges: 1}
 	n.members = []status.ClusterPeer{{ID: "n0", Address: "10.106.81.29:5222", Cluster: "10.106.81.29:5290", Leader: true, Reachable: true}}
