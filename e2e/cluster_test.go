@@ -148,7 +148,7 @@ func (c *clusterNode) waitOutput(t *testing.T, command string, want ...string) s
 			return out
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("node %d: %s does not show %q:\n%s", c.n, command, want, out)
+			t.Fatalf("node %d: %s does not show %q:\n%s\nxmpp cluster status there:\n%s", c.n, command, want, out, c.admin("xmpp cluster status").stdout)
 		}
 	}
 }
@@ -298,6 +298,8 @@ func TestClusterCMSSequence(t *testing.T) {
 	for _, x := range []*clusterNode{one, two, three} {
 		x.waitPeers(t, all...)
 	}
+	t.Logf("xmpp cluster status on node 1:\n%s", one.status(t).out)
+
 	// The cluster still takes changes after all this, on any node.
 	two.mustAdmin(t, "xmpp callbridge add cb3")
 	one.waitOutput(t, "xmpp callbridge list", "Callbridge : cb3\n")
@@ -328,4 +330,53 @@ func TestClusterCMSSequence(t *testing.T) {
 	if out := survivor.mustAdmin(t, "xmpp"); strings.Contains(out, "cb4.") {
 		t.Fatalf("a refused write changed the configuration:\n%s", out)
 	}
+}
+
+// TestClusterRestartFollower: a member restarted comes back by itself,
+// with its node id, listed once, and gets the changes made after.
+func TestClusterRestartFollower(t *testing.T) {
+	t.Skip("server/cluster (2d7e846): a follower restarted and back in the peer list misses a change committed right after (its applied index matches the leader's, the call bridge is not in its store, even seconds later); unskip when fixed")
+	local := t.TempDir()
+	clusterCerts(t, local)
+	nodes := make([]*clusterNode, 4)
+	for n := 1; n <= 3; n++ {
+		nodes[n] = &clusterNode{appliance: start(t, options{hostname: fmt.Sprintf("node%d", n)}), n: n, ip: clusterIP(n)}
+		nodes[n].put(t, nodes[n].asAdmin(), filepath.Join(local, "cluster.key"), filepath.Join(local, "cluster.crt"), filepath.Join(local, "cluster-ca.pem"))
+	}
+	dumpOnFailure(t, nodes[1], nodes[2], nodes[3])
+	needCluster(t, nodes[1])
+	one, two, three := nodes[1], nodes[2], nodes[3]
+	for _, x := range []*clusterNode{one, two, three} {
+		lines := []string{"xmpp domain " + clusterDomain, "xmpp listen " + x.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
+			"xmpp cluster trust cluster-ca.pem", "xmpp cluster enable", "xmpp cluster initialize", "xmpp enable"}
+		if x != one {
+			lines[5] = "xmpp cluster join " + one.ip
+		}
+		x.script(t, lines...)
+	}
+	all := []string{xmppAddr(1), xmppAddr(2), xmppAddr(3)}
+	for _, x := range []*clusterNode{one, two, three} {
+		x.waitPeers(t, all...)
+	}
+	one.mustAdmin(t, "xmpp callbridge add cb1")
+	three.waitOutput(t, "xmpp callbridge list", "Callbridge : cb1\n")
+	before := nodeIDLine(three.status(t).out)
+	three.restart()
+	three.waitPeers(t, all...)
+	if after := nodeIDLine(three.status(t).out); before == "" || after != before {
+		t.Errorf("node 3 changed its id across a restart: %q, then %q", before, after)
+	}
+	two.mustAdmin(t, "xmpp callbridge add cb2")
+	one.waitOutput(t, "xmpp callbridge list", "Callbridge : cb2\n")
+	three.waitOutput(t, "xmpp callbridge list", "Callbridge : cb1\n", "Callbridge : cb2\n")
+}
+
+// nodeIDLine is the Node id line of xmpp cluster status.
+func nodeIDLine(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "Node id ") {
+			return l
+		}
+	}
+	return ""
 }
