@@ -10,6 +10,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/parley-xmpp/parley/server/status"
@@ -34,19 +36,20 @@ const (
 	// and the "enabled" mark. Disable removes it.
 	RaftDir = "raft"
 	// NodeIDFile holds this node's id, generated once (node-local).
-	NodeIDFile = "node-id"
+	NodeIDFile  = "node-id"
 	enabledMark = "enabled"
 )
 
 // Raft timing, chosen for a LAN or loopback: a follower that hears
 // nothing from the leader for HeartbeatTimeout (randomized up to twice
 // that) stands for election, so a new leader is elected about 0.5–1.5 s
-// after the old one died. LeaderLeaseTimeout is how long a leader keeps
-// its role without contact with a majority.
+// after the old one died (measured here: 0.8–1.4 s). LeaderLeaseTimeout
+// is how long a leader keeps its role without contact with a majority (a
+// write does not wait for it: it checks that a majority is reachable).
 const (
 	HeartbeatTimeout   = 500 * time.Millisecond
 	ElectionTimeout    = 500 * time.Millisecond
-	LeaderLeaseTimeout = 250 * time.Millisecond
+	LeaderLeaseTimeout = 500 * time.Millisecond
 	CommitTimeout      = 20 * time.Millisecond
 )
 
@@ -57,7 +60,9 @@ type Config struct {
 	// Listen is the cluster listener's address (default ":5270").
 	Listen string
 	// Advertise is the host:port the other nodes reach this node at
-	// (default: Listen if it names a host, else this host's name).
+	// (default: Listen if it names a host, else the host of XMPPAddress,
+	// else this host's name; with Listen's port). It is this node's
+	// address in raft's configuration: keep it stable.
 	Advertise string
 	// XMPPAddress is this node's XMPP address as `xmpp cluster status`
 	// prints it (host:5222); nil: the host of Advertise and port 5222.
@@ -96,10 +101,12 @@ type Cluster struct {
 	changed   time.Time
 	lastErr   string
 	lastErrAt time.Time
-	closed    bool
 
 	pendOnce sync.Once
 	pend     *pendingCalls
+
+	raftLogOnce sync.Once
+	raftLog     hclog.Logger
 }
 
 var _ Node = (*Cluster)(nil)
@@ -153,26 +160,31 @@ func (c *Cluster) Start() error {
 	if _, err := os.Stat(filepath.Join(c.raftDir(), enabledMark)); err != nil {
 		return nil
 	}
-	if err := c.startListener(); err != nil {
-		return err
-	}
 	has, err := hasRaftState(c.raftDir())
-	if err != nil || !has {
-		return err
+	if err == nil {
+		err = c.startListener()
 	}
-	return c.startRaft(nil)
+	if err == nil && has {
+		err = c.startRaft(nil)
+	}
+	if err != nil {
+		c.setError(err)
+		if has {
+			// A member that cannot run its part must not commit alone.
+			c.cfg.Store.SetLog(pausedLog{reason: err.Error()})
+		}
+	}
+	return err
 }
 
-// Close stops raft and the listener (the store goes back to its local
-// log); the node's cluster state stays on disk for the next Start.
+// Close stops raft and the listener; the node's cluster state stays on
+// disk for the next Start. A node that was in a cluster refuses changes
+// from then on (they must not be committed locally).
 func (c *Cluster) Close() error {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
 	c.stopRaft(false)
 	c.stopListener()
-	c.mu.Lock()
-	c.closed = true
-	c.mu.Unlock()
 	return nil
 }
 
@@ -181,6 +193,7 @@ func (c *Cluster) Close() error {
 func (c *Cluster) Enable() error {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
+	defer c.noteState()
 	if err := os.MkdirAll(c.raftDir(), 0o700); err != nil {
 		return err
 	}
@@ -201,6 +214,7 @@ func (c *Cluster) Enable() error {
 func (c *Cluster) Disable() error {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
+	defer c.noteState()
 	if r := c.raftNode(); r != nil && len(r.voters()) > 1 {
 		if err := c.removeServer(c.ID(), ""); err != nil {
 			c.log.Printf("cluster: leaving the cluster: %v (the leader removes this node's old entry when it joins again)", err)
@@ -229,6 +243,7 @@ func (c *Cluster) Disable() error {
 func (c *Cluster) Initialize() error {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
+	defer c.noteState()
 	if err := c.checkFree(); err != nil {
 		return err
 	}
@@ -252,7 +267,19 @@ func (c *Cluster) checkFree() error {
 		return errors.New("the cluster is not enabled on this node: xmpp cluster enable first")
 	}
 	if r := c.raftNode(); r != nil {
-		return fmt.Errorf("this node is already in a cluster of %d nodes: xmpp cluster disable first", len(r.voters()))
+		n := len(r.voters())
+		return fmt.Errorf("this node is already in a cluster of %d node%s: xmpp cluster disable first", n, map[bool]string{true: "s"}[n != 1])
+	}
+	if _, err := c.certificate(); err != nil {
+		return err
+	}
+	if c.cfg.Trust == nil {
+		return errNoTrust
+	}
+	if p, err := c.cfg.Trust(); err != nil {
+		return fmt.Errorf("the cluster trust bundle: %w", err)
+	} else if p == nil {
+		return errNoTrust
 	}
 	if has, err := hasRaftState(c.raftDir()); err != nil {
 		return err
@@ -260,6 +287,19 @@ func (c *Cluster) checkFree() error {
 		return errors.New("this node holds the state of a cluster: xmpp cluster disable first")
 	}
 	return nil
+}
+
+// Reconnect closes every connection between this node and the others:
+// they are made again, and verified again (after the certificate or the
+// trust bundle changed: a node the bundle no longer covers is refused).
+func (c *Cluster) Reconnect() {
+	c.mesh.reconnect()
+	c.mu.Lock()
+	l := c.ln
+	c.mu.Unlock()
+	if l != nil {
+		l.closeConns()
+	}
 }
 
 // Status is what `xmpp cluster status` prints. KeyFile, CertFile and
@@ -315,6 +355,9 @@ func (c *Cluster) noteState() (status.ClusterState, time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s != c.state {
+		if s != status.Disabled || c.state != status.Disabled {
+			c.log.Printf("cluster: this node is now %s (was %s)", s, c.state)
+		}
 		c.state, c.changed = s, time.Now()
 	}
 	return c.state, c.changed
@@ -371,10 +414,25 @@ func (c *Cluster) advertise() string {
 	if err != nil {
 		return c.cfg.Listen
 	}
-	if host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
-		host, _ = os.Hostname()
+	if unspecified(host) {
+		// Listening on every address: the host this node's XMPP address
+		// names, else the host name.
+		host = ""
+		if c.cfg.XMPPAddress != nil {
+			if h, _, err := net.SplitHostPort(c.cfg.XMPPAddress()); err == nil && !unspecified(h) {
+				host = h
+			}
+		}
+		if host == "" {
+			host, _ = os.Hostname()
+		}
 	}
 	return net.JoinHostPort(host, port)
+}
+
+func unspecified(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
 }
 
 func (c *Cluster) xmppAddress() string {
@@ -448,9 +506,25 @@ func newNodeID(dataDir string) (string, error) {
 // lists), then by cluster address.
 func sortPeers(ps []status.ClusterPeer) {
 	slices.SortFunc(ps, func(a, b status.ClusterPeer) int {
-		if c := strings.Compare(a.Address, b.Address); c != 0 {
+		if c := compareAddr(a.Address, b.Address); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Cluster, b.Cluster)
+		return compareAddr(a.Cluster, b.Cluster)
 	})
+}
+
+// compareAddr orders host:port addresses, IP addresses by number
+// (10.0.0.9 before 10.0.0.10), names after them by text.
+func compareAddr(a, b string) int {
+	x, errx := netip.ParseAddrPort(a)
+	y, erry := netip.ParseAddrPort(b)
+	switch {
+	case errx == nil && erry == nil:
+		return x.Compare(y)
+	case errx == nil:
+		return -1
+	case erry == nil:
+		return 1
+	}
+	return strings.Compare(a, b)
 }

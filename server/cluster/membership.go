@@ -60,6 +60,12 @@ func (c *Cluster) serveRPC(conn net.Conn) {
 }
 
 func (c *Cluster) handleRPC(req rpcRequest) rpcAnswer {
+	if req.Op == "ping" { // the leader checks it reaches a joining node
+		if req.ID != c.ID() {
+			return rpcAnswer{Err: encodeError(fmt.Errorf("the node at this address has id %s, not %s", c.ID(), req.ID))}
+		}
+		return rpcAnswer{}
+	}
 	r := c.raftNode()
 	if r == nil {
 		return rpcAnswer{Err: encodeError(errors.New("that node is not in a cluster (xmpp cluster initialize there, or join it to one)"))}
@@ -97,6 +103,11 @@ func (c *Cluster) addNode(r *raftNode, id, addr string) (uint64, error) {
 		if string(s.ID) == c.ID() && (string(s.ID) == id || string(s.Address) == addr) {
 			return 0, fmt.Errorf("%s is this leader's own address or id", addr)
 		}
+		if string(s.ID) == id && c.mesh.reachable(id) {
+			// The member with this id is alive elsewhere: this node is a
+			// copy of it (a cloned appliance, a copied data directory).
+			return 0, fmt.Errorf("node id %s is already a member, alive at %s: this node is a copy of it (xmpp cluster disable here gives it an id of its own)", id, s.Address)
+		}
 		if string(s.ID) == id || string(s.Address) == addr {
 			c.log.Printf("cluster: node %s (%s) joins again: removing its old entry %s (%s)", id, addr, s.ID, s.Address)
 			if err := c.removeLocal(r, string(s.ID)); err != nil {
@@ -106,6 +117,12 @@ func (c *Cluster) addNode(r *raftNode, id, addr string) (uint64, error) {
 	}
 	if err := c.waitQuorum(r, 2*QuorumWait); err != nil {
 		return 0, err
+	}
+	// A voter that cannot be reached would cost the cluster its quorum
+	// (a one-node cluster could not commit anything more): check first
+	// that this node reaches the new one, both certificates included.
+	if _, err := c.call(addr, rpcRequest{Op: "ping", ID: id}); err != nil {
+		return 0, fmt.Errorf("the leader cannot connect back to this node at %s (%v): check this node's cluster address", addr, err)
 	}
 	f := r.r.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, membershipWait)
 	if err := waitFuture(f, membershipWait); err != nil {
@@ -147,7 +164,11 @@ func (c *Cluster) call(addr string, req rpcRequest) (rpcAnswer, error) {
 	defer cancel()
 	conn, err := c.dial(ctx, addr, connRPC)
 	if err != nil {
-		return rpcAnswer{}, fmt.Errorf("cannot reach the cluster node at %s: %w", addr, err)
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "dial" || errors.Is(err, context.DeadlineExceeded) {
+			return rpcAnswer{}, fmt.Errorf("cannot reach the cluster node at %s: %w (check the address, and that xmpp cluster enable was run there)", addr, err)
+		}
+		return rpcAnswer{}, fmt.Errorf("the cluster node at %s: %w", addr, err)
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(rpcTimeout))
@@ -196,6 +217,7 @@ func (c *Cluster) callLeader(addr string, req rpcRequest) (rpcAnswer, error) {
 func (c *Cluster) Join(member string) (JoinReport, error) {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
+	defer c.noteState()
 	if err := c.checkFree(); err != nil {
 		return JoinReport{}, err
 	}

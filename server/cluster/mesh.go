@@ -11,12 +11,14 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Mesh timing and bounds.
 const (
 	QueueLength    = 4096                   // messages waiting for one node
+	QueueBytes     = 64 << 20               // and their bytes
 	pingEvery      = 200 * time.Millisecond // a node's hello on an idle connection
 	ReachableAfter = 1500 * time.Millisecond
 	writeTimeout   = 5 * time.Second
@@ -50,9 +52,9 @@ type peerInfo struct {
 
 type mesh struct {
 	c        *Cluster
-	handlers [256]func(from string, msg []byte)
+	handlers [256]atomic.Pointer[func(from string, msg []byte)]
 
-	mu        sync.Mutex
+	mu        sync.RWMutex     // Send and the readers take it shared
 	peers     map[string]*peer // by node id: the other members
 	heard     map[string]peerInfo
 	members   []string // the last members told to OnMembers
@@ -92,9 +94,7 @@ func (m *mesh) Handle(channel byte, fn func(from string, msg []byte)) {
 	if channel == chanHello {
 		panic("cluster: channel 0 is the mesh's own")
 	}
-	m.mu.Lock()
-	m.handlers[channel] = fn
-	m.mu.Unlock()
+	m.handlers[channel].Store(&fn)
 }
 
 func (m *mesh) OnMembers(fn func(members []string)) {
@@ -110,19 +110,24 @@ func (m *mesh) Send(node string, channel byte, msg []byte) error {
 	if len(msg) > MaxFrame {
 		return fmt.Errorf("cluster: a message of %d bytes is over the limit (%d)", len(msg), MaxFrame)
 	}
-	m.mu.Lock()
+	m.mu.RLock()
 	p := m.peers[node]
-	m.mu.Unlock()
+	m.mu.RUnlock()
 	if p == nil {
 		return fmt.Errorf("%w: %s", ErrNotMember, node)
 	}
 	if !m.reachable(node) {
 		return fmt.Errorf("%w: %s", ErrUnreachable, node)
 	}
+	if p.queued.Add(int64(len(msg))) > QueueBytes {
+		p.queued.Add(-int64(len(msg)))
+		return fmt.Errorf("%w: %s", ErrQueueFull, node)
+	}
 	select {
 	case p.q <- frame{ch: channel, msg: msg}:
 		return nil
 	default:
+		p.queued.Add(-int64(len(msg)))
 		return fmt.Errorf("%w: %s", ErrQueueFull, node)
 	}
 }
@@ -130,10 +135,10 @@ func (m *mesh) Send(node string, channel byte, msg []byte) error {
 // reachable: the connection to the node is up and the node was heard
 // from lately.
 func (m *mesh) reachable(node string) bool {
-	m.mu.Lock()
+	m.mu.RLock()
 	p := m.peers[node]
 	info := m.heard[node]
-	m.mu.Unlock()
+	m.mu.RUnlock()
 	return p != nil && p.isUp() && time.Since(info.heard) < ReachableAfter
 }
 
@@ -174,6 +179,20 @@ func (m *mesh) stop() {
 	m.update()
 }
 
+// reconnect closes the connections to the other nodes: each is dialed
+// again.
+func (m *mesh) reconnect() {
+	m.mu.RLock()
+	for _, p := range m.peers {
+		p.mu.Lock()
+		if p.conn != nil {
+			p.conn.Close()
+		}
+		p.mu.Unlock()
+	}
+	m.mu.RUnlock()
+}
+
 // reset forgets what was heard (a new node id).
 func (m *mesh) reset() {
 	m.mu.Lock()
@@ -191,6 +210,7 @@ func (m *mesh) loop(stop chan struct{}) {
 	for {
 		m.sync()
 		m.update()
+		m.c.noteState() // LastChange as it happens, not when asked
 		select {
 		case <-stop:
 			return
@@ -215,6 +235,11 @@ func (m *mesh) sync() {
 	if !m.running {
 		m.mu.Unlock()
 		return
+	}
+	for id := range m.heard {
+		if _, ok := want[id]; !ok {
+			delete(m.heard, id)
+		}
 	}
 	var drop []*peer
 	for id, p := range m.peers {
@@ -267,6 +292,7 @@ func (m *mesh) update() {
 // it opened, and hands them to the channels' handlers.
 func (m *mesh) serveIncoming(conn net.Conn, from string) {
 	r := bufio.NewReaderSize(conn, 32<<10)
+	var noted time.Time // when a data frame last counted as hearing from the node
 	for {
 		conn.SetReadDeadline(time.Now().Add(readTimeout))
 		ch, msg, err := readFrame(r)
@@ -274,6 +300,11 @@ func (m *mesh) serveIncoming(conn net.Conn, from string) {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				m.c.log.Printf("cluster: connection from node %s: %v", from, err)
 			}
+			// The node closed or died: unreachable until it is heard again.
+			m.mu.Lock()
+			m.heard[from] = peerInfo{hello: m.heard[from].hello}
+			m.mu.Unlock()
+			m.kick()
 			return
 		}
 		if ch == chanHello {
@@ -284,12 +315,16 @@ func (m *mesh) serveIncoming(conn net.Conn, from string) {
 			m.mu.Unlock()
 			continue
 		}
-		m.mu.Lock()
-		fn := m.handlers[ch]
-		m.heard[from] = peerInfo{hello: m.heard[from].hello, heard: time.Now()}
-		m.mu.Unlock()
-		if fn != nil {
-			fn(from, msg)
+		// A busy connection keeps the node reachable even if its hellos
+		// wait behind data (the lock at most every pingEvery).
+		if now := time.Now(); now.Sub(noted) >= pingEvery {
+			noted = now
+			m.mu.Lock()
+			m.heard[from] = peerInfo{hello: m.heard[from].hello, heard: now}
+			m.mu.Unlock()
+		}
+		if fn := m.handlers[ch].Load(); fn != nil {
+			(*fn)(from, msg)
 		}
 	}
 }
@@ -333,9 +368,10 @@ type peer struct {
 	m        *mesh
 	id, addr string
 	q        chan frame
+	queued   atomic.Int64 // bytes in q
 
 	mu      sync.Mutex
-	up      bool
+	up      atomic.Bool
 	lastErr string
 	conn    net.Conn
 	stopped chan struct{}
@@ -346,11 +382,7 @@ func newPeer(m *mesh, id, addr string) *peer {
 	return &peer{m: m, id: id, addr: addr, q: make(chan frame, QueueLength), stopped: make(chan struct{})}
 }
 
-func (p *peer) isUp() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.up
-}
+func (p *peer) isUp() bool { return p.up.Load() }
 
 func (p *peer) close() {
 	p.once.Do(func() {
@@ -359,7 +391,7 @@ func (p *peer) close() {
 		if p.conn != nil {
 			p.conn.Close()
 		}
-		p.up = false
+		p.up.Store(false)
 		p.mu.Unlock()
 	})
 }
@@ -407,7 +439,8 @@ func (p *peer) run() {
 			return
 		default:
 		}
-		p.conn, p.up = conn, true
+		p.conn = conn
+		p.up.Store(true)
 		if p.lastErr != "" {
 			p.m.c.log.Printf("cluster: node %s at %s is reachable again", p.id, p.addr)
 		}
@@ -416,7 +449,8 @@ func (p *peer) run() {
 		err = p.write(conn)
 		conn.Close()
 		p.mu.Lock()
-		p.conn, p.up = nil, false
+		p.conn = nil
+		p.up.Store(false)
 		p.mu.Unlock()
 		if err != nil {
 			select {
@@ -432,6 +466,14 @@ func (p *peer) run() {
 // write sends the queue, and a hello whenever the connection is idle.
 func (p *peer) write(conn net.Conn) error {
 	w := bufio.NewWriterSize(conn, 32<<10)
+	// The other side never writes after its ack: a read that ends means
+	// the connection is gone (the node closed or died).
+	gone := make(chan struct{})
+	go func() {
+		var b [1]byte
+		conn.Read(b[:])
+		close(gone)
+	}()
 	t := time.NewTicker(pingEvery)
 	defer t.Stop()
 	sendHello := func() error {
@@ -450,11 +492,16 @@ func (p *peer) write(conn net.Conn) error {
 		select {
 		case <-p.stopped:
 			return nil
+		case <-gone:
+			return errors.New("closed by the other node")
 		case f := <-p.q:
 			conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			p.queued.Add(-int64(len(f.msg)))
 			err = writeFrame(w, f)
 			for n := len(p.q); err == nil && n > 0; n-- { // what else is queued, in one write
-				err = writeFrame(w, <-p.q)
+				f = <-p.q
+				p.queued.Add(-int64(len(f.msg)))
+				err = writeFrame(w, f)
 			}
 		case <-t.C:
 			conn.SetWriteDeadline(time.Now().Add(writeTimeout))

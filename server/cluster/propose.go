@@ -90,16 +90,25 @@ func (l *clusterLog) Commit(entry []byte) (uint64, any, error) {
 	if r == nil {
 		return 0, nil, errors.New("the cluster is stopped: the change was not made")
 	}
-	if r.r.State() == raft.Leader {
-		idx, resp, err := c.applyLeader(r, entry)
-		if !errors.Is(err, raft.ErrNotLeader) {
-			return idx, resp, err
+	// During an election, or just after a restart, wait a little for a
+	// leader: QuorumWait, then refuse.
+	deadline := time.Now().Add(QuorumWait)
+	var leader raft.ServerID
+	for {
+		if r.r.State() == raft.Leader {
+			idx, resp, err := c.applyLeader(r, entry, time.Until(deadline))
+			if !errors.Is(err, raft.ErrNotLeader) {
+				return idx, resp, err
+			}
+			// Lost the role before the entry was in the log: forward it.
 		}
-		// Lost the role before the entry was in the log: forward it.
-	}
-	_, leader := r.r.LeaderWithID()
-	if leader == "" || !c.mesh.reachable(string(leader)) {
-		return 0, nil, c.noLeader(r)
+		if _, leader = r.r.LeaderWithID(); leader != "" && string(leader) != c.ID() && c.mesh.reachable(string(leader)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, nil, c.noLeader(r)
+		}
+		time.Sleep(25 * time.Millisecond)
 	}
 	idx, resp, err := c.forward(string(leader), entry)
 	if err == nil || idx != 0 {
@@ -112,8 +121,8 @@ func (l *clusterLog) Commit(entry []byte) (uint64, any, error) {
 // applyLeader commits an entry on the leader and returns the FSM's
 // answer. Without quorum it fails at once: raft would keep the entry
 // until the others return.
-func (c *Cluster) applyLeader(r *raftNode, entry []byte) (uint64, any, error) {
-	if err := c.waitQuorum(r, QuorumWait); err != nil {
+func (c *Cluster) applyLeader(r *raftNode, entry []byte, wait time.Duration) (uint64, any, error) {
+	if err := c.waitQuorum(r, max(wait, 0)); err != nil {
 		return 0, nil, err
 	}
 	f := r.r.Apply(entry, CommitWait)
@@ -262,7 +271,7 @@ func (c *Cluster) commitForwarded(entry []byte) proposeAnswer {
 	if r.r.State() != raft.Leader {
 		return proposeAnswer{Err: encodeError(fmt.Errorf("%w: %s", raft.ErrNotLeader, "the node asked is no longer the leader: the change was not made, try again"))}
 	}
-	idx, resp, err := c.applyLeader(r, entry)
+	idx, resp, err := c.applyLeader(r, entry, QuorumWait)
 	a := proposeAnswer{Index: idx, Err: encodeError(err)}
 	if err == nil {
 		wr, werr := encodeResponse(resp)

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,8 +37,48 @@ func (n *raftNode) voters() []raft.Server {
 	return f.Configuration().Servers
 }
 
+// hclog is raft's logger: warnings and errors, into the node's log, each
+// kind of line at most once per raftLogEvery (raft repeats its
+// complaints about an unreachable node several times a second).
 func (c *Cluster) hclog() hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: c.log.Writer()})
+	c.raftLogOnce.Do(func() {
+		c.raftLog = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, DisableTime: true,
+			Output: &limitedLog{log: c.log, last: map[string]time.Time{}}})
+	})
+	return c.raftLog
+}
+
+const raftLogEvery = 30 * time.Second
+
+type limitedLog struct {
+	log  *log.Logger
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (l *limitedLog) Write(p []byte) (int, error) {
+	line := strings.TrimRight(string(p), "\n")
+	// The message and its first field (e.g. which peer).
+	key := line
+	if i := strings.IndexByte(line, '='); i >= 0 {
+		if j := strings.IndexByte(line[i:], ' '); j >= 0 {
+			key = line[:i+j]
+		}
+	}
+	now := time.Now()
+	l.mu.Lock()
+	last, seen := l.last[key]
+	if !seen || now.Sub(last) >= raftLogEvery {
+		if len(l.last) >= 512 {
+			clear(l.last)
+		}
+		l.last[key] = now
+	}
+	l.mu.Unlock()
+	if !seen || now.Sub(last) >= raftLogEvery {
+		l.log.Print("cluster: " + line)
+	}
+	return len(p), nil
 }
 
 func (c *Cluster) raftConfig() *raft.Config {
@@ -129,7 +171,15 @@ func (c *Cluster) startRaft(prepare func(logs *raftboltdb.BoltStore, snaps raft.
 		return fail(err, logs)
 	}
 	f := newFSM(c.cfg.Store)
-	r, err := raft.NewRaft(c.raftConfig(), f, cache, logs, snaps, trans)
+	rc := c.raftConfig()
+	if list, err := snaps.List(); err == nil && len(list) > 0 && list[0].Index > c.cfg.Store.AppliedIndex() {
+		// The store is behind raft's last snapshot (a restore that did
+		// not finish, a store file put back from a backup): raft must
+		// restore the snapshot, or the entries in between are missed.
+		c.log.Printf("cluster: the store (index %d) is behind raft's snapshot (index %d): restoring it", c.cfg.Store.AppliedIndex(), list[0].Index)
+		rc.NoSnapshotRestoreOnStart = false
+	}
+	r, err := raft.NewRaft(rc, f, cache, logs, snaps, trans)
 	if err != nil {
 		c.cfg.Store.SetLog(nil)
 		return fail(fmt.Errorf("cluster: starting raft: %w", err), logs)
@@ -172,13 +222,13 @@ func (c *Cluster) stopRaft(standalone bool) {
 	n := c.r
 	c.r = nil
 	c.mu.Unlock()
+	if n == nil {
+		return
+	}
 	if standalone {
 		c.cfg.Store.SetLog(nil)
 	} else {
 		c.cfg.Store.SetLog(pausedLog{stopped: true})
-	}
-	if n == nil {
-		return
 	}
 	if err := n.r.Shutdown().Error(); err != nil {
 		c.log.Printf("cluster: stopping raft: %v", err)
@@ -187,11 +237,18 @@ func (c *Cluster) stopRaft(standalone bool) {
 	n.logs.Close()
 }
 
-// pausedLog refuses proposals while raft starts or after it stopped.
-type pausedLog struct{ stopped bool }
+// pausedLog refuses proposals while raft starts, after it stopped, or
+// when it could not start.
+type pausedLog struct {
+	stopped bool
+	reason  string
+}
 
 func (p pausedLog) Commit([]byte) (uint64, any, error) {
-	if p.stopped {
+	switch {
+	case p.reason != "":
+		return 0, nil, fmt.Errorf("the cluster does not run on this node (%s): the change was not made", p.reason)
+	case p.stopped:
 		return 0, nil, errors.New("the cluster is stopped: the change was not made")
 	}
 	return 0, nil, errors.New("the cluster is starting: the change was not made, try again")

@@ -44,11 +44,12 @@ type listener struct {
 	addr string
 	sem  chan struct{}
 
-	mu     sync.Mutex
-	stream *streamLayer // the raft instance's, nil when none
-	conns  map[net.Conn]struct{}
-	closed bool
-	done   chan struct{}
+	mu      sync.Mutex
+	stream  *streamLayer // the raft instance's, nil when none
+	conns   map[net.Conn]struct{}
+	refused map[string]time.Time // when a refusal from a host was last logged
+	closed  bool
+	done    chan struct{}
 }
 
 func (c *Cluster) startListener() error {
@@ -65,7 +66,7 @@ func (c *Cluster) startListener() error {
 	if err != nil {
 		return fmt.Errorf("cluster: cannot listen on %s: %w (choose another address or port for the cluster listener)", c.cfg.Listen, err)
 	}
-	l := &listener{c: c, ln: ln, addr: ln.Addr().String(), sem: make(chan struct{}, maxHandshakes), conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
+	l := &listener{c: c, ln: ln, addr: ln.Addr().String(), sem: make(chan struct{}, maxHandshakes), conns: map[net.Conn]struct{}{}, refused: map[string]time.Time{}, done: make(chan struct{})}
 	go l.serve()
 	c.mu.Lock()
 	c.ln, c.enabled = l, true
@@ -117,6 +118,38 @@ func (l *listener) serve() {
 	}
 }
 
+// logRefusal says whether to log a refused connection: one line per
+// source address and minute (a remote party must not fill the log).
+func (l *listener) logRefusal(addr net.Addr) bool {
+	host, _, _ := net.SplitHostPort(addr.String())
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if last, ok := l.refused[host]; ok && now.Sub(last) < time.Minute {
+		return false
+	}
+	if len(l.refused) >= 1024 {
+		clear(l.refused)
+	}
+	l.refused[host] = now
+	return true
+}
+
+// closeConns closes the connections accepted so far, raft's included.
+func (l *listener) closeConns() {
+	l.mu.Lock()
+	conns := l.conns
+	l.conns = map[net.Conn]struct{}{}
+	s := l.stream
+	l.mu.Unlock()
+	for conn := range conns {
+		conn.Close()
+	}
+	if s != nil {
+		s.closeConns()
+	}
+}
+
 func (l *listener) isClosed() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -161,7 +194,9 @@ func (l *listener) handle(raw net.Conn) {
 	conn, kind, id, err := l.accept(raw)
 	<-l.sem
 	if err != nil {
-		l.c.log.Printf("cluster: refused a connection from %s: %v", raw.RemoteAddr(), err)
+		if l.logRefusal(raw.RemoteAddr()) {
+			l.c.log.Printf("cluster: refused a connection from %s: %v", raw.RemoteAddr(), err)
+		}
 		raw.Close()
 		l.track(raw, false)
 		return
@@ -246,6 +281,8 @@ func (c *Cluster) dial(ctx context.Context, addr string, kind byte) (*tls.Conn, 
 	return conn, nil
 }
 
+var errNoTrust = errors.New("this node has no cluster trust bundle: xmpp cluster trust <bundle> first")
+
 // errUntrusted is a peer certificate the trust bundle does not cover.
 var errUntrusted = errors.New("certificate not covered by the cluster trust bundle")
 
@@ -282,10 +319,11 @@ func (c *Cluster) certificate() (*tls.Certificate, error) {
 
 func (c *Cluster) serverTLS() *tls.Config {
 	return &tls.Config{
-		MinVersion:            tls.VersionTLS13,
-		ClientAuth:            tls.RequireAnyClientCert, // verified against the bundle below
-		GetCertificate:        func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.certificate() },
-		VerifyPeerCertificate: c.verifyPeer,
+		MinVersion:             tls.VersionTLS13,
+		SessionTicketsDisabled: true,                     // every connection verified in full
+		ClientAuth:             tls.RequireAnyClientCert, // verified against the bundle below
+		GetCertificate:         func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.certificate() },
+		VerifyPeerCertificate:  c.verifyPeer,
 	}
 }
 
@@ -315,7 +353,7 @@ func (c *Cluster) verifyPeer(rawCerts [][]byte, _ [][]*x509.Certificate) error {
 		pool = p
 	}
 	if pool == nil {
-		return errors.New("this node has no cluster trust bundle: xmpp cluster trust <bundle> first")
+		return errNoTrust
 	}
 	certs := make([]*x509.Certificate, len(rawCerts))
 	for i, raw := range rawCerts {
@@ -342,14 +380,46 @@ type streamLayer struct {
 	addr  net.Addr
 	conns chan net.Conn
 
+	mu     sync.Mutex
+	open   map[*streamConn]struct{} // closed with the stream
 	once   sync.Once
 	closed chan struct{}
+}
+
+// streamConn is a raft connection the stream closes when it closes (raft
+// leaves accepted connections to their readers).
+type streamConn struct {
+	net.Conn
+	s    *streamLayer
+	once sync.Once
+}
+
+func (sc *streamConn) Close() error {
+	sc.once.Do(func() {
+		sc.s.mu.Lock()
+		delete(sc.s.open, sc)
+		sc.s.mu.Unlock()
+	})
+	return sc.Conn.Close()
+}
+
+func (s *streamLayer) track(conn net.Conn) (net.Conn, bool) {
+	sc := &streamConn{Conn: conn, s: s}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.closed:
+		return nil, false
+	default:
+	}
+	s.open[sc] = struct{}{}
+	return sc, true
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
 func (l *listener) newStream() *streamLayer {
-	s := &streamLayer{c: l.c, addr: advertiseAddr(l.c.advertise()), conns: make(chan net.Conn, 16), closed: make(chan struct{})}
+	s := &streamLayer{c: l.c, addr: advertiseAddr(l.c.advertise()), conns: make(chan net.Conn, 16), open: map[*streamConn]struct{}{}, closed: make(chan struct{})}
 	l.mu.Lock()
 	old := l.stream
 	l.stream = s
@@ -362,6 +432,10 @@ func (l *listener) newStream() *streamLayer {
 
 // give hands an accepted raft connection to raft.
 func (s *streamLayer) give(conn net.Conn) bool {
+	conn, ok := s.track(conn)
+	if !ok {
+		return false
+	}
 	t := time.NewTimer(HandshakeTimeout)
 	defer t.Stop()
 	select {
@@ -382,8 +456,28 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 	}
 }
 
+// closeConns closes raft's connections (raft makes them again).
+func (s *streamLayer) closeConns() {
+	s.mu.Lock()
+	open := s.open
+	s.open = map[*streamConn]struct{}{}
+	s.mu.Unlock()
+	for sc := range open {
+		sc.Conn.Close()
+	}
+}
+
 func (s *streamLayer) Close() error {
-	s.once.Do(func() { close(s.closed) })
+	s.once.Do(func() {
+		s.mu.Lock()
+		close(s.closed)
+		open := s.open
+		s.open = map[*streamConn]struct{}{}
+		s.mu.Unlock()
+		for sc := range open {
+			sc.Conn.Close()
+		}
+	})
 	return nil
 }
 
@@ -392,7 +486,16 @@ func (s *streamLayer) Addr() net.Addr { return s.addr }
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), max(timeout, time.Second))
 	defer cancel()
-	return s.c.dial(ctx, string(address), connRaft)
+	conn, err := s.c.dial(ctx, string(address), connRaft)
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := s.track(conn)
+	if !ok {
+		conn.Close()
+		return nil, errors.New("cluster: raft's stream is closed")
+	}
+	return tc, nil
 }
 
 // advertiseAddr is a net.Addr for the advertised address (raft only
