@@ -31,6 +31,8 @@ const trustFile = "cluster-trust"
 type clusterSettings struct {
 	mu   sync.Mutex
 	path string
+	// changed is called after the trust bundle changed.
+	changed func()
 }
 
 func newClusterSettings(dataDir string) *clusterSettings {
@@ -54,13 +56,22 @@ func (s *clusterSettings) SetTrustBundle(name string) error {
 		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
+		if s.changed != nil {
+			s.changed()
+		}
 		return nil
 	}
 	tmp := s.path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(name+"\n"), 0o600); err != nil {
 		return err
 	}
-	return os.Rename(tmp, s.path)
+	if err := os.Rename(tmp, s.path); err != nil {
+		return err
+	}
+	if s.changed != nil {
+		s.changed()
+	}
+	return nil
 }
 
 // clusterNode is the appliance's cluster node as the commands see it. The
@@ -105,7 +116,17 @@ func newClusterNode(dataDir string, st *store.Store, area *pki.Area, engine *ser
 		// The appliance still serves; xmpp cluster status shows the node.
 		logger.Printf("cluster: %v", err)
 	}
-	return &clusterNode{c: c, cfg: cfg, st: st}, nil
+	n := &clusterNode{c: c, cfg: cfg, st: st}
+	// A new trust bundle or a new certificate for the primary domain: the
+	// connections between the nodes are made and verified again.
+	settings.changed = n.Reconnect
+	st.Watch(func(ch store.Change) {
+		switch ch.Op.(type) {
+		case store.DomainPrimary, store.XMPPReset:
+			n.Reconnect()
+		}
+	})
+	return n, nil
 }
 
 func (n *clusterNode) node() *cluster.Cluster {
@@ -140,6 +161,10 @@ func (n *clusterNode) Enable() error {
 	n.mu.Unlock()
 	return c.Enable()
 }
+
+// Reconnect makes the connections to the other nodes again, verified
+// with the current certificate and trust bundle.
+func (n *clusterNode) Reconnect() { n.node().Reconnect() }
 
 // Close stops the node (its state stays for the next start).
 func (n *clusterNode) Close() error { return n.node().Close() }
