@@ -460,7 +460,7 @@ func runClusterJoin(c *Ctx, args []string) error {
 	report, err := n.Join(member)
 	if err != nil {
 		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
+		if errors.As(err, &op) && op.Op == "dial" && !strings.Contains(err.Error(), "check the address") {
 			return errorf("%s: %s; check the address, that clustering is enabled there (xmpp cluster enable) and that the cluster port is open between the nodes", what, oneLine(err))
 		}
 		return nodeError(what, err)

@@ -300,6 +300,24 @@ func TestClusterCMSSequence(t *testing.T) {
 	}
 	t.Logf("xmpp cluster status on node 1:\n%s", one.status(t).out)
 
+	// xmpp reset on a member takes it out of the cluster first (it resets
+	// that node alone); set up again, it rejoins, listed once.
+	out = mustOK(t, three.ssh(three.asAdmin(), "xmpp reset\nreset\n", ""), "node 3: xmpp reset")
+	if !strings.Contains(out, "left its cluster first") {
+		t.Fatalf("xmpp reset on a member:\n%s", out)
+	}
+	one.waitOutput(t, "xmpp callbridge list", "Callbridge : cb1\n") // the others keep their configuration
+	three.script(t,
+		"xmpp domain "+clusterDomain,
+		"xmpp listen "+three.ip,
+		"xmpp certs cluster.key cluster.crt cluster-ca.pem",
+		"xmpp cluster enable",
+		"xmpp cluster join "+one.ip,
+	)
+	for _, x := range []*clusterNode{one, two, three} {
+		x.waitPeers(t, all...)
+	}
+
 	// The cluster still takes changes after all this, on any node.
 	two.mustAdmin(t, "xmpp callbridge add cb3")
 	one.waitOutput(t, "xmpp callbridge list", "Callbridge : cb3\n")
