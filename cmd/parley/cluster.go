@@ -15,7 +15,6 @@ import (
 	"sync"
 
 	"github.com/parley-xmpp/parley/pki"
-	"github.com/parley-xmpp/parley/server"
 	"github.com/parley-xmpp/parley/server/cluster"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
@@ -85,13 +84,21 @@ type clusterNode struct {
 	c   *cluster.Cluster
 	cfg cluster.Config
 	st  *store.Store
+
+	// What was registered on the Mesh, set again on a node made again.
+	handlers  map[byte]func(from string, msg []byte)
+	onMembers func(members []string)
 }
 
-var _ cluster.Node = (*clusterNode)(nil)
+var (
+	_ cluster.Node = (*clusterNode)(nil)
+	_ cluster.Mesh = nodeMesh{}
+)
 
 // newClusterNode makes the node and starts what is enabled (the listener,
-// and raft if the node is in a cluster).
-func newClusterNode(dataDir string, st *store.Store, area *pki.Area, engine *server.Engine, settings *clusterSettings, logger *log.Logger) (*clusterNode, error) {
+// and raft if the node is in a cluster); sessions counts the client
+// sessions bound on this node (nil: none).
+func newClusterNode(dataDir string, st *store.Store, area *pki.Area, sessions func() int, settings *clusterSettings, logger *log.Logger) (*clusterNode, error) {
 	cfg := cluster.Config{
 		DataDir: dataDir,
 		Store:   st,
@@ -99,7 +106,7 @@ func newClusterNode(dataDir string, st *store.Store, area *pki.Area, engine *ser
 		XMPPAddress: func() string {
 			return xmppAddress(st)
 		},
-		Sessions: func() int { return engine.Status().Sessions },
+		Sessions: sessions,
 		Certificate: func() (*tls.Certificate, error) {
 			return nodeCertificate(st, area)
 		},
@@ -155,11 +162,47 @@ func (n *clusterNode) Enable() error {
 		}
 		// The old node is not enabled, so it runs nothing: it is dropped,
 		// not closed (Close would pause the store's log).
+		for ch, fn := range n.handlers {
+			c.Mesh().Handle(ch, fn)
+		}
+		if n.onMembers != nil {
+			c.Mesh().OnMembers(n.onMembers)
+		}
 		n.c, n.cfg = c, cfg
 	}
 	c := n.c
 	n.mu.Unlock()
 	return c.Enable()
+}
+
+// Mesh is the messaging between the nodes. It stays the same when the
+// node is made again at enable: what is registered on it moves along.
+func (n *clusterNode) Mesh() cluster.Mesh { return nodeMesh{n} }
+
+// nodeMesh is the Mesh of whatever node clusterNode holds now.
+type nodeMesh struct{ n *clusterNode }
+
+func (m nodeMesh) Self() string      { return m.n.node().Mesh().Self() }
+func (m nodeMesh) Members() []string { return m.n.node().Mesh().Members() }
+func (m nodeMesh) Send(node string, channel byte, b []byte) error {
+	return m.n.node().Mesh().Send(node, channel, b)
+}
+
+func (m nodeMesh) Handle(channel byte, fn func(from string, msg []byte)) {
+	m.n.mu.Lock()
+	defer m.n.mu.Unlock()
+	if m.n.handlers == nil {
+		m.n.handlers = map[byte]func(string, []byte){}
+	}
+	m.n.handlers[channel] = fn
+	m.n.c.Mesh().Handle(channel, fn)
+}
+
+func (m nodeMesh) OnMembers(fn func(members []string)) {
+	m.n.mu.Lock()
+	defer m.n.mu.Unlock()
+	m.n.onMembers = fn
+	m.n.c.Mesh().OnMembers(fn)
 }
 
 // Reconnect makes the connections to the other nodes again, verified

@@ -111,7 +111,7 @@ func serve(args []string) error {
 	}
 	engine := server.New(server.Config{Store: st, Files: area, Version: Version, Log: logger, IdleTimeout: *idle})
 	settings := newClusterSettings(*dataDir)
-	node, err := newClusterNode(*dataDir, st, area, engine, settings, logger)
+	node, err := newClusterNode(*dataDir, st, area, func() int { return engine.Status().Sessions }, settings, logger)
 	if err != nil {
 		return err
 	}
