@@ -1,12 +1,10 @@
 package commands
 
 import (
-	"bytes"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -179,7 +177,6 @@ func runClusterStatus(c *Ctx, args []string) error {
 	if st.State != status.Disabled {
 		peers = append(peers, st.Peers...)
 	}
-	sort.SliceStable(peers, func(i, j int) bool { return addrLess(peers[i].Address, peers[j].Address) })
 
 	keyFile, certFile := st.KeyFile, st.CertFile
 	if keyFile == "" && certFile == "" {
@@ -266,21 +263,6 @@ func lastContact(p status.ClusterPeer, now time.Time) string {
 		s = "unreachable, last " + s
 	}
 	return s
-}
-
-// addrLess orders host:port addresses by IP (numerically) when both are
-// IPs, else as text.
-func addrLess(a, b string) bool {
-	ha, pa, _ := net.SplitHostPort(a)
-	hb, pb, _ := net.SplitHostPort(b)
-	ia, ib := net.ParseIP(ha), net.ParseIP(hb)
-	if ia != nil && ib != nil {
-		if x := bytes.Compare(ia.To16(), ib.To16()); x != 0 {
-			return x < 0
-		}
-		return pa < pb
-	}
-	return a < b
 }
 
 func orNoneText(s string) string { return orText(s, "none") }
