@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server/cluster"
@@ -203,6 +204,32 @@ func (m nodeMesh) OnMembers(fn func(members []string)) {
 	defer m.n.mu.Unlock()
 	m.n.onMembers = fn
 	m.n.c.Mesh().OnMembers(fn)
+}
+
+// bootWriteWait bounds how long a member waits at boot for a leader before
+// it writes what the command line asks for.
+const bootWriteWait = 10 * time.Second
+
+// waitWritable waits until a write can commit: at once on a node that is
+// not in a cluster (the store commits locally), else until it leads or
+// follows a leader it reaches, at most wait.
+func (n *clusterNode) waitWritable(wait time.Duration) bool {
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		st := n.Status()
+		leader := false
+		for _, p := range st.Peers {
+			leader = leader || p.Leader && (p.Self || p.Reachable)
+		}
+		switch {
+		case st.State == status.Disabled, st.Term == 0 && len(st.Peers) <= 1 && !leader:
+			return true // not in a cluster
+		case st.State == status.Leader, st.State == status.Follower && leader:
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 // Reconnect makes the connections to the other nodes again, verified
