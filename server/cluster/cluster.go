@@ -26,6 +26,27 @@ import (
 	"github.com/parley-xmpp/parley/store"
 )
 
+// How the parts fit (see api.go for the contract):
+//
+//   - cluster.go: Config, New, Start/Close, Enable/Disable/Initialize,
+//     Status, the node id (DataDir/node-id, never in the log).
+//   - raft.go: raft over raft-boltdb (DataDir/raft/raft.db) and a file
+//     snapshot store (DataDir/raft/snapshots); the FSM is the store, and
+//     raft's indices are the store's. Initialize writes the first
+//     snapshot (the store at its applied index) instead of a bootstrap
+//     entry, so a cluster's log starts after it and every node that joins
+//     gets the state by InstallSnapshot, whatever its own store held.
+//   - transport.go: the mutual-TLS listener (TLS 1.3, certificates
+//     verified against the trust bundle both ways), a header after the
+//     handshake (raft stream, Mesh, RPC), raft's StreamLayer.
+//   - mesh.go: Mesh: one outgoing connection per member with an ordered
+//     bounded queue, hellos every 200 ms as heartbeat and announcement
+//     (XMPP address, sessions), reachability, OnMembers.
+//   - propose.go: the store's Log when clustered: raft.Apply on the
+//     leader, forwarding over ChanPropose from followers; errors and
+//     responses across the wire; the no-leader error.
+//   - membership.go: join, remove, and their RPCs.
+
 // DefaultPort is the cluster listener's port when none is given: raft and
 // the Mesh share it (5222, 5223 and 5269 are XMPP's, 5270 is free).
 const DefaultPort = 5270
