@@ -52,12 +52,20 @@ func (s *clusterSettings) TrustBundle() string {
 func (s *clusterSettings) SetTrustBundle(name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.write(name); err != nil {
+		return err
+	}
+	if s.changed != nil {
+		s.changed()
+	}
+	return nil
+}
+
+// write replaces the file with name, or removes it for "".
+func (s *clusterSettings) write(name string) error {
 	if name == "" {
 		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
-		}
-		if s.changed != nil {
-			s.changed()
 		}
 		return nil
 	}
@@ -65,13 +73,7 @@ func (s *clusterSettings) SetTrustBundle(name string) error {
 	if err := os.WriteFile(tmp, []byte(name+"\n"), 0o600); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return err
-	}
-	if s.changed != nil {
-		s.changed()
-	}
-	return nil
+	return os.Rename(tmp, s.path)
 }
 
 // clusterNode is the appliance's cluster node as the commands see it. The
