@@ -164,19 +164,31 @@ func needCluster(t *testing.T, c *clusterNode) {
 	}
 }
 
+// startClusterNodes makes the certificates (clusterCerts) in a local
+// directory and starts count appliances, nodes[1] to nodes[count] (their
+// logs shown if the test fails); it skips the test if the binary has no
+// cluster node.
+func startClusterNodes(t *testing.T, count int) (string, []*clusterNode) {
+	t.Helper()
+	local := t.TempDir()
+	clusterCerts(t, local)
+	nodes := make([]*clusterNode, count+1)
+	var logs []interface{ logs() string }
+	for n := 1; n <= count; n++ {
+		nodes[n] = &clusterNode{appliance: start(t, options{hostname: fmt.Sprintf("node%d", n)}), n: n, ip: clusterIP(n)}
+		logs = append(logs, nodes[n])
+	}
+	dumpOnFailure(t, logs...)
+	needCluster(t, nodes[1])
+	return local, nodes
+}
+
 // TestClusterCMSSequence: the CMS sequence, verbatim, on three
 // appliances; status on each; a change on any node seen on all; remove,
 // disable and rejoin never show a node twice; a node whose certificate the
 // bundle does not cover is refused; the one-line errors of the shell.
 func TestClusterCMSSequence(t *testing.T) {
-	local := t.TempDir()
-	clusterCerts(t, local)
-	nodes := make([]*clusterNode, 5)
-	for n := 1; n <= 4; n++ {
-		nodes[n] = &clusterNode{appliance: start(t, options{hostname: fmt.Sprintf("node%d", n)}), n: n, ip: clusterIP(n)}
-	}
-	dumpOnFailure(t, nodes[1], nodes[2], nodes[3], nodes[4])
-	needCluster(t, nodes[1])
+	local, nodes := startClusterNodes(t, 4)
 	for n := 1; n <= 3; n++ {
 		nodes[n].put(t, nodes[n].asAdmin(), filepath.Join(local, "cluster.key"), filepath.Join(local, "cluster.crt"), filepath.Join(local, "cluster-ca.pem"))
 	}
@@ -356,15 +368,10 @@ func TestClusterCMSSequence(t *testing.T) {
 // store alone, it put the store one entry ahead of the log, and the
 // leader's next entry was skipped there.)
 func TestClusterRestartFollower(t *testing.T) {
-	local := t.TempDir()
-	clusterCerts(t, local)
-	nodes := make([]*clusterNode, 4)
+	local, nodes := startClusterNodes(t, 3)
 	for n := 1; n <= 3; n++ {
-		nodes[n] = &clusterNode{appliance: start(t, options{hostname: fmt.Sprintf("node%d", n)}), n: n, ip: clusterIP(n)}
 		nodes[n].put(t, nodes[n].asAdmin(), filepath.Join(local, "cluster.key"), filepath.Join(local, "cluster.crt"), filepath.Join(local, "cluster-ca.pem"))
 	}
-	dumpOnFailure(t, nodes[1], nodes[2], nodes[3])
-	needCluster(t, nodes[1])
 	one, two, three := nodes[1], nodes[2], nodes[3]
 	for _, x := range []*clusterNode{one, two, three} {
 		lines := []string{"xmpp domain " + clusterDomain, "xmpp listen " + x.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
