@@ -33,9 +33,10 @@ func callbridgeCommands() []*Command {
 			Help: "The name is a DNS label: 1 to 63 letters, digits and hyphens, not starting or ending with a\n" +
 				"hyphen; it is lower-cased. The component is <name>.<primary domain> (set the domain first with\n" +
 				"xmpp domain), and must not be a hosted domain itself. The secret is 20 random letters and digits;\n" +
-				"enter it with the component name and domain in the call bridge's XMPP settings. To give another\n" +
-				"cluster node the same secret, use xmpp callbridge add-secret there. A name already registered\n" +
-				"is refused: del it first to change its secret.",
+				"enter it with the component name and domain in the call bridge's XMPP settings. The nodes of a\n" +
+				"cluster share call bridges and their secrets; to give a standalone appliance the same secret, use\n" +
+				"xmpp callbridge add-secret there. A name already registered is refused: del it first to change\n" +
+				"its secret.",
 			Example: "xmpp callbridge add cb1",
 			Perm:    PermXMPP,
 			Run:     runCallbridgeAdd,
@@ -46,7 +47,8 @@ func callbridgeCommands() []*Command {
 			Summary: "Register a call bridge with a secret you type (no echo), e.g. the one another node generated",
 			Help: "As xmpp callbridge add, but the secret is asked for twice without echo; in exec or script mode it\n" +
 				"is read once, from the next line of standard input. It is 8 to 256 printable ASCII characters\n" +
-				"without spaces. This is how a second node gets the secret a first node generated.",
+				"without spaces. This is how another appliance gets the secret a first one generated (cluster nodes\n" +
+				"need not: they share the secrets).",
 			Example: "xmpp callbridge add-secret cb1\nprintf 'kvgP1SRzWVabhiPVAb1x\\n' | ssh -p 2222 admin@host 'xmpp callbridge add-secret cb1'",
 			Perm:    PermXMPP,
 			Run:     runCallbridgeAddSecret,

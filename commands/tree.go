@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/cluster"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -173,6 +174,11 @@ type Env struct {
 	// engine's resolver; nil when there is no engine in this process.
 	Federation FederationChecker
 	DNS        DNSResolver
+	// Cluster is this appliance's cluster node, and ClusterSettings its
+	// own cluster settings (the trust bundle); nil when there is none in
+	// this process.
+	Cluster         cluster.Node
+	ClusterSettings ClusterSettings
 }
 
 // LoginLocks are the SSH server's holds on password logins: failures and

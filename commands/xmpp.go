@@ -94,7 +94,8 @@ func xmppCommands() []*Command {
 				"data are kept, and so are the files in the files area. Call bridges are kept with their secrets\n" +
 				"and their component address (cb1.<old domain>), which connects again once the service runs: xmpp\n" +
 				"and xmpp callbridge list show them under that domain, marked not hosted in xmpp; to move one to\n" +
-				"the new primary domain, xmpp callbridge del <name> and add it again.\n" +
+				"the new primary domain, xmpp callbridge del <name> and add it again. A cluster node first leaves\n" +
+				"its cluster (as xmpp cluster disable does), so the reset applies to this node alone.\n" +
 				"Type 'reset' to confirm; in exec or script mode the confirmation is the next line of standard input.",
 			Example: "xmpp reset\nprintf 'reset\\n' | ssh -p 2222 admin@host 'xmpp reset'",
 			Perm:    PermXMPP,
@@ -212,6 +213,7 @@ func xmppCommands() []*Command {
 	cmds = append(cmds, xmppUserCommands()...)
 	cmds = append(cmds, xmppLimitsCommands()...)
 	cmds = append(cmds, federationCommands()...)
+	cmds = append(cmds, clusterCommands()...)
 	return append(cmds, callbridgeCommands()...)
 }
 
@@ -497,6 +499,10 @@ func runXMPPReset(c *Ctx, args []string) error {
 	if strings.TrimSpace(answer) != resetConfirmation {
 		return errorf("xmpp reset: not confirmed (type %s to confirm); nothing was changed", resetConfirmation)
 	}
+	left, err := leaveClusterForReset(c, "xmpp reset")
+	if err != nil {
+		return err
+	}
 	if err := commit(c, store.XMPPReset{}); err != nil {
 		return errorf("xmpp reset: %v", err)
 	}
@@ -504,6 +510,9 @@ func runXMPPReset(c *Ctx, args []string) error {
 		return errorf("xmpp reset: %v", err)
 	}
 	waitStopped(c)
+	if left {
+		c.printf("This node left its cluster first (as xmpp cluster disable does), so the reset applies to this node alone.\n")
+	}
 	c.printf("XMPP configuration cleared: %s and every xmpp setting removed; the service is disabled.\n", plural(len(cfg.Domains), "domain"))
 	c.printf("XMPP accounts and the files in the files area are kept.\n")
 	bridgesOffDomain(c)

@@ -97,11 +97,29 @@ func serve(args []string) error {
 		if err := commands.CheckHostname(*hostname); err != nil {
 			return fmt.Errorf("--hostname: %v", err)
 		}
+	}
+	engine := server.New(server.Config{Store: st, Files: area, Version: Version, Log: logger, IdleTimeout: *idle})
+	// The cluster starts before anything is written at boot: on a member,
+	// a write goes through the cluster's log, never into this node's store
+	// alone (which would put it ahead of the log, and the entry of that
+	// index from the leader would be skipped).
+	settings := newClusterSettings(*dataDir)
+	node, err := newClusterNode(*dataDir, st, area, func() int { return engine.Status().Sessions }, settings, logger)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	adminKey := *keyFile
+	if !node.waitWritable(bootWriteWait) {
+		logger.Printf("cluster: no leader within %v: --hostname and --admin-key are not applied at this boot", bootWriteWait)
+		*hostname, adminKey = "", ""
+	}
+	if current, _ := st.Config(store.ConfigHostname); *hostname != "" && *hostname != current {
 		if _, err := st.Propose(store.ConfigSet{Key: store.ConfigHostname, Value: *hostname}); err != nil {
-			return err
+			return fmt.Errorf("--hostname: %v", err)
 		}
 	}
-	generated, err := shell.Bootstrap(st, *pwFile, *keyFile)
+	generated, err := shell.Bootstrap(st, *pwFile, adminKey)
 	if err != nil {
 		return err
 	}
@@ -109,11 +127,10 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	engine := server.New(server.Config{Store: st, Files: area, Version: Version, Log: logger, IdleTimeout: *idle})
 	engine.Start()
 	defer engine.Stop()
 	env := &commands.Env{Store: st, Files: area, Version: Version, Started: time.Now(), XMPP: engine,
-		Federation: engine, DNS: engine.Resolver()}
+		Federation: engine, DNS: engine.Resolver(), Cluster: node, ClusterSettings: settings}
 	srv := shell.New(shell.Config{
 		Env: env, Tree: commands.NewTree(), HostKey: hostKey, Log: logger, MaxUpload: *maxUpload,
 	})

@@ -1,0 +1,365 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/cluster"
+	"github.com/parley-xmpp/parley/server/status"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// trustFile, in the data directory, holds the name of the cluster trust
+// bundle (xmpp cluster trust): a node-local setting, so it is not in the
+// replicated store and survives joining and leaving a cluster.
+const trustFile = "cluster-trust"
+
+// clusterSettings keeps the node's own cluster settings in the data
+// directory (commands.ClusterSettings).
+type clusterSettings struct {
+	mu   sync.Mutex
+	path string
+	// changed is called after the trust bundle changed.
+	changed func()
+}
+
+func newClusterSettings(dataDir string) *clusterSettings {
+	return &clusterSettings{path: filepath.Join(dataDir, trustFile)}
+}
+
+func (s *clusterSettings) TrustBundle() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, err := os.ReadFile(s.path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (s *clusterSettings) SetTrustBundle(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.write(name); err != nil {
+		return err
+	}
+	if s.changed != nil {
+		s.changed()
+	}
+	return nil
+}
+
+// write replaces the file with name, or removes it for "".
+func (s *clusterSettings) write(name string) error {
+	if name == "" {
+		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	tmp := s.path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(name+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.path)
+}
+
+// clusterNode is the appliance's cluster node as the commands see it. The
+// cluster listener's address follows the node's XMPP listen address (its
+// first IP address, or the first address of its first interface) on the
+// cluster port; as `xmpp listen` may change before `xmpp cluster enable`,
+// a node that is not enabled is made again with the current address when
+// it is enabled.
+type clusterNode struct {
+	mu  sync.Mutex
+	c   *cluster.Cluster
+	cfg cluster.Config
+	st  *store.Store
+
+	// What was registered on the Mesh, set again on a node made again.
+	handlers  map[byte]func(from string, msg []byte)
+	onMembers func(members []string)
+}
+
+var (
+	_ cluster.Node = (*clusterNode)(nil)
+	_ cluster.Mesh = nodeMesh{}
+)
+
+// newClusterNode makes the node and starts what is enabled (the listener,
+// and raft if the node is in a cluster); sessions counts the client
+// sessions bound on this node (nil: none).
+func newClusterNode(dataDir string, st *store.Store, area *pki.Area, sessions func() int, settings *clusterSettings, logger *log.Logger) (*clusterNode, error) {
+	cfg := cluster.Config{
+		DataDir: dataDir,
+		Store:   st,
+		Listen:  clusterListen(st),
+		XMPPAddress: func() string {
+			return xmppAddress(st)
+		},
+		Sessions: sessions,
+		Certificate: func() (*tls.Certificate, error) {
+			return nodeCertificate(st, area)
+		},
+		Trust: func() (*x509.CertPool, error) {
+			return trustPool(area, settings.TrustBundle())
+		},
+		Log: logger,
+	}
+	c, err := cluster.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Start(); err != nil {
+		// The appliance still serves; xmpp cluster status shows the node.
+		logger.Printf("cluster: %v", err)
+	}
+	n := &clusterNode{c: c, cfg: cfg, st: st}
+	// A new trust bundle or a new certificate for the primary domain: the
+	// connections between the nodes are made and verified again.
+	settings.changed = n.Reconnect
+	st.Watch(func(ch store.Change) {
+		switch ch.Op.(type) {
+		case store.DomainPrimary, store.XMPPReset:
+			n.Reconnect()
+		}
+	})
+	return n, nil
+}
+
+func (n *clusterNode) node() *cluster.Cluster {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.c
+}
+
+func (n *clusterNode) Status() status.Cluster                    { return n.node().Status() }
+func (n *clusterNode) Disable() error                            { return n.node().Disable() }
+func (n *clusterNode) Initialize() error                         { return n.node().Initialize() }
+func (n *clusterNode) Remove(node string) error                  { return n.node().Remove(node) }
+func (n *clusterNode) Join(m string) (cluster.JoinReport, error) { return n.node().Join(m) }
+
+// Enable makes the node again if the listen address changed while it was
+// disabled, then enables it.
+func (n *clusterNode) Enable() error {
+	n.mu.Lock()
+	if listen := clusterListen(n.st); !n.c.Enabled() && listen != n.cfg.Listen {
+		cfg := n.cfg
+		cfg.Listen = listen
+		c, err := cluster.New(cfg)
+		if err != nil {
+			n.mu.Unlock()
+			return err
+		}
+		// The old node is not enabled, so it runs nothing: it is dropped,
+		// not closed (Close would pause the store's log).
+		for ch, fn := range n.handlers {
+			c.Mesh().Handle(ch, fn)
+		}
+		if n.onMembers != nil {
+			c.Mesh().OnMembers(n.onMembers)
+		}
+		n.c, n.cfg = c, cfg
+	}
+	c := n.c
+	n.mu.Unlock()
+	return c.Enable()
+}
+
+// Mesh is the messaging between the nodes. It stays the same when the
+// node is made again at enable: what is registered on it moves along.
+func (n *clusterNode) Mesh() cluster.Mesh { return nodeMesh{n} }
+
+// nodeMesh is the Mesh of whatever node clusterNode holds now.
+type nodeMesh struct{ n *clusterNode }
+
+func (m nodeMesh) Self() string      { return m.n.node().Mesh().Self() }
+func (m nodeMesh) Members() []string { return m.n.node().Mesh().Members() }
+func (m nodeMesh) Send(node string, channel byte, b []byte) error {
+	return m.n.node().Mesh().Send(node, channel, b)
+}
+
+func (m nodeMesh) Handle(channel byte, fn func(from string, msg []byte)) {
+	m.n.mu.Lock()
+	defer m.n.mu.Unlock()
+	if m.n.handlers == nil {
+		m.n.handlers = map[byte]func(string, []byte){}
+	}
+	m.n.handlers[channel] = fn
+	m.n.c.Mesh().Handle(channel, fn)
+}
+
+func (m nodeMesh) OnMembers(fn func(members []string)) {
+	m.n.mu.Lock()
+	defer m.n.mu.Unlock()
+	m.n.onMembers = fn
+	m.n.c.Mesh().OnMembers(fn)
+}
+
+// bootWriteWait bounds how long a member waits at boot for a leader before
+// it writes what the command line asks for.
+const bootWriteWait = 10 * time.Second
+
+// waitWritable waits until a write can commit: at once on a node that is
+// not in a cluster (the store commits locally), else until it leads or
+// follows a leader it reaches, at most wait.
+func (n *clusterNode) waitWritable(wait time.Duration) bool {
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		st := n.Status()
+		leader := false
+		for _, p := range st.Peers {
+			leader = leader || p.Leader && (p.Self || p.Reachable)
+		}
+		switch {
+		case st.State == status.Disabled, st.Term == 0 && len(st.Peers) <= 1 && !leader:
+			return true // not in a cluster
+		case st.State == status.Leader, st.State == status.Follower && leader:
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+// Reconnect makes the connections to the other nodes again, verified
+// with the current certificate and trust bundle.
+func (n *clusterNode) Reconnect() { n.node().Reconnect() }
+
+// Close stops the node (its state stays for the next start).
+func (n *clusterNode) Close() error { return n.node().Close() }
+
+// clusterListen is the cluster listener's address: the host of the node's
+// XMPP listen address and the cluster port; all addresses when XMPP
+// listens on all of them (or none).
+func clusterListen(st *store.Store) string {
+	port := strconv.Itoa(cluster.DefaultPort)
+	if host := listenHost(st); host != "" {
+		return net.JoinHostPort(host, port)
+	}
+	return ":" + port
+}
+
+// listenHost is the first IP address of xmpp listen (an interface's first
+// address, IPv4 preferred), "" for all or none.
+func listenHost(st *store.Store) string {
+	cfg, err := st.XMPP()
+	if err != nil {
+		return ""
+	}
+	for _, l := range cfg.Listen {
+		if a, err := netip.ParseAddr(l); err == nil {
+			if a.IsUnspecified() {
+				return ""
+			}
+			return a.String()
+		}
+		if ip := interfaceAddr(l); ip != "" {
+			return ip
+		}
+	}
+	return ""
+}
+
+func interfaceAddr(name string) string {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return ""
+	}
+	addrs, err := ifc.Addrs()
+	if err != nil {
+		return ""
+	}
+	var v6 string
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		if ipn.IP.To4() != nil {
+			return ipn.IP.String()
+		}
+		if v6 == "" {
+			v6 = ipn.IP.String()
+		}
+	}
+	return v6
+}
+
+// xmppAddress is the node's XMPP address as xmpp cluster status prints
+// it: the listen host and the c2s port ("" when XMPP listens on all
+// addresses: the cluster then takes the host it advertises).
+func xmppAddress(st *store.Store) string {
+	host := listenHost(st)
+	if host == "" {
+		return ""
+	}
+	port := store.DefaultPortC2S
+	if cfg, err := st.XMPP(); err == nil && cfg.PortC2S > 0 {
+		port = cfg.PortC2S
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// nodeCertificate is what the node presents to the others: the primary
+// domain's key, certificate and bundle (xmpp certs), as the engine serves
+// them.
+func nodeCertificate(st *store.Store, area *pki.Area) (*tls.Certificate, error) {
+	cfg, err := st.XMPP()
+	if err != nil {
+		return nil, err
+	}
+	d, ok := cfg.Primary()
+	if !ok || d.Key == "" || d.Cert == "" {
+		return nil, errors.New("this node has no certificate: xmpp domain <name>, then xmpp certs <key> <crt> [<bundle>]")
+	}
+	keyPEM, err := area.ReadFile(d.Key)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := area.ReadFile(d.Cert)
+	if err != nil {
+		return nil, err
+	}
+	var bundlePEM []byte
+	if d.Bundle != "" {
+		if bundlePEM, err = area.ReadFile(d.Bundle); err != nil {
+			return nil, err
+		}
+	}
+	return pki.KeyPair(keyPEM, certPEM, bundlePEM)
+}
+
+// trustPool is what the other nodes' certificates must chain to: every
+// certificate of the trust bundle (the nodes' own certificates, or their
+// CA), and nothing else (not the system roots).
+func trustPool(area *pki.Area, bundle string) (*x509.CertPool, error) {
+	if bundle == "" {
+		return nil, errors.New("no cluster trust bundle: xmpp cluster trust <bundle>")
+	}
+	data, err := area.ReadFile(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("cluster trust bundle: %v", err)
+	}
+	certs, err := pki.ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("cluster trust bundle %s: %v", bundle, err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}

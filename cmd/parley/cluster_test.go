@@ -1,0 +1,155 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log"
+	"math/big"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/cluster"
+	"github.com/parley-xmpp/parley/store"
+)
+
+func openStore(t *testing.T) (string, *store.Store, *pki.Area) {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	area, err := pki.OpenArea(filepath.Join(dir, "files"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { area.Close() })
+	return dir, st, area
+}
+
+func TestClusterSettings(t *testing.T) {
+	dir := t.TempDir()
+	s := newClusterSettings(dir)
+	changed := 0
+	s.changed = func() { changed++ }
+	if got := s.TrustBundle(); got != "" {
+		t.Fatalf("fresh: %q", got)
+	}
+	if err := s.SetTrustBundle("ca.pem"); err != nil {
+		t.Fatal(err)
+	}
+	if got := newClusterSettings(dir).TrustBundle(); got != "ca.pem" {
+		t.Fatalf("after set, read again: %q", got)
+	}
+	if err := s.SetTrustBundle(""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetTrustBundle(""); err != nil { // clearing twice is fine
+		t.Fatal(err)
+	}
+	if got := s.TrustBundle(); got != "" || changed != 3 {
+		t.Fatalf("after clear: %q, changed %d times", got, changed)
+	}
+}
+
+func TestClusterListen(t *testing.T) {
+	_, st, _ := openStore(t)
+	for _, tc := range []struct {
+		listen       string // "" leaves it unset: all addresses
+		want, wantXM string
+	}{
+		{"", ":5270", ""},
+		{"192.0.2.10 2001:db8::1", "192.0.2.10:5270", "192.0.2.10:5222"},
+		{"2001:db8::1", "[2001:db8::1]:5270", "[2001:db8::1]:5222"},
+		{"lo", "127.0.0.1:5270", "127.0.0.1:5222"},
+		{store.ListenNone, ":5270", ""},
+	} {
+		if tc.listen == "" {
+			st.DelLocal(store.XMPPListen)
+		} else if err := st.SetLocal(store.XMPPListen, tc.listen); err != nil {
+			t.Fatal(err)
+		}
+		if got := clusterListen(st); got != tc.want {
+			t.Errorf("xmpp listen %q: cluster listen %q, want %q", tc.listen, got, tc.want)
+		}
+		if got := xmppAddress(st); got != tc.wantXM {
+			t.Errorf("xmpp listen %q: XMPP address %q, want %q", tc.listen, got, tc.wantXM)
+		}
+	}
+}
+
+func TestTrustPool(t *testing.T) {
+	_, _, area := openStore(t)
+	if _, err := trustPool(area, ""); err == nil {
+		t.Error("no bundle: no error")
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "node"}, DNSNames: []string{"node.lan"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	area.WriteFile("node.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600, false)
+	pool, err := trustPool(area, "node.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bundle's certificate is trusted, even self-signed and not a CA
+	// (a node's own certificate), and nothing else: not the system roots.
+	cert, _ := x509.ParseCertificate(der)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Errorf("the bundle's own certificate does not verify: %v", err)
+	}
+	if sys, _ := x509.SystemCertPool(); sys != nil && pool.Equal(sys) {
+		t.Error("the pool is the system's")
+	}
+	area.WriteFile("notes.txt", []byte("hello\n"), 0o600, false)
+	if _, err := trustPool(area, "notes.txt"); err == nil {
+		t.Error("a file without certificates: no error")
+	}
+}
+
+// TestClusterNodeRemade: a node enabled after xmpp listen changed is made
+// again on the new address, keeping its id and what was registered on the
+// Mesh.
+func TestClusterNodeRemade(t *testing.T) {
+	dir, st, area := openStore(t)
+	logger := log.New(io.Discard, "", 0)
+	n, err := newClusterNode(dir, st, area, nil, newClusterSettings(dir), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if got := n.cfg.Listen; got != ":5270" {
+		t.Fatalf("listen before xmpp listen: %q", got)
+	}
+	id := n.Mesh().Self()
+	got := 0
+	n.Mesh().Handle(cluster.ChanStanza, func(string, []byte) { got++ })
+	old := n.node()
+	if err := st.SetLocal(store.XMPPListen, "127.0.12.77"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Enable(); err != nil {
+		t.Fatal(err)
+	}
+	if n.node() == old || n.cfg.Listen != "127.0.12.77:5270" {
+		t.Fatalf("not made again on the new address: listen %q", n.cfg.Listen)
+	}
+	if st := n.Status(); st.Listen != "127.0.12.77:5270" || st.NodeID != id {
+		t.Errorf("status after enable: listen %q, id %q (was %q)", st.Listen, st.NodeID, id)
+	}
+	if len(n.handlers) != 1 || n.handlers[cluster.ChanStanza] == nil {
+		t.Errorf("Mesh handlers not kept: %v", n.handlers)
+	}
+	// The store still commits (locally: the node is enabled, not in a cluster).
+	if _, err := st.Propose(store.ConfigSet{Key: store.ConfigHostname, Value: "node1"}); err != nil {
+		t.Errorf("a write after enable: %v", err)
+	}
+}
