@@ -407,3 +407,74 @@ func nodeIDLine(out string) string {
 	}
 	return ""
 }
+
+// formCluster runs the CMS sequence on nodes 1..3 (node 1 initializes,
+// the others join it) with the certificates of clusterCerts in local, and
+// waits until every node lists the three.
+func formCluster(t *testing.T, local string, nodes []*clusterNode) {
+	t.Helper()
+	for _, x := range nodes[1:4] {
+		x.put(t, x.asAdmin(), filepath.Join(local, "cluster.key"), filepath.Join(local, "cluster.crt"), filepath.Join(local, "cluster-ca.pem"))
+	}
+	for _, x := range nodes[1:4] {
+		lines := []string{"xmpp domain " + clusterDomain, "xmpp listen " + x.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
+			"xmpp cluster trust cluster-ca.pem", "xmpp cluster enable", "xmpp cluster initialize", "xmpp enable"}
+		if x.n != 1 {
+			lines[5] = "xmpp cluster join " + nodes[1].ip
+		}
+		x.script(t, lines...)
+	}
+	all := []string{xmppAddr(1), xmppAddr(2), xmppAddr(3)}
+	for _, x := range nodes[1:4] {
+		x.waitPeers(t, all...)
+	}
+}
+
+// xmpp is the node as the XMPP clients' harness sees it (default ports).
+func (c *clusterNode) xmpp() *xmppAppliance {
+	return &xmppAppliance{appliance: c.appliance, host: c.ip, c2s: "5222", c2sTLS: "5223", s2sPort: "5269", domain: clusterDomain}
+}
+
+// TestClusterChat: users logged in to different nodes of a cluster (real
+// slixmpp clients) subscribe to each other, see each other's presence and
+// chat by bare and full JID, one hop through the cluster's route table; a
+// message to a user who is offline is stored through the cluster's log on
+// one node and delivered when the user logs in to another.
+func TestClusterChat(t *testing.T) {
+	needXMPPClients(t)
+	local, nodes := startClusterNodes(t, 3)
+	formCluster(t, local, nodes)
+	alice, bob, carol := "alice@"+clusterDomain, "bob@"+clusterDomain, "carol@"+clusterDomain
+	nodes[2].xmpp().addAccounts(t, alice, "alice-password", bob, "bob-password", carol, "carol-password")
+	// The accounts replicate: log in to node 1 and node 3 once both have them.
+	for _, x := range []*clusterNode{nodes[1], nodes[3]} {
+		x.waitOutput(t, "xmpp user list "+clusterDomain, alice, bob, carol)
+	}
+	a := nodes[1].xmpp().login(t, alice+"/one", "alice-password", clientOpts{})
+	b := nodes[3].xmpp().login(t, bob+"/three", "bob-password", clientOpts{})
+
+	a.do(t, map[string]any{"op": "subscribe", "to": bob})
+	b.presence(t, alice, "subscribe")
+	b.do(t, map[string]any{"op": "subscribed", "to": alice})
+	a.presence(t, bob, "subscribed")
+	if p := a.presence(t, bob, "available"); p.From != b.session.JID {
+		t.Fatalf("alice (node 1) got bob's presence from %q, want %s (node 3)", p.From, b.session.JID)
+	}
+	b.send(t, alice, "to the bare JID, across nodes")
+	if m := a.message(t, bob, "to the bare JID, across nodes"); m.From != b.session.JID || m.Delay != nil {
+		t.Fatalf("alice got %s: want from %s, no delay", m.line, b.session.JID)
+	}
+	a.send(t, b.session.JID, "to the full JID, across nodes")
+	if m := b.message(t, alice, "to the full JID, across nodes"); m.From != a.session.JID {
+		t.Fatalf("bob got %s: want from %s", m.line, a.session.JID)
+	}
+
+	// carol is offline: a message from node 1 is stored; she logs in to
+	// node 2 and gets it, with the offline delay stamp.
+	a.send(t, carol, "while you were away")
+	time.Sleep(500 * time.Millisecond) // stored through the log before carol logs in
+	c := nodes[2].xmpp().login(t, carol+"/two", "carol-password", clientOpts{})
+	if m := c.message(t, alice, "while you were away"); m.Delay == nil {
+		t.Fatalf("carol got %s: want the offline delay stamp", m.line)
+	}
+}

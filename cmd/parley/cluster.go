@@ -91,6 +91,11 @@ type clusterNode struct {
 	// What was registered on the Mesh, set again on a node made again.
 	handlers  map[byte]func(from string, msg []byte)
 	onMembers func(members []string)
+
+	// joined and left are called after the node was enabled and after it
+	// was disabled (the engine joins the mesh, or leaves it: a node alone
+	// routes without the cluster's route table).
+	joined, left func()
 }
 
 var (
@@ -145,8 +150,17 @@ func (n *clusterNode) node() *cluster.Cluster {
 	return n.c
 }
 
-func (n *clusterNode) Status() status.Cluster                    { return n.node().Status() }
-func (n *clusterNode) Disable() error                            { return n.node().Disable() }
+func (n *clusterNode) Status() status.Cluster { return n.node().Status() }
+
+// Disable leaves the cluster; the engine leaves the mesh.
+func (n *clusterNode) Disable() error {
+	err := n.node().Disable()
+	if err == nil && n.left != nil {
+		n.left()
+	}
+	return err
+}
+
 func (n *clusterNode) Initialize() error                         { return n.node().Initialize() }
 func (n *clusterNode) Remove(node string) error                  { return n.node().Remove(node) }
 func (n *clusterNode) Join(m string) (cluster.JoinReport, error) { return n.node().Join(m) }
@@ -175,8 +189,17 @@ func (n *clusterNode) Enable() error {
 	}
 	c := n.c
 	n.mu.Unlock()
-	return c.Enable()
+	if err := c.Enable(); err != nil {
+		return err
+	}
+	if n.joined != nil {
+		n.joined()
+	}
+	return nil
 }
+
+// Enabled reports whether the node is enabled (its listener runs).
+func (n *clusterNode) Enabled() bool { return n.node().Enabled() }
 
 // Mesh is the messaging between the nodes. It stays the same when the
 // node is made again at enable: what is registered on it moves along.

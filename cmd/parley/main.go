@@ -129,6 +129,13 @@ func serve(args []string) error {
 	}
 	engine.Start()
 	defer engine.Stop()
+	// In a cluster, the engine routes over every node (the route table
+	// on the node's mesh); alone, it routes as a single appliance.
+	node.joined = func() { engine.JoinMesh(node.Mesh()) }
+	node.left = engine.LeaveMesh
+	if node.Enabled() {
+		node.joined()
+	}
 	env := &commands.Env{Store: st, Files: area, Version: Version, Started: time.Now(), XMPP: engine,
 		Federation: engine, DNS: engine.Resolver(), Cluster: node, ClusterSettings: settings}
 	srv := shell.New(shell.Config{
