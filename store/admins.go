@@ -126,26 +126,6 @@ type AuditEntry struct {
 	Result string    `json:"result"`
 }
 
-// Audit returns the last n audit entries, oldest first.
-func (s *Store) Audit(n int) ([]AuditEntry, error) {
-	var out []AuditEntry
-	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketAudit).Cursor()
-		for k, v := c.Last(); k != nil && len(out) < n; k, v = c.Prev() {
-			var e AuditEntry
-			if err := json.Unmarshal(v, &e); err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return nil
-	})
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
-	return out, err
-}
-
 // RulePasswordAge is the config key of the password age rule, in days
 // (0 or unset: passwords do not age).
 const RulePasswordAge = "rule.password_age"

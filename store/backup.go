@@ -47,10 +47,11 @@ func InspectSnapshot(path string) (SnapshotInfo, error) {
 	return info, err
 }
 
-// Clustered reports whether proposals commit through another log than
-// the store's own (the cluster's raft log, SetLog).
+// Clustered reports whether this node is in a cluster: proposals commit
+// through another log than the store's own (the cluster's raft log,
+// SetLog), or the node is marked as a member (SetClustered).
 func (s *Store) Clustered() bool {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
-	return s.log != Log(s.local)
+	return s.log != Log(s.local) || s.member.Load()
 }

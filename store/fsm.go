@@ -192,7 +192,7 @@ func (s *Store) Restore(r io.Reader) error {
 		return fmt.Errorf("store: restore: %w (the store is closed: restart parley)", err)
 	}
 	s.db = db
-	err = s.migrate()
+	err = s.migrate(true)
 	s.dbMu.Unlock()
 	if renameErr != nil {
 		os.Remove(tmp)

@@ -88,8 +88,8 @@ func someOps(t *testing.T, n int) []Op {
 	}
 	bob, _ := NewAccount("bob@example.com", "password-2")
 	ops := []Op{
-		ConfigSet{Key: ConfigHostname, Value: "alpha"},
-		ConfigSet{Key: XMPPEnabled, Value: "true"},
+		ConfigSet{Key: XMPPPortC2S, Value: "5333"},
+		ConfigSet{Key: XMPPEnabled, Value: "true"}, // node-local: fails
 		ConfigDel{Key: "nothing"},
 		AdminCreate{Admin: Admin{Name: "root", Role: RoleAdmin, PasswordHash: "h"}},
 		AdminCreate{Admin: Admin{Name: "root", Role: RoleAdmin, PasswordHash: "h"}}, // ErrExists
@@ -103,7 +103,7 @@ func someOps(t *testing.T, n int) []Op {
 		AdminUnlock{Name: "aud"},
 		AdminDelete{Name: "aud"},
 		AdminDelete{Name: "root"}, // ErrLastAdmin
-		AuditAdd{Entry: AuditEntry{User: "root", Action: "hostname alpha", Result: "ok"}},
+		AuditAdd{Entry: AuditEntry{User: "root", Action: "hostname alpha", Result: "ok"}}, // a no-op since schema 5
 		DomainPrimary{Name: "example.com", Certs: &Domain{Key: "k", Cert: "c"}},
 		DomainPut{Domain: Domain{Name: "example.org", Key: "k2", Cert: "c2", Bundle: "b"}},
 		DomainDel{Name: "nowhere"}, // ErrNotFound
@@ -202,7 +202,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	b := open(t, dir)
 	defer b.Close()
-	mustApply(t, b, ConfigSet{Key: ConfigHostname, Value: "other"})
+	b.SetLocal(ConfigHostname, "other")
 	mustApply(t, b, AdminCreate{Admin: Admin{Name: "someone", Role: RoleAdmin, PasswordHash: "h"}})
 	b.AddHistory("someone", "kept: node-local")
 	var restored atomic.Int32
@@ -234,7 +234,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 			case <-stop:
 				return
 			default:
-				b.Propose(AuditAdd{Entry: AuditEntry{User: "x", Action: fmt.Sprint(i)}})
+				b.Propose(ConfigSet{Key: "x", Value: fmt.Sprint(i)})
 			}
 		}
 	}()
@@ -272,8 +272,11 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	if v, _ := b.Config("after"); v != "restore" {
 		t.Error("restored store lost a change after reopening")
 	}
-	if v, _ := b.Config(ConfigHostname); v != "alpha" {
-		t.Errorf("hostname %q after restore", v)
+	if v, _ := b.Config(XMPPPortC2S); v != "5333" {
+		t.Errorf("xmpp.port.c2s %q after restore", v)
+	}
+	if v, _ := b.Config(ConfigHostname); v != "other" {
+		t.Errorf("hostname %q after restore: it is node-local", v)
 	}
 
 	// Garbage is refused and the store stays as it was.

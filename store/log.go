@@ -12,7 +12,9 @@ import (
 // returns the index and the FSM's response, or the op's error.
 //
 // Standalone, the store's own local log does this in one synced bbolt
-// transaction per batch of concurrent proposals (group commit). Clustered,
+// transaction per batch of concurrent proposals (group commit); it refuses
+// every proposal on a node marked as a cluster member (SetClustered), so
+// nothing can slip into the store past the cluster's log. Clustered,
 // a raft implementation calls raft.Apply on the leader and waits for the
 // future: raft then calls Store.Apply on every node.
 type Log interface {
@@ -105,6 +107,9 @@ func newLocalLog(s *Store) *localLog {
 }
 
 func (l *localLog) Commit(entry []byte) (uint64, any, error) {
+	if l.s.member.Load() {
+		return 0, nil, ErrClusterLogDown
+	}
 	p := &proposal{entry: entry, done: make(chan struct{})}
 	l.mu.Lock()
 	if l.closed {

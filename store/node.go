@@ -2,8 +2,10 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -16,19 +18,41 @@ import (
 //   - shell history, per admin user: what was typed on this appliance;
 //   - last login, per admin user: a login counter of this appliance (it
 //     changes at every login, which must not cost a replicated write);
+//   - the audit trail (since schema 5): what was done on this appliance,
+//     by whom; a read-only command costs no replicated write, and the
+//     trail is written even when the cluster has no quorum;
 //   - node-local settings (IsLocalKey): xmpp.listen names this node's
-//     addresses or interfaces.
+//     addresses or interfaces, hostname is this node's prompt,
+//     xmpp.enabled says whether the engine runs on this node (CMS's
+//     xmpp enable/disable act where they are typed), cluster.trust names
+//     the bundle this node trusts its peers by;
+//   - whether this node is in a cluster (SetClustered): the guard that
+//     keeps local commits out of a cluster's store.
 const NodeFileName = "node.db"
 
 var (
 	nodeConfig  = []byte("config")
 	nodeHistory = []byte("history")
 	nodeLogins  = []byte("logins")
+	nodeAudit   = []byte("audit")
+	nodeMeta    = []byte("meta")
+
+	keyClustered = []byte("clustered")
 )
+
+// ClusterTrust is the node-local setting naming the cluster trust bundle
+// (xmpp cluster trust), a file in the files area.
+const ClusterTrust = "cluster.trust"
 
 // IsLocalKey reports whether a configuration key is node-local: set with
 // SetLocal, never through the log.
-func IsLocalKey(key string) bool { return key == XMPPListen }
+func IsLocalKey(key string) bool {
+	switch key {
+	case XMPPListen, XMPPEnabled, ConfigHostname, ClusterTrust:
+		return true
+	}
+	return false
+}
 
 func openNode(dir string) (*bolt.DB, error) {
 	db, err := openBolt(filepath.Join(dir, NodeFileName))
@@ -36,7 +60,7 @@ func openNode(dir string) (*bolt.DB, error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{nodeConfig, nodeHistory, nodeLogins} {
+		for _, b := range [][]byte{nodeConfig, nodeHistory, nodeLogins, nodeAudit, nodeMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -54,7 +78,9 @@ func openNode(dir string) (*bolt.DB, error) {
 // login and node-local settings move from the replicated file to node.db.
 // node.db is written (and synced) first; if the replicated file's
 // transaction then fails, running it again copies the same data again.
-func (s *Store) moveNodeLocal(tx *bolt.Tx) error {
+// A restored snapshot (restored) is not this node's: what it holds of
+// node-local data is dropped, not copied into node.db.
+func (s *Store) moveNodeLocal(tx *bolt.Tx, restored bool) error {
 	cfg := tx.Bucket(bucketConfig)
 	admins := tx.Bucket(bucketAdmins)
 	hist := tx.Bucket(bucketHistory)
@@ -64,7 +90,7 @@ func (s *Store) moveNodeLocal(tx *bolt.Tx) error {
 	rewrite := map[string][]byte{}
 	err := s.node.Update(func(ntx *bolt.Tx) error {
 		if err := cfg.ForEach(func(k, v []byte) error {
-			if IsLocalKey(string(k)) {
+			if IsLocalKey(string(k)) && !restored {
 				return ntx.Bucket(nodeConfig).Put(k, v)
 			}
 			return nil
@@ -80,7 +106,7 @@ func (s *Store) moveNodeLocal(tx *bolt.Tx) error {
 			if err := json.Unmarshal(v, &a); err != nil {
 				return fmt.Errorf("admin %s: %w", k, err)
 			}
-			if !l.LastLogin.IsZero() {
+			if !l.LastLogin.IsZero() && !restored {
 				if err := putJSON(ntx.Bucket(nodeLogins), string(k), l.LastLogin); err != nil {
 					return err
 				}
@@ -91,7 +117,7 @@ func (s *Store) moveNodeLocal(tx *bolt.Tx) error {
 		}); err != nil {
 			return err
 		}
-		if hist == nil {
+		if hist == nil || restored {
 			return nil
 		}
 		return hist.ForEach(func(user, _ []byte) error {
@@ -231,5 +257,118 @@ func (s *Store) dropNodeUser(user string) {
 			tx.Bucket(nodeHistory).DeleteBucket([]byte(user))
 		}
 		return tx.Bucket(nodeLogins).Delete([]byte(user))
+	})
+}
+
+// schema5Keys are the settings that became node-local in schema 5.
+var schema5Keys = []string{ConfigHostname, XMPPEnabled}
+
+// moveNodeLocal5 is the migration to schema 5: hostname and xmpp.enabled
+// and the audit trail move from the replicated file to node.db, as in
+// moveNodeLocal (node.db first; running it again copies the same data
+// again). A restored snapshot's are dropped.
+func (s *Store) moveNodeLocal5(tx *bolt.Tx, restored bool) error {
+	cfg := tx.Bucket(bucketConfig)
+	audit := tx.Bucket(bucketAudit)
+	if !restored {
+		err := s.node.Update(func(ntx *bolt.Tx) error {
+			for _, k := range schema5Keys {
+				if v := cfg.Get([]byte(k)); v != nil {
+					if err := ntx.Bucket(nodeConfig).Put([]byte(k), v); err != nil {
+						return err
+					}
+				}
+			}
+			if audit == nil {
+				return nil
+			}
+			to := ntx.Bucket(nodeAudit)
+			if err := audit.ForEach(func(k, v []byte) error { return to.Put(k, v) }); err != nil {
+				return err
+			}
+			return to.SetSequence(max(to.Sequence(), audit.Sequence()))
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, k := range schema5Keys {
+		if err := cfg.Delete([]byte(k)); err != nil {
+			return err
+		}
+	}
+	if audit != nil {
+		return tx.DeleteBucket(bucketAudit)
+	}
+	return nil
+}
+
+// AddAudit appends an entry to this node's audit trail, keeping the last
+// AuditLimit entries; a zero Time is now. It never goes through the log:
+// it works on a cluster node without quorum.
+func (s *Store) AddAudit(e AuditEntry) error {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	e.Time = e.Time.UTC()
+	return s.node.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(nodeAudit)
+		n, _ := b.NextSequence()
+		if err := putJSON(b, string(seqKey(n)), e); err != nil {
+			return err
+		}
+		return trimSeq(b, n, AuditLimit)
+	})
+}
+
+// Audit returns the last n entries of this node's audit trail, oldest
+// first.
+func (s *Store) Audit(n int) ([]AuditEntry, error) {
+	var out []AuditEntry
+	err := s.node.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(nodeAudit).Cursor()
+		for k, v := c.Last(); k != nil && len(out) < n; k, v = c.Prev() {
+			var e AuditEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	slices.Reverse(out)
+	return out, err
+}
+
+// ErrClusterLogDown is what the store's own log answers on a node that is
+// in a cluster (SetClustered): its changes go through the cluster's log,
+// and one committed here would put the store ahead of that log (the
+// leader's entry at that index would then be skipped on this node).
+var ErrClusterLogDown = errors.New("this node is in a cluster whose log is not running: the change was not made; see xmpp cluster status (xmpp cluster disable takes the node out of the cluster)")
+
+// SetClustered records in node.db whether this node is in a cluster: the
+// cluster sets it when it initializes, joins or starts with raft state,
+// and clears it when the node leaves (xmpp cluster disable). While it is
+// set, the store's own log refuses every proposal (ErrClusterLogDown),
+// also across restarts and before the cluster has started; node-local
+// writes (SetLocal, history, logins, the audit trail) go on.
+func (s *Store) SetClustered(on bool) error {
+	err := s.node.Update(func(tx *bolt.Tx) error {
+		if on {
+			return tx.Bucket(nodeMeta).Put(keyClustered, []byte("true"))
+		}
+		return tx.Bucket(nodeMeta).Delete(keyClustered)
+	})
+	if err == nil {
+		s.member.Store(on)
+	}
+	return err
+}
+
+// loadClustered reads the mark SetClustered keeps.
+func (s *Store) loadClustered() error {
+	return s.node.View(func(tx *bolt.Tx) error {
+		s.member.Store(tx.Bucket(nodeMeta).Get(keyClustered) != nil)
+		return nil
 	})
 }

@@ -65,7 +65,8 @@ const LockoutPeriod = 15 * time.Minute
 // HistoryLimit is how many shell history lines are kept per admin user.
 const HistoryLimit = 500
 
-// AuditLimit is how many audit entries are kept; the oldest go first.
+// AuditLimit is how many audit entries each node keeps; the oldest go
+// first.
 const AuditLimit = 100000
 
 // ConfigSet sets one configuration key. Node-local keys (IsLocalKey) are
@@ -225,23 +226,17 @@ func updateAdmin(tx *bolt.Tx, name string, change func(a *Admin) error) error {
 	return putJSON(b, a.Name, a)
 }
 
-// AuditAdd appends one entry to the audit trail (its time is the entry's).
+// AuditAdd was the replicated audit trail's op before schema 5. The
+// audit trail is node-local now (Store.AddAudit); the kind stays
+// registered so that an entry of it still decodes, and the FSM applies
+// it as a no-op. Nothing proposes it any more.
 type AuditAdd struct {
 	Entry AuditEntry `json:"entry"`
 }
 
 func (AuditAdd) Kind() OpKind { return "audit" }
 
-func (o AuditAdd) apply(tx *bolt.Tx, at time.Time) (any, error) {
-	b := tx.Bucket(bucketAudit)
-	n, _ := b.NextSequence()
-	e := o.Entry
-	e.Time = at
-	if err := putJSON(b, string(seqKey(n)), e); err != nil {
-		return nil, err
-	}
-	return nil, trimSeq(b, n, AuditLimit)
-}
+func (AuditAdd) apply(*bolt.Tx, time.Time) (any, error) { return nil, nil }
 
 func countRole(b *bolt.Bucket, role string) int {
 	n := 0

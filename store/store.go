@@ -1,8 +1,10 @@
 // Package store owns Parley's persistent state: the replicated state in
 // one bbolt file (parley.db: configuration, domains, components and their
-// secrets, admin users, the audit trail, XMPP accounts, rosters, offline
+// secrets, admin users, XMPP accounts, rosters, offline
 // queues, vCards, private XML, last activity) and the node-local state in
-// another (node.db: shell history, last logins, xmpp.listen).
+// another (node.db: shell history, last logins, the audit trail, the
+// node-local settings hostname, xmpp.listen, xmpp.enabled and
+// cluster.trust, and whether the node is in a cluster).
 //
 // The replicated store is a state machine in the shape of hashicorp/raft's
 // FSM. A change is a typed Op (ConfigSet, AdminCreate, OfflinePush …).
@@ -27,13 +29,14 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
 // SchemaVersion is the version of the layout this code reads and writes.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // FileName is the replicated store's bbolt file inside the data directory.
 const FileName = "parley.db"
@@ -42,7 +45,7 @@ var (
 	bucketMeta    = []byte("meta")
 	bucketConfig  = []byte("config")
 	bucketAdmins  = []byte("admins")
-	bucketAudit   = []byte("audit")
+	bucketAudit   = []byte("audit")   // node-local since schema 5 (node.db)
 	bucketHistory = []byte("history") // node-local since schema 4 (node.db)
 
 	bucketDomains  = []byte("xmpp.domains")
@@ -57,9 +60,11 @@ var (
 )
 
 // migrations[i] brings a store from schema i to i+1. migrations[0] creates
-// the first layout.
-var migrations = []func(s *Store, tx *bolt.Tx) error{
-	func(s *Store, tx *bolt.Tx) error {
+// the first layout. restored is true when the file is a snapshot being
+// restored (Restore): it is not this node's, so a migration drops its
+// node-local data instead of moving it into node.db.
+var migrations = []func(s *Store, tx *bolt.Tx, restored bool) error{
+	func(s *Store, tx *bolt.Tx, _ bool) error {
 		for _, b := range [][]byte{bucketConfig, bucketAdmins, bucketAudit, bucketHistory} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -68,7 +73,7 @@ var migrations = []func(s *Store, tx *bolt.Tx) error{
 		return nil
 	},
 	// 1 → 2: the XMPP engine's data.
-	func(s *Store, tx *bolt.Tx) error {
+	func(s *Store, tx *bolt.Tx, _ bool) error {
 		for _, b := range [][]byte{bucketDomains, bucketAccounts, bucketRosters, bucketOffline, bucketVCards, bucketPrivate, bucketLast} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -77,12 +82,15 @@ var migrations = []func(s *Store, tx *bolt.Tx) error{
 		return nil
 	},
 	// 2 → 3: external components (call bridges).
-	func(s *Store, tx *bolt.Tx) error {
+	func(s *Store, tx *bolt.Tx, _ bool) error {
 		_, err := tx.CreateBucketIfNotExists(bucketComponents)
 		return err
 	},
 	// 3 → 4: node-local data moves to node.db (node.go).
-	func(s *Store, tx *bolt.Tx) error { return s.moveNodeLocal(tx) },
+	func(s *Store, tx *bolt.Tx, restored bool) error { return s.moveNodeLocal(tx, restored) },
+	// 4 → 5: hostname, xmpp.enabled and the audit trail become
+	// node-local (node.go).
+	func(s *Store, tx *bolt.Tx, restored bool) error { return s.moveNodeLocal5(tx, restored) },
 }
 
 // Store is the open store.
@@ -99,6 +107,9 @@ type Store struct {
 	logMu sync.RWMutex // Propose holds it shared while committing
 	log   Log
 	local *localLog
+	// member: this node is in a cluster, so the local log refuses
+	// (SetClustered, kept in node.db).
+	member atomic.Bool
 
 	notes *notifier
 }
@@ -119,7 +130,11 @@ func Open(dataDir string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	if err := s.migrate(); err != nil {
+	err = s.migrate(false)
+	if err == nil {
+		err = s.loadClustered()
+	}
+	if err != nil {
 		db.Close()
 		s.node.Close()
 		return nil, err
@@ -141,7 +156,7 @@ func openBolt(path string) (*bolt.DB, error) {
 	return db, nil
 }
 
-func (s *Store) migrate() error {
+func (s *Store) migrate(restored bool) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
@@ -157,7 +172,7 @@ func (s *Store) migrate() error {
 			return fmt.Errorf("store: schema version %d is newer than this parley understands (%d): run a newer parley", v, SchemaVersion)
 		}
 		for ; v < SchemaVersion; v++ {
-			if err := migrations[v](s, tx); err != nil {
+			if err := migrations[v](s, tx, restored); err != nil {
 				return fmt.Errorf("store: migrating to schema %d: %w", v+1, err)
 			}
 		}

@@ -49,10 +49,10 @@ func admin(name, role string) Op {
 func TestPersistsAcrossReopen(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
-	mustApply(t, s, ConfigSet{Key: ConfigHostname, Value: "alpha"})
+	s.SetLocal(ConfigHostname, "alpha")
 	mustApply(t, s, admin("root", RoleAdmin))
 	s.AddHistory("root", "user list")
-	mustApply(t, s, AuditAdd{Entry: AuditEntry{User: "root", Action: "hostname alpha", Result: "ok"}})
+	s.AddAudit(AuditEntry{User: "root", Action: "hostname alpha", Result: "ok"})
 	s.Close()
 
 	s = open(t, dir)
@@ -179,7 +179,9 @@ func TestHistoryAndAuditBounded(t *testing.T) {
 		t.Fatalf("history: %d lines, first %q", len(h), h[0])
 	}
 	for i := 0; i < 5; i++ {
-		mustApply(t, s, AuditAdd{Entry: AuditEntry{User: "u", Action: fmt.Sprint("a", i)}})
+		if err := s.AddAudit(AuditEntry{User: "u", Action: fmt.Sprint("a", i)}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	a, _ := s.Audit(2)
 	if len(a) != 2 || a[0].Action != "a3" || a[1].Action != "a4" {

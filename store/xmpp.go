@@ -24,7 +24,7 @@ import (
 // XMPP configuration keys in the config bucket. Domains live in their own
 // bucket.
 const (
-	XMPPEnabled           = "xmpp.enabled"             // "true" when the engine should run
+	XMPPEnabled           = "xmpp.enabled"             // "true" when the engine should run on this node. Node-local (node.go)
 	XMPPListen            = "xmpp.listen"              // space-separated addresses or interface names; unset: all addresses. Node-local (node.go)
 	XMPPPortC2S           = "xmpp.port.c2s"            // plain + STARTTLS, default 5222
 	XMPPPortC2STLS        = "xmpp.port.c2s-tls"        // direct TLS, default 5223
@@ -131,8 +131,6 @@ func (s *Store) XMPP() (XMPPConfig, error) {
 			}
 			return def
 		}
-		v, _ := get(XMPPEnabled)
-		c.Enabled = v == "true"
 		c.PortC2S = num(XMPPPortC2S, DefaultPortC2S)
 		c.PortC2STLS = num(XMPPPortC2STLS, DefaultPortC2STLS)
 		c.PortS2S = num(XMPPPortS2S, DefaultPortS2S)
@@ -155,6 +153,9 @@ func (s *Store) XMPP() (XMPPConfig, error) {
 			return nil
 		})
 	})
+	if v, _ := s.localConfig(XMPPEnabled); v == "true" {
+		c.Enabled = true
+	}
 	if v, ok := s.localConfig(XMPPListen); ok {
 		if v == ListenNone {
 			c.Listen = []string{}
@@ -190,7 +191,7 @@ type DomainDel struct {
 }
 
 // XMPPReset deletes every domain and every xmpp.* setting; accounts stay.
-// (The node-local xmpp.listen goes with Store.DelLocal.)
+// (The node-local xmpp.listen and xmpp.enabled go with Store.DelLocal.)
 type XMPPReset struct{}
 
 func (DomainPrimary) Kind() OpKind { return "domain.primary" }

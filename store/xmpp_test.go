@@ -41,7 +41,9 @@ func TestXMPPConfigDefaultsAndSettings(t *testing.T) {
 	}
 
 	set := func(k, v string) { mustApply(t, s, ConfigSet{Key: k, Value: v}) }
-	set(XMPPEnabled, "true")
+	if err := s.SetLocal(XMPPEnabled, "true"); err != nil { // node-local
+		t.Fatal(err)
+	}
 	if err := s.SetLocal(XMPPListen, "127.0.0.1  ::1 eth0"); err != nil { // node-local
 		t.Fatal(err)
 	}
@@ -61,7 +63,7 @@ func TestXMPPConfigDefaultsAndSettings(t *testing.T) {
 		t.Errorf("settings = %+v", cfg)
 	}
 	s.SetLocal(XMPPListen, ListenNone)
-	set(XMPPEnabled, "false")
+	s.SetLocal(XMPPEnabled, "false")
 	cfg, _ = s.XMPP()
 	if cfg.Listen == nil || len(cfg.Listen) != 0 || cfg.Enabled {
 		t.Errorf("listen none / disabled: %+v", cfg)
@@ -143,10 +145,11 @@ func TestXMPPReset(t *testing.T) {
 	defer s.Close()
 	mustApply(t, s, DomainPrimary{Name: "example.com", Certs: &Domain{Key: "k", Cert: "c"}})
 	mustApply(t, s, DomainPut{Domain: Domain{Name: "example.org", Key: "k", Cert: "c"}})
-	for _, k := range []string{XMPPEnabled, XMPPPortC2S, XMPPPortC2STLS, XMPPPortS2S, XMPPMaxSessions, XMPPClientAuthTimeout} {
+	for _, k := range []string{XMPPPortC2S, XMPPPortC2STLS, XMPPPortS2S, XMPPMaxSessions, XMPPClientAuthTimeout} {
 		mustApply(t, s, ConfigSet{Key: k, Value: "1"})
 	}
-	mustApply(t, s, ConfigSet{Key: ConfigHostname, Value: "keep"})
+	s.SetLocal(XMPPEnabled, "true")
+	s.SetLocal(ConfigHostname, "keep")
 	a, err := NewAccount("alice@example.com", "password-1")
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +158,12 @@ func TestXMPPReset(t *testing.T) {
 	mustApply(t, s, RosterPut{User: a.JID, Item: RosterItem{JID: "bob@example.org", Subscription: SubBoth}})
 
 	mustApply(t, s, XMPPReset{})
+	// The op clears the replicated settings; the node-local xmpp.enabled
+	// goes with DelLocal (xmpp reset does both).
+	if cfg, _ := s.XMPP(); !cfg.Enabled {
+		t.Error("the replicated reset cleared the node-local xmpp.enabled")
+	}
+	s.DelLocal(XMPPEnabled)
 	cfg, _ := s.XMPP()
 	want := XMPPConfig{PortC2S: 5222, PortC2STLS: 5223, PortS2S: 5269, ClientAuthTimeout: 30 * time.Second,
 		PreAuthPerAddress: 100, StanzaRate: 100, StanzaBurst: 500}
