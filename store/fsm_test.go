@@ -102,7 +102,7 @@ func someOps(t *testing.T, n int) []Op {
 		AdminKeyDel{Name: "root", Index: 9}, // fails
 		AdminUnlock{Name: "aud"},
 		AdminDelete{Name: "aud"},
-		AdminDelete{Name: "root"}, // ErrLastAdmin
+		AdminDelete{Name: "root"},                                                         // ErrLastAdmin
 		AuditAdd{Entry: AuditEntry{User: "root", Action: "hostname alpha", Result: "ok"}}, // a no-op since schema 5
 		DomainPrimary{Name: "example.com", Certs: &Domain{Key: "k", Cert: "c"}},
 		DomainPut{Domain: Domain{Name: "example.org", Key: "k2", Cert: "c2", Bundle: "b"}},
