@@ -28,8 +28,9 @@ const (
 func backupCommands() []*Command {
 	name := Arg{Name: "name"}
 	const nodeLocal = "Node-local data is not in a backup and a rollback does not touch it: the shell history, the\n" +
-		"admin users' last logins and xmpp listen (this appliance's addresses), nor the files area (keys and\n" +
-		"certificates are files: a backup holds only their names)."
+		"admin users' last logins, the audit trail, the host name, xmpp listen (this appliance's addresses)\n" +
+		"and whether XMPP is enabled here, nor the files area (keys and certificates are files: a backup\n" +
+		"holds only their names)."
 	return []*Command{
 		{
 			Words:   []string{"backup", "snapshot"},
@@ -37,9 +38,9 @@ func backupCommands() []*Command {
 			Summary: "Write a consistent copy of the configuration and the XMPP data to <name>.bak in the files area",
 			Help: "Taken online, without stopping the service: one consistent read of the store, so every change\n" +
 				"acknowledged before the command started is in it. It holds the configuration, hosted domains,\n" +
-				"call bridges and their secrets, admin users, the audit trail, XMPP accounts, rosters, offline\n" +
-				"messages, vCards and private data: treat it as a secret (every role can read the files area over\n" +
-				"SFTP). Download it by SFTP (get <name>.bak). The name is 1 to 64\n" +
+				"call bridges and their secrets, admin users, XMPP accounts, rosters, offline messages, vCards and\n" +
+				"private data: treat it as a secret (every role can read the files area over SFTP). Download it\n" +
+				"by SFTP (get <name>.bak). The name is 1 to 64\n" +
 				"letters, digits, dots, hyphens and underscores; an existing backup of that name is replaced only\n" +
 				"if you type 'overwrite' (in exec or script mode, on the next line of standard input).\n" +
 				nodeLocal,
@@ -63,9 +64,9 @@ func backupCommands() []*Command {
 			Help: "Everything in the backup replaces what is stored now: configuration, domains, call bridges, admin\n" +
 				"users and their passwords, XMPP accounts and their data. The XMPP engine reloads at once: domains,\n" +
 				"certificates, call bridges and limits as in the backup; sessions of accounts and call bridges\n" +
-				"that are not in it are closed, other sessions stay. The audit trail keeps the entries made since\n" +
-				"the backup. Type 'rollback' to confirm; in exec or script mode the confirmation is the next line\n" +
-				"of standard input. On a clustered node it is refused for now.\n" +
+				"that are not in it are closed, other sessions stay. Type 'rollback' to confirm; in exec or script\n" +
+				"mode the confirmation is the next line of standard input. On a clustered node it is refused for\n" +
+				"now.\n" +
 				nodeLocal,
 			Example: "backup rollback before-upgrade\nprintf 'rollback\\n' | ssh -p 2222 admin@host 'backup rollback before-upgrade'",
 			Perm:    PermSystem,
@@ -189,9 +190,8 @@ func runBackupRollback(c *Ctx, args []string) error {
 		return errorf("%s: not confirmed (type %s to confirm); nothing was changed", what, rollbackConfirmation)
 	}
 
-	// What goes away, to say so afterwards, and the audit trail to keep.
+	// What goes away, to say so afterwards.
 	before, _ := c.Store.Accounts("")
-	audit, _ := c.Store.Audit(store.AuditLimit)
 
 	f, err := c.Files.Root().Open(file)
 	if err != nil {
@@ -217,7 +217,6 @@ func runBackupRollback(c *Ctx, args []string) error {
 	if err := settled(c.Store.Settle(ctx, 0)); err != nil {
 		return errorf("%s: restored, but %v", what, err)
 	}
-	kept := keepAudit(c, audit)
 	after, _ := c.Store.Accounts("")
 	closing := 0
 	for jid, n := range sessions {
@@ -227,23 +226,8 @@ func runBackupRollback(c *Ctx, args []string) error {
 	}
 	c.printf("Rolled back to %s (log index %d): %s\n", file, info.Applied, holds(info))
 	c.printf("XMPP accounts: %d before, %d now; %s of accounts not in the backup closed\n", len(before), len(after), plural(closing, "session"))
-	c.printf("The XMPP engine reloaded domains, certificates, call bridges and limits; %s of the audit trail since the backup kept\n", plural(kept, "entry"))
-	c.printf("Not touched: shell history, last logins, xmpp listen and the files area\n")
+	c.printf("The XMPP engine reloaded domains, certificates, call bridges and limits\n")
+	c.printf("Not touched: shell history, last logins, xmpp listen, the audit trail, hostname, xmpp enable/disable and the files area\n")
 	return nil
 }
 
-// keepAudit writes back the audit entries made after the newest entry of
-// the restored trail, at their own times; it returns how many.
-func keepAudit(c *Ctx, old []store.AuditEntry) int {
-	last, _ := c.Store.Audit(1)
-	n := 0
-	for _, e := range old {
-		if len(last) == 1 && !e.Time.After(last[0].Time) {
-			continue
-		}
-		if _, err := c.Store.ProposeAt(e.Time, store.AuditAdd{Entry: e}); err == nil {
-			n++
-		}
-	}
-	return n
-}

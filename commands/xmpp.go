@@ -503,6 +503,11 @@ func runXMPPReset(c *Ctx, args []string) error {
 	if err != nil {
 		return err
 	}
+	// This node's service stops first (xmpp.enabled is node-local), then
+	// the replicated settings go, then this node's listen addresses.
+	if err := commit(c, store.ConfigDel{Key: store.XMPPEnabled}); err != nil {
+		return errorf("xmpp reset: %v", err)
+	}
 	if err := commit(c, store.XMPPReset{}); err != nil {
 		return errorf("xmpp reset: %v", err)
 	}

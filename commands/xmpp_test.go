@@ -1,7 +1,6 @@
 package commands
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -48,7 +47,8 @@ func (e *fakeEngine) UserSessions(bare string) int {
 func (e *fakeEngine) watch(s *store.Store) {
 	s.Watch(func(c store.Change) {
 		set, _ := c.Op.(store.ConfigSet)
-		if _, reset := c.Op.(store.XMPPReset); !reset && set.Key != store.XMPPEnabled {
+		del, _ := c.Op.(store.ConfigDel)
+		if _, reset := c.Op.(store.XMPPReset); !reset && set.Key != store.XMPPEnabled && del.Key != store.XMPPEnabled {
 			return
 		}
 		cfg, _ := s.XMPP()
@@ -362,7 +362,7 @@ func TestXMPPReset(t *testing.T) {
 	f.ok("xmpp callbridge plain allow")
 	f.ok("xmpp limits pre-auth 300 per-address 7")
 	f.ok("xmpp limits stanza-rate 3 burst 9")
-	f.env.Store.ProposeSettled(context.Background(), store.ConfigSet{Key: store.ConfigHostname, Value: "keep.example"})
+	f.env.Store.SetLocal(store.ConfigHostname, "keep.example")
 
 	f.refuse("xmpp reset", "xmpp reset: not confirmed (type reset to confirm); nothing was changed", "yes")
 	f.refuse("xmpp reset", "xmpp reset: not confirmed (standard input ended); nothing was changed")

@@ -222,7 +222,7 @@ func (s *Server) forcePasswordChange(c *commands.Ctx, out io.Writer) bool {
 			fmt.Fprintln(out, oneLine(err))
 			return false
 		}
-		s.cfg.Env.Store.Propose(store.AuditAdd{Entry: store.AuditEntry{User: c.User, From: c.From, Action: "passwd (expired password)", Result: "ok"}})
+		s.cfg.Env.Store.AddAudit(store.AuditEntry{User: c.User, From: c.From, Action: "passwd (expired password)", Result: "ok"})
 		fmt.Fprintf(out, "Password changed.\n")
 		return true
 	}

@@ -51,7 +51,7 @@ func (h *sftpHandler) audit(action string, err error) {
 	if err != nil {
 		result = "failed: " + err.Error()
 	}
-	h.srv.cfg.Env.Store.Propose(store.AuditAdd{Entry: store.AuditEntry{User: h.user, From: h.from, Action: "sftp " + action, Result: result}})
+	h.srv.cfg.Env.Store.AddAudit(store.AuditEntry{User: h.user, From: h.from, Action: "sftp " + action, Result: result})
 }
 
 var errReadOnly = fmt.Errorf("permission denied: the audit role can only read")
