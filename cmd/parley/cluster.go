@@ -21,59 +21,55 @@ import (
 	"github.com/parley-xmpp/parley/store"
 )
 
-// trustFile, in the data directory, holds the name of the cluster trust
-// bundle (xmpp cluster trust): a node-local setting, so it is not in the
-// replicated store and survives joining and leaving a cluster.
+// trustFile, in the data directory, is where Parley before schema 5 kept
+// the name of the cluster trust bundle; it is imported into the store's
+// node-local cluster.trust once and removed.
 const trustFile = "cluster-trust"
 
-// clusterSettings keeps the node's own cluster settings in the data
-// directory (commands.ClusterSettings).
+// clusterSettings are the node's own cluster settings
+// (commands.ClusterSettings): node-local settings of the store, never
+// replicated, so they survive joining and leaving a cluster.
 type clusterSettings struct {
-	mu   sync.Mutex
-	path string
+	st *store.Store
 	// changed is called after the trust bundle changed.
 	changed func()
 }
 
-func newClusterSettings(dataDir string) *clusterSettings {
-	return &clusterSettings{path: filepath.Join(dataDir, trustFile)}
+// newClusterSettings imports the trust bundle's name from the old file
+// in dataDir, if there is one.
+func newClusterSettings(dataDir string, st *store.Store) (*clusterSettings, error) {
+	s := &clusterSettings{st: st}
+	old := filepath.Join(dataDir, trustFile)
+	b, err := os.ReadFile(old)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if name := strings.TrimSpace(string(b)); name != "" && s.TrustBundle() == "" {
+		if err := st.SetLocal(store.ClusterTrust, name); err != nil {
+			return nil, err
+		}
+	}
+	return s, os.Remove(old)
 }
 
 func (s *clusterSettings) TrustBundle() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b, err := os.ReadFile(s.path)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
+	v, _ := s.st.Config(store.ClusterTrust)
+	return v
 }
 
 func (s *clusterSettings) SetTrustBundle(name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.write(name); err != nil {
-		return err
+	var err error
+	if name == "" {
+		err = s.st.DelLocal(store.ClusterTrust)
+	} else {
+		err = s.st.SetLocal(store.ClusterTrust, name)
 	}
-	if s.changed != nil {
+	if err == nil && s.changed != nil {
 		s.changed()
 	}
-	return nil
-}
-
-// write replaces the file with name, or removes it for "".
-func (s *clusterSettings) write(name string) error {
-	if name == "" {
-		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	tmp := s.path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(name+"\n"), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, s.path)
+	return err
 }
 
 // clusterNode is the appliance's cluster node as the commands see it. The

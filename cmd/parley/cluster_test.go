@@ -10,6 +10,7 @@ import (
 	"io"
 	"log"
 	"math/big"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -36,8 +37,11 @@ func openStore(t *testing.T) (string, *store.Store, *pki.Area) {
 }
 
 func TestClusterSettings(t *testing.T) {
-	dir := t.TempDir()
-	s := newClusterSettings(dir)
+	dir, st, _ := openStore(t)
+	s, err := newClusterSettings(dir, st)
+	if err != nil {
+		t.Fatal(err)
+	}
 	changed := 0
 	s.changed = func() { changed++ }
 	if got := s.TrustBundle(); got != "" {
@@ -46,8 +50,14 @@ func TestClusterSettings(t *testing.T) {
 	if err := s.SetTrustBundle("ca.pem"); err != nil {
 		t.Fatal(err)
 	}
-	if got := newClusterSettings(dir).TrustBundle(); got != "ca.pem" {
+	again, _ := newClusterSettings(dir, st)
+	if got := again.TrustBundle(); got != "ca.pem" {
 		t.Fatalf("after set, read again: %q", got)
+	}
+	// A node-local setting: not in the replicated store, never through
+	// the log.
+	if v, _ := st.Config(store.ClusterTrust); v != "ca.pem" {
+		t.Fatalf("cluster.trust = %q", v)
 	}
 	if err := s.SetTrustBundle(""); err != nil {
 		t.Fatal(err)
@@ -57,6 +67,28 @@ func TestClusterSettings(t *testing.T) {
 	}
 	if got := s.TrustBundle(); got != "" || changed != 3 {
 		t.Fatalf("after clear: %q, changed %d times", got, changed)
+	}
+}
+
+// The data-directory file of earlier versions is imported once.
+func TestClusterSettingsImportsTheOldFile(t *testing.T) {
+	dir, st, _ := openStore(t)
+	old := filepath.Join(dir, trustFile)
+	if err := os.WriteFile(old, []byte("nodes.pem\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := newClusterSettings(dir, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.TrustBundle(); got != "nodes.pem" {
+		t.Fatalf("imported: %q", got)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Fatalf("the old file is still there: %v", err)
+	}
+	if s, _ := newClusterSettings(dir, st); s.TrustBundle() != "nodes.pem" {
+		t.Fatalf("after import, read again: %q", s.TrustBundle())
 	}
 }
 
@@ -121,7 +153,7 @@ func TestTrustPool(t *testing.T) {
 func TestClusterNodeRemade(t *testing.T) {
 	dir, st, area := openStore(t)
 	logger := log.New(io.Discard, "", 0)
-	n, err := newClusterNode(dir, st, area, nil, newClusterSettings(dir), logger)
+	n, err := newClusterNode(dir, st, area, nil, &clusterSettings{st: st}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +181,7 @@ func TestClusterNodeRemade(t *testing.T) {
 		t.Errorf("Mesh handlers not kept: %v", n.handlers)
 	}
 	// The store still commits (locally: the node is enabled, not in a cluster).
-	if _, err := st.Propose(store.ConfigSet{Key: store.ConfigHostname, Value: "node1"}); err != nil {
+	if _, err := st.Propose(store.ConfigSet{Key: store.XMPPPortS2S, Value: "5270"}); err != nil {
 		t.Errorf("a write after enable: %v", err)
 	}
 }

@@ -98,12 +98,20 @@ func serve(args []string) error {
 			return fmt.Errorf("--hostname: %v", err)
 		}
 	}
+	// The host name is node-local: written here, it needs no leader.
+	if current, _ := st.Config(store.ConfigHostname); *hostname != "" && *hostname != current {
+		if err := st.SetLocal(store.ConfigHostname, *hostname); err != nil {
+			return fmt.Errorf("--hostname: %v", err)
+		}
+	}
 	engine := server.New(server.Config{Store: st, Files: area, Version: Version, Log: logger, IdleTimeout: *idle})
-	// The cluster starts before anything is written at boot: on a member,
-	// a write goes through the cluster's log, never into this node's store
-	// alone (which would put it ahead of the log, and the entry of that
-	// index from the leader would be skipped).
-	settings := newClusterSettings(*dataDir)
+	// The cluster starts before anything replicated is written at boot:
+	// on a member, a write goes through the cluster's log (the store
+	// refuses to commit it alone: see store.SetClustered).
+	settings, err := newClusterSettings(*dataDir, st)
+	if err != nil {
+		return err
+	}
 	node, err := newClusterNode(*dataDir, st, area, func() int { return engine.Status().Sessions }, settings, logger)
 	if err != nil {
 		return err
@@ -111,13 +119,8 @@ func serve(args []string) error {
 	defer node.Close()
 	adminKey := *keyFile
 	if !node.waitWritable(bootWriteWait) {
-		logger.Printf("cluster: no leader within %v: --hostname and --admin-key are not applied at this boot", bootWriteWait)
-		*hostname, adminKey = "", ""
-	}
-	if current, _ := st.Config(store.ConfigHostname); *hostname != "" && *hostname != current {
-		if _, err := st.Propose(store.ConfigSet{Key: store.ConfigHostname, Value: *hostname}); err != nil {
-			return fmt.Errorf("--hostname: %v", err)
-		}
+		logger.Printf("cluster: no leader within %v: --admin-key is not applied at this boot", bootWriteWait)
+		adminKey = ""
 	}
 	generated, err := shell.Bootstrap(st, *pwFile, adminKey)
 	if err != nil {
