@@ -230,4 +230,3 @@ func runBackupRollback(c *Ctx, args []string) error {
 	c.printf("Not touched: shell history, last logins, xmpp listen, the audit trail, hostname, xmpp enable/disable and the files area\n")
 	return nil
 }
-
