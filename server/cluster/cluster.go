@@ -182,6 +182,11 @@ func (c *Cluster) Start() error {
 		return nil
 	}
 	has, err := hasRaftState(c.raftDir())
+	if err == nil && has {
+		// A member: its store refuses local commits from now on, also if
+		// raft does not start (store.SetClustered).
+		err = c.cfg.Store.SetClustered(true)
+	}
 	if err == nil {
 		err = c.startListener()
 	}
@@ -246,6 +251,11 @@ func (c *Cluster) Disable() error {
 	if err := os.RemoveAll(c.raftDir()); err != nil {
 		return fmt.Errorf("cluster: removing the raft state: %w", err)
 	}
+	// Not a member any more: the store commits locally again.
+	if err := c.cfg.Store.SetClustered(false); err != nil {
+		return err
+	}
+	c.cfg.Store.SetLog(nil)
 	id, err := newNodeID(c.cfg.DataDir)
 	if err != nil {
 		return err

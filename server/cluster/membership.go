@@ -236,6 +236,7 @@ func (c *Cluster) Join(member string) (JoinReport, error) {
 	if err != nil {
 		c.stopRaft(true)
 		c.clearRaftState()
+		c.cfg.Store.SetClustered(false) // not a member after all
 		return JoinReport{}, fmt.Errorf("joining %s: %w", member, err)
 	}
 	report.Leader = a.Leader

@@ -187,6 +187,11 @@ func (c *Cluster) startRaft(prepare func(logs *raftboltdb.BoltStore, snaps raft.
 	c.mu.Lock()
 	c.r = &raftNode{r: r, trans: trans, stream: stream, logs: logs, fsm: f}
 	c.mu.Unlock()
+	// A member (Initialize, Join, Start): the store's own log refuses
+	// from now on, across restarts, until Disable (store.SetClustered).
+	if err := c.cfg.Store.SetClustered(true); err != nil {
+		c.log.Printf("cluster: marking the store as a cluster member: %v", err)
+	}
 	c.cfg.Store.SetLog(&clusterLog{c: c})
 	c.mesh.kick()
 	return nil
