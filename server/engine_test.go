@@ -92,12 +92,14 @@ func startDomain(t testing.TB, domain string, tweak func(*Config)) *fixture {
 	if err := st.SetLocal(store.XMPPListen, "127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
+	if err := st.SetLocal(store.XMPPEnabled, "true"); err != nil { // node-local
+		t.Fatal(err)
+	}
 	ops := []store.Op{
 		store.DomainPrimary{Name: domain, Certs: &store.Domain{Name: domain, Key: domain + ".key", Cert: domain + ".crt"}},
 		store.ConfigSet{Key: store.XMPPPortC2S, Value: fmt.Sprint(f.port)},
 		store.ConfigSet{Key: store.XMPPPortC2STLS, Value: fmt.Sprint(f.tlsPort)},
 		store.ConfigSet{Key: store.XMPPPortS2S, Value: fmt.Sprint(f.s2sPort)},
-		store.ConfigSet{Key: store.XMPPEnabled, Value: "true"},
 	}
 	for _, u := range []string{"alice", "bob"} {
 		a, _ := store.NewAccount(u+"@"+domain, u+"-password")

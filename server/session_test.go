@@ -234,7 +234,7 @@ func TestDisable(t *testing.T) {
 	f := start(t)
 	a := f.dial()
 	a.login("alice", "alice-password", "a")
-	if _, err := f.st.ProposeSettled(context.Background(), store.ConfigSet{Key: store.XMPPEnabled, Value: "false"}); err != nil {
+	if err := f.st.SetLocal(store.XMPPEnabled, "false"); err != nil { // node-local
 		t.Fatal(err)
 	}
 	if got := a.streamError(); got != "system-shutdown" {
@@ -245,7 +245,7 @@ func TestDisable(t *testing.T) {
 		c.Close()
 		t.Fatal("the listener still accepts")
 	}
-	if _, err := f.st.ProposeSettled(context.Background(), store.ConfigSet{Key: store.XMPPEnabled, Value: "true"}); err != nil {
+	if err := f.st.SetLocal(store.XMPPEnabled, "true"); err != nil { // node-local
 		t.Fatal(err)
 	}
 	waitFor(t, "the listeners to open", func() bool { return f.eng.Status().Running })

@@ -56,13 +56,15 @@ func loadServer(t *testing.T, domain string, n int) string {
 	if err := st.SetLocal(store.XMPPListen, "127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
+	if err := st.SetLocal(store.XMPPEnabled, "true"); err != nil { // node-local
+		t.Fatal(err)
+	}
 	ops := []store.Op{
 		store.DomainPrimary{Name: domain, Certs: &store.Domain{Name: domain, Key: domain + ".key", Cert: domain + ".crt"}},
 		store.ConfigSet{Key: store.XMPPPortC2S, Value: port},
 		store.ConfigSet{Key: store.XMPPPortC2STLS, Value: "0"},
 		store.ConfigSet{Key: store.XMPPPortS2S, Value: "0"},
 		store.AccountCreate{Accounts: accounts},
-		store.ConfigSet{Key: store.XMPPEnabled, Value: "true"},
 	}
 	for _, op := range ops {
 		if _, err := st.ProposeSettled(context.Background(), op); err != nil {
