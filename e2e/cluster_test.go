@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -364,9 +365,10 @@ func TestClusterCMSSequence(t *testing.T) {
 
 // TestClusterRestartFollower: a member restarted comes back by itself,
 // with its node id, listed once, and gets the changes made after. (Its
-// --hostname at boot goes through the cluster's log: written into its
-// store alone, it put the store one entry ahead of the log, and the
-// leader's next entry was skipped there.)
+// --hostname at boot is node-local now; when it was replicated and
+// written into the store alone, it put the store one entry ahead of the
+// log, and the leader's next entry was skipped there: the store now
+// refuses such a write on a member, store.SetClustered.)
 func TestClusterRestartFollower(t *testing.T) {
 	local, nodes := startClusterNodes(t, 3)
 	for n := 1; n <= 3; n++ {
@@ -477,4 +479,88 @@ func TestClusterChat(t *testing.T) {
 	if m := c.message(t, alice, "while you were away"); m.Delay == nil {
 		t.Fatalf("carol got %s: want the offline delay stamp", m.line)
 	}
+}
+
+// TestClusterNodeLocal: what is node-local stays on its node. xmpp disable
+// on node 2 stops XMPP there only (CMS: xmpp enable and disable act where
+// they are typed); a host name set on node 1 is not node 3's prompt; each
+// node keeps its own audit trail; with two nodes stopped, the third still
+// answers reads (xmpp callbridge list, audit) and node-local changes,
+// while a replicated change is refused with the no-leader line.
+func TestClusterNodeLocal(t *testing.T) {
+	local, nodes := startClusterNodes(t, 3)
+	formCluster(t, local, nodes)
+	one, two, three := nodes[1], nodes[2], nodes[3]
+	one.mustAdmin(t, "xmpp callbridge add cb1")
+	three.waitOutput(t, "xmpp callbridge list", "Callbridge : cb1\n")
+
+	// xmpp disable on node 2: node 2 stops, nodes 1 and 3 run on.
+	if out := two.mustAdmin(t, "xmpp disable"); !strings.Contains(out, "XMPP disabled") {
+		t.Fatalf("xmpp disable on node 2: %s", out)
+	}
+	if out := two.mustAdmin(t, "xmpp"); !strings.Contains(out, "disabled, not running") {
+		t.Fatalf("xmpp on node 2 after xmpp disable there:\n%s", out)
+	}
+	time.Sleep(500 * time.Millisecond) // were it replicated, the others would have stopped by now
+	for _, x := range []*clusterNode{one, three} {
+		if out := x.mustAdmin(t, "xmpp"); !strings.Contains(out, "enabled, running since") {
+			t.Fatalf("xmpp on node %d after xmpp disable on node 2:\n%s", x.n, out)
+		}
+	}
+	if c, err := net.DialTimeout("tcp", xmppAddr(2), time.Second); err == nil {
+		c.Close()
+		t.Fatal("node 2 still accepts XMPP connections after xmpp disable")
+	}
+	t.Run("client login on node 1", func(t *testing.T) {
+		needXMPPClients(t)
+		alice := "alice@" + clusterDomain
+		one.xmpp().addAccounts(t, alice, "alice-password")
+		one.xmpp().login(t, alice+"/one", "alice-password", clientOpts{})
+	})
+	two.mustAdmin(t, "xmpp enable")
+	if out := two.mustAdmin(t, "xmpp"); !strings.Contains(out, "enabled, running since") {
+		t.Fatalf("xmpp on node 2 after xmpp enable:\n%s", out)
+	}
+
+	// The host name is each node's own.
+	one.mustAdmin(t, "hostname renamed1")
+	if out := one.mustAdmin(t, "hostname"); out != "renamed1\n" {
+		t.Fatalf("hostname on node 1: %q", out)
+	}
+	if out := three.mustAdmin(t, "hostname"); out != "node3\n" {
+		t.Fatalf("hostname on node 3 after node 1 was renamed: %q", out)
+	}
+	leave(t, loginPrompt(t, three.appliance, "node3> "))
+
+	// Each node's audit trail is its own.
+	if out := two.mustAdmin(t, "audit 100"); !strings.Contains(out, "xmpp disable") || strings.Contains(out, "hostname renamed1") {
+		t.Fatalf("audit on node 2:\n%s", out)
+	}
+
+	// Two of three stopped (the leader among them): reads and node-local
+	// changes still work on the third, a replicated change is refused.
+	survivor := three
+	if three.status(t).leader == xmppAddr(3) {
+		survivor = two
+	}
+	for _, x := range []*clusterNode{one, two, three} {
+		if x != survivor {
+			x.stop()
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if st := survivor.status(t); st.state == "NO QUORUM" {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("node %d with two of three nodes stopped:\n%s", survivor.n, st.out)
+		}
+	}
+	if out := survivor.mustAdmin(t, "xmpp callbridge list"); !strings.Contains(out, "Callbridge : cb1\n") {
+		t.Fatalf("xmpp callbridge list without quorum:\n%s", out)
+	}
+	if out := survivor.mustAdmin(t, "audit"); !strings.Contains(out, "xmpp callbridge list") {
+		t.Fatalf("audit without quorum:\n%s", out)
+	}
+	survivor.mustAdmin(t, "hostname alone")
+	mustFail(t, survivor.admin("xmpp callbridge add cb4"), "a write without quorum", "xmpp callbridge add: no cluster leader: 1 of 3 nodes reachable; the change was not made")
 }
