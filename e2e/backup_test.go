@@ -29,7 +29,7 @@ func TestBackupSnapshotRollback(t *testing.T) {
 	bob := x.login(t, "bob@example.lan", "Bob-pass-22", clientOpts{})
 
 	out = x.mustAdmin(t, "backup list")
-	if !strings.Contains(out, "before") || !strings.Contains(out, "schema 4: 1 domain, 1 XMPP account, 0 call bridges") {
+	if !strings.Contains(out, "before") || !strings.Contains(out, "schema 5: 1 domain, 1 XMPP account, 0 call bridges") {
 		t.Fatalf("backup list:\n%s", out)
 	}
 
