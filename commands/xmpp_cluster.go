@@ -463,7 +463,7 @@ func runClusterJoin(c *Ctx, args []string) error {
 }
 
 // How long join waits for the node to follow a leader it can reach, so
-// that the next change (the audit trail's first) is accepted, and how
+// that the next replicated change is accepted, and how
 // often it looks. Variables so tests can shorten them.
 var (
 	clusterWait = 10 * time.Second
