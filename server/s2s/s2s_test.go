@@ -157,3 +157,18 @@ func TestStalledLinkBounces(t *testing.T) {
 		t.Fatalf("%d written, %d bounced: the queue never overflowed", len(written), len(h.bounced))
 	}
 }
+
+// Two nodes of a cluster share the dialback secret (the engine reads it
+// from the replicated store): a key one makes is the key the other checks.
+func TestDialbackKeySharedSecret(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	shared := func() []byte { return secret }
+	a, b := New(Config{Secret: shared}), New(Config{Secret: shared})
+	if a.dialbackKey("b.lan", "a.lan", "id1") != b.dialbackKey("b.lan", "a.lan", "id1") {
+		t.Fatal("services sharing the secret make different keys")
+	}
+	other := New(Config{Secret: func() []byte { return []byte("another secret of thirty-two b.") }})
+	if other.dialbackKey("b.lan", "a.lan", "id1") == a.dialbackKey("b.lan", "a.lan", "id1") {
+		t.Fatal("services with different secrets make the same key")
+	}
+}
