@@ -14,11 +14,9 @@ import (
 	"github.com/parley-xmpp/parley/store"
 )
 
-// bareEngine is an engine on a store and files area of its own, with no
-// domain: it serves nothing, but follows the store's changes.
-func bareEngine(t *testing.T) (*Engine, *store.Store, *pki.Area) {
+// openData opens a store and its files area in dir.
+func openData(t testing.TB, dir string) (*store.Store, *pki.Area) {
 	t.Helper()
-	dir := t.TempDir()
 	st, err := store.Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -27,6 +25,14 @@ func bareEngine(t *testing.T) (*Engine, *store.Store, *pki.Area) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st, files
+}
+
+// bareEngine is an engine on a store and files area of its own, with no
+// domain: it serves nothing, but follows the store's changes.
+func bareEngine(t *testing.T) (*Engine, *store.Store, *pki.Area) {
+	t.Helper()
+	st, files := openData(t, t.TempDir())
 	e := New(Config{Store: st, Files: files, Version: "test", Log: log.New(io.Discard, "", 0)})
 	e.Start()
 	t.Cleanup(func() {
@@ -97,19 +103,11 @@ func TestStoredFilesAfterRestoreAndAtStart(t *testing.T) {
 	}
 
 	// Start, standalone: missing files written, others kept.
-	dir := t.TempDir()
-	st, err := store.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, files := openData(t, t.TempDir())
 	defer st.Close()
+	defer files.Close()
 	settle(t, st, store.FilePut{File: store.StoredFile{Name: "a.crt", Data: []byte("STORED"), Mode: 0o644}})
 	settle(t, st, store.FilePut{File: store.StoredFile{Name: "b.crt", Data: []byte("STORED"), Mode: 0o644}})
-	files, err := pki.OpenArea(filepath.Join(dir, "files"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer files.Close()
 	if err := files.WriteFile("a.crt", []byte("UPLOADED"), 0o600, false); err != nil {
 		t.Fatal(err)
 	}
