@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -633,6 +634,34 @@ func removeGenerated(c *Ctx, generated bool, names ...string) {
 	}
 }
 
+// replicateFiles puts the contents of a domain's key, certificate and
+// bundle (names "" skipped) into the replicated store, which writes them
+// into every cluster node's files area: an admin uploads them once, on any
+// node. The store's copy of a name is replaced each time a command names
+// it. Run it after the files are checked and before the domain's change.
+func replicateFiles(c *Ctx, what, keyName string, others ...string) error {
+	for i, name := range append([]string{keyName}, others...) {
+		if name == "" {
+			continue
+		}
+		data, err := c.Files.ReadFile(name)
+		if err != nil {
+			return errorf("%s: %v", what, err)
+		}
+		mode := os.FileMode(0o600) // a private key
+		if i > 0 {
+			mode = 0o644
+			if st, err := c.Files.Root().Stat(name); err == nil {
+				mode = st.Mode().Perm() | 0o600
+			}
+		}
+		if err := commit(c, store.FilePut{File: store.StoredFile{Name: name, Data: data, Mode: mode}}); err != nil {
+			return errorf("%s: storing %s for every cluster node: %v", what, name, err)
+		}
+	}
+	return nil
+}
+
 func reportSelfSigned(c *Ctx, domain, keyName, crtName string, generated bool) {
 	if generated {
 		c.printf("Generated a self-signed certificate for %s: %s and %s. Replace it with a CA-signed one: upload the files, then xmpp certs <key> <crt> [<bundle>]\n",
@@ -704,6 +733,10 @@ func runXMPPDomain(c *Ctx, args []string) error {
 			return err
 		}
 		op.Certs = &store.Domain{Name: d, Key: keyName, Cert: crtName}
+		if err := replicateFiles(c, "xmpp domain", keyName, crtName); err != nil {
+			removeGenerated(c, generated, keyName, crtName)
+			return err
+		}
 	}
 	if err := commit(c, op); err != nil {
 		removeGenerated(c, generated, keyName, crtName)
@@ -747,6 +780,9 @@ func runXMPPCerts(c *Ctx, args []string) error {
 	if err := checkCertFiles(c, "xmpp certs", p.Name, keyName, crtName, bundleName); err != nil {
 		return err
 	}
+	if err := replicateFiles(c, "xmpp certs", keyName, crtName, bundleName); err != nil {
+		return err
+	}
 	if err := applyCerts(c, "xmpp certs", p, store.Domain{Name: p.Name, Key: keyName, Cert: crtName, Bundle: bundleName}); err != nil {
 		return err
 	}
@@ -770,6 +806,10 @@ func runXMPPCertsNone(c *Ctx, args []string) error {
 	if !generated && p.Key == keyName && p.Cert == crtName && p.Bundle == "" {
 		c.printf("%s already uses the self-signed %s and %s\n", p.Name, keyName, crtName)
 		return nil
+	}
+	if err := replicateFiles(c, "xmpp certs none", keyName, crtName); err != nil {
+		removeGenerated(c, generated, keyName, crtName)
+		return err
 	}
 	// Applied even when the names are the same (new files under the old
 	// names): the change tells the engine to load them.
@@ -811,6 +851,10 @@ func runXMPPMultiDomainAdd(c *Ctx, args []string) error {
 			return err
 		}
 	}
+	if err := replicateFiles(c, what, dom.Key, dom.Cert, dom.Bundle); err != nil {
+		removeGenerated(c, generated, dom.Key, dom.Cert)
+		return err
+	}
 	if err := commit(c, store.DomainPut{Domain: *dom}); err != nil {
 		removeGenerated(c, generated, dom.Key, dom.Cert)
 		return errorf("%s: %v", what, err)
@@ -837,6 +881,9 @@ func runXMPPMultiDomainCerts(c *Ctx, args []string) error {
 		dom.Bundle = args[3]
 	}
 	if err := checkCertFiles(c, what, d, dom.Key, dom.Cert, dom.Bundle); err != nil {
+		return err
+	}
+	if err := replicateFiles(c, what, dom.Key, dom.Cert, dom.Bundle); err != nil {
 		return err
 	}
 	if err := applyCerts(c, what, old, dom); err != nil {

@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -975,5 +976,48 @@ func TestSubcommandErrors(t *testing.T) {
 	out = f.ok("help user rule")
 	if !strings.HasPrefix(out, "usage: user rule\n") || !strings.Contains(out, "\n  user rule min_length <n>") {
 		t.Errorf("help user rule:\n%s", out)
+	}
+}
+
+// The commands that name a domain's files put their contents into the
+// replicated store (every cluster node writes them into its files area),
+// replaced when a command names them again; refused changes store nothing.
+func TestXMPPCertsReplicateFiles(t *testing.T) {
+	f := newFixture(t)
+	f.certFiles("example.com", "example.org")
+	stored := func(name string) []byte {
+		t.Helper()
+		sf, err := f.env.Store.StoredFile(name)
+		if err != nil {
+			return nil
+		}
+		return sf.Data
+	}
+	f.ok("xmpp domain example.com")
+	selfKey, _ := f.env.Files.ReadFile("example.com.key")
+	if got := stored("example.com.key"); got == nil || !bytes.Equal(got, selfKey) {
+		t.Fatalf("xmpp domain: the generated key is not in the store (%d bytes)", len(got))
+	}
+	f.refuse("xmpp multi-domain add example.org example.com.key example.org.crt", "the key does not match")
+	if stored("example.org.crt") != nil {
+		t.Fatal("a refused multi-domain add stored its files")
+	}
+	f.ok("xmpp multi-domain add example.org example.org.key example.org.crt ca.pem")
+	for _, name := range []string{"example.org.key", "example.org.crt", "ca.pem"} {
+		data, _ := f.env.Files.ReadFile(name)
+		if got := stored(name); got == nil || !bytes.Equal(got, data) {
+			t.Errorf("%s is not in the store as in the files area", name)
+		}
+	}
+	if sf, _ := f.env.Store.StoredFile("example.org.key"); sf.Mode != 0o600 {
+		t.Errorf("the key is stored with mode %o", sf.Mode)
+	}
+	// Replaced when a command names it again.
+	f.env.Files.Remove("example.com.key")
+	f.env.Files.Remove("example.com.crt")
+	f.ok("xmpp certs none")
+	newKey, _ := f.env.Files.ReadFile("example.com.key")
+	if got := stored("example.com.key"); bytes.Equal(got, selfKey) || !bytes.Equal(got, newKey) {
+		t.Error("xmpp certs none did not replace the stored key by the new one")
 	}
 }

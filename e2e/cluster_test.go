@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"bytes"
+	"crypto/tls"
+	"encoding/pem"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -563,4 +567,102 @@ func TestClusterNodeLocal(t *testing.T) {
 	}
 	survivor.mustAdmin(t, "hostname alone")
 	mustFail(t, survivor.admin("xmpp callbridge add cb4"), "a write without quorum", "xmpp callbridge add: no cluster leader: 1 of 3 nodes reachable; the change was not made")
+}
+
+// TestClusterCertificatesUploadedOnce: the contents of a domain's key,
+// certificate and bundle travel through the cluster's log (issue 11:
+// "an admin uploads certificates once, on any node: they appear in every
+// node's files area"). The cluster's own certificate is on every node (a
+// node presents it before it joins); a second domain's files are uploaded
+// to node 1 alone, and its self-signed files are made on node 3 alone:
+// each node then has every file, byte for byte, the key with mode 0600,
+// and serves the second domain's certificate by SNI. Node 3 joins after
+// the second domain was added, so it gets the files with the cluster's
+// state.
+func TestClusterCertificatesUploadedOnce(t *testing.T) {
+	local, nodes := startClusterNodes(t, 3)
+	one, two, three := nodes[1], nodes[2], nodes[3]
+	const second, third = "second.lan", "third.lan"
+	ec := []string{"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"}
+	writeFile(t, local, "second.ext", []byte("subjectAltName=DNS:"+second+"\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature\n"))
+	run(t, local, opensslBin, append(append([]string{"req", "-new"}, ec...), "-keyout", "second.key", "-out", "second.csr", "-subj", "/CN="+second)...)
+	run(t, local, opensslBin, "x509", "-req", "-in", "second.csr", "-CA", "cluster-ca.pem", "-CAkey", "cluster-ca.key",
+		"-set_serial", "300", "-days", "30", "-extfile", "second.ext", "-out", "second.crt")
+
+	for _, x := range []*clusterNode{one, two, three} {
+		x.put(t, x.asAdmin(), filepath.Join(local, "cluster.key"), filepath.Join(local, "cluster.crt"), filepath.Join(local, "cluster-ca.pem"))
+	}
+	one.put(t, one.asAdmin(), filepath.Join(local, "second.key"), filepath.Join(local, "second.crt"))
+	for _, x := range []*clusterNode{one, two} {
+		lines := []string{"xmpp domain " + clusterDomain, "xmpp listen " + x.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
+			"xmpp cluster trust cluster-ca.pem", "xmpp cluster enable", "xmpp cluster initialize", "xmpp enable"}
+		if x != one {
+			lines[5] = "xmpp cluster join " + one.ip
+		}
+		x.script(t, lines...)
+	}
+	one.waitPeers(t, xmppAddr(1), xmppAddr(2))
+	one.mustAdmin(t, "xmpp multi-domain add "+second+" second.key second.crt cluster-ca.pem")
+	three.script(t, "xmpp domain "+clusterDomain, "xmpp listen "+three.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
+		"xmpp cluster trust cluster-ca.pem", "xmpp cluster enable", "xmpp enable", "xmpp cluster join "+two.ip)
+	all := []string{xmppAddr(1), xmppAddr(2), xmppAddr(3)}
+	for _, x := range []*clusterNode{one, two, three} {
+		x.waitPeers(t, all...)
+	}
+	// A domain with a self-signed certificate made on node 3.
+	three.mustAdmin(t, "xmpp multi-domain add "+third)
+	thirdKey, err := os.ReadFile(filepath.Join(three.filesDir(), third+".key"))
+	if err != nil {
+		t.Fatalf("node 3 did not make %s.key: %v", third, err)
+	}
+
+	want := map[string][]byte{"third.lan.key": thirdKey}
+	for _, name := range []string{"second.key", "second.crt", "cluster-ca.pem"} {
+		data, err := os.ReadFile(filepath.Join(local, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[name] = data
+	}
+	for _, x := range []*clusterNode{one, two, three} {
+		x.waitOutput(t, "pki list", "second.key", "second.crt", third+".key", third+".crt")
+		x.waitOutput(t, "xmpp multi-domain list", second, third)
+		got := t.TempDir()
+		x.get(t, x.asAdmin(), got, "second.key", "second.crt", "cluster-ca.pem", third+".key")
+		for name, data := range want {
+			if b, err := os.ReadFile(filepath.Join(got, name)); err != nil || !bytes.Equal(b, data) {
+				t.Errorf("node %d: %s fetched by sftp differs from the file uploaded once (%d bytes, want %d; %v)", x.n, name, len(b), len(data), err)
+			}
+		}
+		for _, key := range []string{"second.key", third + ".key"} {
+			if st, err := os.Stat(filepath.Join(x.filesDir(), key)); err != nil || st.Mode().Perm() != 0o600 {
+				t.Errorf("node %d: %s: %v, mode %v; want 0600", x.n, key, err, st)
+			}
+		}
+	}
+
+	// Node 3 serves the second domain's certificate, by SNI, on direct TLS.
+	secondCert, err := os.ReadFile(filepath.Join(local, "second.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(secondCert)
+	if block == nil {
+		t.Fatal("second.crt is not PEM")
+	}
+	var served []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", net.JoinHostPort(three.ip, "5223"),
+			&tls.Config{ServerName: second, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
+		if err == nil {
+			served = conn.ConnectionState().PeerCertificates[0].Raw
+			conn.Close()
+			if bytes.Equal(served, block.Bytes) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 3 does not serve second.crt for SNI %s (dial: %v; served %d bytes)\n%s", second, err, len(served), three.mustAdmin(t, "xmpp"))
+		}
+	}
 }

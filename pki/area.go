@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -136,6 +137,28 @@ func (a *Area) WriteFile(name string, data []byte, perm os.FileMode, exclusive b
 		return fmt.Errorf("%s: %v", name, unwrapPath(err))
 	}
 	return a.SyncDir()
+}
+
+// Put makes name hold data with permissions perm, as WriteFile does, but
+// only when it does not already: a file with those bytes is left as it is
+// (its modification time unchanged), its permissions corrected if they
+// differ. changed reports whether anything was written.
+func (a *Area) Put(name string, data []byte, perm os.FileMode) (changed bool, err error) {
+	if err := CheckName(name); err != nil {
+		return false, err
+	}
+	if st, err := a.root.Lstat(name); err == nil && st.Mode().IsRegular() && st.Size() == int64(len(data)) {
+		if old, err := a.ReadFile(name); err == nil && bytes.Equal(old, data) {
+			if st.Mode().Perm() == perm.Perm() {
+				return false, nil
+			}
+			if err := a.root.Chmod(name, perm.Perm()); err != nil {
+				return false, fmt.Errorf("%s: %v", name, unwrapPath(err))
+			}
+			return true, nil
+		}
+	}
+	return true, a.WriteFile(name, data, perm, false)
 }
 
 // CreateTemp creates a hidden temporary file in the area's top directory.

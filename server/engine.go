@@ -91,6 +91,10 @@ type Engine struct {
 	errs      uint64 // setError calls, so reconcile knows whether it failed at something
 	stopped   bool
 	filesWarn bool // the open-file count is near the limit (logged once per episode)
+
+	secret    atomic.Pointer[[]byte] // the store's dialback secret, once read (files.go)
+	localOnce sync.Once
+	local     []byte // this process's dialback secret while the store has none
 }
 
 type stanzaRate struct {
@@ -207,6 +211,7 @@ func New(cfg Config) *Engine {
 		SourceIP:    e.sourceIP,
 		StanzaRate:  e.linkStanzaRate,
 		Episodes:    episodes,
+		Secret:      e.dialbackSecret,
 	})
 	e.router.Remote = e.s2s
 	return e
@@ -307,6 +312,7 @@ func (e *Engine) certFor(name string) *tls.Certificate {
 // Start applies the stored configuration and follows every change.
 func (e *Engine) Start() {
 	e.cfg.Store.Watch(e.onChange)
+	e.putFiles(!e.cfg.Store.Clustered())
 	e.loadComponents()
 	e.reconcile()
 	e.wg.Add(2)
@@ -403,6 +409,10 @@ func (e *Engine) onChange(c store.Change) {
 		}
 	case store.DomainPrimary, store.DomainPut, store.DomainDel, store.XMPPReset:
 		e.reconcile()
+	case store.FilePut:
+		e.putFile(op.File, false)
+	case store.DialbackSecretInit:
+		e.secret.Store(nil) // read again at the next key
 	case store.ComponentAdd:
 		e.loadComponents()
 	case store.ComponentDel:
@@ -413,6 +423,8 @@ func (e *Engine) onChange(c store.Change) {
 			s.Close(&stream.Error{Condition: "not-authorized", Text: "the account was deleted"})
 		}
 	case store.Restored:
+		e.putFiles(!e.cfg.Store.Clustered())
+		e.secret.Store(nil)
 		e.loadComponents()
 		e.reconcile()
 		e.dropGone()

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -78,15 +77,7 @@ func startWith(t testing.TB, tweak func(*Config)) *fixture {
 // users alice and bob) on 127.0.0.1 with free ports.
 func startDomain(t testing.TB, domain string, tweak func(*Config)) *fixture {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := store.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := pki.OpenArea(filepath.Join(dir, "files"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, files := openData(t, t.TempDir())
 	selfSigned(t, files, domain)
 	f := &fixture{t: t, st: st, files: files, port: freePort(t), tlsPort: freePort(t), s2sPort: freePort(t)}
 	if err := st.SetLocal(store.XMPPListen, "127.0.0.1"); err != nil {

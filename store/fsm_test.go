@@ -124,6 +124,12 @@ func someOps(t *testing.T, n int) []Op {
 		PrivateSet{User: acct.JID, Key: "storage:bookmarks", XML: []byte("<storage/>")},
 		LastSet{User: acct.JID, Status: "bye"},
 		DomainDel{Name: "example.org"},
+		FilePut{File: StoredFile{Name: "k", Data: []byte("KEY"), Mode: 0o600}},
+		FilePut{File: StoredFile{Name: "c", Data: []byte("CERT"), Mode: 0o644}},
+		FilePut{File: StoredFile{Name: "c", Data: []byte("CERT 2"), Mode: 0o644}},
+		FilePut{File: StoredFile{Name: "../x", Data: []byte("no"), Mode: 0o600}}, // fails
+		DialbackSecretInit{Secret: bytes.Repeat([]byte{1}, DialbackSecretSize)},
+		DialbackSecretInit{Secret: bytes.Repeat([]byte{2}, DialbackSecretSize)}, // kept the first
 	}
 	for i := 0; i < n; i++ {
 		ops = append(ops, OfflinePush{User: bob.JID, Stanza: []byte(fmt.Sprintf("<message id='%d'/>", i))})

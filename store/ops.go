@@ -48,7 +48,8 @@ func init() {
 		ComponentAdd{}, ComponentDel{},
 		AccountCreate{}, AccountPassword{}, AccountDelete{},
 		RosterPut{}, RosterDel{}, RosterSet{}, RosterSubscribe{}, RosterRemove{},
-		OfflinePush{}, OfflineDel{}, VCardSet{}, PrivateSet{}, LastSet{})
+		OfflinePush{}, OfflineDel{}, VCardSet{}, PrivateSet{}, LastSet{},
+		FilePut{}, DialbackSecretInit{})
 }
 
 // Errors callers may test for.

@@ -90,6 +90,10 @@ type Config struct {
 	// Episodes logs failures and limits hit, one line per episode (nil:
 	// one of its own on Log).
 	Episodes *limit.Episodes
+	// Secret is the dialback secret (XEP-0185), asked for each key made
+	// or checked: the cluster's one, so that a key made on one node
+	// verifies on any (nil: a random one of this Service's).
+	Secret func() []byte
 }
 
 // Defaults of the caps in Config.
@@ -105,7 +109,7 @@ type pair struct{ local, remote string }
 // Service runs federation.
 type Service struct {
 	cfg    Config
-	secret []byte // dialback secret, new at every start
+	secret []byte // dialback secret when Config.Secret is nil, new at every start
 
 	mu       sync.Mutex
 	out      map[pair]*outLink
@@ -156,7 +160,11 @@ func New(cfg Config) *Service {
 // dialbackKey is the XEP-0185 key: HMAC-SHA256 keyed with SHA-256 of the
 // secret over "receiving originating streamID", in hex.
 func (s *Service) dialbackKey(receiving, originating, id string) string {
-	k := sha256.Sum256(s.secret)
+	secret := s.secret
+	if s.cfg.Secret != nil {
+		secret = s.cfg.Secret()
+	}
+	k := sha256.Sum256(secret)
 	m := hmac.New(sha256.New, k[:])
 	m.Write([]byte(receiving + " " + originating + " " + id))
 	return hex.EncodeToString(m.Sum(nil))

@@ -157,3 +157,63 @@ func TestStalledLinkBounces(t *testing.T) {
 		t.Fatalf("%d written, %d bounced: the queue never overflowed", len(written), len(h.bounced))
 	}
 }
+
+// Two nodes of a cluster share the dialback secret (the engine reads it
+// from the replicated store): a key node A makes for a link is valid when
+// the remote server asks node B to verify it; a node with a secret of its
+// own (another store) says invalid.
+func TestDialbackKeySharedSecret(t *testing.T) {
+	openStore := func() *store.Store {
+		st, err := store.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	secretOf := func(st *store.Store) func() []byte {
+		return func() []byte {
+			s, err := st.DialbackSecret()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+	}
+	a, b, other := openStore(), openStore(), openStore()
+	if _, err := a.Propose(store.DialbackSecretInit{Secret: []byte("0123456789abcdef0123456789abcdef")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Propose(store.DialbackSecretInit{Secret: []byte("another secret of thirty-two b..")}); err != nil {
+		t.Fatal(err)
+	}
+	// b joins a's cluster: a's snapshot (or log) gives it the secret.
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(a.Snapshot(pw)) }()
+	if err := b.Restore(pr); err != nil {
+		t.Fatal(err)
+	}
+	h := &bounceRecorder{}
+	nodeA := New(Config{Handler: h, Secret: secretOf(a)})
+	key := nodeA.dialbackKey("b.lan", "a.lan", "id1") // a.lan's link to b.lan, stream id1
+	verify := func(st *store.Store) string {
+		node := New(Config{Handler: h, Secret: secretOf(st)})
+		ours, theirs := net.Pipe()
+		defer theirs.Close()
+		in := &inStream{s: node, raw: ours}
+		go in.answerVerify(xml.New(NSDialback, "verify", "from", "b.lan", "to", "a.lan", "id", "id1").AddText(key))
+		theirs.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 512)
+		n, err := theirs.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+	if got := verify(b); !strings.Contains(got, `type="valid"`) {
+		t.Errorf("node B (the cluster's secret) answers %s", got)
+	}
+	if got := verify(other); !strings.Contains(got, `type="invalid"`) {
+		t.Errorf("a node with another secret answers %s", got)
+	}
+}
