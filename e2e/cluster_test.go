@@ -666,3 +666,52 @@ func TestClusterCertificatesUploadedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterCallBridge: a call bridge added on one node (its secret
+// replicated: no add-secret on the others) connects to node 1 as a
+// slixmpp ComponentXMPP, and a user logged in to node 3 reaches it and
+// gets its answer, in one hop each way through the cluster's route table.
+func TestClusterCallBridge(t *testing.T) {
+	needXMPPClients(t)
+	local, nodes := startClusterNodes(t, 3)
+	formCluster(t, local, nodes)
+	one, two, three := nodes[1], nodes[2], nodes[3]
+	out := two.mustAdmin(t, "xmpp callbridge add cb1")
+	m := regexp.MustCompile(`secret ([A-Za-z0-9]{20})`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("xmpp callbridge add printed %q, want its secret", out)
+	}
+	secret, cb1 := m[1], "cb1."+clusterDomain
+	one.waitOutput(t, "xmpp callbridge list", "Secret     : "+secret+"\n")
+	three.waitOutput(t, "xmpp callbridge list", "Secret     : "+secret+"\n")
+	alice := "alice@" + clusterDomain
+	three.xmpp().addAccounts(t, alice, "alice-password")
+
+	comp := one.xmpp().connectComponent(t, cb1, secret, false)
+	a := three.xmpp().login(t, alice+"/three", "alice-password", clientOpts{})
+	room := "room1@" + cb1
+	var in *xev
+	// The bridge's connection reaches node 3's table a moment after the
+	// handshake: until then a message to it bounces (not connected).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		a.send(t, room, "hello bridge")
+		var ok bool
+		if in, ok = comp.take(func(e *xev) bool { return e.Ev == "message" && e.Body == "hello bridge" }); ok {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+		if in, ok = comp.take(func(e *xev) bool { return e.Ev == "message" && e.Body == "hello bridge" }); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the bridge on node 1 never got alice's message from node 3\n%s\n%s", comp.transcript(), a.transcript())
+		}
+	}
+	if in.From != a.session.JID || in.To != room {
+		t.Fatalf("the bridge got the message from %q to %q, want from %s to %s", in.From, in.To, a.session.JID, room)
+	}
+	comp.componentSend(t, room, in.From, "welcome from node 1")
+	if got := a.message(t, room, "welcome from node 1"); got.From != room {
+		t.Fatalf("alice got the answer from %q, want %s", got.From, room)
+	}
+}
