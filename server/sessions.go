@@ -19,8 +19,8 @@ import (
 // add per read or write call on the socket, nothing per stanza.
 type meter struct {
 	bytesIn, bytesOut atomic.Uint64
-	last    atomic.Int64 // unix nanoseconds of the last read that brought data
-	since   time.Time    // accepted or dialed
+	last              atomic.Int64 // unix nanoseconds of the last read that brought data
+	since             time.Time    // accepted or dialed
 }
 
 func (m *meter) read(n int) {

@@ -77,8 +77,8 @@ type Config struct {
 	// server (for local → remote) and returns the one to use instead
 	// (the engine's byte counters).
 	Dialed func(c net.Conn, local, remote string) net.Conn
-	Limits   xml.Limits
-	Log      *log.Logger //
+	Limits xml.Limits
+	Log    *log.Logger //
 	// Bounds (defaults in New).
 	ConnectTimeout time.Duration        // the whole set-up of an outgoing link, default 30 s
 	AuthTimeout    func() time.Duration // negotiation of an incoming stream, default 30 s
