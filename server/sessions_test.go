@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +157,31 @@ func TestConnectionsComponentAndFederation(t *testing.T) {
 		if !ok || c.BytesIn == 0 || c.BytesOut == 0 || c.Peer == "" || c.Since.IsZero() {
 			t.Errorf("%s: %+v (all: %+v)", k, c, byName)
 		}
+	}
+}
+
+// TestSessionsInACluster: a node lists its own sessions in full and the
+// other node's resources with that node's id and their presence; it
+// kicks only its own.
+func TestSessionsInACluster(t *testing.T) {
+	f1, f2, net := twoNodes(t)
+	bob := f2.pipeClient(t, "bob", "bob-password", "desk")
+	go io.WriteString(bob.conn, `<presence><priority>3</priority></presence>`)
+	bob.expect("own presence", isFrom("presence", "bob@example.lan/desk"))
+	f1.pipeClient(t, "alice", "alice-password", "phone")
+	net.Settle(t)
+	waitFor(t, "bob's presence in node 1's table", func() bool {
+		return sessionsOf(f1, "bob@example.lan")["bob@example.lan/desk"].Available
+	})
+	got := f1.eng.Sessions("example.lan")
+	if len(got) != 2 || got[0].JID != "alice@example.lan/phone" || got[0].Node != "" || got[0].Mechanism != "PLAIN" ||
+		got[1].JID != "bob@example.lan/desk" || got[1].Node != "n2" || got[1].Priority != 3 || got[1].Remote != "" {
+		t.Fatalf("node 1's sessions: %+v", got)
+	}
+	if _, err := f1.eng.Kick("bob@example.lan", "x"); !errors.Is(err, ErrNoSession) {
+		t.Errorf("node 1 kicked node 2's session: %v", err)
+	}
+	if n, err := f2.eng.Kick("bob@example.lan", "x"); n != 1 || err != nil {
+		t.Errorf("node 2's kick: %d, %v", n, err)
 	}
 }
