@@ -106,7 +106,7 @@ func (t *preAuth) admit(c net.Conn, logf func(string, ...any)) (*pending, *xml.E
 		t.evicted++
 	}
 	p := &pending{Conn: c, t: t, key: key}
-	p.since = time.Now()
+	p.start()
 	st.n++
 	t.n++
 	p.prev, p.in = t.tail, true

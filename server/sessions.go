@@ -20,8 +20,14 @@ import (
 type meter struct {
 	bytesIn, bytesOut atomic.Uint64
 	last              atomic.Int64 // unix nanoseconds of the last read that brought data
-	since             time.Time    // accepted or dialed
+	since             int64        // unix nanoseconds: accepted or dialed
 }
+
+// start sets when the connection began.
+func (m *meter) start() { m.since = time.Now().UnixNano() }
+
+// began is when the connection began.
+func (m *meter) began() time.Time { return time.Unix(0, m.since) }
 
 func (m *meter) read(n int) {
 	if n > 0 {
@@ -41,7 +47,7 @@ func (m *meter) lastRead() time.Time {
 	if ns := m.last.Load(); ns != 0 {
 		return time.Unix(0, ns)
 	}
-	return m.since
+	return m.began()
 }
 
 // dialedConns are the connections the engine made to other servers, for
@@ -64,7 +70,7 @@ type dialedConn struct {
 // add is s2s.Config.Dialed: it counts c's bytes while it is open.
 func (d *dialedConns) add(c net.Conn, local, remote string) net.Conn {
 	dc := &dialedConn{Conn: c, set: d, name: local + " → " + remote}
-	dc.since = time.Now()
+	dc.start()
 	d.mu.Lock()
 	if d.m == nil {
 		d.m = map[*dialedConn]struct{}{}
@@ -212,7 +218,7 @@ func (e *Engine) Connections() []status.Connection {
 		if !ok {
 			continue
 		}
-		cn := status.Connection{Kind: status.ConnPreLogin, Peer: c.RemoteAddr().String(), Since: p.since, BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load()}
+		cn := status.Connection{Kind: status.ConnPreLogin, Peer: c.RemoteAddr().String(), Since: p.began(), BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load()}
 		switch {
 		case st.sess != nil:
 			cn.Kind, cn.Name = status.ConnClient, st.sess.Full()
@@ -225,7 +231,7 @@ func (e *Engine) Connections() []status.Connection {
 	e.mu.Unlock()
 	e.dialed.mu.Lock()
 	for c := range e.dialed.m {
-		out = append(out, status.Connection{Kind: status.ConnServerOut, Peer: c.RemoteAddr().String(), Name: c.name, Since: c.since,
+		out = append(out, status.Connection{Kind: status.ConnServerOut, Peer: c.RemoteAddr().String(), Name: c.name, Since: c.began(),
 			BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load()})
 	}
 	e.dialed.mu.Unlock()
