@@ -17,22 +17,15 @@ import (
 // text.
 func (c *client) kickedWith() (condition, text string) {
 	c.t.Helper()
-	for {
-		el, err := c.rd.Next()
-		if err != nil {
-			c.t.Fatalf("no stream error, got %v", err)
-		}
-		if el.Name.Local == "error" && el.Name.Space == xml.NSStream {
-			for _, k := range el.Elements() {
-				if k.Name.Local == "text" {
-					text = k.Text()
-				} else {
-					condition = k.Name.Local
-				}
-			}
-			return condition, text
+	el := c.expect("a stream error", func(el *xml.Element) bool { return el.Name.Local == "error" && el.Name.Space == xml.NSStream })
+	for _, k := range el.Elements() {
+		if k.Name.Local == "text" {
+			text = k.Text()
+		} else {
+			condition = k.Name.Local
 		}
 	}
+	return condition, text
 }
 
 func sessionsOf(f *fixture, filter string) map[string]status.Session {
@@ -137,12 +130,18 @@ func TestConnectionsComponentAndFederation(t *testing.T) {
 	if _, got := fp.a.connectComponent("cb1.example.lan", cbSecret); got != "handshake" {
 		t.Fatalf("handshake: %s", got)
 	}
+	// A ping each way: a link from a.lan to b.lan and one back.
 	alice := fp.a.userAt("a.lan", "alice")
 	bob := fp.b.userAt("b.lan", "bob")
-	alice.send(`<message to='bob@b.lan' type='chat' id='m1'><body>hi bob</body></message>`)
-	bob.expect("alice's message", isMessageFrom("alice@a.lan/r", "hi bob"))
-	bob.send(`<message to='alice@a.lan/r' type='chat' id='m2'><body>hi alice</body></message>`)
-	alice.expect("bob's message", isMessageFrom("bob@b.lan/r", "hi alice"))
+	for _, p := range []struct {
+		c  *client
+		to string
+	}{{alice, "b.lan"}, {bob, "a.lan"}} {
+		p.c.send(`<iq type='get' id='ping-` + p.to + `' to='` + p.to + `'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		if r := p.c.answer("ping-" + p.to); r.Get("type") != "result" {
+			t.Fatalf("ping %s: %s", p.to, r)
+		}
+	}
 
 	byName := map[string]status.Connection{}
 	waitFor(t, "a.lan's connections", func() bool {
