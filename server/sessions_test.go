@@ -184,3 +184,14 @@ func TestSessionsInACluster(t *testing.T) {
 		t.Errorf("node 2's kick: %d, %v", n, err)
 	}
 }
+
+// BenchmarkMeter is what counting costs per read and write call on a
+// socket (the RouteMessage benchmark runs over pipes, without it).
+func BenchmarkMeter(b *testing.B) {
+	var m meter
+	m.start()
+	for i := 0; i < b.N; i++ {
+		m.read(1400)
+		m.wrote(1400)
+	}
+}
