@@ -24,6 +24,7 @@ import (
 type XMPPEngine interface {
 	Status() status.XMPP
 	UserSessions(bareJID string) int
+	XMPPMonitor // xmpp sessions, xmpp connections (xmpp_sessions.go)
 }
 
 // How long xmpp enable/disable wait for the engine to report the change,
@@ -213,6 +214,7 @@ func xmppCommands() []*Command {
 	}
 	cmds = append(cmds, xmppUserCommands()...)
 	cmds = append(cmds, xmppLimitsCommands()...)
+	cmds = append(cmds, xmppSessionsCommands()...)
 	cmds = append(cmds, federationCommands()...)
 	cmds = append(cmds, clusterCommands()...)
 	return append(cmds, callbridgeCommands()...)

@@ -85,6 +85,7 @@ type Engine struct {
 	primary   string
 	listeners map[string]*listener // by "addr kind"
 	conns     map[net.Conn]*connState
+	dialed    dialedConns // outgoing server connections (sessions.go)
 	since     time.Time
 	lastErr   string
 	lastErrAt time.Time
@@ -104,7 +105,8 @@ type stanzaRate struct {
 
 type connState struct {
 	sess  *c2s.Session
-	other bool // a component's or a server's stream: closed by its own service
+	other bool            // a component's or a server's stream: closed by its own service
+	kind  status.ConnKind // set once the stream header said (server-in, component)
 }
 
 // Accept back-off: after a failed accept (e.g. EMFILE: no file descriptor
@@ -209,6 +211,7 @@ func New(cfg Config) *Engine {
 		Limits:      cfg.Limits,
 		Log:         cfg.Log,
 		SourceIP:    e.sourceIP,
+		Dialed:      e.dialed.add,
 		StanzaRate:  e.linkStanzaRate,
 		Episodes:    episodes,
 		Secret:      e.dialbackSecret,
@@ -935,12 +938,12 @@ func (e *Engine) serve(p *pending, direct bool) {
 		}, release)
 	case stream.NSServer:
 		e.mu.Lock()
-		st.other = true
+		st.other, st.kind = true, status.ConnServerIn
 		e.mu.Unlock()
 		e.s2s.ServeIn(c, rd, header, direct || isTLS(c))
 	case stream.NSAccept:
 		e.mu.Lock()
-		st.other = true
+		st.other, st.kind = true, status.ConnComponent
 		e.mu.Unlock()
 		component.Serve(e.comp, e.comps, c, rd, header, direct || isTLS(c))
 	default:

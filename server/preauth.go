@@ -106,6 +106,7 @@ func (t *preAuth) admit(c net.Conn, logf func(string, ...any)) (*pending, *xml.E
 		t.evicted++
 	}
 	p := &pending{Conn: c, t: t, key: key}
+	p.start()
 	st.n++
 	t.n++
 	p.prev, p.in = t.tail, true
@@ -181,6 +182,8 @@ type pending struct {
 
 	mu      sync.Mutex // deadlines against eviction
 	evicted atomic.Pointer[xml.Error]
+
+	meter // bytes in and out, for xmpp connections
 }
 
 func (p *pending) evict(e *xml.Error) {
@@ -195,11 +198,18 @@ func (p *pending) Read(b []byte) (int, error) {
 		return 0, e
 	}
 	n, err := p.Conn.Read(b)
+	p.read(n)
 	if err != nil {
 		if e := p.evicted.Load(); e != nil {
 			return n, e
 		}
 	}
+	return n, err
+}
+
+func (p *pending) Write(b []byte) (int, error) {
+	n, err := p.Conn.Write(b)
+	p.wrote(n)
 	return n, err
 }
 

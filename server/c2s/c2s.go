@@ -12,11 +12,13 @@ import (
 	"log"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/router"
+	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -96,6 +98,9 @@ type Session struct {
 	bare     string
 	full     string
 	tls      bool
+	mech     uint8 // the SASL mechanism: Mechanisms[mech]
+
+	in atomic.Uint64 // stanzas received from the client (the read loop counts)
 
 	mu         sync.Mutex
 	values     []value // the modules' state (router.Session's value store)
@@ -121,6 +126,23 @@ func (s *Session) Domain() string { return s.domain }
 
 // Local is the localpart.
 func (s *Session) Local() string { return s.local }
+
+// Info is what `xmpp sessions` shows of the session: its address, TLS
+// version, SASL mechanism, start and stanza counts (the caller adds when
+// the client last sent anything, and its availability).
+func (s *Session) Info() status.Session {
+	st := status.Session{JID: s.full, Since: s.Started, StanzasIn: s.in.Load(), StanzasOut: s.conn.Written()}
+	if int(s.mech) < len(Mechanisms) {
+		st.Mechanism = Mechanisms[s.mech]
+	}
+	if a := s.raw.RemoteAddr(); a != nil {
+		st.Remote = a.String()
+	}
+	if tc, ok := s.raw.(*tls.Conn); ok {
+		st.TLS = tls.VersionName(tc.ConnectionState().Version)
+	}
+	return st
+}
 
 // value is one entry of the session's value store.
 type value struct{ key, v any }
@@ -297,6 +319,7 @@ func (s *Session) serve(rd *xml.Reader) {
 		if !s.pace() {
 			break
 		}
+		s.in.Add(1)
 		// from is always the session's full JID (RFC 6120 §8.1.2.1).
 		el.Set("from", s.full)
 		cfg.Handler.Handle(s, el)

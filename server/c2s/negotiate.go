@@ -39,6 +39,7 @@ type negotiation struct {
 	headerSent bool
 	authed     bool
 	local      string
+	mech       uint8 // index in Mechanisms of the one that succeeded
 	failures   int
 }
 
@@ -242,13 +243,14 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 
 func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit.Attempt) (bool, error) {
 	var mech sasl.Mechanism
+	var index uint8
 	switch name := auth.Get("mechanism"); name {
 	case "SCRAM-SHA-256":
-		mech = sasl.ScramSha256
+		mech, index = sasl.ScramSha256, 0
 	case "SCRAM-SHA-1":
-		mech = sasl.ScramSha1
+		mech, index = sasl.ScramSha1, 1
 	case "PLAIN":
-		mech = sasl.Plain
+		mech, index = sasl.Plain, 2
 	default:
 		att.Abandoned() // no password tested
 		return false, n.attemptFailed(ip, att, "invalid-mechanism", fmt.Sprintf("%q is not offered", xml.Clip(name)))
@@ -357,7 +359,7 @@ func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit
 				att.Failed()
 				return false, n.attemptFailed(ip, att, "not-authorized", "")
 			}
-			n.authed, n.local = true, user
+			n.authed, n.local, n.mech = true, user, index
 			att.Succeeded()
 			if len(resp) == 0 {
 				return true, n.write([]byte(`<success xmlns="` + stream.NSSASL + `"/>`))
@@ -485,7 +487,7 @@ func (n *negotiation) bind(iq, b *xml.Element) (*Session, error) {
 	n.raw.SetReadDeadline(time.Time{})
 	s := &Session{
 		cfg: n.cfg, raw: n.raw, domain: n.domain, local: full.Localpart(), resource: full.Resourcepart(),
-		bare: full.Bare().String(), full: full.String(), tls: n.tls, Started: time.Now(),
+		bare: full.Bare().String(), full: full.String(), tls: n.tls, mech: n.mech, Started: time.Now(),
 	}
 	s.conn = stream.NewConn(n.raw, stream.NSClient)
 	s.bindResult = result // sent once the session is routable (serve)

@@ -378,6 +378,9 @@ func (s *Service) connect(ctx context.Context, p pair, auth bool) (*established,
 				timedOut = timedOut || isTimeout(err)
 				continue
 			}
+			if s.cfg.Dialed != nil {
+				c = s.cfg.Dialed(c, p.local, p.remote)
+			}
 			est, err := s.negotiateOut(ctx, c, p, t, secure, auth)
 			if err == nil {
 				est.peer = addr

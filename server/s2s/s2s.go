@@ -24,6 +24,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -72,8 +73,12 @@ type Config struct {
 	// firewalls see the address the peers know); invalid: the system's
 	// choice.
 	SourceIP func(dst netip.Addr) netip.Addr
-	Limits   xml.Limits
-	Log      *log.Logger //
+	// Dialed, if set, is given each TCP connection made to another
+	// server (for local → remote) and returns the one to use instead
+	// (the engine's byte counters).
+	Dialed func(c net.Conn, local, remote string) net.Conn
+	Limits xml.Limits
+	Log    *log.Logger //
 	// Bounds (defaults in New).
 	ConnectTimeout time.Duration        // the whole set-up of an outgoing link, default 30 s
 	AuthTimeout    func() time.Duration // negotiation of an incoming stream, default 30 s

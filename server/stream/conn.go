@@ -48,7 +48,8 @@ type Conn struct {
 	unwritten  [][]byte
 	pacer      Pacer
 	low        int
-	running    bool // a writer goroutine exists
+	running    bool   // a writer goroutine exists
+	written    uint64 // stanzas wholly written (under mu)
 	wake       chan struct{}
 	done       chan struct{}
 }
@@ -187,6 +188,7 @@ func (c *Conn) writer() {
 			}
 			c.mu.Lock()
 			c.queued = max(c.queued-size, 0)
+			c.written += uint64(first)
 			p, low, queued := c.pacer, c.low, c.queued
 			if err != nil {
 				rest := append(q[first:], c.queue...)
@@ -308,6 +310,13 @@ func (c *Conn) Queued() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.queued
+}
+
+// Written is the number of stanzas wholly written to the peer.
+func (c *Conn) Written() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.written
 }
 
 // Closing reports whether the connection takes no more stanzas.
