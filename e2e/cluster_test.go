@@ -649,17 +649,18 @@ func TestClusterKill9Leader(t *testing.T) {
 	t.Logf("killed the leader (node %d) with SIGKILL after %d acknowledged messages", leader.n, ackedBeforeKill)
 
 	// A new leader within 2 s, as the survivors' xmpp cluster status says.
-	var elected time.Duration
+	var elected, asked time.Duration
 	var newLeader string
 	for elected == 0 {
 		for _, x := range survivors {
+			start := time.Since(killed)
 			r := x.admin("xmpp cluster status")
 			if r.code != 0 {
 				continue
 			}
 			st := parseClusterStatus(t, r.stdout)
 			if st.state == "LEADER" && st.leader == xmppAddr(x.n) {
-				elected, newLeader = time.Since(killed), st.leader
+				elected, asked, newLeader = time.Since(killed), start, st.leader
 				break
 			}
 		}
@@ -667,7 +668,7 @@ func TestClusterKill9Leader(t *testing.T) {
 			t.Fatalf("no new leader within 15 s of the kill:\n%s\n%s", survivors[0].admin("xmpp cluster status").stdout, survivors[1].admin("xmpp cluster status").stdout)
 		}
 	}
-	t.Logf("new leader %s seen %v after the kill (xmpp cluster status over SSH, so an upper bound)", newLeader, elected.Round(time.Millisecond))
+	t.Logf("new leader %s seen %v after the kill (by the xmpp cluster status over SSH asked %v after it: an upper bound)", newLeader, elected.Round(time.Millisecond), asked.Round(time.Millisecond))
 	if elected > 2*time.Second {
 		t.Errorf("the new leader was seen %v after the kill, want ≤ 2 s", elected.Round(time.Millisecond))
 	}
