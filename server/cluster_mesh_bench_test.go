@@ -2,23 +2,16 @@ package server
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/parley-xmpp/parley/server/cluster"
-	"github.com/parley-xmpp/parley/store"
+	"github.com/parley-xmpp/parley/server/cluster/clustertest"
 )
 
 // BenchmarkRouteMessageRealMesh: BenchmarkRouteMessageCluster over the
@@ -133,45 +126,9 @@ func runRouteWindow(b *testing.B, sender, receiver net.Conn, target string) {
 // certificate trusted by both) and waits until each reaches the other.
 func meshPair(b *testing.B) (*cluster.Cluster, *cluster.Cluster) {
 	b.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cluster"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	cert := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	p := clustertest.NewPKI(b)
 	node := func() (*cluster.Cluster, string) {
-		dir := b.TempDir()
-		st, err := store.Open(dir)
-		if err != nil {
-			b.Fatal(err)
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		c, err := cluster.New(cluster.Config{DataDir: dir, Store: st, Listen: addr, Advertise: addr,
-			Certificate: func() (*tls.Certificate, error) { return cert, nil },
-			Trust:       func() (*x509.CertPool, error) { return pool, nil },
-			Log:         log.New(io.Discard, "", 0)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { c.Close(); st.Close() })
-		if err := c.Enable(); err != nil {
-			b.Fatal(err)
-		}
+		c, _, addr := clustertest.Node(b, p)
 		return c, addr
 	}
 	c1, addr1 := node()

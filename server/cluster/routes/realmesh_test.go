@@ -1,20 +1,12 @@
 package routes
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
 	"log"
-	"math/big"
-	"net"
 	"testing"
-	"time"
 
 	"github.com/parley-xmpp/parley/server/cluster"
+	"github.com/parley-xmpp/parley/server/cluster/clustertest"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -27,22 +19,7 @@ func TestRealMesh(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two raft nodes")
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cluster"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	cert := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	p := clustertest.NewPKI(t)
 
 	type node struct {
 		c     *cluster.Cluster
@@ -53,32 +30,12 @@ func TestRealMesh(t *testing.T) {
 		store *store.Store
 	}
 	start := func() *node {
-		dir := t.TempDir()
-		st, err := store.Open(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		c, err := cluster.New(cluster.Config{DataDir: dir, Store: st, Listen: addr, Advertise: addr,
-			Certificate: func() (*tls.Certificate, error) { return cert, nil },
-			Trust:       func() (*x509.CertPool, error) { return pool, nil },
-			Log:         log.New(io.Discard, "", 0)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, st, addr := clustertest.Node(t, p)
 		n := &node{c: c, r: router.New(), off: &offline{}, addr: addr, store: st}
 		n.r.Hosted = func(d string) bool { return d == "a.lan" }
 		n.r.Offline = n.off
 		n.t = New(Config{Mesh: c.Mesh(), Router: n.r, Log: log.New(io.Discard, "", 0)})
-		t.Cleanup(func() { n.t.Close(); c.Close(); st.Close() })
-		if err := c.Enable(); err != nil {
-			t.Fatal(err)
-		}
+		t.Cleanup(func() { n.t.Close() })
 		return n
 	}
 	a, b := start(), start()
