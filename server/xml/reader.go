@@ -379,6 +379,9 @@ func (r *Reader) Next() (*Element, error) {
 				r.rearm() // whitespace keepalives
 				continue
 			}
+			if len(t.data) == 0 {
+				continue // an empty CDATA section: no text at all (as AddText)
+			}
 			p := r.stack[len(r.stack)-1]
 			p.Children = append(p.Children, Text(t.data))
 		case tokComment:
