@@ -58,8 +58,11 @@ const (
 // Mesh is the messaging between the nodes of a cluster, over the
 // mutual-TLS cluster listener. Messages on one channel to one node arrive
 // in the order sent. Send never blocks for long: each node has a bounded
-// queue, and a node that is unreachable or whose queue is full makes Send
-// fail (the caller bounces or retries what it sent, by the delivery rule).
+// queue; a node that is unreachable makes Send fail at once, a full queue
+// makes it fail at once on the route table's channel and after waiting
+// for room up to StanzaWait on ChanStanza (back-pressure on the sending
+// session). On failure the caller bounces or retries what it sent, by
+// the delivery rule.
 type Mesh interface {
 	// Self is this node's id.
 	Self() string

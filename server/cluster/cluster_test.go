@@ -957,3 +957,31 @@ func TestSortPeers(t *testing.T) {
 		t.Fatalf("got %v, want %s", got, want)
 	}
 }
+
+// TestMeshStanzaBackPressure: a burst of stanzas to a node that reads
+// them slowly fills its queue; Send then waits for room (at most
+// StanzaWait) instead of failing, so no stanza of the burst is refused
+// while the node is up and draining.
+func TestMeshStanzaBackPressure(t *testing.T) {
+	nodes := cluster3(t)
+	a, b := nodes[1], nodes[2]
+	var got atomic.Int64
+	b.c.Mesh().Handle(ChanStanza, func(string, []byte) {
+		if got.Add(1)%256 == 0 {
+			time.Sleep(3 * time.Millisecond) // a busy receiver, slower than the sender
+		}
+	})
+	const n = 3 * QueueLength
+	for i := range n {
+		if err := a.c.Mesh().Send(b.c.ID(), ChanStanza, []byte(fmt.Sprint(i))); err != nil {
+			t.Fatalf("stanza %d of a burst of %d: %v", i, n, err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for got.Load() != n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := got.Load(); g != n {
+		t.Fatalf("%d of %d stanzas arrived", g, n)
+	}
+}

@@ -25,6 +25,12 @@ const (
 	readTimeout    = 5 * time.Second // a live connection carries a hello every pingEvery
 	membersEvery   = 200 * time.Millisecond
 	redialMax      = time.Second
+	// StanzaWait is how long a stanza waits for room in a node's full
+	// queue: the sending session's reads pause meanwhile (back-pressure,
+	// as a slow local recipient's queue gives), instead of the stanza
+	// being handled as if its recipient were not online. Other channels
+	// (the route table) never wait: their senders hold locks.
+	StanzaWait = 2 * time.Second
 )
 
 // chanHello is the mesh's own channel: a node's announcement, sent on
@@ -123,13 +129,24 @@ func (m *mesh) Send(node string, channel byte, msg []byte) error {
 		p.queued.Add(-int64(len(msg)))
 		return fmt.Errorf("%w: %s", ErrQueueFull, node)
 	}
+	f := frame{ch: channel, msg: msg}
 	select {
-	case p.q <- frame{ch: channel, msg: msg}:
+	case p.q <- f:
 		return nil
 	default:
-		p.queued.Add(-int64(len(msg)))
-		return fmt.Errorf("%w: %s", ErrQueueFull, node)
 	}
+	if channel == ChanStanza {
+		t := time.NewTimer(StanzaWait)
+		defer t.Stop()
+		select {
+		case p.q <- f:
+			return nil
+		case <-t.C:
+		case <-p.stopped:
+		}
+	}
+	p.queued.Add(-int64(len(msg)))
+	return fmt.Errorf("%w: %s", ErrQueueFull, node)
 }
 
 // reachable: the connection to the node is up and the node was heard
