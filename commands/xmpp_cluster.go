@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server/cluster"
 	"github.com/parley-xmpp/parley/server/status"
+	"github.com/parley-xmpp/parley/store"
 )
 
 // ClusterSettings are this node's own cluster settings: never replicated,
@@ -119,6 +121,18 @@ func clusterCommands() []*Command {
 			Example: "xmpp cluster trust cluster-ca.pem",
 			Perm:    PermXMPP,
 			Run:     runClusterTrust,
+		},
+		{
+			Words:            []string{"xmpp", "cluster", "port"},
+			Args:             []Arg{{Name: "port", Kind: ArgNumber, Optional: true}},
+			Summary:          "Show or set this node's cluster listener port (raft and the nodes' own messages)",
+			QueryWithoutArgs: true,
+			Help: "One TCP port carries everything between the nodes, on the host of this node's xmpp listen address;\n" +
+				"the default is 5270. The setting is this node's own; change it only while clustering is disabled\n" +
+				"(xmpp cluster disable), then enable again. Other nodes join this one as <host>:<port>.",
+			Example: "xmpp cluster port\nxmpp cluster port 5270",
+			Perm:    PermXMPP,
+			Run:     runClusterPort,
 		},
 		{
 			Words:   []string{"xmpp", "cluster", "trust", "none"},
@@ -663,5 +677,35 @@ func trustCovers(bundle, chain []*x509.Certificate, now time.Time) error {
 		}
 		return err
 	}
+	return nil
+}
+
+// --- port ---------------------------------------------------------------------
+
+func runClusterPort(c *Ctx, args []string) error {
+	const what = "xmpp cluster port"
+	current := cluster.DefaultPort
+	if v, ok := c.Store.Config(store.ClusterPort); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			current = n
+		}
+	}
+	if len(args) == 0 {
+		c.printf("%d\n", current)
+		return nil
+	}
+	n, _ := parseCount(args[0])
+	if n < 1 || n > 65535 {
+		return errorf("%s: %s is not a TCP port: give 1 to 65535", what, args[0])
+	}
+	if c.Cluster != nil {
+		if st := c.Cluster.Status(); st.State != "" && st.State != status.Disabled {
+			return errorf("%s: clustering is enabled on this node (listening on %s): run xmpp cluster disable first, then set the port and enable again", what, st.Listen)
+		}
+	}
+	if err := commit(c, store.ConfigSet{Key: store.ClusterPort, Value: strconv.Itoa(n)}); err != nil {
+		return errorf("%s: %v", what, err)
+	}
+	c.printf("Cluster port set to %d: it is used when clustering is enabled (xmpp cluster enable)\n", n)
 	return nil
 }

@@ -333,3 +333,29 @@ func TestClusterNoQuorum(t *testing.T) {
 	f.ok("xmpp cluster status")
 	f.ok("xmpp")
 }
+
+// TestClusterPort: xmpp cluster port shows and sets this node's own
+// cluster port, node-locally, and only while clustering is disabled.
+func TestClusterPort(t *testing.T) {
+	f, _ := clusterFixture(t)
+	if out := f.ok("xmpp cluster port"); out != "5270\n" {
+		t.Errorf("the default port: %q, want 5270", out)
+	}
+	f.fail("xmpp cluster port 0", "0 is not a TCP port", "1 to 65535")
+	f.fail("xmpp cluster port 70000", "70000 is not a TCP port")
+	if out := f.ok("xmpp cluster port 5299"); !strings.Contains(out, "Cluster port set to 5299") {
+		t.Errorf("set: %q", out)
+	}
+	if v, _ := f.env.Store.Config(store.ClusterPort); v != "5299" {
+		t.Errorf("stored %q, want 5299", v)
+	}
+	if out := f.ok("xmpp cluster port"); out != "5299\n" {
+		t.Errorf("after setting: %q", out)
+	}
+	f.ok("xmpp cluster trust ca.pem")
+	f.ok("xmpp cluster enable")
+	f.fail("xmpp cluster port 5300", "clustering is enabled on this node", "xmpp cluster disable first")
+	if v, _ := f.env.Store.Config(store.ClusterPort); v != "5299" {
+		t.Errorf("a refused change stored %q", v)
+	}
+}

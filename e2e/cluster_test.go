@@ -1088,3 +1088,26 @@ func TestClusterQuorumLossChat(t *testing.T) {
 	a.send(fmt.Sprintf(`<message to='%s' type='chat' id='q9'><body>after the bounce</body></message>`, bob))
 	expect(b, "bob", func(s clusterStanza) bool { return s.XMLName.Local == "message" && s.Body == "after the bounce" })
 }
+
+// TestClusterPortSetting: a node whose cluster port was changed (xmpp
+// cluster port) listens there and joins; the other node lists it with
+// that port.
+func TestClusterPortSetting(t *testing.T) {
+	local, nodes := startClusterNodes(t, 2)
+	one, two := nodes[1], nodes[2]
+	for _, x := range nodes[1:3] {
+		x.put(t, x.asAdmin(), filepath.Join(local, "cluster.key"), filepath.Join(local, "cluster.crt"), filepath.Join(local, "cluster-ca.pem"))
+	}
+	one.script(t, "xmpp domain "+clusterDomain, "xmpp listen "+one.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
+		"xmpp cluster trust cluster-ca.pem", "xmpp cluster enable", "xmpp cluster initialize", "xmpp enable")
+	out := two.script(t, "xmpp domain "+clusterDomain, "xmpp listen "+two.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
+		"xmpp cluster trust cluster-ca.pem", "xmpp cluster port 5299", "xmpp cluster enable", "xmpp enable", "xmpp cluster join "+one.ip)
+	if !strings.Contains(out, "Clustering enabled: listening on "+two.ip+":5299") {
+		t.Fatalf("node 2 with xmpp cluster port 5299:\n%s", out)
+	}
+	mustFail(t, two.admin("xmpp cluster port 5300"), "a port change while enabled", "xmpp cluster disable first")
+	one.waitPeers(t, xmppAddr(1), xmppAddr(2))
+	if st := one.status(t); !strings.Contains(st.out, two.ip+":5299") {
+		t.Fatalf("node 1 does not list node 2's cluster listener on port 5299:\n%s", st.out)
+	}
+}

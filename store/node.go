@@ -44,11 +44,15 @@ var (
 // (xmpp cluster trust), a file in the files area.
 const ClusterTrust = "cluster.trust"
 
+// ClusterPort is the node-local setting of the cluster listener's port
+// (xmpp cluster port); unset: the cluster package's default.
+const ClusterPort = "cluster.port"
+
 // IsLocalKey reports whether a configuration key is node-local: set with
 // SetLocal, never through the log.
 func IsLocalKey(key string) bool {
 	switch key {
-	case XMPPListen, XMPPEnabled, ConfigHostname, ClusterTrust:
+	case XMPPListen, XMPPEnabled, ConfigHostname, ClusterTrust, ClusterPort:
 		return true
 	}
 	return false

@@ -265,6 +265,11 @@ func (n *clusterNode) Close() error { return n.node().Close() }
 // listens on all of them (or none).
 func clusterListen(st *store.Store) string {
 	port := strconv.Itoa(cluster.DefaultPort)
+	if v, ok := st.Config(store.ClusterPort); ok {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 65536 {
+			port = strconv.Itoa(n)
+		}
+	}
 	if host := listenHost(st); host != "" {
 		return net.JoinHostPort(host, port)
 	}

@@ -116,6 +116,16 @@ func TestClusterListen(t *testing.T) {
 			t.Errorf("xmpp listen %q: XMPP address %q, want %q", tc.listen, got, tc.wantXM)
 		}
 	}
+	// xmpp cluster port: this node's own port.
+	if err := st.SetLocal(store.XMPPListen, "192.0.2.10"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetLocal(store.ClusterPort, "5299"); err != nil {
+		t.Fatal(err)
+	}
+	if got := clusterListen(st); got != "192.0.2.10:5299" {
+		t.Errorf("xmpp cluster port 5299: cluster listen %q, want 192.0.2.10:5299", got)
+	}
 }
 
 func TestTrustPool(t *testing.T) {
