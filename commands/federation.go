@@ -671,6 +671,10 @@ func runFederationTrust(c *Ctx, args []string) error {
 	if len(expired) == len(cas) {
 		return errorf("%s: %s cannot be a trust bundle: every CA certificate in it has expired (%s)", what, name, strings.Join(expired, "; "))
 	}
+	// Its contents travel through the log: every cluster node gets the file.
+	if err := replicateFiles(c, what, "", name); err != nil {
+		return err
+	}
 	if err := applySetting(c, what, store.ConfigSet{Key: store.FedTrust, Value: name}); err != nil {
 		return err
 	}

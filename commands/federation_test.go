@@ -582,3 +582,19 @@ func TestParsePattern(t *testing.T) {
 		}
 	}
 }
+
+// TestFederationTrustReplicated: the federation trust bundle's contents go
+// into the replicated store with the setting, so every cluster node gets
+// the file.
+func TestFederationTrustReplicated(t *testing.T) {
+	f := fedFixture(t)
+	f.ok("xmpp federation trust partner-ca.pem")
+	stored, err := f.env.Store.StoredFile("partner-ca.pem")
+	if err != nil {
+		t.Fatalf("the trust bundle is not in the replicated store: %v", err)
+	}
+	want, _ := f.env.Files.ReadFile("partner-ca.pem")
+	if string(stored.Data) != string(want) {
+		t.Errorf("stored %d bytes, the file has %d", len(stored.Data), len(want))
+	}
+}
