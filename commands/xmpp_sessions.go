@@ -154,7 +154,7 @@ func runXMPPSessions(c *Ctx, args []string) error {
 			continue
 		}
 		here++
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.JID, dash(s.Remote), dash(s.TLS), dash(s.Mechanism),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.JID, orDash(s.Remote), orDash(s.TLS), orDash(s.Mechanism),
 			s.Since.UTC().Format("2006-01-02 15:04:05"), shortDuration(now.Sub(s.LastRead)), s.StanzasIn, s.StanzasOut, features(s))
 	}
 	if err := tw.Flush(); err != nil {
@@ -243,7 +243,7 @@ func runXMPPConnections(c *Ctx, args []string) error {
 	fmt.Fprintln(tw, "KIND\tPEER\tNAME\tAGE\tIN\tOUT")
 	for _, cn := range list {
 		count[cn.Kind]++
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cn.Kind, dash(cn.Peer), dash(cn.Name), shortDuration(now.Sub(cn.Since)),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cn.Kind, orDash(cn.Peer), orDash(cn.Name), shortDuration(now.Sub(cn.Since)),
 			byteCount(cn.BytesIn), byteCount(cn.BytesOut))
 	}
 	if err := tw.Flush(); err != nil {
@@ -257,13 +257,6 @@ func runXMPPConnections(c *Ctx, args []string) error {
 	}
 	c.printf("%s: %s\n", plural(len(list), "connection"), strings.Join(parts, ", "))
 	return nil
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // shortDuration is a duration in its two largest units: 42s, 3m05s,
