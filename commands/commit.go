@@ -19,7 +19,6 @@ const settleTimeout = time.Minute
 func commit(c *Ctx, op store.Op) error {
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
-	var err error
 	switch o := op.(type) {
 	case store.ConfigSet:
 		if store.IsLocalKey(o.Key) {
@@ -36,11 +35,8 @@ func commit(c *Ctx, op store.Op) error {
 			return settled(c.Store.Settle(ctx, 0))
 		}
 	}
-	r, err := c.Store.Propose(op)
-	if err != nil {
-		return err
-	}
-	return settled(c.Store.Settle(ctx, r.Index))
+	_, err := c.Store.ProposeSettled(ctx, op)
+	return settled(err)
 }
 
 func settled(err error) error {
