@@ -684,11 +684,9 @@ func trustCovers(bundle, chain []*x509.Certificate, now time.Time) error {
 
 func runClusterPort(c *Ctx, args []string) error {
 	const what = "xmpp cluster port"
-	current := cluster.DefaultPort
-	if v, ok := c.Store.Config(store.ClusterPort); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			current = n
-		}
+	current := c.Store.ConfigInt(store.ClusterPort)
+	if current == 0 {
+		current = cluster.DefaultPort
 	}
 	if len(args) == 0 {
 		c.printf("%d\n", current)
