@@ -205,10 +205,8 @@ func (s *Store) SSHLimits() SSHLimits {
 			l.PerSourceMaxStartups = n
 		}
 	}
-	if v, ok := s.Config(RuleLoginGraceTime); ok {
-		if n, err := strconv.Atoi(v); err == nil && n > 0 && time.Duration(n)*time.Second <= MaxLoginGraceTime {
-			l.LoginGraceTime = time.Duration(n) * time.Second
-		}
+	if n := s.ConfigInt(RuleLoginGraceTime); n > 0 && time.Duration(n)*time.Second <= MaxLoginGraceTime {
+		l.LoginGraceTime = time.Duration(n) * time.Second
 	}
 	if v, ok := s.Config(RulePerSourcePenalty); ok {
 		if p, err := ParsePenalties(l.Penalties, strings.Fields(v)); err == nil {
