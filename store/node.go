@@ -133,10 +133,7 @@ func (s *Store) moveNodeLocal(tx *bolt.Tx, restored bool) error {
 			if err != nil {
 				return err
 			}
-			if err := from.ForEach(func(k, v []byte) error { return to.Put(k, v) }); err != nil {
-				return err
-			}
-			return to.SetSequence(max(to.Sequence(), from.Sequence()))
+			return copySeq(from, to)
 		})
 	})
 	if err != nil {
@@ -163,6 +160,15 @@ func (s *Store) moveNodeLocal(tx *bolt.Tx, restored bool) error {
 		return tx.DeleteBucket(bucketHistory)
 	}
 	return nil
+}
+
+// copySeq copies a sequence-keyed bucket's entries into to, and keeps
+// to's sequence at least from's, so later appends do not reuse keys.
+func copySeq(from, to *bolt.Bucket) error {
+	if err := from.ForEach(func(k, v []byte) error { return to.Put(k, v) }); err != nil {
+		return err
+	}
+	return to.SetSequence(max(to.Sequence(), from.Sequence()))
 }
 
 // SetLocal sets a node-local setting (IsLocalKey) on this node only.
@@ -286,11 +292,7 @@ func (s *Store) moveNodeLocal5(tx *bolt.Tx, restored bool) error {
 			if audit == nil {
 				return nil
 			}
-			to := ntx.Bucket(nodeAudit)
-			if err := audit.ForEach(func(k, v []byte) error { return to.Put(k, v) }); err != nil {
-				return err
-			}
-			return to.SetSequence(max(to.Sequence(), audit.Sequence()))
+			return copySeq(audit, ntx.Bucket(nodeAudit))
 		})
 		if err != nil {
 			return err
