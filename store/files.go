@@ -8,6 +8,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/parley-xmpp/parley/pki"
 )
 
 // The files the configuration uses (a domain's key, certificate and
@@ -51,8 +53,8 @@ func (FilePut) Kind() OpKind { return "file.put" }
 
 func (o FilePut) apply(tx *bolt.Tx, _ time.Time) (any, error) {
 	f := o.File
-	if err := checkStoredName(f.Name); err != nil {
-		return nil, err
+	if err := pki.CheckName(f.Name); err != nil {
+		return nil, fmt.Errorf("file.put: %w", err)
 	}
 	if len(f.Data) > MaxStoredFile {
 		return nil, fmt.Errorf("%s is larger than %d KiB, the most the cluster replicates of one file: %w", f.Name, MaxStoredFile>>10, ErrFull)
@@ -105,20 +107,6 @@ func dropUnnamedFiles(tx *bolt.Tx, b *bolt.Bucket) error {
 	for _, k := range drop {
 		if err := b.Delete(k); err != nil {
 			return err
-		}
-	}
-	return nil
-}
-
-// checkStoredName is the files area's rule for a bare name (pki.CheckName,
-// which the store does not import): no path, not hidden, printable.
-func checkStoredName(name string) error {
-	if name == "" || len(name) > 255 || name == "." || name == ".." || name[0] == '.' {
-		return fmt.Errorf("file.put: %q is not a file name of the files area", name)
-	}
-	for _, r := range name {
-		if r < 0x20 || r == 0x7f || r == '/' || r == '\\' {
-			return fmt.Errorf("file.put: %q is not a bare file name of the files area", name)
 		}
 	}
 	return nil
