@@ -242,7 +242,7 @@ func (c *Cluster) Disable() error {
 	defer c.opMu.Unlock()
 	defer c.noteState()
 	if r := c.raftNode(); r != nil && len(r.voters()) > 1 {
-		if err := c.removeServer(c.ID(), ""); err != nil {
+		if err := c.removeServer(c.ID()); err != nil {
 			c.log.Printf("cluster: leaving the cluster: %v (the leader removes this node's old entry when it joins again)", err)
 		}
 	}
