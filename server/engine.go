@@ -489,6 +489,10 @@ func (e *Engine) Status() status.XMPP {
 	return st
 }
 
+// LocalSessions counts the sessions bound on this node (what a cluster
+// node announces in its hellos: cheap, unlike Status).
+func (e *Engine) LocalSessions() int { return e.router.Len() }
+
 // UserSessions counts a user's bound sessions (on every node of a
 // cluster).
 func (e *Engine) UserSessions(bare string) int {

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/parley-xmpp/parley/pki"
@@ -75,18 +74,10 @@ func (s *clusterSettings) SetTrustBundle(name string) error {
 // clusterNode is the appliance's cluster node as the commands see it. The
 // cluster listener's address follows the node's XMPP listen address (its
 // first IP address, or the first address of its first interface) on the
-// cluster port; as `xmpp listen` may change before `xmpp cluster enable`,
-// a node that is not enabled is made again with the current address when
-// it is enabled.
+// cluster port; it is read when the listener starts, so `xmpp listen`
+// changed before `xmpp cluster enable` is followed.
 type clusterNode struct {
-	mu  sync.Mutex
-	c   *cluster.Cluster
-	cfg cluster.Config
-	st  *store.Store
-
-	// What was registered on the Mesh, set again on a node made again.
-	handlers  map[byte]func(from string, msg []byte)
-	onMembers func(members []string)
+	c *cluster.Cluster
 
 	// joined and left are called after the node was enabled and after it
 	// was disabled (the engine joins the mesh, or leaves it: a node alone
@@ -94,19 +85,18 @@ type clusterNode struct {
 	joined, left func()
 }
 
-var (
-	_ cluster.Node = (*clusterNode)(nil)
-	_ cluster.Mesh = nodeMesh{}
-)
+var _ cluster.Node = (*clusterNode)(nil)
 
 // newClusterNode makes the node and starts what is enabled (the listener,
 // and raft if the node is in a cluster); sessions counts the client
 // sessions bound on this node (nil: none).
 func newClusterNode(dataDir string, st *store.Store, area *pki.Area, sessions func() int, settings *clusterSettings, logger *log.Logger) (*clusterNode, error) {
-	cfg := cluster.Config{
+	c, err := cluster.New(cluster.Config{
 		DataDir: dataDir,
 		Store:   st,
-		Listen:  clusterListen(st),
+		Listen: func() string {
+			return clusterListen(st)
+		},
 		XMPPAddress: func() string {
 			return xmppAddress(st)
 		},
@@ -118,8 +108,7 @@ func newClusterNode(dataDir string, st *store.Store, area *pki.Area, sessions fu
 			return trustPool(area, settings.TrustBundle())
 		},
 		Log: logger,
-	}
-	c, err := cluster.New(cfg)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +116,7 @@ func newClusterNode(dataDir string, st *store.Store, area *pki.Area, sessions fu
 		// The appliance still serves; xmpp cluster status shows the node.
 		logger.Printf("cluster: %v", err)
 	}
-	n := &clusterNode{c: c, cfg: cfg, st: st}
+	n := &clusterNode{c: c}
 	// A new trust bundle or a new certificate for the primary domain: the
 	// connections between the nodes are made and verified again.
 	settings.changed = n.Reconnect
@@ -140,52 +129,25 @@ func newClusterNode(dataDir string, st *store.Store, area *pki.Area, sessions fu
 	return n, nil
 }
 
-func (n *clusterNode) node() *cluster.Cluster {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.c
-}
-
-func (n *clusterNode) Status() status.Cluster { return n.node().Status() }
+func (n *clusterNode) Status() status.Cluster { return n.c.Status() }
 
 // Disable leaves the cluster; the engine leaves the mesh.
 func (n *clusterNode) Disable() error {
-	err := n.node().Disable()
+	err := n.c.Disable()
 	if err == nil && n.left != nil {
 		n.left()
 	}
 	return err
 }
 
-func (n *clusterNode) Initialize() error                         { return n.node().Initialize() }
-func (n *clusterNode) Remove(node string) error                  { return n.node().Remove(node) }
-func (n *clusterNode) Join(m string) (cluster.JoinReport, error) { return n.node().Join(m) }
+func (n *clusterNode) Initialize() error                         { return n.c.Initialize() }
+func (n *clusterNode) Remove(node string) error                  { return n.c.Remove(node) }
+func (n *clusterNode) Join(m string) (cluster.JoinReport, error) { return n.c.Join(m) }
 
-// Enable makes the node again if the listen address changed while it was
-// disabled, then enables it.
+// Enable enables the node (its listener starts on the current cluster
+// listen address); the engine joins the mesh.
 func (n *clusterNode) Enable() error {
-	n.mu.Lock()
-	if listen := clusterListen(n.st); !n.c.Enabled() && listen != n.cfg.Listen {
-		cfg := n.cfg
-		cfg.Listen = listen
-		c, err := cluster.New(cfg)
-		if err != nil {
-			n.mu.Unlock()
-			return err
-		}
-		// The old node is not enabled, so it runs nothing: it is dropped,
-		// not closed (Close would pause the store's log).
-		for ch, fn := range n.handlers {
-			c.Mesh().Handle(ch, fn)
-		}
-		if n.onMembers != nil {
-			c.Mesh().OnMembers(n.onMembers)
-		}
-		n.c, n.cfg = c, cfg
-	}
-	c := n.c
-	n.mu.Unlock()
-	if err := c.Enable(); err != nil {
+	if err := n.c.Enable(); err != nil {
 		return err
 	}
 	if n.joined != nil {
@@ -195,37 +157,10 @@ func (n *clusterNode) Enable() error {
 }
 
 // Enabled reports whether the node is enabled (its listener runs).
-func (n *clusterNode) Enabled() bool { return n.node().Enabled() }
+func (n *clusterNode) Enabled() bool { return n.c.Enabled() }
 
-// Mesh is the messaging between the nodes. It stays the same when the
-// node is made again at enable: what is registered on it moves along.
-func (n *clusterNode) Mesh() cluster.Mesh { return nodeMesh{n} }
-
-// nodeMesh is the Mesh of whatever node clusterNode holds now.
-type nodeMesh struct{ n *clusterNode }
-
-func (m nodeMesh) Self() string      { return m.n.node().Mesh().Self() }
-func (m nodeMesh) Members() []string { return m.n.node().Mesh().Members() }
-func (m nodeMesh) Send(node string, channel byte, b []byte) error {
-	return m.n.node().Mesh().Send(node, channel, b)
-}
-
-func (m nodeMesh) Handle(channel byte, fn func(from string, msg []byte)) {
-	m.n.mu.Lock()
-	defer m.n.mu.Unlock()
-	if m.n.handlers == nil {
-		m.n.handlers = map[byte]func(string, []byte){}
-	}
-	m.n.handlers[channel] = fn
-	m.n.c.Mesh().Handle(channel, fn)
-}
-
-func (m nodeMesh) OnMembers(fn func(members []string)) {
-	m.n.mu.Lock()
-	defer m.n.mu.Unlock()
-	m.n.onMembers = fn
-	m.n.c.Mesh().OnMembers(fn)
-}
+// Mesh is the messaging between the nodes.
+func (n *clusterNode) Mesh() cluster.Mesh { return n.c.Mesh() }
 
 // bootWriteWait bounds how long a member waits at boot for a leader before
 // it writes what the command line asks for.
@@ -255,10 +190,10 @@ func (n *clusterNode) waitWritable(wait time.Duration) bool {
 
 // Reconnect makes the connections to the other nodes again, verified
 // with the current certificate and trust bundle.
-func (n *clusterNode) Reconnect() { n.node().Reconnect() }
+func (n *clusterNode) Reconnect() { n.c.Reconnect() }
 
 // Close stops the node (its state stays for the next start).
-func (n *clusterNode) Close() error { return n.node().Close() }
+func (n *clusterNode) Close() error { return n.c.Close() }
 
 // clusterListen is the cluster listener's address: the host of the node's
 // XMPP listen address and the cluster port; all addresses when XMPP

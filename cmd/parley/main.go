@@ -112,7 +112,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	node, err := newClusterNode(*dataDir, st, area, func() int { return engine.Status().Sessions }, settings, logger)
+	node, err := newClusterNode(*dataDir, st, area, engine.LocalSessions, settings, logger)
 	if err != nil {
 		return err
 	}

@@ -78,10 +78,12 @@ const (
 type Config struct {
 	DataDir string       // the node's data directory (raft state in DataDir/raft)
 	Store   *store.Store // the replicated store: the FSM
-	// Listen is the cluster listener's address (default ":5270").
-	Listen string
+	// Listen is the cluster listener's address (nil or "": ":5270"),
+	// read each time the listener starts (Start, Enable), so a node
+	// follows a new address when it is enabled again.
+	Listen func() string
 	// Advertise is the host:port the other nodes reach this node at
-	// (default: Listen if it names a host, else the host of XMPPAddress,
+	// (default: the listen address if it names a host, else the host of XMPPAddress,
 	// else this host's name; with Listen's port). It is this node's
 	// address in raft's configuration: keep it stable.
 	Advertise string
@@ -117,6 +119,7 @@ type Cluster struct {
 	id        string
 	enabled   bool
 	ln        *listener
+	listen    string // the address ln was opened on, "" when it is not running
 	r         *raftNode
 	state     status.ClusterState
 	changed   time.Time
@@ -137,9 +140,6 @@ var _ Node = (*Cluster)(nil)
 func New(cfg Config) (*Cluster, error) {
 	if cfg.DataDir == "" || cfg.Store == nil {
 		return nil, errors.New("cluster: a data directory and a store are needed")
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = ":" + strconv.Itoa(DefaultPort)
 	}
 	if cfg.Log == nil {
 		cfg.Log = log.New(io.Discard, "", 0)
@@ -242,7 +242,7 @@ func (c *Cluster) Disable() error {
 	defer c.opMu.Unlock()
 	defer c.noteState()
 	if r := c.raftNode(); r != nil && len(r.voters()) > 1 {
-		if err := c.removeServer(c.ID(), ""); err != nil {
+		if err := c.removeServer(c.ID()); err != nil {
 			c.log.Printf("cluster: leaving the cluster: %v (the leader removes this node's old entry when it joins again)", err)
 		}
 	}
@@ -441,9 +441,10 @@ func (c *Cluster) advertise() string {
 	if c.cfg.Advertise != "" {
 		return c.cfg.Advertise
 	}
-	host, port, err := net.SplitHostPort(c.cfg.Listen)
+	listen := c.listenAddr()
+	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
-		return c.cfg.Listen
+		return listen
 	}
 	if unspecified(host) {
 		// Listening on every address: the host this node's XMPP address
@@ -459,6 +460,28 @@ func (c *Cluster) advertise() string {
 		}
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// listenAddr is the address the listener runs on, or, when it does not
+// run, the one it would start on now.
+func (c *Cluster) listenAddr() string {
+	c.mu.Lock()
+	a := c.listen
+	c.mu.Unlock()
+	if a == "" {
+		a = c.configListen()
+	}
+	return a
+}
+
+// configListen is Config.Listen now, or the default.
+func (c *Cluster) configListen() string {
+	if c.cfg.Listen != nil {
+		if a := c.cfg.Listen(); a != "" {
+			return a
+		}
+	}
+	return ":" + strconv.Itoa(DefaultPort)
 }
 
 func unspecified(host string) bool {

@@ -148,7 +148,7 @@ func newTestNode(t testing.TB, p *testPKI, opts ...func(*Config)) *testNode {
 func (n *testNode) open(opts ...func(*Config)) {
 	addr := net.JoinHostPort(n.host, fmt.Sprint(testPort))
 	cfg := Config{
-		DataDir: n.dir, Store: n.st, Listen: addr, Advertise: addr,
+		DataDir: n.dir, Store: n.st, Listen: func() string { return addr }, Advertise: addr,
 		Certificate: func() (*tls.Certificate, error) { return n.cert, nil },
 		Trust:       func() (*x509.CertPool, error) { return n.trust.Load(), nil },
 		Log:         log.New(n.logs, n.host+" ", log.Lmicroseconds),

@@ -301,12 +301,12 @@ func (c *Cluster) Remove(node string) error {
 	default:
 		return fmt.Errorf("%s names %d nodes: give the node's id or cluster address:port", node, len(match))
 	}
-	return c.removeServer(string(match[0].ID), "")
+	return c.removeServer(string(match[0].ID))
 }
 
 // removeServer removes a node on the leader, asking it if this node is
 // not the leader.
-func (c *Cluster) removeServer(id, _ string) error {
+func (c *Cluster) removeServer(id string) error {
 	r := c.raftNode()
 	if r == nil {
 		return errors.New("this node is not in a cluster")

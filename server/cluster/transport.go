@@ -62,14 +62,15 @@ func (c *Cluster) startListener() error {
 		c.mu.Unlock()
 		return nil
 	}
-	ln, err := net.Listen("tcp", c.cfg.Listen)
+	addr := c.configListen()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("cluster: cannot listen on %s: %w (choose another address or port for the cluster listener)", c.cfg.Listen, err)
+		return fmt.Errorf("cluster: cannot listen on %s: %w (choose another address or port for the cluster listener)", addr, err)
 	}
 	l := &listener{c: c, ln: ln, addr: ln.Addr().String(), sem: make(chan struct{}, maxHandshakes), conns: map[net.Conn]struct{}{}, refused: map[string]time.Time{}, done: make(chan struct{})}
 	go l.serve()
 	c.mu.Lock()
-	c.ln, c.enabled = l, true
+	c.ln, c.listen, c.enabled = l, addr, true
 	c.mu.Unlock()
 	c.mesh.start()
 	return nil
@@ -79,7 +80,7 @@ func (c *Cluster) stopListener() {
 	c.mesh.stop()
 	c.mu.Lock()
 	l := c.ln
-	c.ln, c.enabled = nil, false
+	c.ln, c.listen, c.enabled = nil, "", false
 	c.mu.Unlock()
 	if l != nil {
 		l.close()

@@ -32,7 +32,7 @@ type Cluster interface {
 	Resources(bare string) int
 
 	// Forward hands el to node, which delivers it as Forwarded says
-	// (Router.DeliverForwarded); false if it could not be sent (the node
+	// (Router.DeliverLocal, then RouteLocal); false if it could not be sent (the node
 	// is unreachable or its queue is full): the caller applies the
 	// delivery rule itself. el is serialized before Forward returns.
 	Forward(node string, el *xml.Element, f Forwarded) bool

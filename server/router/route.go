@@ -123,11 +123,7 @@ func (r *Router) Deliver(s Session, el *xml.Element) bool {
 // to go by the rules); the caller bounces it to the sender, so that every
 // bounce goes through one function.
 func (r *Router) Route(el *xml.Element, to JID) (condition, text string) {
-	var c Cluster
-	if p := r.cluster.Load(); p != nil {
-		c = p.c
-	}
-	return r.route(el, to, c)
+	return r.route(el, to, r.Cluster())
 }
 
 // route is Route with the cluster to consult (nil: this node alone).

@@ -72,7 +72,7 @@ func Node(tb testing.TB, p PKI) (*cluster.Cluster, *store.Store, string) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	c, err := cluster.New(cluster.Config{DataDir: dir, Store: st, Listen: addr, Advertise: addr,
+	c, err := cluster.New(cluster.Config{DataDir: dir, Store: st, Listen: func() string { return addr }, Advertise: addr,
 		Certificate: func() (*tls.Certificate, error) { return p.Cert, nil },
 		Trust:       func() (*x509.CertPool, error) { return p.Pool, nil },
 		Log:         log.New(io.Discard, "", 0)})
