@@ -200,10 +200,8 @@ func (n *clusterNode) Close() error { return n.c.Close() }
 // listens on all of them (or none).
 func clusterListen(st *store.Store) string {
 	port := strconv.Itoa(cluster.DefaultPort)
-	if v, ok := st.Config(store.ClusterPort); ok {
-		if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 65536 {
-			port = strconv.Itoa(n)
-		}
+	if n := st.ConfigInt(store.ClusterPort); n > 0 && n < 65536 { // 0: unset
+		port = strconv.Itoa(n)
 	}
 	if host := listenHost(st); host != "" {
 		return net.JoinHostPort(host, port)
