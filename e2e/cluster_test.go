@@ -199,7 +199,7 @@ func startClusterNodes(t *testing.T, count int) (string, []*clusterNode) {
 func TestClusterCMSSequence(t *testing.T) {
 	local, nodes := startClusterNodes(t, 4)
 	for n := 1; n <= 3; n++ {
-		nodes[n].put(t, nodes[n].asAdmin(), filepath.Join(local, "cluster.key"), filepath.Join(local, "cluster.crt"), filepath.Join(local, "cluster-ca.pem"))
+		nodes[n].uploadCerts(t, local)
 	}
 	nodes[4].put(t, nodes[4].asAdmin(), filepath.Join(local, "rogue.key"), filepath.Join(local, "rogue.crt"), filepath.Join(local, "rogue-ca.pem"), filepath.Join(local, "rogue-trust.pem"), filepath.Join(local, "cluster-ca.pem"))
 	one, two, three, four := nodes[1], nodes[2], nodes[3], nodes[4]
@@ -379,22 +379,9 @@ func TestClusterCMSSequence(t *testing.T) {
 // refuses such a write on a member, store.SetClustered.)
 func TestClusterRestartFollower(t *testing.T) {
 	local, nodes := startClusterNodes(t, 3)
-	for n := 1; n <= 3; n++ {
-		nodes[n].put(t, nodes[n].asAdmin(), filepath.Join(local, "cluster.key"), filepath.Join(local, "cluster.crt"), filepath.Join(local, "cluster-ca.pem"))
-	}
+	formCluster(t, local, nodes)
 	one, two, three := nodes[1], nodes[2], nodes[3]
-	for _, x := range []*clusterNode{one, two, three} {
-		lines := []string{"xmpp domain " + clusterDomain, "xmpp listen " + x.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
-			"xmpp cluster trust cluster-ca.pem", "xmpp cluster enable", "xmpp cluster initialize", "xmpp enable"}
-		if x != one {
-			lines[5] = "xmpp cluster join " + one.ip
-		}
-		x.script(t, lines...)
-	}
 	all := []string{xmppAddr(1), xmppAddr(2), xmppAddr(3)}
-	for _, x := range []*clusterNode{one, two, three} {
-		x.waitPeers(t, all...)
-	}
 	one.mustAdmin(t, "xmpp callbridge add cb1")
 	three.waitOutput(t, "xmpp callbridge list", "Callbridge : cb1\n")
 	before := nodeIDLine(three.status(t).out)
@@ -418,21 +405,42 @@ func nodeIDLine(out string) string {
 	return ""
 }
 
+// uploadCerts puts the cluster's key, certificate and CA bundle (made by
+// clusterCerts in local) into the node's files area.
+func (c *clusterNode) uploadCerts(t *testing.T, local string) {
+	t.Helper()
+	c.put(t, c.asAdmin(), filepath.Join(local, "cluster.key"), filepath.Join(local, "cluster.crt"), filepath.Join(local, "cluster-ca.pem"))
+}
+
+// cmsLines is the CMS sequence for node c: domain, listen, certs, trust,
+// the extra lines, enable, then initialize (join "") or join the member
+// join, then xmpp enable.
+func (c *clusterNode) cmsLines(join string, extra ...string) []string {
+	lines := append([]string{"xmpp domain " + clusterDomain, "xmpp listen " + c.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
+		"xmpp cluster trust cluster-ca.pem"}, extra...)
+	lines = append(lines, "xmpp cluster enable")
+	if join == "" {
+		lines = append(lines, "xmpp cluster initialize")
+	} else {
+		lines = append(lines, "xmpp cluster join "+join)
+	}
+	return append(lines, "xmpp enable")
+}
+
 // formCluster runs the CMS sequence on nodes 1..3 (node 1 initializes,
 // the others join it) with the certificates of clusterCerts in local, and
 // waits until every node lists the three.
 func formCluster(t *testing.T, local string, nodes []*clusterNode) {
 	t.Helper()
 	for _, x := range nodes[1:4] {
-		x.put(t, x.asAdmin(), filepath.Join(local, "cluster.key"), filepath.Join(local, "cluster.crt"), filepath.Join(local, "cluster-ca.pem"))
+		x.uploadCerts(t, local)
 	}
 	for _, x := range nodes[1:4] {
-		lines := []string{"xmpp domain " + clusterDomain, "xmpp listen " + x.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
-			"xmpp cluster trust cluster-ca.pem", "xmpp cluster enable", "xmpp cluster initialize", "xmpp enable"}
-		if x.n != 1 {
-			lines[5] = "xmpp cluster join " + nodes[1].ip
+		join := nodes[1].ip
+		if x.n == 1 {
+			join = ""
 		}
-		x.script(t, lines...)
+		x.script(t, x.cmsLines(join)...)
 	}
 	all := []string{xmppAddr(1), xmppAddr(2), xmppAddr(3)}
 	for _, x := range nodes[1:4] {
@@ -594,21 +602,14 @@ func TestClusterCertificatesUploadedOnce(t *testing.T) {
 		"-set_serial", "300", "-days", "30", "-extfile", "second.ext", "-out", "second.crt")
 
 	for _, x := range []*clusterNode{one, two, three} {
-		x.put(t, x.asAdmin(), filepath.Join(local, "cluster.key"), filepath.Join(local, "cluster.crt"), filepath.Join(local, "cluster-ca.pem"))
+		x.uploadCerts(t, local)
 	}
 	one.put(t, one.asAdmin(), filepath.Join(local, "second.key"), filepath.Join(local, "second.crt"))
-	for _, x := range []*clusterNode{one, two} {
-		lines := []string{"xmpp domain " + clusterDomain, "xmpp listen " + x.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
-			"xmpp cluster trust cluster-ca.pem", "xmpp cluster enable", "xmpp cluster initialize", "xmpp enable"}
-		if x != one {
-			lines[5] = "xmpp cluster join " + one.ip
-		}
-		x.script(t, lines...)
-	}
+	one.script(t, one.cmsLines("")...)
+	two.script(t, two.cmsLines(one.ip)...)
 	one.waitPeers(t, xmppAddr(1), xmppAddr(2))
 	one.mustAdmin(t, "xmpp multi-domain add "+second+" second.key second.crt cluster-ca.pem")
-	three.script(t, "xmpp domain "+clusterDomain, "xmpp listen "+three.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
-		"xmpp cluster trust cluster-ca.pem", "xmpp cluster enable", "xmpp enable", "xmpp cluster join "+two.ip)
+	three.script(t, three.cmsLines(two.ip)...)
 	all := []string{xmppAddr(1), xmppAddr(2), xmppAddr(3)}
 	for _, x := range []*clusterNode{one, two, three} {
 		x.waitPeers(t, all...)
@@ -1096,12 +1097,10 @@ func TestClusterPortSetting(t *testing.T) {
 	local, nodes := startClusterNodes(t, 2)
 	one, two := nodes[1], nodes[2]
 	for _, x := range nodes[1:3] {
-		x.put(t, x.asAdmin(), filepath.Join(local, "cluster.key"), filepath.Join(local, "cluster.crt"), filepath.Join(local, "cluster-ca.pem"))
+		x.uploadCerts(t, local)
 	}
-	one.script(t, "xmpp domain "+clusterDomain, "xmpp listen "+one.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
-		"xmpp cluster trust cluster-ca.pem", "xmpp cluster enable", "xmpp cluster initialize", "xmpp enable")
-	out := two.script(t, "xmpp domain "+clusterDomain, "xmpp listen "+two.ip, "xmpp certs cluster.key cluster.crt cluster-ca.pem",
-		"xmpp cluster trust cluster-ca.pem", "xmpp cluster port 5299", "xmpp cluster enable", "xmpp enable", "xmpp cluster join "+one.ip)
+	one.script(t, one.cmsLines("")...)
+	out := two.script(t, two.cmsLines(one.ip, "xmpp cluster port 5299")...)
 	if !strings.Contains(out, "Clustering enabled: listening on "+two.ip+":5299") {
 		t.Fatalf("node 2 with xmpp cluster port 5299:\n%s", out)
 	}
