@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/c2s"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/status"
@@ -109,8 +110,7 @@ func (e *Engine) Sessions(filter string) []status.Session {
 		case strings.Contains(filter, "@"):
 			return bare == filter
 		default:
-			_, d, _ := strings.Cut(bare, "@")
-			return d == filter
+			return address.Domain(bare) == filter
 		}
 	}
 	type entry struct {
