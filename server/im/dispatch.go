@@ -150,10 +150,6 @@ func (s *Service) dispatch(st Stanza) {
 	}
 	switch el.Name.Local {
 	case "message":
-		if h := s.reg.message[originIndex(st.Origin)]; h != nil {
-			handle(h, st)
-			return
-		}
 		if st.NoTo {
 			el.Set("to", st.To.bare)
 		}
