@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/c2s"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/status"
@@ -19,8 +20,7 @@ import (
 // add per read or write call on the socket, nothing per stanza.
 type meter struct {
 	bytesIn, bytesOut atomic.Uint64
-	last              atomic.Int64 // unix nanoseconds of the last read that brought data
-	since             int64        // unix nanoseconds: accepted or dialed
+	since             int64 // unix nanoseconds: accepted or dialed
 }
 
 // start sets when the connection began.
@@ -32,7 +32,6 @@ func (m *meter) began() time.Time { return time.Unix(0, m.since) }
 func (m *meter) read(n int) {
 	if n > 0 {
 		m.bytesIn.Add(uint64(n))
-		m.last.Store(time.Now().UnixNano())
 	}
 }
 
@@ -40,14 +39,6 @@ func (m *meter) wrote(n int) {
 	if n > 0 {
 		m.bytesOut.Add(uint64(n))
 	}
-}
-
-// lastRead is when data last came in (since, before any did).
-func (m *meter) lastRead() time.Time {
-	if ns := m.last.Load(); ns != 0 {
-		return time.Unix(0, ns)
-	}
-	return m.began()
 }
 
 // dialedConns are the connections the engine made to other servers, for
@@ -119,8 +110,7 @@ func (e *Engine) Sessions(filter string) []status.Session {
 		case strings.Contains(filter, "@"):
 			return bare == filter
 		default:
-			_, d, _ := strings.Cut(bare, "@")
-			return d == filter
+			return address.Domain(bare) == filter
 		}
 	}
 	type entry struct {
@@ -134,22 +124,10 @@ func (e *Engine) Sessions(filter string) []status.Session {
 			local = append(local, entry{cs, available, priority})
 		}
 	})
-	// When each client last sent anything: its connection's meter.
-	last := map[*c2s.Session]time.Time{}
-	e.mu.Lock()
-	for c, st := range e.conns {
-		if p, ok := c.(*pending); ok && st.sess != nil {
-			last[st.sess] = p.lastRead()
-		}
-	}
-	e.mu.Unlock()
 	out := make([]status.Session, 0, len(local))
 	for _, l := range local {
 		st := l.s.Info()
-		st.LastRead, st.Available, st.Priority = last[l.s], l.available, l.priority
-		if st.LastRead.IsZero() {
-			st.LastRead = st.Since
-		}
+		st.Available, st.Priority = l.available, l.priority
 		out = append(out, st)
 	}
 	if t := e.routes.Load(); t != nil {

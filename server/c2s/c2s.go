@@ -91,6 +91,7 @@ func (cfg *Config) logLimit(key, format string, args ...any) {
 type Session struct {
 	cfg      *Config
 	raw      net.Conn
+	rd       *xml.Reader // the stream it reads; LastRead for Info
 	conn     *stream.Conn
 	domain   string
 	local    string
@@ -131,7 +132,7 @@ func (s *Session) Local() string { return s.local }
 // version, SASL mechanism, start and stanza counts (the caller adds when
 // the client last sent anything, and its availability).
 func (s *Session) Info() status.Session {
-	st := status.Session{JID: s.full, Since: s.Started, StanzasIn: s.in.Load(), StanzasOut: s.conn.Written()}
+	st := status.Session{JID: s.full, Since: s.Started, StanzasIn: s.in.Load(), StanzasOut: s.conn.Written(), LastRead: s.rd.LastRead()}
 	if int(s.mech) < len(Mechanisms) {
 		st.Mechanism = Mechanisms[s.mech]
 	}

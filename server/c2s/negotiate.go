@@ -486,7 +486,7 @@ func (n *negotiation) bind(iq, b *xml.Element) (*Session, error) {
 		Add(xml.New(stream.NSBind, "bind").Add(xml.New(stream.NSBind, "jid").AddText(full.String())))
 	n.raw.SetReadDeadline(time.Time{})
 	s := &Session{
-		cfg: n.cfg, raw: n.raw, domain: n.domain, local: full.Localpart(), resource: full.Resourcepart(),
+		cfg: n.cfg, raw: n.raw, rd: n.rd, domain: n.domain, local: full.Localpart(), resource: full.Resourcepart(),
 		bare: full.Bare().String(), full: full.String(), tls: n.tls, mech: n.mech, Started: time.Now(),
 	}
 	s.conn = stream.NewConn(n.raw, stream.NSClient)

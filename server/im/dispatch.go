@@ -1,6 +1,8 @@
 package im
 
 import (
+	"strings"
+
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -121,8 +123,9 @@ func (s *Service) dispatch(st Stanza) {
 		return
 	}
 	el := st.El
-	if !s.Hosted(st.To.domain) {
-		switch w := s.Router.Where(st.To.domain); {
+	w := s.Router.Where(st.To.domain)
+	if w != router.Local {
+		switch {
 		case w == router.Component:
 			// A client's presence to a component is directed presence.
 			if st.Origin == FromClient && el.Name.Local == "presence" && (el.Get("type") == "" || el.Get("type") == "unavailable") &&
@@ -147,14 +150,10 @@ func (s *Service) dispatch(st Stanza) {
 	}
 	switch el.Name.Local {
 	case "message":
-		if h := s.reg.message[originIndex(st.Origin)]; h != nil {
-			handle(h, st)
-			return
-		}
 		if st.NoTo {
 			el.Set("to", st.To.bare)
 		}
-		s.route(el, st.To)
+		s.routeAt(el, st.To, w)
 	case "presence":
 		if h := s.reg.presence[originIndex(st.Origin)]; h != nil {
 			handle(h, st)
@@ -247,6 +246,13 @@ func (s *Service) route(el *xml.Element, to addr) {
 	}
 }
 
+// routeAt is route when where to's domain is served is known (Where).
+func (s *Service) routeAt(el *xml.Element, to addr, w router.Dest) {
+	if condition, text := s.Router.RouteAt(el, to.jid(), w); condition != "" {
+		s.bounce(el, condition, text)
+	}
+}
+
 // bounce returns an error reply to the sender of a stanza routed on its
 // behalf, unless it is an error itself or an IQ result. Every bounce goes
 // through here.
@@ -269,10 +275,8 @@ func (s *Service) accountExists(bare string) bool {
 
 // localOf is the localpart of a bare JID.
 func localOf(bare string) string {
-	for i := len(bare) - 1; i >= 0; i-- {
-		if bare[i] == '@' {
-			return bare[:i]
-		}
+	if i := strings.LastIndexByte(bare, '@'); i >= 0 {
+		return bare[:i]
 	}
 	return ""
 }

@@ -8,7 +8,7 @@ import (
 
 // The module surface. A module is a function that registers, on the Module
 // it is given, what it owns (IQ handlers by type, namespace, target and
-// origin; presence or message handlers by origin; disco features and
+// origin; presence handlers by origin; disco features and
 // identities; stream features; hooks on session events). modules.go lists
 // the modules in the order they register; disco, the caps hash and the
 // stream features are computed from the registrations.
@@ -154,8 +154,7 @@ type identity struct{ category, typ, name string }
 type registry struct {
 	iq         map[string][]iqRoute // by namespace, in registration order
 	presence   [3]func(*Stanza)     // by origin's bit
-	message    [3]func(*Stanza)
-	features   [2][]string // by Entity
+	features   [2][]string          // by Entity
 	identities [2][]identity
 	stream     []func() []byte
 	bound      []func(router.Session)
@@ -188,10 +187,6 @@ func (m *Module) IQ(types IQType, ns string, to Target, from Origin, h func(*Sta
 // Presence registers the handler of presence stanzas from the origins
 // given (to a hosted domain or its users, or a client's to anywhere).
 func (m *Module) Presence(from Origin, h func(*Stanza)) { m.stanza(&m.reg.presence, from, h) }
-
-// Message registers a handler of message stanzas from the origins given;
-// without one, messages are routed (router.Route).
-func (m *Module) Message(from Origin, h func(*Stanza)) { m.stanza(&m.reg.message, from, h) }
 
 func (m *Module) stanza(table *[3]func(*Stanza), from Origin, h func(*Stanza)) {
 	for _, o := range []Origin{FromClient, FromRemote, FromComponent} {

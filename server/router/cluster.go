@@ -152,5 +152,5 @@ func (r *Router) DeliverLocal(el *xml.Element, bare string, resources []string) 
 // stanza to the component if it is connected here). It may wait for the
 // store (offline storage).
 func (r *Router) RouteLocal(el *xml.Element, to JID) (condition, text string) {
-	return r.route(el, to, nil)
+	return r.route(el, to, r.Where(to.Domain), nil)
 }

@@ -123,13 +123,19 @@ func (r *Router) Deliver(s Session, el *xml.Element) bool {
 // to go by the rules); the caller bounces it to the sender, so that every
 // bounce goes through one function.
 func (r *Router) Route(el *xml.Element, to JID) (condition, text string) {
-	return r.route(el, to, r.Cluster())
+	return r.RouteAt(el, to, r.Where(to.Domain))
 }
 
-// route is Route with the cluster to consult (nil: this node alone).
-func (r *Router) route(el *xml.Element, to JID, c Cluster) (condition, text string) {
+// RouteAt is Route for a caller that has already asked Where about
+// to.Domain: w is the answer, so the stanza path does not ask twice.
+func (r *Router) RouteAt(el *xml.Element, to JID, w Dest) (condition, text string) {
+	return r.route(el, to, w, r.Cluster())
+}
+
+// route is RouteAt with the cluster to consult (nil: this node alone).
+func (r *Router) route(el *xml.Element, to JID, w Dest, c Cluster) (condition, text string) {
 	kind := el.Name.Local
-	switch r.Where(to.Domain) {
+	switch w {
 	case Component:
 		if r.Components.Route(to.Domain, el) {
 			return "", ""

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -70,7 +71,7 @@ type limitReader struct {
 	n         int64 // bytes read so far
 	limit     int64
 	onTimeout func(error) error
-	last      time.Time // of the last read that brought data
+	last      atomic.Int64 // unix nanoseconds of the last read that brought data (read by other goroutines: LastRead)
 	// prolog: no '<' seen yet. Only whitespace may come before it; other
 	// bytes (a TLS ClientHello, an HTTP request) fail the read at once
 	// instead of waiting, as text, for a '<' that never comes.
@@ -87,7 +88,7 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	for {
 		k, err := l.r.Read(p)
 		if k > 0 {
-			l.last = time.Now()
+			l.last.Store(time.Now().UnixNano())
 			if l.prolog {
 				if err := l.checkProlog(p[:k]); err != nil {
 					return 0, err
@@ -164,7 +165,8 @@ var UseEncodingXML = false
 
 // NewReader starts reading a stream from r.
 func NewReader(r io.Reader, limits Limits) *Reader {
-	lim := &limitReader{r: r, limit: limits.MaxStanza + readAhead, prolog: true, last: time.Now()}
+	lim := &limitReader{r: r, limit: limits.MaxStanza + readAhead, prolog: true}
+	lim.last.Store(time.Now().UnixNano())
 	var src source
 	if UseEncodingXML {
 		dec := exml.NewDecoder(lim)
@@ -226,8 +228,9 @@ func (r *Reader) OnTimeout(fn func(error) error) { r.lim.onTimeout = fn }
 func (r *Reader) Consumed() int64 { return r.lim.n }
 
 // LastRead is when bytes last came from the connection (whitespace
-// keepalives included), or when the Reader was made.
-func (r *Reader) LastRead() time.Time { return r.lim.last }
+// keepalives included), or when the Reader was made. Safe to call from
+// another goroutine than the one reading.
+func (r *Reader) LastRead() time.Time { return time.Unix(0, r.lim.last.Load()) }
 
 func (r *Reader) classify(err error) error {
 	var xe *Error
