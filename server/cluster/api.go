@@ -53,6 +53,7 @@ const (
 	ChanPropose byte = 1 // a follower's proposal to the leader, and its answer
 	ChanRoutes  byte = 2 // the route table: a node's bound resources and components
 	ChanStanza  byte = 3 // a stanza forwarded to the node that holds its recipient
+	ChanAck     byte = 4 // the acknowledgement of forwarded stanzas (the delivery rule)
 )
 
 // Mesh is the messaging between the nodes of a cluster, over the
@@ -60,7 +61,7 @@ const (
 // in the order sent. Send never blocks for long: each node has a bounded
 // queue; a node that is unreachable makes Send fail at once, a full queue
 // makes it fail at once on the route table's channel and after waiting
-// for room up to StanzaWait on ChanStanza (back-pressure on the sending
+// for room up to StanzaWait on ChanStanza and ChanAck (back-pressure on the sending
 // session). On failure the caller bounces or retries what it sent, by
 // the delivery rule.
 type Mesh interface {

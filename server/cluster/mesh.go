@@ -129,13 +129,13 @@ func (m *mesh) Send(node string, channel byte, msg []byte) error {
 		p.queued.Add(-int64(len(msg)))
 		return fmt.Errorf("%w: %s", ErrQueueFull, node)
 	}
-	f := frame{ch: channel, msg: msg}
+	f := frame{ch: channel, epoch: p.epoch.Load(), msg: msg}
 	select {
 	case p.q <- f:
 		return nil
 	default:
 	}
-	if channel == ChanStanza {
+	if channel == ChanStanza || channel == ChanAck {
 		t := time.NewTimer(StanzaWait)
 		defer t.Stop()
 		select {
@@ -296,6 +296,14 @@ func (m *mesh) update() {
 	m.mu.Lock()
 	changed := !slices.Equal(members, m.members)
 	if changed {
+		// The stanzas still queued for a node that is no longer
+		// reachable are not sent when it is back: their sender routes
+		// them again now (the route table's acknowledgements).
+		for _, id := range m.members {
+			if p := m.peers[id]; p != nil && !slices.Contains(members, id) {
+				p.epoch.Add(1)
+			}
+		}
 		m.members = members
 	}
 	fn := m.onMembers
@@ -347,8 +355,9 @@ func (m *mesh) serveIncoming(conn net.Conn, from string) {
 }
 
 type frame struct {
-	ch  byte
-	msg []byte
+	ch    byte
+	epoch uint32 // the peer's epoch when queued (ChanStanza, ChanAck)
+	msg   []byte
 }
 
 // A frame: channel (1 byte), length (4 bytes, big-endian), message.
@@ -386,6 +395,10 @@ type peer struct {
 	id, addr string
 	q        chan frame
 	queued   atomic.Int64 // bytes in q
+	// epoch counts the times the node became unreachable: a stanza or
+	// acknowledgement queued before is dropped, not sent (its sender
+	// routed it again when the node went).
+	epoch atomic.Uint32
 
 	mu      sync.Mutex
 	up      atomic.Bool
@@ -480,6 +493,15 @@ func (p *peer) run() {
 	}
 }
 
+// writeFrame writes f unless it is a stanza or acknowledgement queued
+// before the node was last unreachable.
+func (p *peer) writeFrame(w *bufio.Writer, f frame) error {
+	if (f.ch == ChanStanza || f.ch == ChanAck) && f.epoch != p.epoch.Load() {
+		return nil
+	}
+	return writeFrame(w, f)
+}
+
 // write sends the queue, and a hello whenever the connection is idle.
 func (p *peer) write(conn net.Conn) error {
 	w := bufio.NewWriterSize(conn, 32<<10)
@@ -514,11 +536,11 @@ func (p *peer) write(conn net.Conn) error {
 		case f := <-p.q:
 			conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 			p.queued.Add(-int64(len(f.msg)))
-			err = writeFrame(w, f)
+			err = p.writeFrame(w, f)
 			for n := len(p.q); err == nil && n > 0; n-- { // what else is queued, in one write
 				f = <-p.q
 				p.queued.Add(-int64(len(f.msg)))
-				err = writeFrame(w, f)
+				err = p.writeFrame(w, f)
 			}
 		case <-t.C:
 			conn.SetWriteDeadline(time.Now().Add(writeTimeout))

@@ -14,7 +14,8 @@ import (
 
 // Forward hands a stanza to the node that holds its recipient (ChanStanza):
 // false if the node is unreachable or its queue is full (the router then
-// decides alone).
+// decides alone). The sender's only copy (f.Fallback) is numbered and kept
+// until the node acknowledges it (acks.go).
 func (t *Table) Forward(node string, el *xml.Element, f router.Forwarded) bool {
 	if node == t.self || node == "" {
 		return false
@@ -22,7 +23,7 @@ func (t *Table) Forward(node string, el *xml.Element, f router.Forwarded) bool {
 	var hb [256]byte
 	h := append(hb[:0], stanzaVersion, 0)
 	if f.Fallback {
-		h[1] |= flagFallback
+		h[1] |= flagFallback | flagTracked
 	}
 	h = appendString(h, f.To.Local)
 	h = appendString(h, f.To.Domain)
@@ -33,9 +34,50 @@ func (t *Table) Forward(node string, el *xml.Element, f router.Forwarded) bool {
 	}
 	body := el.Bytes(stream.NSClient)
 	// One buffer, owned by the mesh from here (it may queue it).
-	msg := make([]byte, 0, len(h)+len(body))
-	msg = append(append(msg, h...), body...)
-	return t.cfg.Mesh.Send(node, cluster.ChanStanza, msg) == nil
+	build := func(seq uint64) []byte {
+		msg := make([]byte, 0, len(h)+len(body)+binary.MaxVarintLen64)
+		msg = append(msg, h[:2]...)
+		if seq != 0 {
+			msg = binary.AppendUvarint(msg, seq)
+		}
+		return append(append(msg, h[2:]...), body...)
+	}
+	if f.Fallback {
+		return t.sendTracked(node, build)
+	}
+	return t.cfg.Mesh.Send(node, cluster.ChanStanza, build(0)) == nil
+}
+
+// decodeForward splits a forwarded stanza into its header (its resources
+// appended to resBuf) and the stanza's bytes.
+func decodeForward(msg []byte, resBuf []string) (f router.Forwarded, seq uint64, body []byte, err error) {
+	if len(msg) < 2 || msg[0] != stanzaVersion {
+		return f, 0, nil, errVersion
+	}
+	rd := reader{b: msg[2:]}
+	f.Fallback = msg[1]&flagFallback != 0
+	if msg[1]&flagTracked != 0 {
+		if seq = rd.uvarint(); seq == 0 {
+			rd.err = errBad
+		}
+	}
+	f.To.Local, f.To.Domain, f.To.Resource = rd.string(1023), rd.string(1023), rd.string(1023)
+	n := rd.uvarint()
+	if n > router.MaxResources {
+		rd.err = errBad
+	}
+	f.Resources = resBuf[:0]
+	for i := uint64(0); i < n && rd.err == nil; i++ {
+		f.Resources = append(f.Resources, rd.string(1023))
+	}
+	if rd.err != nil || f.To.Domain == "" {
+		return f, 0, nil, errBad
+	}
+	f.To.Bare = f.To.Domain
+	if f.To.Local != "" {
+		f.To.Bare = f.To.Local + "@" + f.To.Domain
+	}
+	return f, seq, rd.b, nil
 }
 
 // receiveStanza delivers a stanza another node forwarded to the sessions
@@ -46,36 +88,24 @@ func (t *Table) receiveStanza(from string, msg []byte) {
 	if t.closed.Load() {
 		return
 	}
-	if int64(len(msg)) > t.cfg.MaxStanza+4*maxStringLen+router.MaxResources*(1024+3) {
+	if int64(len(msg)) > t.cfg.MaxStanza+4*maxStringLen+router.MaxResources*(1024+3)+binary.MaxVarintLen64 {
 		t.bad(from, "a forwarded stanza of %d bytes", len(msg))
 		return
 	}
-	if len(msg) < 2 || msg[0] != stanzaVersion {
+	var resBuf [8]string
+	f, seq, body, err := decodeForward(msg, resBuf[:0])
+	if err == errVersion {
 		t.bad(from, "a forwarded stanza of an unknown version")
 		return
 	}
-	rd := reader{b: msg[2:]}
-	var f router.Forwarded
-	f.Fallback = msg[1]&flagFallback != 0
-	f.To.Local, f.To.Domain, f.To.Resource = rd.string(1023), rd.string(1023), rd.string(1023)
-	n := rd.uvarint()
-	if n > router.MaxResources {
-		rd.err = errBad
-	}
-	var resBuf [8]string
-	f.Resources = resBuf[:0]
-	for i := uint64(0); i < n && rd.err == nil; i++ {
-		f.Resources = append(f.Resources, rd.string(1023))
-	}
-	if rd.err != nil || f.To.Domain == "" {
+	if err != nil {
 		t.bad(from, "a forwarded stanza whose header does not decode")
 		return
 	}
-	f.To.Bare = f.To.Domain
-	if f.To.Local != "" {
-		f.To.Bare = f.To.Local + "@" + f.To.Domain
+	if seq != 0 && !t.gotTracked(from, seq) {
+		return // seen before
 	}
-	el, err := t.parse(from, rd.b)
+	el, err := t.parse(from, body)
 	if err != nil {
 		t.bad(from, "a forwarded stanza that does not parse (%v)", err)
 		return
@@ -143,6 +173,7 @@ const (
 
 var (
 	errNoMark     = errors.New("not one stanza")
+	errVersion    = errors.New("unknown version")
 	errNotStanza  = errors.New("not a stanza")
 	endMarkBytes  = []byte(endMark)
 	streamHeadBin = []byte(streamHead)
@@ -156,11 +187,15 @@ func (t *Table) parse(from string, b []byte) (*xml.Element, error) {
 		t.parsers[from] = p
 	}
 	t.parsersMu.Unlock()
+	return p.parse(b, t.cfg.MaxStanza)
+}
+
+func (p *parser) parse(b []byte, maxStanza int64) (*xml.Element, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.rd == nil {
 		p.in = feed{b: streamHeadBin}
-		p.rd = xml.NewReader(&p.in, xml.Limits{MaxStanza: t.cfg.MaxStanza, MaxDepth: xml.DefaultLimits.MaxDepth})
+		p.rd = xml.NewReader(&p.in, xml.Limits{MaxStanza: maxStanza, MaxDepth: xml.DefaultLimits.MaxDepth})
 		if _, err := p.rd.Header(); err != nil {
 			p.rd = nil
 			return nil, err

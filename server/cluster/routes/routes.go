@@ -54,6 +54,9 @@ type Config struct {
 	// mesh's goroutines, one batch at a time.
 	Gone func(bare, resource string)
 	Back func(bare, resource string, presence []byte)
+	// AckTimeout is how long a forwarded stanza waits for the other
+	// node's acknowledgement before it is routed again (0: AckTimeout).
+	AckTimeout time.Duration
 }
 
 const shards = 64
@@ -93,6 +96,13 @@ type Table struct {
 	parsers   map[string]*parser // by sending node
 
 	fallbacks chan struct{} // bounds the forwarded stanzas handled off the mesh goroutine
+
+	// The delivery rule across nodes (acks.go): what this node forwarded
+	// and awaits the acknowledgement of, by node (*inFlight), and what it
+	// received, by node (*received).
+	flights, received sync.Map
+	now               atomic.Int64   // a coarse clock (Unix ns), every ackEvery
+	again             sync.WaitGroup // routeAgain at work
 	stop      chan struct{}
 	done      sync.WaitGroup
 	closed    atomic.Bool
@@ -143,6 +153,9 @@ func New(cfg Config) *Table {
 	if cfg.ResyncEvery <= 0 {
 		cfg.ResyncEvery = time.Second
 	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = AckTimeout
+	}
 	if cfg.Log == nil {
 		cfg.Log = log.Default()
 	}
@@ -162,6 +175,7 @@ func New(cfg Config) *Table {
 	}
 	cfg.Mesh.Handle(cluster.ChanRoutes, t.receiveRoutes)
 	cfg.Mesh.Handle(cluster.ChanStanza, t.receiveStanza)
+	cfg.Mesh.Handle(cluster.ChanAck, t.receiveAck)
 	cfg.Mesh.OnMembers(t.onMembers)
 	// The router tells us every change from here on; what was bound
 	// before is ours as well. (Locks in the router's order: its shard,
@@ -176,10 +190,12 @@ func New(cfg Config) *Table {
 		}
 		t.pub.Unlock()
 	})
+	t.now.Store(time.Now().UnixNano())
 	t.onMembers(cfg.Mesh.Members())
-	t.done.Add(2)
+	t.done.Add(3)
 	go t.resync()
 	go t.notifier()
+	go t.acker()
 	return t
 }
 
@@ -193,6 +209,7 @@ func (t *Table) Close() {
 	t.cfg.Router.SetCluster(nil)
 	close(t.stop)
 	t.done.Wait()
+	t.sendAcks() // what was handled here is not sent again by the others
 }
 
 func (t *Table) shard(bare string) *shard {
@@ -412,6 +429,7 @@ func (t *Table) onMembers(members []string) {
 	t.pub.Unlock()
 	for _, m := range gone {
 		t.dropNode(m, true)
+		t.nodeGone(m)
 	}
 	t.parsersMu.Lock()
 	for id := range t.parsers {
@@ -432,6 +450,7 @@ func (t *Table) onMembers(members []string) {
 	t.mu.RUnlock()
 	for _, m := range stale {
 		t.dropNode(m, true)
+		t.nodeGone(m)
 	}
 }
 

@@ -125,11 +125,19 @@ type testNode struct {
 }
 
 func newNode(t testing.TB, net *memmesh.Net, id string, maxPerNode int) *testNode {
+	return newNodeWith(t, net, id, func(c *Config) { c.MaxPerNode = maxPerNode })
+}
+
+func newNodeWith(t testing.TB, net *memmesh.Net, id string, set func(*Config)) *testNode {
 	n := &testNode{id: id, r: router.New(), mesh: net.Node(t, id), offline: &offline{}, comps: &comps{up: map[string]bool{}}, bounced: &bounce{}, log: &bytes.Buffer{}}
 	n.r.Hosted = func(d string) bool { return d == "a.lan" }
 	n.r.Offline = n.offline
 	n.r.Components = n.comps
-	n.t = New(Config{Mesh: n.mesh, Router: n.r, Bounce: n.bounced.add, Log: log.New(&syncWriter{w: n.log}, "", 0), MaxPerNode: maxPerNode, ResyncEvery: 20 * time.Millisecond})
+	cfg := Config{Mesh: n.mesh, Router: n.r, Bounce: n.bounced.add, Log: log.New(&syncWriter{w: n.log}, "", 0), ResyncEvery: 20 * time.Millisecond}
+	if set != nil {
+		set(&cfg)
+	}
+	n.t = New(cfg)
 	t.Cleanup(n.t.Close)
 	return n
 }

@@ -185,4 +185,5 @@ func (r *reader) next(o *op) bool {
 const (
 	stanzaVersion = 1
 	flagFallback  = 1
+	flagTracked   = 2 // a sequence number follows the flags (acks.go)
 )

@@ -26,6 +26,7 @@ type Net struct {
 	nodes   map[string]*Node
 	up      map[string]bool         // members now
 	cut     map[[2]string]bool      // links that fail (from, to)
+	lose    map[[2]string]int       // messages a link loses silently (from, to)
 	sent    map[string]map[byte]int // messages received, by node and channel
 	pending atomic.Int64
 }
@@ -49,7 +50,7 @@ type Node struct {
 
 // New returns an empty network.
 func New() *Net {
-	return &Net{nodes: map[string]*Node{}, up: map[string]bool{}, cut: map[[2]string]bool{}, sent: map[string]map[byte]int{}}
+	return &Net{nodes: map[string]*Node{}, up: map[string]bool{}, cut: map[[2]string]bool{}, lose: map[[2]string]int{}, sent: map[string]map[byte]int{}}
 }
 
 // Node adds a node (not a member until Members names it); it stops when
@@ -127,6 +128,15 @@ func (n *Net) Cut(from, to string, cut bool) {
 	}
 }
 
+// Lose makes the link from → to lose the next count stanzas (ChanStanza)
+// silently: Send succeeds, nothing arrives, as with frames written into a
+// connection that breaks.
+func (n *Net) Lose(from, to string, count int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.lose[[2]string{from, to}] = count
+}
+
 // Received counts the messages a node was sent on a channel.
 func (n *Net) Received(id string, ch byte) int {
 	n.mu.Lock()
@@ -157,6 +167,10 @@ func (m *Node) Send(to string, ch byte, msg []byte) error {
 	dst := n.nodes[to]
 	if dst == nil || dst.closed || !n.up[to] || !n.up[m.id] || n.cut[[2]string{m.id, to}] {
 		return errors.New("unreachable")
+	}
+	if k := [2]string{m.id, to}; n.lose[k] > 0 && ch == cluster.ChanStanza {
+		n.lose[k]-- // as if written into a connection that then broke
+		return nil
 	}
 	n.pending.Add(1)
 	n.sent[to][ch]++
