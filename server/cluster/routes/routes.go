@@ -103,9 +103,9 @@ type Table struct {
 	flights, received sync.Map
 	now               atomic.Int64   // a coarse clock (Unix ns), every ackEvery
 	again             sync.WaitGroup // routeAgain at work
-	stop      chan struct{}
-	done      sync.WaitGroup
-	closed    atomic.Bool
+	stop              chan struct{}
+	done              sync.WaitGroup
+	closed            atomic.Bool
 }
 
 type shard struct {
