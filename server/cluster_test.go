@@ -6,6 +6,7 @@ import (
 	"log"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parley-xmpp/parley/server/cluster/routes/memmesh"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -219,5 +220,46 @@ func BenchmarkRouteMessageCluster(b *testing.B) {
 			}
 			runRoute(b, sender, receiver, target)
 		})
+	}
+}
+
+// TestClusterNodeGoneTellsOtherServers: when a node dies, its users'
+// contacts on other servers are told they are unavailable, once, by the
+// surviving node with the lowest id (the dead node cannot say so), one
+// stanza to each contact subscribed to the user's presence and none to
+// the others.
+func TestClusterNodeGoneTellsOtherServers(t *testing.T) {
+	f1, f2, net := twoNodes(t)
+	r1, r2 := &fakeRemote{}, &fakeRemote{}
+	for _, x := range []struct {
+		f *fixture
+		r *fakeRemote
+	}{{f1, r1}, {f2, r2}} {
+		x.f.eng.mu.Lock()
+		x.f.eng.router.Remote = x.r
+		x.f.eng.mu.Unlock()
+	}
+	f1.putItem(alice, store.RosterItem{JID: romeo, Subscription: store.SubBoth})
+	f1.putItem(alice, store.RosterItem{JID: "juliet@remote.example", Subscription: store.SubTo})
+
+	a := f2.pipeClient(t, "alice", "alice-password", "desk")
+	go io.WriteString(a.conn, `<presence/>`)
+	r2.take(t, "alice's presence to romeo, from node 2", is("presence", "available", alice+"/desk", romeo))
+	net.Settle(t)
+	waitFor(t, "node 1 to see alice available", func() bool {
+		for _, rm := range f1.eng.router.RemoteAvailable(alice) {
+			if rm.Resource == "desk" {
+				return true
+			}
+		}
+		return false
+	})
+	r1.drain()
+
+	net.Members("n1") // node 2 dies
+	r1.take(t, "alice's unavailable presence to romeo, from node 1", is("presence", "unavailable", alice+"/desk", romeo))
+	time.Sleep(50 * time.Millisecond)
+	if got := describe(r1.drain()); got != "" {
+		t.Fatalf("node 1 also routed out: %s", got)
 	}
 }

@@ -524,11 +524,26 @@ func (s *Service) subscriptionReply(from, to, typ string) {
 // RemoteGone tells the user's contacts here, and the user's own sessions
 // here, that a resource on another node of a cluster is unavailable: its
 // node left or became unreachable, and cannot say so itself. Contacts on
-// other nodes are told by their own node; those on other servers and
-// those that got directed presence are not told.
-func (s *Service) RemoteGone(bare, resource string) {
+// other nodes are told by their own node. With servers (one node of those
+// left does it: see routes.Config.Gone), the user's contacts on other
+// servers are told as well, one stanza to each contact's bare JID, as
+// the resource's own unavailable presence would have been sent; those
+// that got directed presence from it are not (only its node knew them).
+func (s *Service) RemoteGone(bare, resource string, servers bool) {
 	p := xml.New(stream.NSClient, "presence", "type", "unavailable", "from", bare+"/"+resource)
 	s.presenceHere(bare, p)
+	if !servers {
+		return
+	}
+	_, items, _ := s.Store.Roster(bare)
+	for _, it := range items {
+		if it.Subscription != store.SubFrom && it.Subscription != store.SubBoth {
+			continue
+		}
+		if d := address.Domain(it.JID); !s.Hosted(d) && s.federated(d) {
+			s.presenceTo(p, it.JID)
+		}
+	}
 }
 
 // RemoteBack tells the same sessions a resource's presence again when its

@@ -51,8 +51,11 @@ type Config struct {
 	// left or became unreachable (their contacts here get unavailable
 	// presence: their own node cannot send it), and Back of those of a
 	// node that was gone and is back, with their presence. Called off the
-	// mesh's goroutines, one batch at a time.
-	Gone func(bare, resource string)
+	// mesh's goroutines, one batch at a time. servers is true on one node
+	// of those left, the one with the lowest id among the members this
+	// node reaches: it tells the contacts on other servers as well (once,
+	// not once per node).
+	Gone func(bare, resource string, servers bool)
 	Back func(bare, resource string, presence []byte)
 	// AckTimeout is how long a forwarded stanza waits for the other
 	// node's acknowledgement before it is routed again (0: AckTimeout).
@@ -102,6 +105,7 @@ type Table struct {
 	// received, by node (*received).
 	flights, received sync.Map
 	now               atomic.Int64   // a coarse clock (Unix ns), every ackEvery
+	lowest            atomic.Bool    // this node has the lowest id of the members it reaches (Gone)
 	again             sync.WaitGroup // routeAgain at work
 	stop              chan struct{}
 	done              sync.WaitGroup
@@ -421,6 +425,13 @@ func (t *Table) onMembers(members []string) {
 		}
 	}
 	t.members = now
+	lowest := true
+	for m := range now {
+		if m < t.self {
+			lowest = false
+		}
+	}
+	t.lowest.Store(lowest)
 	for _, m := range added {
 		if !t.sendSync(m, true) {
 			t.dirty[m] = true
@@ -786,8 +797,9 @@ func (t *Table) dropNode(id string, left bool) {
 		t.left[id] = true
 		if len(gone) > 0 {
 			t.later(func() {
+				servers := t.lowest.Load()
 				for _, k := range gone {
-					t.cfg.Gone(k.bare, k.res)
+					t.cfg.Gone(k.bare, k.res, servers)
 				}
 			})
 		}

@@ -2,6 +2,8 @@ package routes
 
 import (
 	"bytes"
+	"fmt"
+	"slices"
 	"io"
 	"log"
 	"strings"
@@ -633,32 +635,44 @@ func TestGoneBack(t *testing.T) {
 	var mu sync.Mutex
 	var events []string
 	a := newNode(t, net, "a", 0)
+	newNode(t, net, "0", 0) // a lower id than b's
 	mesh := net.Node(t, "b")
 	rb := router.New()
 	rb.Hosted = func(string) bool { return true }
 	b := New(Config{Mesh: mesh, Router: rb, Log: log.New(io.Discard, "", 0),
-		Gone: func(bare, res string) { mu.Lock(); events = append(events, "gone "+bare+"/"+res); mu.Unlock() },
+		Gone: func(bare, res string, servers bool) {
+			mu.Lock()
+			events = append(events, fmt.Sprintf("gone %s/%s servers=%v", bare, res, servers))
+			mu.Unlock()
+		},
 		Back: func(bare, res string, p []byte) {
 			mu.Lock()
 			events = append(events, "back "+bare+"/"+res)
 			mu.Unlock()
 		}})
 	t.Cleanup(b.Close)
-	net.Members("a", "b")
+	count := func(n int) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return len(events) == n }
+	}
+	net.Members("0", "a", "b")
 	a.bind("bob@a.lan", "desk", 1)
 	a.bind("bob@a.lan", "idle", -1000)
 	net.Settle(t)
-	net.Members("b")
-	eventually(t, "gone", func() bool { mu.Lock(); defer mu.Unlock(); return len(events) == 1 })
-	net.Members("a", "b")
-	eventually(t, "back", func() bool { mu.Lock(); defer mu.Unlock(); return len(events) == 2 })
+	net.Members("0", "b") // node 0 tells the other servers, not b
+	eventually(t, "gone", count(1))
+	net.Members("0", "a", "b")
+	eventually(t, "back", count(2))
 	eventually(t, "the sync's end", func() bool { b.mu.RLock(); defer b.mu.RUnlock(); return !b.returning["a"] })
 	a.bind("bob@a.lan", "later", 1) // after the sync: an ordinary change
 	net.Settle(t)
 	time.Sleep(20 * time.Millisecond)
+	net.Members("b") // b alone: b tells them
+	eventually(t, "gone again", count(4))
 	mu.Lock()
 	defer mu.Unlock()
-	if strings.Join(events, ", ") != "gone bob@a.lan/desk, back bob@a.lan/desk" {
+	slices.Sort(events[2:])
+	want := "gone bob@a.lan/desk servers=false, back bob@a.lan/desk, gone bob@a.lan/desk servers=true, gone bob@a.lan/later servers=true"
+	if strings.Join(events, ", ") != want {
 		t.Fatalf("events: %v", events)
 	}
 }
