@@ -3,9 +3,9 @@ package routes
 import (
 	"bytes"
 	"fmt"
-	"slices"
 	"io"
 	"log"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
