@@ -366,7 +366,7 @@ func componentLines(c *Ctx, st status.XMPP) ([]string, error) {
 			lines = append(lines, jid)
 			continue
 		}
-		line := jid + ": " + componentState(byJID[jid])
+		line := jid + ": " + componentState(c, byJID[jid])
 		if !hosted[comp.Domain] {
 			line += "; " + comp.Domain + " is not hosted (to move it: xmpp callbridge del " + comp.Name + ", then add it again)"
 		}
@@ -377,7 +377,7 @@ func componentLines(c *Ctx, st status.XMPP) ([]string, error) {
 		if configured[cs.JID] || (!cs.Connected && cs.LastFailure == "") {
 			continue
 		}
-		others = append(others, cs.JID+": not configured, "+componentState(cs))
+		others = append(others, cs.JID+": not configured, "+componentState(c, cs))
 	}
 	sort.Strings(others)
 	lines = append(lines, others...)
@@ -387,8 +387,11 @@ func componentLines(c *Ctx, st status.XMPP) ([]string, error) {
 	return lines, nil
 }
 
-func componentState(cs status.Component) string {
+func componentState(c *Ctx, cs status.Component) string {
 	var s string
+	if cs.Connected && cs.Node != "" {
+		return "connected to node " + nodeName(c, cs.Node)
+	}
 	if cs.Connected {
 		s = "connected"
 		if !cs.Since.IsZero() {
@@ -407,6 +410,19 @@ func componentState(cs status.Component) string {
 		s += " (last failure: " + failureText(cs) + ")"
 	}
 	return s
+}
+
+// nodeName is another cluster node as `xmpp cluster status` lists it: its
+// XMPP address, else its id.
+func nodeName(c *Ctx, id string) string {
+	if c.Cluster != nil {
+		for _, p := range c.Cluster.Status().Peers {
+			if p.ID == id && p.Address != "" {
+				return p.Address
+			}
+		}
+	}
+	return id
 }
 
 func failureText(cs status.Component) string {

@@ -717,6 +717,77 @@ func TestClusterCallBridge(t *testing.T) {
 	}
 }
 
+// TestClusterCallBridgeFailover (issue 11, Engine: call bridges): a call
+// bridge that finds the nodes through `_xmpp-component._tcp` SRV records
+// (a real dnsmasq; slixmpp's own SRV resolver) connects to the first,
+// node 1; `xmpp` on node 3 says it is connected there. Node 1 is killed
+// with SIGKILL: the bridge connects to the next record, node 2, with the
+// replicated secret, `xmpp` on node 3 now names node 2, and a user on node
+// 3 reaches it again and gets its answer.
+func TestClusterCallBridgeFailover(t *testing.T) {
+	needXMPPClients(t)
+	needPeers(t)
+	local, nodes := startClusterNodes(t, 3)
+	formCluster(t, local, nodes)
+	one, two, three := nodes[1], nodes[2], nodes[3]
+	const dnsIP = "127.0.11.53"
+	records := []string{}
+	for n := 1; n <= 3; n++ {
+		host := fmt.Sprintf("node%d.%s", n, clusterDomain)
+		records = append(records,
+			fmt.Sprintf("--srv-host=_xmpp-component._tcp.%s,%s,5222,%d,10", clusterDomain, host, 10*n),
+			fmt.Sprintf("--host-record=%s,%s", host, clusterIP(n)))
+	}
+	startDNS(t, dnsIP, records...)
+
+	out := three.mustAdmin(t, "xmpp callbridge add cb1")
+	m := regexp.MustCompile(`secret ([A-Za-z0-9]{20})`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("xmpp callbridge add printed %q, want its secret", out)
+	}
+	secret, cb1 := m[1], "cb1."+clusterDomain
+	one.waitOutput(t, "xmpp callbridge list", "Secret     : "+secret+"\n")
+	two.waitOutput(t, "xmpp callbridge list", "Secret     : "+secret+"\n")
+	alice := "alice@" + clusterDomain
+	three.xmpp().addAccounts(t, alice, "alice-password")
+
+	comp := startDriver(t, "component cb1 (SRV)", []string{componentScript, "--jid", cb1, "--secret", secret,
+		"--srv", clusterDomain, "--dns", dnsIP, "--reconnect", "--timeout", strconv.Itoa(xmppClientMax)})
+	comp.wait(t, "the bridge's session", func(e *xev) bool { return e.Ev == "session" })
+	one.waitOutput(t, "xmpp", cb1+": connected since")
+	three.waitOutput(t, "xmpp", cb1+": connected to node "+xmppAddr(1))
+
+	a := three.xmpp().login(t, alice+"/three", "alice-password", clientOpts{})
+	room := "room1@" + cb1
+	reach := func(body string) {
+		t.Helper()
+		// A new connection reaches node 3's table a moment after its
+		// handshake: until then a message to it bounces.
+		for deadline := time.Now().Add(15 * time.Second); ; {
+			a.send(t, room, body)
+			time.Sleep(300 * time.Millisecond)
+			if in, _ := comp.take(func(e *xev) bool { return e.Ev == "message" && e.Body == body }); in != nil {
+				comp.componentSend(t, room, in.From, "answer to "+body)
+				if got := a.message(t, room, "answer to "+body); got.From != room {
+					t.Fatalf("alice got the answer from %q, want %s", got.From, room)
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the bridge never got %q from alice on node 3\n%s\n%s", body, comp.transcript(), a.transcript())
+			}
+		}
+	}
+	reach("before the failure")
+
+	one.kill9()
+	comp.wait(t, "the bridge's connection to node 1 ending", func(e *xev) bool { return e.Ev == "disconnected" })
+	comp.waitWithin(t, "the bridge's session on another node", 30*time.Second, func(e *xev) bool { return e.Ev == "session" })
+	three.waitOutput(t, "xmpp", cb1+": connected to node "+xmppAddr(2))
+	two.waitOutput(t, "xmpp", cb1+": connected since")
+	reach("after the failure")
+}
+
 // clusterStanza is a top-level stanza as a raw cluster client reads it.
 type clusterStanza struct {
 	XMLName xml.Name

@@ -480,6 +480,23 @@ func (e *Engine) Status() status.XMPP {
 	defer e.mu.Unlock()
 	st := status.XMPP{Running: len(e.listeners) > 0, Since: e.since, Sessions: total, ByDomain: by, LastError: e.lastErr, LastErrorAt: e.lastErrAt,
 		Components: e.comps.Status(), IdleTimeout: e.cfg.IdleTimeout, MaxStanza: e.cfg.Limits.MaxStanza, OpenFiles: open, FileLimit: limit}
+	if rt := e.routes.Load(); rt != nil {
+		// The components connected to the other nodes of a cluster.
+		here := map[string]int{}
+		for i, c := range st.Components {
+			here[c.JID] = i
+		}
+		_, comps := rt.PerNode()
+		for node, list := range comps {
+			for _, jid := range list {
+				if i, ok := here[jid]; !ok {
+					st.Components = append(st.Components, status.Component{JID: jid, Connected: true, Node: node})
+				} else if !st.Components[i].Connected {
+					st.Components[i].Connected, st.Components[i].Node = true, node
+				}
+			}
+		}
+	}
 	st.PreAuthLimit, st.PreAuthPerAddress, st.PreAuth = e.preauth.limits()
 	st.Federation, st.FederationFailures = links, fails
 	for _, l := range e.listeners {

@@ -24,7 +24,16 @@ when the server answered with an error).
 
 It exits when the connection ends, when standard input closes (after a
 clean disconnect), or after --timeout seconds ({"ev": "timeout"}, status
-3) so that a test never waits forever. It never reconnects by itself.
+3) so that a test never waits forever. It never reconnects by itself,
+except with --reconnect.
+
+With --srv DOMAIN --dns IP instead of --host/--port it finds the server as
+a Cisco Meeting Server call bridge does: the SRV records
+_xmpp-component._tcp.DOMAIN, asked of the DNS server at IP only, tried in
+priority order (slixmpp's own resolver, through aiodns). With --reconnect,
+a connection that ends is followed by a new one to the next record
+({"ev": "disconnected"}, then {"ev": "session"} again), as a call bridge
+that loses its node.
 """
 
 import argparse
@@ -40,8 +49,11 @@ from jsondriver import Lifecycle, emit, read_commands
 
 class Component(Lifecycle, slixmpp.ComponentXMPP):
     def __init__(self, args):
-        super().__init__(args.jid, args.secret, args.host, args.port)
+        super().__init__(args.jid, args.secret, args.host or args.srv, args.port)
         self.args = args
+        self.stopping = False
+        if args.srv:
+            self.dns_service = "xmpp-component"
         self.done = asyncio.get_event_loop().create_future()
         self.reading = False
         self.tasks = set()
@@ -68,6 +80,27 @@ class Component(Lifecycle, slixmpp.ComponentXMPP):
         if not self.reading:
             self.reading = True
             self.tasks.add(asyncio.ensure_future(read_commands(self)))
+
+    def configure_dns(self, resolver, domain=None, port=None):
+        if self.args.dns:
+            resolver.nameservers = [self.args.dns]
+
+    def disconnect(self, *a, **kw):
+        self.stopping = True
+        return super().disconnect(*a, **kw)
+
+    def on_disconnected(self, reason):
+        if self.args.reconnect and not self.stopping:
+            emit("disconnected", reason=str(reason or ""), reconnecting=True)
+            self.connect()
+            return
+        super().on_disconnected(reason)
+
+    def on_connection_failed(self, err):
+        if self.args.reconnect and not self.stopping:
+            emit("connection_failed", reason=str(err), retrying=True)
+            return  # slixmpp tries the next record by itself
+        super().on_connection_failed(err)
 
     def on_message(self, msg):
         emit("message", **{
@@ -106,16 +139,21 @@ async def main():
     p = argparse.ArgumentParser()
     p.add_argument("--jid", required=True)
     p.add_argument("--secret", required=True)
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host")
+    p.add_argument("--port", type=int, default=5222)
+    p.add_argument("--srv", help="find the server by _xmpp-component._tcp.SRV")
+    p.add_argument("--dns", help="the DNS server to ask (with --srv)")
+    p.add_argument("--reconnect", action="store_true", help="connect again when the connection ends")
     p.add_argument("--tls", action="store_true", help="TLS from the first byte (the c2s-tls port)")
     p.add_argument("--timeout", type=float, default=60)
     args = p.parse_args()
+    if not args.host and not args.srv:
+        p.error("--host or --srv is needed")
 
     comp = Component(args)
     # Without an explicit host and port, ComponentXMPP resolves an empty
     # host name and never connects.
-    comp.connect(args.host, args.port, use_ssl=args.tls)
+    comp.connect(args.host or args.srv, args.port, use_ssl=args.tls)
     try:
         code = await asyncio.wait_for(comp.done, args.timeout)
     except asyncio.TimeoutError:

@@ -45,6 +45,9 @@ type Component struct {
 	From          string    // remote address while connected
 	LastFailure   string    // e.g. "authentication failure", "unknown component"
 	LastFailureAt time.Time
+	// Node is, on a cluster, the id of the other node the component is
+	// connected to (it is not connected here); "" otherwise.
+	Node string
 }
 
 // Direction is which side opened a server-to-server stream.
