@@ -381,9 +381,12 @@ func TestComponentState(t *testing.T) {
 		{status.Component{Connected: true, Since: since, From: "10.0.0.5:1", LastFailure: "authentication failure", LastFailureAt: since.Add(-time.Minute)},
 			"connected since 2026-11-22T11:00:00Z from 10.0.0.5:1"},
 		{status.Component{LastFailure: "authentication failure"}, "not connected (last failure: authentication failure)"},
+		// On a cluster, connected to another node (no cluster here to
+		// name it by its address: its id).
+		{status.Component{Connected: true, Node: "4f2a"}, "connected to node 4f2a"},
 	}
 	for _, tc := range tests {
-		if got := componentState(tc.cs); got != tc.want {
+		if got := componentState(&Ctx{}, tc.cs); got != tc.want {
 			t.Errorf("%+v:\n got %q\nwant %q", tc.cs, got, tc.want)
 		}
 	}
