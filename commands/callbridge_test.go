@@ -386,7 +386,7 @@ func TestComponentState(t *testing.T) {
 		{status.Component{Connected: true, Node: "4f2a"}, "connected to node 4f2a"},
 	}
 	for _, tc := range tests {
-		if got := componentState(&Ctx{}, tc.cs); got != tc.want {
+		if got := componentState(&Ctx{Env: &Env{}}, tc.cs); got != tc.want {
 			t.Errorf("%+v:\n got %q\nwant %q", tc.cs, got, tc.want)
 		}
 	}
