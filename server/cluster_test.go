@@ -263,3 +263,28 @@ func TestClusterNodeGoneTellsOtherServers(t *testing.T) {
 		t.Fatalf("node 1 also routed out: %s", got)
 	}
 }
+
+// TestClusterOfflineStoredWhileOnline: a message stored offline by one
+// node for a user whose session another node bound a moment before (the
+// storing node did not know of it yet, and the session's flush at its
+// initial presence had found nothing) reaches that session as soon as the
+// store commits it, not at the user's next login.
+func TestClusterOfflineStoredWhileOnline(t *testing.T) {
+	f1, f2, _ := twoNodes(t)
+	bob := f2.pipeClient(t, "bob", "bob-password", "desk")
+	go io.WriteString(bob.conn, `<presence/>`)
+	bob.expect("own presence", isFrom("presence", "bob@example.lan/desk"))
+	// As node 1 does when it routes a message to bob without seeing him.
+	stanza := `<message xmlns="jabber:client" from="alice@example.lan/phone" to="bob@example.lan" type="chat" id="late"><body>stored by node 1</body></message>`
+	if _, err := f1.st.ProposeSettled(context.Background(), store.OfflinePush{User: "bob@example.lan", Stanza: []byte(stanza)}); err != nil {
+		t.Fatal(err)
+	}
+	m := bob.expect("the stored message, at once", isFrom("message", "alice@example.lan/phone"))
+	if m.Child("", "body").Text() != "stored by node 1" {
+		t.Fatalf("bob got %s", m)
+	}
+	waitFor(t, "the message deleted from the store once written", func() bool {
+		msgs, err := f1.st.OfflineAfter("bob@example.lan", 0, 10)
+		return err == nil && len(msgs) == 0
+	})
+}

@@ -421,6 +421,8 @@ func (e *Engine) onChange(c store.Change) {
 	case store.ComponentDel:
 		e.loadComponents()
 		e.comps.KickName(op.Name, &stream.Error{Condition: "not-authorized", Text: "the component was deleted"})
+	case store.OfflinePush:
+		e.im.OfflineStored(op.User)
 	case store.AccountDelete:
 		for _, s := range e.router.Sessions(op.JID) {
 			s.Close(&stream.Error{Condition: "not-authorized", Text: "the account was deleted"})

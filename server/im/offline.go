@@ -89,6 +89,7 @@ type flusher struct {
 	sess    router.Session
 	out     *stream.Conn
 	written atomic.Uint64 // the highest sequence number written
+	again   atomic.Bool   // a message was stored meanwhile (OfflineStored): look again at the end
 	wake    chan struct{}
 	done    chan struct{} // closed when the flush is over and its deletions made
 }
@@ -188,6 +189,9 @@ func (f *flusher) run(page []store.OfflineMessage) {
 	s.flushMu.Lock()
 	delete(s.flushing, bare)
 	s.flushMu.Unlock()
+	if !ended && f.again.Load() {
+		s.OfflineStored(bare)
+	}
 	if ended {
 		// What was not written goes to another available resource, if
 		// there is one; otherwise it waits for the next login.
@@ -196,6 +200,34 @@ func (f *flusher) run(page []store.OfflineMessage) {
 				s.flushOffline(t)
 				break
 			}
+		}
+	}
+}
+
+// OfflineStored is told of every message stored offline once the store
+// has committed it (on every node of a cluster). When the user has a
+// session here that takes messages, the message goes to it at once: on a
+// cluster, the node that stored it may not have known yet of a session
+// bound here a moment before, and that session's flush, at its initial
+// presence, may have read the store before the message was committed.
+// Standalone, storing and the flush are ordered by the offline lock, and
+// nothing is found here.
+func (s *Service) OfflineStored(bare string) {
+	targets := s.Router.Targets(bare, "normal")
+	if len(targets) == 0 {
+		return
+	}
+	s.flushMu.Lock()
+	if f := s.flushing[bare]; f != nil {
+		f.again.Store(true)
+		s.flushMu.Unlock()
+		return
+	}
+	s.flushMu.Unlock()
+	for _, t := range targets {
+		if !t.Out().Closing() {
+			s.flushOffline(t)
+			return
 		}
 	}
 }
