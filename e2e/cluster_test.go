@@ -179,12 +179,19 @@ func needCluster(t *testing.T, c *clusterNode) {
 // cluster node.
 func startClusterNodes(t *testing.T, count int) (string, []*clusterNode) {
 	t.Helper()
+	return startClusterNodesWith(t, count, nil)
+}
+
+// startClusterNodesWith is startClusterNodes with more arguments to every
+// node's serve.
+func startClusterNodesWith(t *testing.T, count int, serveArgs []string) (string, []*clusterNode) {
+	t.Helper()
 	local := t.TempDir()
 	clusterCerts(t, local)
 	nodes := make([]*clusterNode, count+1)
 	var logs []interface{ logs() string }
 	for n := 1; n <= count; n++ {
-		nodes[n] = &clusterNode{appliance: start(t, options{hostname: fmt.Sprintf("node%d", n)}), n: n, ip: clusterIP(n)}
+		nodes[n] = &clusterNode{appliance: start(t, options{hostname: fmt.Sprintf("node%d", n), serveArgs: serveArgs}), n: n, ip: clusterIP(n)}
 		logs = append(logs, nodes[n])
 	}
 	dumpOnFailure(t, logs...)
@@ -393,6 +400,42 @@ func TestClusterRestartFollower(t *testing.T) {
 	two.mustAdmin(t, "xmpp callbridge add cb2")
 	one.waitOutput(t, "xmpp callbridge list", "Callbridge : cb2\n")
 	three.waitOutput(t, "xmpp callbridge list", "Callbridge : cb1\n", "Callbridge : cb2\n")
+}
+
+// TestClusterSnapshotCatchUp (issue 11, Tests: a snapshot restores a
+// node that was down through many changes): with a small snapshot
+// threshold and few trailing entries (serve's --raft-* flags), node 3 is
+// stopped while 60 call bridges are added on node 1; the others snapshot
+// and drop the log entries node 3 missed, so when node 3 comes back the
+// leader sends it the snapshot: node 3 says so in its log, lists every
+// bridge, and takes part in the next change.
+func TestClusterSnapshotCatchUp(t *testing.T) {
+	local, nodes := startClusterNodesWith(t, 3, []string{"--raft-snapshot-threshold", "20", "--raft-snapshot-interval", "500ms", "--raft-trailing-logs", "5"})
+	formCluster(t, local, nodes)
+	one, two, three := nodes[1], nodes[2], nodes[3]
+	all := []string{xmppAddr(1), xmppAddr(2), xmppAddr(3)}
+	three.stop()
+	var lines []string
+	for i := 1; i <= 60; i++ {
+		lines = append(lines, fmt.Sprintf("xmpp callbridge add snap%d", i))
+	}
+	one.script(t, lines...)
+	two.waitOutput(t, "xmpp callbridge list", "Callbridge : snap60\n")
+	// Let the running nodes snapshot past what node 3 missed (a check
+	// every 0.5–1 s).
+	time.Sleep(3 * time.Second)
+	three.boot() // its stderr is this boot's: the restore at its join is not in it
+	three.waitPeers(t, all...)
+	want := []string{}
+	for i := 1; i <= 60; i++ {
+		want = append(want, fmt.Sprintf("Callbridge : snap%d\n", i))
+	}
+	three.waitOutput(t, "xmpp callbridge list", want...)
+	if !strings.Contains(three.stderr.String(), "replaced by the leader's snapshot") {
+		t.Fatalf("node 3 caught up without the leader's snapshot (the test's premise failed):\n%s", three.logs())
+	}
+	three.mustAdmin(t, "xmpp callbridge add after")
+	one.waitOutput(t, "xmpp callbridge list", "Callbridge : after\n")
 }
 
 // nodeIDLine is the Node id line of xmpp cluster status.

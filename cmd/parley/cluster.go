@@ -87,6 +87,14 @@ type clusterNode struct {
 
 var _ cluster.Node = (*clusterNode)(nil)
 
+// raftTuning is the raft snapshot settings of serve's flags
+// (--raft-snapshot-threshold, --raft-snapshot-interval, --raft-trailing-logs).
+var raftTuning struct {
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+}
+
 // newClusterNode makes the node and starts what is enabled (the listener,
 // and raft if the node is in a cluster); sessions counts the client
 // sessions bound on this node (nil: none).
@@ -107,7 +115,10 @@ func newClusterNode(dataDir string, st *store.Store, area *pki.Area, sessions fu
 		Trust: func() (*x509.CertPool, error) {
 			return trustPool(area, settings.TrustBundle())
 		},
-		Log: logger,
+		Log:               logger,
+		SnapshotThreshold: raftTuning.SnapshotThreshold,
+		SnapshotInterval:  raftTuning.SnapshotInterval,
+		TrailingLogs:      raftTuning.TrailingLogs,
 	})
 	if err != nil {
 		return nil, err

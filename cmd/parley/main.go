@@ -72,6 +72,9 @@ func serve(args []string) error {
 	hostname := fs.String("hostname", "", "set the appliance's host name (the shell prompt)")
 	maxUpload := fs.Int64("sftp-max-upload", pki.MaxFileSize, "largest file accepted over SFTP, in bytes")
 	idle := fs.Duration("xmpp-idle-timeout", 5*time.Minute, "a client silent this long is pinged, and closed after as long again")
+	fs.Uint64Var(&raftTuning.SnapshotThreshold, "raft-snapshot-threshold", 8192, "cluster: log entries after which the store is snapshotted and the log truncated")
+	fs.DurationVar(&raftTuning.SnapshotInterval, "raft-snapshot-interval", 30*time.Second, "cluster: how often the threshold is checked")
+	fs.Uint64Var(&raftTuning.TrailingLogs, "raft-trailing-logs", 10240, "cluster: log entries kept after a snapshot (a node further behind gets the snapshot)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

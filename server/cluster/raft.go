@@ -171,6 +171,9 @@ func (c *Cluster) startRaft(prepare func(logs *raftboltdb.BoltStore, snaps raft.
 		return fail(err, logs)
 	}
 	f := newFSM(c.cfg.Store)
+	f.restored = func(index uint64) {
+		c.log.Printf("cluster: this node's store was replaced by the leader's snapshot at log index %d (the node joined, or was too far behind for the log)", index)
+	}
 	rc := c.raftConfig()
 	if list, err := snaps.List(); err == nil && len(list) > 0 && list[0].Index > c.cfg.Store.AppliedIndex() {
 		// The store is behind raft's last snapshot (a restore that did
@@ -264,7 +267,8 @@ func (p pausedLog) Commit([]byte) (uint64, any, error) {
 // replays after a restart (the store is persistent, and raft does not
 // restore its snapshot on start).
 type fsm struct {
-	st *store.Store
+	st       *store.Store
+	restored func(index uint64) // told after a Restore (nil: nobody)
 
 	mu      sync.Mutex
 	applied uint64        // the last index applied (or restored)
@@ -357,7 +361,11 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.applied = f.st.AppliedIndex()
 	close(f.moved)
 	f.moved = make(chan struct{})
+	index := f.applied
 	f.mu.Unlock()
+	if f.restored != nil {
+		f.restored(index)
+	}
 	return nil
 }
 
