@@ -387,10 +387,10 @@ const StopGrace = 3 * time.Second
 // exit then, and the clients have been told why.
 func (e *Engine) Stop() {
 	close(e.stop)
-	e.metrics.Close()
 	e.LeaveMesh()
 	e.mu.Lock()
 	e.stopped = true
+	e.metrics.Close()
 	e.stopLocked("system-shutdown", "the server is shutting down")
 	e.mu.Unlock()
 	e.wg.Wait()

@@ -27,6 +27,11 @@ func (e *Engine) node() (id, hostname string) {
 // nowhere); a failure is the exporter's last error, which `metrics
 // listen` reports.
 func (e *Engine) applyMetrics() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped { // a stopped engine still hears the store's changes
+		return
+	}
 	addr, _ := e.cfg.Store.Config(store.MetricsListen)
 	e.metrics.Listen(addr)
 }
