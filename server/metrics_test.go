@@ -228,3 +228,36 @@ func TestMetricsComponentsAndFederation(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsFailures: a TLS handshake that fails on the direct TLS port
+// and a SASL mechanism the server does not offer are counted, the
+// mechanism under "other" whatever its name.
+func TestMetricsFailures(t *testing.T) {
+	f := start(t)
+	tlsFailed := metricstest.Value(t, "parley_tls_handshakes_total", "direction", "in", "outcome", "failed")
+	other := metricstest.Value(t, "parley_login_failures_total", "mechanism", "other")
+
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", f.tlsPort), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("<stream:stream xmlns='jabber:client'>")) // XML, not a TLS hello
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.Copy(io.Discard, c) // until the server closes
+	c.Close()
+	waitFor(t, "the failed handshake counted", func() bool {
+		return metricstest.Value(t, "parley_tls_handshakes_total", "direction", "in", "outcome", "failed")-tlsFailed == 1
+	})
+
+	cl := f.dial()
+	cl.open("example.lan")
+	cl.starttls("example.lan")
+	cl.open("example.lan")
+	cl.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-INVENTED-` + strings.Repeat("A", 200) + `'>=</auth>`)
+	if el := cl.next(); el.Name.Local != "failure" || el.Child("", "invalid-mechanism") == nil {
+		t.Fatalf("an unknown mechanism: %s", el)
+	}
+	if got := metricstest.Value(t, "parley_login_failures_total", "mechanism", "other") - other; got != 1 {
+		t.Errorf("parley_login_failures_total{mechanism=\"other\"} moved by %v, want 1", got)
+	}
+}
