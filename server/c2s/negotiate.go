@@ -235,6 +235,7 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 	ip := remoteIP(n.raw)
 	att, err := n.cfg.Throttle.Begin(ip, n.maxWait())
 	if err != nil {
+		metrics.Login(auth.Get("mechanism"), false) // throttled before any password was checked
 		return false, n.attemptRefused()
 	}
 	ok, err := n.authenticate1(auth, ip, att)
