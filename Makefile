@@ -14,9 +14,10 @@ SSH_LISTEN ?= 127.0.0.1:2222
 # the DNS server dnsmasq (package dnsmasq-base: no system service). The
 # Debian package's test also needs systemd-analyze (package systemd; no
 # running systemd needed) and adduser (the package depends on it); dpkg-deb,
-# setpriv and prlimit come with every Debian system.
-TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp prosody ejabberdctl dnsmasq systemd-analyze adduser
-TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejabberd dnsmasq-base systemd adduser
+# setpriv and prlimit come with every Debian system. The metrics test checks
+# the exposition with promtool (/usr/bin/promtool, package prometheus).
+TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp prosody ejabberdctl dnsmasq systemd-analyze adduser promtool
+TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejabberd dnsmasq-base systemd adduser prometheus
 TEST_PYTHON   := /usr/bin/python3
 TEST_PYMODS   := slixmpp
 
@@ -36,7 +37,9 @@ run: build
 # Install what the tests need when it is missing. The tests run their own
 # Prosody and ejabberd on loopback addresses: the system services the
 # packages start would hold 5222/5269 on every address, so a fresh install
-# stops and disables them (where systemd runs).
+# stops and disables them (where systemd runs). The same for Prometheus
+# (only its promtool is used) and the node exporter it recommends (9090,
+# 9100 on every address).
 deps:
 	@missing=""; for t in $(TEST_TOOLS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	for m in $(TEST_PYMODS); do $(TEST_PYTHON) -c "import $$m" >/dev/null 2>&1 || missing="$$missing python:$$m"; done; \
@@ -49,7 +52,7 @@ deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(TEST_PACKAGES); st=$$?; \
 		[ -z "$$norc" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; \
 		[ $$st = 0 ] || exit 1; \
-		for s in prosody ejabberd; do \
+		for s in prosody ejabberd prometheus prometheus-node-exporter; do \
 			if command -v systemctl >/dev/null 2>&1; then $$SUDO systemctl disable --now $$s >/dev/null 2>&1; fi; \
 			$$SUDO service $$s stop >/dev/null 2>&1; \
 		done; true; \

@@ -148,6 +148,7 @@ func formatDuration(d time.Duration) string {
 var familySummaries = map[string]string{
 	"backup":            "Snapshots of the configuration and XMPP data in the files area: take, list, roll back",
 	"dns":               "The DNS servers the XMPP service uses, and lookups with them",
+	"metrics":           "Prometheus metrics of this node: where they are served, the exporter's state",
 	"pki":               "Keys, certificate signing requests, self-signed certificates; inspect, match and verify files",
 	"user":              "Admin users of this shell: add, delete, list, roles, password expiry, unlock",
 	"user rule":         "Password and SSH login rules for admin users",

@@ -179,6 +179,9 @@ type Env struct {
 	// this process.
 	Cluster         cluster.Node
 	ClusterSettings ClusterSettings
+	// Metrics is the engine's Prometheus exporter; nil when there is no
+	// engine in this process.
+	Metrics MetricsExporter
 }
 
 // LoginLocks are the SSH server's holds on password logins: failures and
@@ -244,6 +247,7 @@ func NewTree() *Tree {
 	t.add(xmppCommands()...)
 	t.add(dnsCommands()...)
 	t.add(backupCommands()...)
+	t.add(metricsCommands()...)
 	sort.SliceStable(t.cmds, func(i, j int) bool { return t.cmds[i].Name() < t.cmds[j].Name() })
 	return t
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/parley-xmpp/parley/server/fedcheck"
 	"github.com/parley-xmpp/parley/server/im"
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/s2s"
@@ -92,6 +93,9 @@ type Engine struct {
 	errs      uint64 // setError calls, so reconcile knows whether it failed at something
 	stopped   bool
 	filesWarn bool // the open-file count is near the limit (logged once per episode)
+
+	metrics  *metrics.Exporter            // the Prometheus exporter (metrics.go)
+	nodeInfo atomic.Pointer[metrics.Node] // which node this is (SetNode)
 
 	secret    atomic.Pointer[[]byte] // the store's dialback secret, once read (files.go)
 	localOnce sync.Once
@@ -217,6 +221,7 @@ func New(cfg Config) *Engine {
 		Secret:      e.dialbackSecret,
 	})
 	e.router.Remote = e.s2s
+	e.metrics = metrics.NewExporter(metricsSource{e}, e.node, cfg.Version, cfg.Log)
 	return e
 }
 
@@ -318,6 +323,7 @@ func (e *Engine) Start() {
 	e.putFiles(!e.cfg.Store.Clustered())
 	e.loadComponents()
 	e.reconcile()
+	e.applyMetrics()
 	e.wg.Add(2)
 	go e.watchFiles()
 	go e.releaseWhenQuiet()
@@ -384,6 +390,7 @@ func (e *Engine) Stop() {
 	e.LeaveMesh()
 	e.mu.Lock()
 	e.stopped = true
+	e.metrics.Close()
 	e.stopLocked("system-shutdown", "the server is shutting down")
 	e.mu.Unlock()
 	e.wg.Wait()
@@ -406,9 +413,15 @@ func (e *Engine) onChange(c store.Change) {
 		if strings.HasPrefix(op.Key, "xmpp.") {
 			e.reconcile()
 		}
+		if op.Key == store.MetricsListen {
+			e.applyMetrics()
+		}
 	case store.ConfigDel:
 		if strings.HasPrefix(op.Key, "xmpp.") {
 			e.reconcile()
+		}
+		if op.Key == store.MetricsListen {
+			e.applyMetrics()
 		}
 	case store.DomainPrimary, store.DomainPut, store.DomainDel, store.XMPPReset:
 		e.reconcile()
@@ -912,7 +925,9 @@ func (e *Engine) serve(p *pending, direct bool) {
 			return
 		}
 		tc := tls.Server(c, cfg)
-		if err := tc.Handshake(); err != nil {
+		err := tc.Handshake()
+		metrics.TLSHandshake(metrics.In, err)
+		if err != nil {
 			c.Close()
 			return
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/parley-xmpp/parley/server/metrics"
 )
 
 // Log is where proposals are committed. Commit makes an encoded entry
@@ -110,6 +112,7 @@ func (l *localLog) Commit(entry []byte) (uint64, any, error) {
 	if l.s.member.Load() {
 		return 0, nil, ErrClusterLogDown
 	}
+	defer metrics.StoreCommit(time.Now()) // proposal to durable and applied
 	p := &proposal{entry: entry, done: make(chan struct{})}
 	l.mu.Lock()
 	if l.closed {

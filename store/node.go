@@ -48,11 +48,15 @@ const ClusterTrust = "cluster.trust"
 // (xmpp cluster port); unset: the cluster package's default.
 const ClusterPort = "cluster.port"
 
+// MetricsListen is the node-local setting of the address the Prometheus
+// metrics are served on (metrics listen); unset: nowhere.
+const MetricsListen = "metrics.listen"
+
 // IsLocalKey reports whether a configuration key is node-local: set with
 // SetLocal, never through the log.
 func IsLocalKey(key string) bool {
 	switch key {
-	case XMPPListen, XMPPEnabled, ConfigHostname, ClusterTrust, ClusterPort:
+	case XMPPListen, XMPPEnabled, ConfigHostname, ClusterTrust, ClusterPort, MetricsListen:
 		return true
 	}
 	return false

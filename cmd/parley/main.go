@@ -133,6 +133,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	engine.SetNode(func() (string, string) { return node.c.ID(), commands.Hostname(st) })
 	engine.Start()
 	defer engine.Stop()
 	// In a cluster, the engine routes over every node (the route table
@@ -143,7 +144,7 @@ func serve(args []string) error {
 		node.joined()
 	}
 	env := &commands.Env{Store: st, Files: area, Version: Version, Started: time.Now(), XMPP: engine,
-		Federation: engine, DNS: engine.Resolver(), Cluster: node, ClusterSettings: settings}
+		Federation: engine, DNS: engine.Resolver(), Cluster: node, ClusterSettings: settings, Metrics: engine}
 	srv := shell.New(shell.Config{
 		Env: env, Tree: commands.NewTree(), HostKey: hostKey, Log: logger, MaxUpload: *maxUpload,
 	})

@@ -17,6 +17,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/parley-xmpp/parley/server/authlimit"
+	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -185,7 +186,9 @@ func (n *negotiation) startTLS() error {
 	}
 	tc := tls.Server(n.raw, cfg)
 	tc.SetDeadline(n.deadline)
-	if err := tc.Handshake(); err != nil {
+	err := tc.Handshake()
+	metrics.TLSHandshake(metrics.In, err)
+	if err != nil {
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
 	tc.SetWriteDeadline(time.Time{})
@@ -232,9 +235,11 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 	ip := remoteIP(n.raw)
 	att, err := n.cfg.Throttle.Begin(ip, n.maxWait())
 	if err != nil {
+		metrics.Login(auth.Get("mechanism"), false) // throttled before any password was checked
 		return false, n.attemptRefused()
 	}
 	ok, err := n.authenticate1(auth, ip, att)
+	metrics.Login(auth.Get("mechanism"), ok)
 	// An attempt not ended above (the stream failed in the middle) counts
 	// as failed: its tokens stay taken. Otherwise this does nothing.
 	att.Failed()

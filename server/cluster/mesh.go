@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/parley-xmpp/parley/server/metrics"
 )
 
 // Mesh timing and bounds.
@@ -127,6 +129,7 @@ func (m *mesh) Send(node string, channel byte, msg []byte) error {
 	}
 	if p.queued.Add(int64(len(msg))) > QueueBytes {
 		p.queued.Add(-int64(len(msg)))
+		metrics.QueueRejected(metrics.ClusterQueue)
 		return fmt.Errorf("%w: %s", ErrQueueFull, node)
 	}
 	f := frame{ch: channel, epoch: p.epoch.Load(), msg: msg}
@@ -146,6 +149,7 @@ func (m *mesh) Send(node string, channel byte, msg []byte) error {
 		}
 	}
 	p.queued.Add(-int64(len(msg)))
+	metrics.QueueRejected(metrics.ClusterQueue)
 	return fmt.Errorf("%w: %s", ErrQueueFull, node)
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -85,6 +86,7 @@ type clusterLog struct {
 }
 
 func (l *clusterLog) Commit(entry []byte) (uint64, any, error) {
+	defer metrics.StoreCommit(time.Now())
 	c := l.c
 	r := c.raftNode()
 	if r == nil {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -95,6 +96,7 @@ func NewRegistry() *Registry {
 }
 
 func (r *Registry) fail(jid, what string) {
+	metrics.ComponentFailed(what)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.failures) > 1000 {
@@ -288,6 +290,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		return
 	}
 	att.Succeeded()
+	metrics.ComponentConnected()
 	c.SetDeadline(time.Time{})
 	stream.Authenticated(c)
 	s := &session{jid: to, conn: stream.NewConn(c, stream.NSAccept), since: time.Now(), from: c.RemoteAddr().String()}

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -65,6 +66,8 @@ func (s *Service) storeOffline(el *xml.Element, to addr) {
 		// The log did not commit it (in a cluster: no quorum): the
 		// sender may try again later.
 		s.bounce(el, "resource-constraint", "the recipient is offline and the message could not be stored now: try again later")
+	} else {
+		metrics.OfflineStored()
 	}
 }
 
@@ -145,6 +148,7 @@ func (f *flusher) run(page []store.OfflineMessage) {
 	s, bare := f.s, f.sess.Bare()
 	f.out.SetPacer(f, flushLow)
 	var queued, deleted uint64 // the last sequence number queued, and deleted
+	var sent []uint64          // the sequence numbers queued and not yet counted as delivered
 	more := len(page) == flushPage
 	ended := false
 	for !ended {
@@ -154,6 +158,7 @@ func (f *flusher) run(page []store.OfflineMessage) {
 				break
 			}
 			queued, page = page[0].Seq, page[1:]
+			sent = append(sent, queued)
 		}
 		if len(page) == 0 && more && !ended {
 			var err error
@@ -169,6 +174,7 @@ func (f *flusher) run(page []store.OfflineMessage) {
 		if w := f.written.Load(); w > deleted {
 			f.delete(w)
 			deleted = w
+			sent = delivered(sent, w)
 		}
 		if len(page) == 0 && !more && deleted >= queued {
 			break // all written and deleted
@@ -185,6 +191,7 @@ func (f *flusher) run(page []store.OfflineMessage) {
 	f.out.SetPacer(nil, 0)
 	if w := f.written.Load(); w > deleted {
 		f.delete(w)
+		delivered(sent, w)
 	}
 	s.flushMu.Lock()
 	delete(s.flushing, bare)
@@ -230,6 +237,17 @@ func (s *Service) OfflineStored(bare string) {
 			return
 		}
 	}
+}
+
+// delivered counts the messages of sent (sequence numbers, increasing)
+// up to written as delivered, and returns the rest.
+func delivered(sent []uint64, written uint64) []uint64 {
+	n := 0
+	for n < len(sent) && sent[n] <= written {
+		n++
+	}
+	metrics.OfflineDelivered(n)
+	return sent[n:]
 }
 
 // waitFlush waits for the flush to a session that ended, if one runs: its

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/xml"
 )
 
@@ -138,37 +139,47 @@ func (r *Router) route(el *xml.Element, to JID, w Dest, c Cluster) (condition, t
 	switch w {
 	case Component:
 		if r.Components.Route(to.Domain, el) {
+			metrics.Routed(kind, metrics.Component)
 			return "", ""
 		}
 		if c != nil {
 			if node, ok := c.Component(to.Domain); ok && c.Forward(node, el, Forwarded{To: to, Fallback: true}) {
+				metrics.Routed(kind, metrics.Cluster)
 				return "", ""
 			}
 		}
 		if kind != "presence" {
+			metrics.Routed(kind, metrics.Bounced)
 			return "service-unavailable", "the component " + to.Domain + " is not connected"
 		}
+		metrics.Routed(kind, metrics.Nowhere)
 		return "", ""
 	case Remote:
+		metrics.Routed(kind, metrics.Remote)
 		r.Remote.Route(el)
 		return "", ""
 	case Nowhere:
 		if kind == "presence" {
+			metrics.Routed(kind, metrics.Nowhere)
 			return "", ""
 		}
+		metrics.Routed(kind, metrics.Bounced)
 		return NoFederation(to.Domain)
 	}
 	typ := el.Get("type")
 	if to.Local == "" { // the server itself
 		if kind == "message" && to.Resource == "" && typ != "error" && typ != "groupchat" && typ != "headline" {
+			metrics.Routed(kind, metrics.Bounced)
 			return "service-unavailable", ""
 		}
+		metrics.Routed(kind, metrics.Nowhere)
 		return "", ""
 	}
 	if to.Resource != "" {
 		// A session whose connection fails is unbound by Deliver: then it
 		// is as if the resource were gone.
 		if s := r.Session(to.Bare, to.Resource); s != nil && r.Deliver(s, el) {
+			metrics.Routed(kind, metrics.Local)
 			return "", ""
 		}
 		if c != nil {
@@ -178,6 +189,7 @@ func (r *Router) route(el *xml.Element, to JID, w Dest, c Cluster) (condition, t
 				var res [1]string
 				res[0] = to.Resource
 				if c.Forward(node, el, Forwarded{To: to, Resources: res[:], Fallback: true}) {
+					metrics.Routed(kind, metrics.Cluster)
 					return "", ""
 				}
 				c = nil
@@ -185,51 +197,75 @@ func (r *Router) route(el *xml.Element, to JID, w Dest, c Cluster) (condition, t
 		}
 		switch {
 		case kind == "iq":
+			metrics.Routed(kind, metrics.Bounced)
 			return "service-unavailable", ""
 		case kind == "presence" || typ == "error":
+			metrics.Routed(kind, metrics.Nowhere)
 			return "", ""
 		case typ == "groupchat":
+			metrics.Routed(kind, metrics.Bounced)
 			return "service-unavailable", ""
 		}
 		// No such resource: chat, normal and headline go to the bare JID.
 	}
 	if kind != "message" {
-		if c != nil {
-			r.forwardAvailable(c, el, to)
-		}
+		forwarded := c != nil && r.forwardAvailable(c, el, to)
 		var buf [8]Session
-		for _, s := range r.appendAvailable(buf[:0], to.Bare) {
+		local := r.appendAvailable(buf[:0], to.Bare)
+		for _, s := range local {
 			r.Deliver(s, el)
 		}
+		metrics.Routed(kind, fanOut(len(local) > 0, forwarded))
 		return "", ""
 	}
 	if typ == "" {
 		typ = "normal"
 	}
 	if typ == "groupchat" { // to a user's bare JID: nothing here takes it
+		metrics.Routed(kind, metrics.Bounced)
 		return "service-unavailable", ""
 	}
 	// Bound sessions prove the account exists; the store is read only
 	// when nobody takes the message, not on every message.
 	if c != nil {
-		if r.deliverMessageCluster(c, el, to, typ) {
+		if ok, here := r.deliverMessageCluster(c, el, to, typ); ok {
+			metrics.Routed(kind, fanOut(here, !here))
 			return "", ""
 		}
 	} else if r.DeliverMessage(el, to.Bare, typ) {
+		metrics.Routed(kind, metrics.Local)
 		return "", ""
 	}
 	if r.Offline == nil || !r.Offline.Exists(to.Bare) {
+		metrics.Routed(kind, metrics.Bounced)
 		return "service-unavailable", ""
 	}
 	if typ == "chat" || typ == "normal" {
+		metrics.Routed(kind, metrics.Offline)
 		r.Offline.Store(el, to)
+		return "", ""
 	}
+	metrics.Routed(kind, metrics.Nowhere)
 	return "", ""
 }
 
+// fanOut is the outcome of a stanza handed to sessions here (local) and
+// to other nodes (forwarded): local when a session here took it, else
+// cluster when another node did, else nowhere.
+func fanOut(local, forwarded bool) metrics.Outcome {
+	switch {
+	case local:
+		return metrics.Local
+	case forwarded:
+		return metrics.Cluster
+	}
+	return metrics.Nowhere
+}
+
 // forwardAvailable hands a presence or IQ for a bare JID to every other
-// node with available resources of the user, once per node.
-func (r *Router) forwardAvailable(c Cluster, el *xml.Element, to JID) {
+// node with available resources of the user, once per node; it reports
+// whether a node took it.
+func (r *Router) forwardAvailable(c Cluster, el *xml.Element, to JID) (forwarded bool) {
 	var buf [8]RemoteResource
 	rem := c.AppendRemote(buf[:0], to.Bare)
 	var resBuf [8]string
@@ -245,20 +281,24 @@ func (r *Router) forwardAvailable(c Cluster, el *xml.Element, to JID) {
 				rem[j].Node = "" // taken
 			}
 		}
-		c.Forward(node, el, Forwarded{To: to, Resources: res})
+		if c.Forward(node, el, Forwarded{To: to, Resources: res}) {
+			forwarded = true
+		}
 	}
+	return forwarded
 }
 
 // deliverMessageCluster is DeliverMessage over every node: the targets
 // (RFC 6121 §8.5.2) are chosen among the user's resources here and on the
 // other nodes; the local ones get the message, each other node gets it
-// once for its own. It reports false when nobody took it; a node that
-// could not be sent to leaves the choice to this node alone.
-func (r *Router) deliverMessageCluster(c Cluster, el *xml.Element, to JID, typ string) bool {
+// once for its own. It reports false when nobody took it, and whether a
+// session here took it; a node that could not be sent to leaves the
+// choice to this node alone.
+func (r *Router) deliverMessageCluster(c Cluster, el *xml.Element, to JID, typ string) (ok, here bool) {
 	var rbuf [8]RemoteResource
 	rem := c.AppendRemote(rbuf[:0], to.Bare)
 	if len(rem) == 0 { // the common case: the user is on this node only
-		return r.DeliverMessage(el, to.Bare, typ)
+		return r.DeliverMessage(el, to.Bare, typ), true
 	}
 	var buf [8]Session
 	local, top := r.appendTargetsTop(buf[:0], to.Bare, typ)
@@ -273,7 +313,6 @@ func (r *Router) deliverMessageCluster(c Cluster, el *xml.Element, to JID, typ s
 			local = local[:0] // a resource on another node ranks higher
 		}
 	}
-	ok := false
 	var resBuf [8]string
 	for i := range rem {
 		if !rem[i].Available || rem[i].Priority < 0 || (typ != "headline" && rem[i].Priority != top) || rem[i].Node == "" {
@@ -296,15 +335,15 @@ func (r *Router) deliverMessageCluster(c Cluster, el *xml.Element, to JID, typ s
 	}
 	for _, s := range local {
 		if r.Deliver(s, el) {
-			ok = true
+			ok, here = true, true
 		}
 	}
 	if ok {
-		return true
+		return true, here
 	}
 	// Nobody took it (connections failing, nodes unreachable): the local
 	// decision.
-	return r.DeliverMessage(el, to.Bare, typ)
+	return r.DeliverMessage(el, to.Bare, typ), true
 }
 
 // NoFederation is the error for a stanza to another server when there is

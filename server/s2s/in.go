@@ -16,6 +16,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -290,6 +291,7 @@ func (st *inStream) serve(rd *xml.Reader, header *xml.Element, isTLS bool) error
 			ctx, cancel := context.WithDeadline(context.Background(), deadline)
 			err := tc.HandshakeContext(ctx)
 			cancel()
+			metrics.TLSHandshake(metrics.In, err)
 			if err != nil {
 				return err
 			}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
@@ -68,6 +69,7 @@ func (l *outLink) send(el *xml.Element) bool {
 		}
 		if full != "" {
 			l.mu.Unlock()
+			metrics.QueueRejected(metrics.S2SQueue)
 			l.s.cfg.Episodes.Printf("s2s: queues full", "s2s: %s → %s: %s: bounced", l.p.local, l.p.remote, full)
 			l.s.bounce(el, "resource-constraint", full)
 			return true
@@ -485,7 +487,9 @@ func (s *Service) negotiateOut(ctx context.Context, c net.Conn, p pair, t target
 	isTLS := false
 	if t.DirectTLS {
 		tc := tls.Client(c, s.clientTLS(p, true))
-		if err := tc.HandshakeContext(ctx); err != nil {
+		err := tc.HandshakeContext(ctx)
+		metrics.TLSHandshake(metrics.Out, err)
+		if err != nil {
 			return nil, fmt.Errorf("TLS handshake: %v", err)
 		}
 		conn, isTLS = tc, true
@@ -530,7 +534,9 @@ func (s *Service) negotiateOut(ctx context.Context, c net.Conn, p pair, t target
 				return nil, &linkError{"remote-server-not-found", "the server of " + p.remote + " refused STARTTLS"}
 			}
 			tc := tls.Client(c, s.clientTLS(p, false))
-			if err := tc.HandshakeContext(ctx); err != nil {
+			err = tc.HandshakeContext(ctx)
+			metrics.TLSHandshake(metrics.Out, err)
+			if err != nil {
 				return nil, fmt.Errorf("TLS handshake: %v", err)
 			}
 			conn, isTLS = tc, true

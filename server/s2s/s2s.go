@@ -34,6 +34,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
@@ -278,6 +279,7 @@ func (s *Service) bounce(el *xml.Element, condition, text string) {
 	if el.Name.Local == "presence" && el.Get("type") != "subscribe" {
 		return // presence broadcasts to an unreachable server just go nowhere
 	}
+	metrics.S2SBounce(condition)
 	s.cfg.Handler.Bounce(el, condition, text)
 }
 

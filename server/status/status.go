@@ -180,3 +180,13 @@ type ClusterPeer struct {
 	LastContact time.Time // zero for self
 	Sessions    int       // client sessions bound on it
 }
+
+// Metrics is the Prometheus exporter's state as `metrics` shows it.
+type Metrics struct {
+	Listen      string // the setting (metrics listen); "" when none
+	Listening   string // where the exporter listens now; "" when nowhere
+	LastError   string // why the exporter could not listen where it was told
+	LastErrorAt time.Time
+	NodeID      string // what parley_node_info says of this node
+	Hostname    string
+}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/xml"
 )
 
@@ -280,6 +281,7 @@ func (c *Conn) send(b []byte, id uint64) bool {
 		return false
 	}
 	if c.queued+len(b) > MaxQueueBytes {
+		metrics.QueueOverflow(c.NS)
 		c.closing = true
 		c.overflowed.Store(true)
 		c.Conn.SetWriteDeadline(time.Now().Add(OverflowGrace))
