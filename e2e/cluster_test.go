@@ -831,6 +831,44 @@ func TestClusterCallBridgeFailover(t *testing.T) {
 	reach("after the failure")
 }
 
+// TestClusterFederationAnyNode (issue 11, Engine: federation from any
+// node): the cluster's domain is published by SRV at node 2 only, and a
+// real Prosody federates with it. A user on node 1 writes to a Prosody
+// user: node 1 opens the link, and Prosody's dialback check, made to the
+// address of the SRV record, is answered by node 2 (the dialback secret is
+// the cluster's, not the node's). The answer comes in on node 2's listener
+// and reaches the user on node 1 through the cluster.
+func TestClusterFederationAnyNode(t *testing.T) {
+	needXMPPClients(t)
+	needPeers(t)
+	local, nodes := startClusterNodes(t, 3)
+	formCluster(t, local, nodes)
+	one, two := nodes[1], nodes[2]
+	const dnsIP, peerIP, peerDomain = "127.0.11.53", "127.0.11.21", "pros.lan"
+	dns := startDNS(t, dnsIP, append(xmppDomainRecs(clusterDomain, clusterIP(2)), xmppDomainRecs(peerDomain, peerIP)...)...)
+	one.script(t, "dns resolver add "+dnsIP, "xmpp federation enable")
+	for _, x := range nodes[1:4] {
+		x.waitOutput(t, "xmpp federation", "enabled")
+	}
+	peer := startProsody(t, peerConfig{ip: peerIP, domain: peerDomain, dns: dns, users: []string{"bob", "pw-bob-42"}})
+	dumpOnFailure(t, peer)
+	alice := "alice@" + clusterDomain
+	one.xmpp().addAccounts(t, alice, "alice-password")
+	a := one.xmpp().login(t, alice+"/one", "alice-password", clientOpts{})
+	bobJID := "bob@" + peerDomain
+	bob := peer.login(t, bobJID, "pw-bob-42")
+
+	a.send(t, bobJID, "from node 1")
+	waitPeerMessage(t, bob, alice, "from node 1", peer)
+	one.xmpp().waitLink(t, clusterDomain+" → "+peerDomain+" (out)", "up", "dialback")
+	bob.send(t, alice, "back to node 1")
+	if got := a.message(t, bobJID, "back to node 1"); bareOf(got.From) != bobJID {
+		t.Fatalf("alice got the answer from %q", got.From)
+	}
+	// Prosody's link to the cluster is the SRV record's: node 2.
+	two.xmpp().waitLink(t, clusterDomain+" → "+peerDomain+" (in)", "up", "dialback")
+}
+
 // clusterStanza is a top-level stanza as a raw cluster client reads it.
 type clusterStanza struct {
 	XMLName xml.Name
