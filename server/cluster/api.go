@@ -80,4 +80,8 @@ type Mesh interface {
 	// change (a node joined, left, or became unreachable / reachable
 	// again: unreachable nodes are not in the list).
 	OnMembers(fn func(members []string))
+	// OnReconnect sets a function called when this node's connection to
+	// a member is made again after it broke: what was sent on the broken
+	// one may be lost. It is called on a goroutine of its own.
+	OnReconnect(fn func(node string))
 }

@@ -67,6 +67,7 @@ type mesh struct {
 	heard     map[string]peerInfo
 	members   []string // the last members told to OnMembers
 	onMembers func([]string)
+	onReconn  func(string)
 	running   bool
 	stopCh    chan struct{}
 	kickCh    chan struct{}
@@ -108,6 +109,12 @@ func (m *mesh) Handle(channel byte, fn func(from string, msg []byte)) {
 func (m *mesh) OnMembers(fn func(members []string)) {
 	m.mu.Lock()
 	m.onMembers = fn
+	m.mu.Unlock()
+}
+
+func (m *mesh) OnReconnect(fn func(node string)) {
+	m.mu.Lock()
+	m.onReconn = fn
 	m.mu.Unlock()
 }
 
@@ -404,9 +411,10 @@ type peer struct {
 	// routed it again when the node went).
 	epoch atomic.Uint32
 
-	mu      sync.Mutex
-	up      atomic.Bool
-	lastErr string
+	mu        sync.Mutex
+	up        atomic.Bool
+	connected bool // a connection was made before (the next is a reconnection)
+	lastErr   string
 	conn    net.Conn
 	stopped chan struct{}
 	once    sync.Once
@@ -479,7 +487,17 @@ func (p *peer) run() {
 			p.m.c.log.Printf("cluster: node %s at %s is reachable again", p.id, p.addr)
 		}
 		p.lastErr = ""
+		again := p.connected
+		p.connected = true
 		p.mu.Unlock()
+		if again {
+			p.m.mu.RLock()
+			fn := p.m.onReconn
+			p.m.mu.RUnlock()
+			if fn != nil {
+				go fn(p.id)
+			}
+		}
 		err = p.write(conn)
 		conn.Close()
 		p.mu.Lock()

@@ -2,6 +2,7 @@ package routes
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -12,7 +13,9 @@ import (
 // copy (Forwarded.Fallback) is kept by the sending node until the
 // receiving node acknowledges it: a frame written into a connection that
 // breaks, or still queued for a node that leaves, would otherwise vanish.
-// Each such stanza carries a sequence number per receiving node; the
+// Each such stanza carries a sequence number per receiving node, from 1,
+// in a numbering named by a random id (a new one when the receiving node
+// left and is back: both sides then start afresh, whoever noticed); the
 // receiver acknowledges the highest it has handled every ackEvery (in one
 // small message on ChanAck) and names the numbers it never got (a gap: the
 // frames a broken connection lost). The sender routes again, as if it had
@@ -43,6 +46,7 @@ const (
 // inFlight is what this node forwarded to one other node and awaits the
 // acknowledgement of.
 type inFlight struct {
+	id   uint64     // the numbering's id, random
 	send sync.Mutex // orders numbering and Send: frames reach the node in number order
 	next uint64     // the next number (from 1)
 
@@ -60,7 +64,7 @@ type flight struct {
 // received is what this node got from one other node.
 type received struct {
 	mu    sync.Mutex
-	known bool   // a number was received since the node (re)appeared
+	id    uint64 // the sender's numbering
 	next  uint64 // the next number expected
 	acked uint64 // the highest number acknowledged
 	lost  []gap
@@ -76,13 +80,13 @@ func (t *Table) flightsOf(node string) *inFlight {
 	if f, ok := t.flights.Load(node); ok {
 		return f.(*inFlight)
 	}
-	f, _ := t.flights.LoadOrStore(node, &inFlight{next: 1})
+	f, _ := t.flights.LoadOrStore(node, &inFlight{id: rand.Uint64() | 1, next: 1})
 	return f.(*inFlight)
 }
 
 // sendTracked numbers msg (whose header has room for it: see Forward),
 // keeps it until it is acknowledged and sends it.
-func (t *Table) sendTracked(node string, build func(seq uint64) []byte) bool {
+func (t *Table) sendTracked(node string, build func(id, seq uint64) []byte) bool {
 	fl := t.flightsOf(node)
 	fl.send.Lock()
 	defer fl.send.Unlock()
@@ -94,7 +98,7 @@ func (t *Table) sendTracked(node string, build func(seq uint64) []byte) bool {
 		return false
 	}
 	seq := fl.next
-	msg := build(seq)
+	msg := build(fl.id, seq)
 	fl.entries = append(fl.entries, flight{seq: seq, at: t.now.Load(), msg: msg})
 	fl.mu.Unlock()
 	if err := t.cfg.Mesh.Send(node, cluster.ChanStanza, msg); err != nil {
@@ -107,11 +111,22 @@ func (t *Table) sendTracked(node string, build func(seq uint64) []byte) bool {
 	return true
 }
 
+// sendProbe sends a numbered frame without a stanza: the node acknowledges
+// it, or names the numbers before it that it never got.
+func (t *Table) sendProbe(node string) {
+	t.sendTracked(node, func(id, seq uint64) []byte {
+		return binary.AppendUvarint(binary.AppendUvarint([]byte{stanzaVersion, flagTracked | flagProbe}, id), seq)
+	})
+}
+
 // take removes the entries for which keep is false, returning those among
 // them that lost says were lost (or all, with lost nil and all set).
-func (fl *inFlight) ack(upTo uint64, lost []gap) (again [][]byte) {
+func (fl *inFlight) ack(id, upTo uint64, lost []gap) (again [][]byte) {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
+	if id != fl.id {
+		return nil // of a numbering before this one
+	}
 	isLost := func(seq uint64) bool {
 		for _, g := range lost {
 			if seq >= g.from && seq <= g.to {
@@ -173,15 +188,17 @@ func (t *Table) Pending(node string) int {
 	return len(fl.entries) - fl.head
 }
 
-// gotTracked records number seq from node: it reports false for one
-// already handled (a frame seen twice), which is not handled again.
-func (t *Table) gotTracked(from string, seq uint64) bool {
+// gotTracked records number seq of numbering id from node: it reports
+// false for one already handled (a frame seen twice), which is not handled
+// again. A new numbering starts at 1: numbers before seq in it were lost.
+func (t *Table) gotTracked(from string, id, seq uint64) bool {
 	r := t.receivedOf(from)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.id != id {
+		r.id, r.next, r.acked, r.lost = id, 1, 0, nil
+	}
 	switch {
-	case !r.known:
-		r.known = true
 	case seq < r.next:
 		return false
 	case seq > r.next:
@@ -243,6 +260,7 @@ func (t *Table) sendAcks() {
 			return true
 		}
 		msg := []byte{ackVersion}
+		msg = binary.AppendUvarint(msg, r.id)
 		msg = binary.AppendUvarint(msg, r.next-1)
 		msg = binary.AppendUvarint(msg, uint64(len(r.lost)))
 		for _, g := range r.lost {
@@ -274,11 +292,12 @@ func (t *Table) receiveAck(from string, msg []byte) {
 	if t.closed.Load() {
 		return
 	}
-	if len(msg) < 1 || msg[0] != ackVersion || len(msg) > 16+maxLost*20 {
+	if len(msg) < 1 || msg[0] != ackVersion || len(msg) > 32+maxLost*20 {
 		t.bad(from, "an acknowledgement that does not decode")
 		return
 	}
 	rd := reader{b: msg[1:]}
+	id := rd.uvarint()
 	upTo := rd.uvarint()
 	n := rd.uvarint()
 	if n > maxLost {
@@ -297,7 +316,7 @@ func (t *Table) receiveAck(from string, msg []byte) {
 	if !ok {
 		return
 	}
-	if again := f.(*inFlight).ack(upTo, lost); len(again) > 0 {
+	if again := f.(*inFlight).ack(id, upTo, lost); len(again) > 0 {
 		t.cfg.Episodes.Printf("cluster routes: lost on the link to "+from,
 			"cluster: %d stanzas forwarded to node %s were lost on a broken connection: routed again", len(again), from)
 		t.routeAgain(again)
@@ -309,7 +328,7 @@ func (t *Table) receiveAck(from string, msg []byte) {
 // when it is back).
 func (t *Table) nodeGone(id string) {
 	t.received.Delete(id)
-	f, ok := t.flights.Load(id)
+	f, ok := t.flights.LoadAndDelete(id)
 	if !ok {
 		return
 	}
@@ -329,7 +348,7 @@ func (t *Table) routeAgain(msgs [][]byte) {
 		defer t.again.Done()
 		p := &parser{}
 		for _, msg := range msgs {
-			f, _, body, err := decodeForward(msg, nil)
+			f, _, _, body, err := decodeForward(msg, nil)
 			if err != nil {
 				continue // our own encoding: cannot happen
 			}

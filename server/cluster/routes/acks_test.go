@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/cluster"
 	"github.com/parley-xmpp/parley/server/cluster/routes/memmesh"
 )
 
@@ -96,36 +97,79 @@ func TestUnacknowledgedRoutedAgain(t *testing.T) {
 	}
 }
 
-// TestGotTracked: the receiving side's numbering: the first number seen
-// is taken as it comes, a gap is named (and widened past maxLost gaps), a
-// number seen before is not handled twice.
+// TestGotTracked: the receiving side's numbering: from 1 (numbers before
+// the first seen are lost), a gap is named (and widened past maxLost
+// gaps), a number seen before is not handled twice, a new numbering (the
+// sender forgot this node and starts afresh) starts again.
 func TestGotTracked(t *testing.T) {
 	tb := &Table{}
 	for _, c := range []struct {
-		seq  uint64
-		ok   bool
-		lost []gap
+		id, seq uint64
+		ok      bool
+		lost    []gap
 	}{
-		{5, true, nil},
-		{6, true, nil},
-		{6, false, nil},
-		{9, true, []gap{{from: 7, to: 8}}},
-		{3, false, []gap{{from: 7, to: 8}}},
-		{10, true, []gap{{from: 7, to: 8}}},
+		{7, 1, true, nil},
+		{7, 2, true, nil},
+		{7, 2, false, nil},
+		{7, 5, true, []gap{{from: 3, to: 4}}},
+		{7, 3, false, []gap{{from: 3, to: 4}}},
+		{7, 6, true, []gap{{from: 3, to: 4}}},
+		{9, 1, true, nil},
+		{11, 3, true, []gap{{from: 1, to: 2}}},
 	} {
-		if ok := tb.gotTracked("x", c.seq); ok != c.ok {
-			t.Fatalf("seq %d: %v", c.seq, ok)
+		if ok := tb.gotTracked("x", c.id, c.seq); ok != c.ok {
+			t.Fatalf("%d/%d: %v", c.id, c.seq, ok)
 		}
 		r := tb.receivedOf("x")
 		if !slices.Equal(r.lost, c.lost) {
-			t.Fatalf("after %d: lost %v, want %v", c.seq, r.lost, c.lost)
+			t.Fatalf("after %d/%d: lost %v, want %v", c.id, c.seq, r.lost, c.lost)
 		}
 	}
 	for i := uint64(0); i < maxLost+5; i++ {
-		tb.gotTracked("x", 12+2*i)
+		tb.gotTracked("x", 11, 12+2*i)
 	}
 	r := tb.receivedOf("x")
 	if len(r.lost) != maxLost || r.lost[maxLost-1].to != 12+2*(maxLost+4)-1 {
 		t.Fatalf("%d gaps, last %v", len(r.lost), r.lost[len(r.lost)-1])
 	}
+}
+
+// TestReconnectProbe: the last stanza before a connection broke is lost
+// and nothing follows it; when the connection is made again, the sending
+// node's probe shows the gap, and the stanza is routed again at once (not
+// after AckTimeout).
+func TestReconnectProbe(t *testing.T) {
+	net, a, b, _ := cluster3(t)
+	bob := b.bind("bob@a.lan", "desk", 1)
+	net.Settle(t)
+	net.Lose("a", "b", 1)
+	a.r.Route(msg("chat", "bob@a.lan/desk", "1"), jid("bob@a.lan/desk"))
+	if bob.count() != 0 {
+		t.Fatal("not lost")
+	}
+	start := time.Now()
+	net.Reconnected("a", "b")
+	eventually(t, "bob gets it after the reconnection", func() bool { return bob.count() == 1 })
+	if d := time.Since(start); d > AckTimeout/2 {
+		t.Fatalf("routed again after %v: by the timeout, not the probe", d)
+	}
+	eventually(t, "probe and stanza acknowledged", func() bool { return a.t.Pending("b") == 0 })
+}
+
+// TestReconnectResync: a route change lost on a broken connection (bob's
+// bind on b never reaches a) is sent again when b's connection to a is
+// made again: b sends its whole share.
+func TestReconnectResync(t *testing.T) {
+	net, a, b, _ := cluster3(t)
+	net.LoseOn("b", "a", cluster.ChanRoutes, 2) // the bind and the presence
+	b.bind("bob@a.lan", "desk", 1)
+	net.Settle(t)
+	if _, ok := a.t.Resource("bob@a.lan", "desk"); ok {
+		t.Fatal("not lost")
+	}
+	net.Reconnected("b", "a")
+	eventually(t, "a learns of bob/desk", func() bool {
+		n, ok := a.t.Resource("bob@a.lan", "desk")
+		return ok && n == "b"
+	})
 }

@@ -34,10 +34,11 @@ func (t *Table) Forward(node string, el *xml.Element, f router.Forwarded) bool {
 	}
 	body := el.Bytes(stream.NSClient)
 	// One buffer, owned by the mesh from here (it may queue it).
-	build := func(seq uint64) []byte {
-		msg := make([]byte, 0, len(h)+len(body)+binary.MaxVarintLen64)
+	build := func(id, seq uint64) []byte {
+		msg := make([]byte, 0, len(h)+len(body)+2*binary.MaxVarintLen64)
 		msg = append(msg, h[:2]...)
 		if seq != 0 {
+			msg = binary.AppendUvarint(msg, id)
 			msg = binary.AppendUvarint(msg, seq)
 		}
 		return append(append(msg, h[2:]...), body...)
@@ -45,19 +46,19 @@ func (t *Table) Forward(node string, el *xml.Element, f router.Forwarded) bool {
 	if f.Fallback {
 		return t.sendTracked(node, build)
 	}
-	return t.cfg.Mesh.Send(node, cluster.ChanStanza, build(0)) == nil
+	return t.cfg.Mesh.Send(node, cluster.ChanStanza, build(0, 0)) == nil
 }
 
 // decodeForward splits a forwarded stanza into its header (its resources
 // appended to resBuf) and the stanza's bytes.
-func decodeForward(msg []byte, resBuf []string) (f router.Forwarded, seq uint64, body []byte, err error) {
+func decodeForward(msg []byte, resBuf []string) (f router.Forwarded, id, seq uint64, body []byte, err error) {
 	if len(msg) < 2 || msg[0] != stanzaVersion {
-		return f, 0, nil, errVersion
+		return f, 0, 0, nil, errVersion
 	}
 	rd := reader{b: msg[2:]}
 	f.Fallback = msg[1]&flagFallback != 0
 	if msg[1]&flagTracked != 0 {
-		if seq = rd.uvarint(); seq == 0 {
+		if id, seq = rd.uvarint(), rd.uvarint(); seq == 0 {
 			rd.err = errBad
 		}
 	}
@@ -71,13 +72,13 @@ func decodeForward(msg []byte, resBuf []string) (f router.Forwarded, seq uint64,
 		f.Resources = append(f.Resources, rd.string(1023))
 	}
 	if rd.err != nil || f.To.Domain == "" {
-		return f, 0, nil, errBad
+		return f, 0, 0, nil, errBad
 	}
 	f.To.Bare = f.To.Domain
 	if f.To.Local != "" {
 		f.To.Bare = f.To.Local + "@" + f.To.Domain
 	}
-	return f, seq, rd.b, nil
+	return f, id, seq, rd.b, nil
 }
 
 // receiveStanza delivers a stanza another node forwarded to the sessions
@@ -92,8 +93,15 @@ func (t *Table) receiveStanza(from string, msg []byte) {
 		t.bad(from, "a forwarded stanza of %d bytes", len(msg))
 		return
 	}
+	if len(msg) >= 3 && msg[0] == stanzaVersion && msg[1]&flagProbe != 0 {
+		rd := reader{b: msg[2:]}
+		if id, seq := rd.uvarint(), rd.uvarint(); rd.err == nil && seq != 0 {
+			t.gotTracked(from, id, seq)
+		}
+		return
+	}
 	var resBuf [8]string
-	f, seq, body, err := decodeForward(msg, resBuf[:0])
+	f, id, seq, body, err := decodeForward(msg, resBuf[:0])
 	if err == errVersion {
 		t.bad(from, "a forwarded stanza of an unknown version")
 		return
@@ -102,7 +110,7 @@ func (t *Table) receiveStanza(from string, msg []byte) {
 		t.bad(from, "a forwarded stanza whose header does not decode")
 		return
 	}
-	if seq != 0 && !t.gotTracked(from, seq) {
+	if seq != 0 && !t.gotTracked(from, id, seq) {
 		return // seen before
 	}
 	el, err := t.parse(from, body)

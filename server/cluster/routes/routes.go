@@ -181,6 +181,7 @@ func New(cfg Config) *Table {
 	cfg.Mesh.Handle(cluster.ChanStanza, t.receiveStanza)
 	cfg.Mesh.Handle(cluster.ChanAck, t.receiveAck)
 	cfg.Mesh.OnMembers(t.onMembers)
+	cfg.Mesh.OnReconnect(t.onReconnect)
 	// The router tells us every change from here on; what was bound
 	// before is ours as well. (Locks in the router's order: its shard,
 	// then pub, as when it calls Bound.)
@@ -463,6 +464,23 @@ func (t *Table) onMembers(members []string) {
 		t.dropNode(m, true)
 		t.nodeGone(m)
 	}
+}
+
+// onReconnect: the connection to a member broke and was made again; what
+// was sent on the broken one may be lost. The member gets this node's
+// whole share again (route changes), and a probe of the stanza numbering
+// (a gap shows the stanzas lost, which are then routed again at once
+// rather than after AckTimeout).
+func (t *Table) onReconnect(node string) {
+	if t.closed.Load() {
+		return
+	}
+	t.pub.Lock()
+	if t.members[node] {
+		t.dirty[node] = true
+	}
+	t.pub.Unlock()
+	t.sendProbe(node)
 }
 
 // resync sends the whole share again to the members that missed a

@@ -186,4 +186,5 @@ const (
 	stanzaVersion = 1
 	flagFallback  = 1
 	flagTracked   = 2 // a sequence number follows the flags (acks.go)
+	flagProbe     = 4 // with flagTracked: the number alone, no stanza (acks.go)
 )

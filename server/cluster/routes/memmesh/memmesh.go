@@ -26,7 +26,7 @@ type Net struct {
 	nodes   map[string]*Node
 	up      map[string]bool         // members now
 	cut     map[[2]string]bool      // links that fail (from, to)
-	lose    map[[2]string]int       // messages a link loses silently (from, to)
+	lose    map[[3]string]int       // messages a link loses silently (from, to, channel)
 	sent    map[string]map[byte]int // messages received, by node and channel
 	pending atomic.Int64
 }
@@ -44,13 +44,14 @@ type Node struct {
 	mu        sync.Mutex
 	handlers  map[byte]func(string, []byte)
 	onMembers func([]string)
+	onReconn  func(string)
 	q         chan message
 	closed    bool // guarded by net.mu
 }
 
 // New returns an empty network.
 func New() *Net {
-	return &Net{nodes: map[string]*Node{}, up: map[string]bool{}, cut: map[[2]string]bool{}, lose: map[[2]string]int{}, sent: map[string]map[byte]int{}}
+	return &Net{nodes: map[string]*Node{}, up: map[string]bool{}, cut: map[[2]string]bool{}, lose: map[[3]string]int{}, sent: map[string]map[byte]int{}}
 }
 
 // Node adds a node (not a member until Members names it); it stops when
@@ -131,10 +132,27 @@ func (n *Net) Cut(from, to string, cut bool) {
 // Lose makes the link from → to lose the next count stanzas (ChanStanza)
 // silently: Send succeeds, nothing arrives, as with frames written into a
 // connection that breaks.
-func (n *Net) Lose(from, to string, count int) {
+func (n *Net) Lose(from, to string, count int) { n.LoseOn(from, to, cluster.ChanStanza, count) }
+
+// LoseOn is Lose on any channel.
+func (n *Net) LoseOn(from, to string, ch byte, count int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.lose[[2]string{from, to}] = count
+	n.lose[[3]string{from, to, string(ch)}] = count
+}
+
+// Reconnected tells node from that its connection to node to was made
+// again after a break (Mesh.OnReconnect), and waits for what it does.
+func (n *Net) Reconnected(from, to string) {
+	n.mu.Lock()
+	m := n.nodes[from]
+	n.mu.Unlock()
+	m.mu.Lock()
+	fn := m.onReconn
+	m.mu.Unlock()
+	if fn != nil {
+		fn(to)
+	}
 }
 
 // Received counts the messages a node was sent on a channel.
@@ -168,7 +186,7 @@ func (m *Node) Send(to string, ch byte, msg []byte) error {
 	if dst == nil || dst.closed || !n.up[to] || !n.up[m.id] || n.cut[[2]string{m.id, to}] {
 		return errors.New("unreachable")
 	}
-	if k := [2]string{m.id, to}; n.lose[k] > 0 && ch == cluster.ChanStanza {
+	if k := [3]string{m.id, to, string(ch)}; n.lose[k] > 0 {
 		n.lose[k]-- // as if written into a connection that then broke
 		return nil
 	}
@@ -191,6 +209,12 @@ func (m *Node) Send(to string, ch byte, msg []byte) error {
 func (m *Node) Handle(ch byte, fn func(string, []byte)) {
 	m.mu.Lock()
 	m.handlers[ch] = fn
+	m.mu.Unlock()
+}
+
+func (m *Node) OnReconnect(fn func(string)) {
+	m.mu.Lock()
+	m.onReconn = fn
 	m.mu.Unlock()
 }
 
