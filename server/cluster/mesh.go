@@ -415,9 +415,9 @@ type peer struct {
 	up        atomic.Bool
 	connected bool // a connection was made before (the next is a reconnection)
 	lastErr   string
-	conn    net.Conn
-	stopped chan struct{}
-	once    sync.Once
+	conn      net.Conn
+	stopped   chan struct{}
+	once      sync.Once
 }
 
 func newPeer(m *mesh, id, addr string) *peer {
