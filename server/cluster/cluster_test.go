@@ -649,6 +649,20 @@ func TestMesh(t *testing.T) {
 		defer mu.Unlock()
 		return len(members[len(members)-1]) == 3
 	})
+	// Connections made again (a new trust bundle, say): OnReconnect is
+	// told of each other node, which may have lost what was in flight.
+	var again []string
+	a.c.Mesh().OnReconnect(func(node string) {
+		mu.Lock()
+		again = append(again, node)
+		mu.Unlock()
+	})
+	a.c.Reconnect()
+	waitFor(t, 5*time.Second, "OnReconnect for both other nodes", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(again, b.c.ID()) && slices.Contains(again, nodes[0].c.ID())
+	})
 }
 
 func TestRestartSkipsApplied(t *testing.T) {
