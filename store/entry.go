@@ -17,6 +17,7 @@ type Entry struct {
 	Kind OpKind
 	Time time.Time // when it was proposed, UTC; the FSM's only clock
 	ID   string    // request id, unique per proposal
+	Once bool      // applied only if no entry with this ID was (ProposeOnce)
 	Op   Op
 }
 
@@ -28,6 +29,7 @@ type wireEntry struct {
 	Kind OpKind          `json:"kind"`
 	Time time.Time       `json:"time"`
 	ID   string          `json:"id"`
+	Once bool            `json:"once,omitempty"`
 	Op   json.RawMessage `json:"op"`
 }
 
@@ -49,7 +51,10 @@ func EncodeEntry(e Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(wireEntry{Kind: e.Kind, Time: e.Time.UTC(), ID: e.ID, Op: op})
+	if e.Once && e.ID == "" {
+		return nil, errors.New("store: an entry applied once needs its request id")
+	}
+	return json.Marshal(wireEntry{Kind: e.Kind, Time: e.Time.UTC(), ID: e.ID, Once: e.Once, Op: op})
 }
 
 // DecodeEntry decodes a log entry. An unknown kind, or anything that is
@@ -72,7 +77,7 @@ func DecodeEntry(data []byte) (Entry, error) {
 	if err := json.Unmarshal(w.Op, p.Interface()); err != nil {
 		return Entry{}, fmt.Errorf("store: bad %s payload: %w", w.Kind, err)
 	}
-	return Entry{Kind: w.Kind, Time: w.Time, ID: w.ID, Op: p.Elem().Interface().(Op)}, nil
+	return Entry{Kind: w.Kind, Time: w.Time, ID: w.ID, Once: w.Once, Op: p.Elem().Interface().(Op)}, nil
 }
 
 // newRequestID returns a random request id.

@@ -60,6 +60,7 @@ func (s *Store) applyBatch(first uint64, entries [][]byte) []Applied {
 	out := make([]Applied, len(entries))
 	decoded := make([]Entry, len(entries))
 	failed := make([]bool, len(entries))
+	dup := make([]bool, len(entries)) // marked entries applied before (ProposeOnce)
 	for i, data := range entries {
 		e, err := DecodeEntry(data)
 		decoded[i], out[i].Err, failed[i] = e, err, err != nil
@@ -85,7 +86,14 @@ func (s *Store) applyBatch(first uint64, entries [][]byte) []Applied {
 			if failed[i] || out[i].Index <= applied {
 				continue
 			}
+			if decoded[i].Once && seenOnce(tx, decoded[i].ID) {
+				out[i].Response, dup[i] = Duplicate{}, true
+				continue
+			}
 			resp, err := decoded[i].Op.apply(tx, decoded[i].Time)
+			if err == nil && decoded[i].Once {
+				err = recordOnce(tx, decoded[i].ID, out[i].Index)
+			}
 			if err != nil {
 				// Roll back and run the batch again without it.
 				out[i].Err, failed[i], again = err, true, true
@@ -99,6 +107,7 @@ func (s *Store) applyBatch(first uint64, entries [][]byte) []Applied {
 				if !failed[i] {
 					out[i].Response = nil
 				}
+				dup[i] = false
 			}
 			continue
 		}
@@ -116,7 +125,7 @@ func (s *Store) applyBatch(first uint64, entries [][]byte) []Applied {
 		}
 		var changes []Change
 		for i := range entries {
-			if failed[i] || out[i].Index <= applied {
+			if failed[i] || dup[i] || out[i].Index <= applied {
 				continue
 			}
 			changes = append(changes, Change{Index: out[i].Index, Time: decoded[i].Time, Op: decoded[i].Op})

@@ -66,11 +66,12 @@ func (s *Store) ProposeAt(at time.Time, op Op) (Result, error) {
 	return Result{Index: idx, Response: resp}, err
 }
 
-// ProposeSettled proposes op and, if it was applied, waits until every
-// watcher has processed it (Settle): when it returns, the engine has
+// ProposeSettled proposes op once (ProposeOnce: a commit whose outcome is
+// unknown is settled, not repeated) and, if it was applied, waits until
+// every watcher has processed it (Settle): when it returns, the engine has
 // acted on the change. Shell commands write this way; hot paths do not.
 func (s *Store) ProposeSettled(ctx context.Context, op Op) (Result, error) {
-	r, err := s.Propose(op)
+	r, err := s.ProposeOnce(ctx, op)
 	if err != nil {
 		return r, err
 	}

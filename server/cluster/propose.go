@@ -139,7 +139,7 @@ func (c *Cluster) applyLeader(r *raftNode, entry []byte, wait time.Duration) (ui
 				return 0, nil, err
 			}
 			if errors.Is(err, raft.ErrLeadershipLost) {
-				return 0, nil, fmt.Errorf("the leader lost its role while committing (%v): the change may or may not have been made", err)
+				return 0, nil, fmt.Errorf("the leader lost its role while committing (%v): %w", err, store.ErrMaybe)
 			}
 			return 0, nil, fmt.Errorf("cluster: %w", err)
 		}
@@ -219,10 +219,10 @@ func (c *Cluster) forward(leader string, entry []byte) (uint64, any, error) {
 			return a.Index, resp, a.Err.decode()
 		case <-tick.C:
 			if !c.mesh.reachable(leader) {
-				return 0, nil, fmt.Errorf("the leader became unreachable while committing: the change may or may not have been made")
+				return 0, nil, fmt.Errorf("the leader became unreachable while committing: %w", store.ErrMaybe)
 			}
 		case <-t.C:
-			return 0, nil, fmt.Errorf("the leader did not answer within %v: the change may or may not have been made", ForwardWait)
+			return 0, nil, fmt.Errorf("the leader did not answer within %v: %w", ForwardWait, store.ErrMaybe)
 		}
 	}
 }
@@ -318,6 +318,7 @@ var errorKinds = []struct {
 	{"closed", store.ErrClosed},
 	{"no-leader", ErrNoLeader},
 	{"not-leader", raft.ErrNotLeader},
+	{"maybe", store.ErrMaybe},
 }
 
 func encodeError(err error) *wireError {
@@ -379,6 +380,8 @@ func encodeResponse(resp any) (*wireResponse, error) {
 		return nil, nil
 	case store.RosterItem:
 		kind, v = "roster-item", r
+	case store.Duplicate:
+		kind, v = "duplicate", struct{}{}
 	case store.SubscribeResult:
 		w := wireSubscribeResult{SubscribeResult: r, SenderErr: encodeError(r.Sender.Err), ReceiverErr: encodeError(r.Receiver.Err)}
 		w.Sender.Err, w.Receiver.Err = nil, nil
@@ -398,6 +401,8 @@ func decodeResponse(w *wireResponse) (any, error) {
 		return nil, nil
 	}
 	switch w.Kind {
+	case "duplicate":
+		return store.Duplicate{}, nil
 	case "roster-item":
 		var it store.RosterItem
 		return it, json.Unmarshal(w.Data, &it)

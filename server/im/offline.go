@@ -1,6 +1,7 @@
 package im
 
 import (
+	"context"
 	"errors"
 	"sync/atomic"
 	"time"
@@ -57,7 +58,13 @@ func (s *Service) storeOffline(el *xml.Element, to addr) {
 	}
 	c := el.Copy()
 	c.Add(xml.New("urn:xmpp:delay", "delay", "from", to.domain, "stamp", time.Now().UTC().Format("2006-01-02T15:04:05.000Z")).AddText("Offline storage"))
-	if _, err := s.Store.Propose(store.OfflinePush{User: to.bare, Stanza: c.Bytes(stream.NSClient)}); err != nil {
+	// Once: a commit whose outcome is unknown (the leader of a cluster
+	// died meanwhile) is settled rather than bounced, so the message is
+	// neither lost nor stored twice.
+	ctx, cancel := context.WithTimeout(context.Background(), offlineStoreWait)
+	_, err := s.Store.ProposeOnce(ctx, store.OfflinePush{User: to.bare, Stanza: c.Bytes(stream.NSClient)})
+	cancel()
+	if err != nil {
 		s.logLimit("im: offline messages for "+to.bare+" not stored", "im: offline message for %s not stored: %v", to.bare, err)
 		if errors.Is(err, store.ErrFull) {
 			s.bounce(el, "service-unavailable", "the recipient's offline storage is full")
@@ -79,6 +86,10 @@ func (s *Service) storeOffline(el *xml.Element, to addr) {
 // in the queue and a slow client is never overflowed by its own backlog.
 // If the session ends first, what was not written stays stored and goes
 // to another available resource of the user, or to the next login.
+// offlineStoreWait bounds how long storing an offline message may settle
+// a commit whose outcome is unknown (store.ProposeOnce).
+const offlineStoreWait = 5 * time.Second
+
 const (
 	flushHigh = 512 << 10
 	flushLow  = 128 << 10
