@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -44,7 +45,7 @@ func Check(ctx context.Context, cfg Config, domain, user, fixCmd string, report 
 		return false
 	}
 	defer raw.Close()
-	report(status.Step{Verdict: status.OK, Name: "connect " + addr, Detail: fmt.Sprintf("connected in %s", time.Since(start).Round(time.Millisecond))})
+	report(status.Step{Verdict: status.OK, Name: "connect " + addr, Detail: fmt.Sprintf("connected in %.1f ms", float64(time.Since(start).Microseconds())/1000)})
 	raw.SetDeadline(deadline)
 
 	tlsFail := func(err error) bool {
@@ -52,10 +53,11 @@ func Check(ctx context.Context, cfg Config, domain, user, fixCmd string, report 
 		var ua x509.UnknownAuthorityError
 		var hn x509.HostnameError
 		var ce *tls.CertificateVerificationError
-		switch {
-		case errors.As(err, &ua) || (errors.As(err, &ce) && errors.As(ce.Err, &ua)):
+		// StartTLS's errors reach here as text only (go-ldap formats them).
+		switch msg := err.Error(); {
+		case errors.As(err, &ua) || (errors.As(err, &ce) && errors.As(ce.Err, &ua)) || strings.Contains(msg, "certificate signed by unknown authority"):
 			fix = "give the CA bundle that signed the directory's certificate: upload it over SFTP, then " + fixCmd + " trust <bundle>"
-		case errors.As(err, &hn):
+		case errors.As(err, &hn) || strings.Contains(msg, "certificate is valid for") || strings.Contains(msg, "certificate is not valid for"):
 			fix = "use the host name the directory's certificate is for in the URL: " + fixCmd + " ldap <url> base <dn>"
 		}
 		report(status.Step{Verdict: status.Fail, Name: "TLS", Detail: err.Error(), Fix: fix})
