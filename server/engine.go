@@ -77,6 +77,8 @@ type Engine struct {
 	compJIDs  atomic.Pointer[map[string]bool] // registered components' addresses, replaced whole on change
 	trust     atomic.Pointer[trust]
 	routes    atomic.Pointer[routes.Table] // the cluster's route table (JoinMesh); nil: standalone
+	dirs      atomic.Pointer[directories]  // the domains' LDAP directories (directories.go), replaced whole on change
+	dirVCards dirVCards                    // directory users' vCards from their entries
 	episodes  *limit.Episodes
 	rate      atomic.Pointer[stanzaRate] // replaced whole on reconcile: may be read per stanza
 	certs     map[string]*tls.Certificate
@@ -157,8 +159,9 @@ func New(cfg Config) *Engine {
 			}
 		}
 	})
+	e.dirs.Store(&directories{})
 	e.im = &im.Service{Store: cfg.Store, Router: e.router, Hosted: e.Hosted, Version: cfg.Version, Started: time.Now(), Log: cfg.Log,
-		Episodes: episodes}
+		Episodes: episodes, DirectoryVCard: e.directoryVCard}
 	e.im.Init()
 	e.comp = &component.Config{
 		Lookup: cfg.Store.ComponentByJID,
@@ -178,6 +181,7 @@ func New(cfg Config) *Engine {
 		TLS:         e.tlsConfig,
 		Hosted:      e.Hosted,
 		Accounts:    cfg.Store,
+		Directory:   e.directoryFor,
 		Router:      e.router,
 		Handler:     e.im,
 		AuthTimeout: e.authTimeout,
@@ -317,10 +321,12 @@ func (e *Engine) Start() {
 	e.cfg.Store.Watch(e.onChange)
 	e.putFiles(!e.cfg.Store.Clustered())
 	e.loadComponents()
+	e.loadDirectories()
 	e.reconcile()
-	e.wg.Add(2)
+	e.wg.Add(3)
 	go e.watchFiles()
 	go e.releaseWhenQuiet()
+	go e.refreshDirectories()
 }
 
 // watchFiles warns in the log, once per episode, while the process's
@@ -410,10 +416,16 @@ func (e *Engine) onChange(c store.Change) {
 		if strings.HasPrefix(op.Key, "xmpp.") {
 			e.reconcile()
 		}
-	case store.DomainPrimary, store.DomainPut, store.DomainDel, store.XMPPReset:
+	case store.DomainPrimary, store.DomainPut, store.DomainDel:
 		e.reconcile()
+	case store.XMPPReset:
+		e.loadDirectories()
+		e.reconcile()
+	case store.DirectorySet, store.DirectoryDel:
+		e.loadDirectories()
 	case store.FilePut:
 		e.putFile(op.File, false)
+		e.loadDirectories() // a trust bundle may have changed
 	case store.DialbackSecretInit:
 		e.secret.Store(nil) // read again at the next key
 	case store.ComponentAdd:
@@ -429,6 +441,7 @@ func (e *Engine) onChange(c store.Change) {
 		e.putFiles(!e.cfg.Store.Clustered())
 		e.secret.Store(nil)
 		e.loadComponents()
+		e.loadDirectories()
 		e.reconcile()
 		e.dropGone()
 	}
@@ -482,6 +495,7 @@ func (e *Engine) Status() status.XMPP {
 		Components: e.comps.Status(), IdleTimeout: e.cfg.IdleTimeout, MaxStanza: e.cfg.Limits.MaxStanza, OpenFiles: open, FileLimit: limit}
 	st.PreAuthLimit, st.PreAuthPerAddress, st.PreAuth = e.preauth.limits()
 	st.Federation, st.FederationFailures = links, fails
+	st.Directories = e.directoryStatus()
 	for _, l := range e.listeners {
 		st.Listeners = append(st.Listeners, l.label)
 	}

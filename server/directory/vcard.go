@@ -14,10 +14,6 @@ import (
 // NSVCard is vcard-temp's namespace (XEP-0054).
 const NSVCard = "vcard-temp"
 
-// Fields are the vCard elements a directory entry fills (the directory's
-// fields: a user may not change them).
-var Fields = []string{"FN", "N", "EMAIL", "TEL", "TITLE", "ORG", "PHOTO"}
-
 // VCard builds a vcard-temp vCard from an entry: cn (or displayName) → FN,
 // sn and givenName → N, mail → EMAIL, telephoneNumber and mobile → TEL,
 // title → TITLE, o and ou → ORG, jpegPhoto → PHOTO. Only the fields the

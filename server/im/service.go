@@ -23,6 +23,7 @@ import (
 	"github.com/parley-xmpp/parley/server/c2s"
 	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/router"
+	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -42,6 +43,11 @@ type Service struct {
 	// Episodes, if set, logs limits hit once per episode (nil: every
 	// time, to Log).
 	Episodes *limit.Episodes
+
+	// DirectoryVCard, if set, returns the vCard a user's company directory
+	// gives them (nil: the user's vCard is all theirs). Its fields
+	// (DirectoryFields) are the directory's: the user may not change them.
+	DirectoryVCard func(bare string) *xml.Element
 
 	reg      registry
 	caps     string // the caps hash (XEP-0115) of the server's disco#info

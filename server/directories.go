@@ -1,0 +1,239 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/directory"
+	"github.com/parley-xmpp/parley/server/status"
+	"github.com/parley-xmpp/parley/server/xml"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// Directory refresh: the vCards of directory users with a session here
+// are refreshed from the directory this often, at most
+// directoryRefreshBatch users per round.
+var (
+	directoryRefreshEvery = 15 * time.Minute
+	directoryRefreshBatch = 1000
+)
+
+// domainDirectory is one hosted domain's directory as the engine uses it:
+// the client (nil if the settings cannot be used, err says why).
+type domainDirectory struct {
+	e      *Engine
+	domain string
+	cfg    store.Directory
+	client *directory.Client
+	err    error
+}
+
+// directories are the domains' directories, replaced whole when the
+// settings change (read at every login without a lock).
+type directories map[string]*domainDirectory
+
+// dirVCards holds the vCard each directory user's entry gave at their last
+// login or refresh: the fields they may not change (im.DirectoryVCard).
+type dirVCards struct {
+	mu sync.Mutex
+	m  map[string]*xml.Element
+}
+
+func (v *dirVCards) get(bare string) *xml.Element {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.m[bare]
+}
+
+func (v *dirVCards) set(bare string, el *xml.Element) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil {
+		v.m = map[string]*xml.Element{}
+	}
+	v.m[bare] = el
+}
+
+// drop forgets the users of domains that no longer have a directory.
+func (v *dirVCards) drop(keep func(domain string) bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for bare := range v.m {
+		if _, d, _ := cutAt(bare); !keep(d) {
+			delete(v.m, bare)
+		}
+	}
+}
+
+func cutAt(bare string) (string, string, bool) {
+	for i := len(bare) - 1; i >= 0; i-- {
+		if bare[i] == '@' {
+			return bare[:i], bare[i+1:], true
+		}
+	}
+	return bare, "", false
+}
+
+// loadDirectories builds a client for every domain's directory, keeping
+// the clients whose settings (and trust bundle) did not change.
+func (e *Engine) loadDirectories() {
+	all, err := e.cfg.Store.Directories()
+	if err != nil {
+		e.cfg.Log.Printf("xmpp: reading the directories: %v", err)
+		return
+	}
+	old := e.dirs.Load()
+	next := directories{}
+	for _, d := range all {
+		roots, rootsErr := e.directoryRoots(d.Trust)
+		if o := (*old)[d.Domain]; o != nil && o.cfg == d && (o.err == nil) == (rootsErr == nil) && d.Trust == "" {
+			next[d.Domain] = o
+			continue
+		}
+		dd := &domainDirectory{e: e, domain: d.Domain, cfg: d}
+		if rootsErr != nil {
+			dd.err = rootsErr
+		} else {
+			dd.client, dd.err = directory.New(directory.Config{URL: d.URL, Base: d.Base, BindDN: d.BindDN, BindPassword: d.BindPassword,
+				StartTLS: d.StartTLS, Roots: roots, UserFilter: d.Filter(), JIDFrom: d.Attribute()})
+		}
+		if dd.err != nil {
+			e.cfg.Log.Printf("xmpp: the directory of %s cannot be used: %v", d.Domain, dd.err)
+		}
+		next[d.Domain] = dd
+	}
+	e.dirs.Store(&next)
+	for dom, o := range *old {
+		if n := next[dom]; n != o && o.client != nil {
+			o.client.Close()
+		}
+	}
+	e.dirVCards.drop(func(d string) bool { return next[d] != nil })
+}
+
+// directoryRoots reads a directory's trust bundle (nil: the system roots).
+func (e *Engine) directoryRoots(name string) (*x509.CertPool, error) {
+	if name == "" {
+		return nil, nil
+	}
+	data, err := e.cfg.Files.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("the trust bundle: %v", err)
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("the trust bundle %s holds no PEM certificate", name)
+	}
+	return p, nil
+}
+
+// directoryFor is c2s.Config.Directory.
+func (e *Engine) directoryFor(domain string) c2s.Directory {
+	if m := e.dirs.Load(); m != nil {
+		if d := (*m)[domain]; d != nil {
+			return d
+		}
+	}
+	return nil
+}
+
+// Authenticate checks a password against the domain's directory; at the
+// user's first login it makes their account, and at every login it brings
+// their vCard up to date with their entry.
+func (d *domainDirectory) Authenticate(ctx context.Context, local, domain, password string) error {
+	if d.client == nil {
+		return fmt.Errorf("%w: %v", directory.ErrUnavailable, d.err)
+	}
+	entry, err := d.client.Authenticate(ctx, local, domain, password)
+	if err != nil {
+		return err
+	}
+	bare := local + "@" + domain
+	st := d.e.cfg.Store
+	if _, err := st.Account(bare); errors.Is(err, store.ErrNotFound) {
+		_, err = st.Propose(store.AccountCreate{Accounts: []store.Account{{JID: bare, Directory: true}}, SkipExisting: true})
+		if err != nil {
+			return fmt.Errorf("%w: making the account %s: %v", directory.ErrUnavailable, bare, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("%w: %v", directory.ErrUnavailable, err)
+	}
+	d.e.updateDirectoryVCard(bare, entry)
+	return nil
+}
+
+func (e *Engine) updateDirectoryVCard(bare string, entry *directory.Entry) {
+	v := directory.VCard(entry)
+	e.dirVCards.set(bare, v)
+	if err := e.im.SetDirectoryVCard(bare, v); err != nil {
+		e.cfg.Log.Printf("xmpp: storing the directory vCard of %s: %v", bare, err)
+	}
+}
+
+// directoryVCard is im.Service.DirectoryVCard: the fields of a directory
+// user's vCard, known since their login.
+func (e *Engine) directoryVCard(bare string) *xml.Element {
+	if _, d, ok := cutAt(bare); !ok || e.directoryFor(d) == nil {
+		return nil
+	}
+	return e.dirVCards.get(bare)
+}
+
+// refreshDirectories refreshes, on a schedule, the vCards of the directory
+// users with a session here; a user no longer in the directory keeps
+// their vCard until their next login fails.
+func (e *Engine) refreshDirectories() {
+	defer e.wg.Done()
+	t := time.NewTicker(directoryRefreshEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+		}
+		seen := map[string]bool{}
+		for _, s := range e.router.All() {
+			bare := s.Bare()
+			local, domain, _ := cutAt(bare)
+			d, _ := e.directoryFor(domain).(*domainDirectory)
+			if d == nil || d.client == nil || seen[bare] || len(seen) >= directoryRefreshBatch {
+				continue
+			}
+			seen[bare] = true
+			ctx, cancel := context.WithTimeout(context.Background(), directory.DefaultOpTimeout)
+			entry, err := d.client.Lookup(ctx, local, domain)
+			cancel()
+			if err == nil {
+				e.updateDirectoryVCard(bare, entry)
+			}
+		}
+	}
+}
+
+// directoryStatus is each directory's health for Status.
+func (e *Engine) directoryStatus() []status.Directory {
+	m := e.dirs.Load()
+	if m == nil {
+		return nil
+	}
+	var out []status.Directory
+	for dom, d := range *m {
+		s := status.Directory{Domain: dom, URL: d.cfg.URL}
+		if d.client == nil {
+			s.Error = d.err.Error()
+		} else {
+			h := d.client.Health()
+			s.Known, s.OK, s.At, s.Since, s.Error = h.Known, h.OK, h.At, h.Since, h.Error
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })
+	return out
+}

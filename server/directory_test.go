@@ -1,0 +1,128 @@
+package server
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"strings"
+	"testing"
+	"time"
+
+	"mellium.im/sasl"
+
+	"github.com/parley-xmpp/parley/server/directory/ldaptest"
+	"github.com/parley-xmpp/parley/server/xml"
+	"github.com/parley-xmpp/parley/store"
+)
+
+// The engine tests' slapd address (127.0.21.0/24 is this branch's).
+const dirTestIP = "127.0.21.12"
+
+func mechanisms(features *xml.Element) []string {
+	var out []string
+	if m := features.Child("urn:ietf:params:xml:ns:xmpp-sasl", "mechanisms"); m != nil {
+		for _, c := range m.Elements() {
+			out = append(out, c.Text())
+		}
+	}
+	return out
+}
+
+func TestDirectoryLogin(t *testing.T) {
+	srv := ldaptest.Start(t, dirTestIP)
+	f := start(t)
+	alice := ldaptest.Users()[0]
+	if _, err := f.st.ProposeSettled(context.Background(), store.DirectorySet{Directory: store.Directory{
+		Domain: "example.lan", URL: srv.URL(), Base: ldaptest.People, BindDN: ldaptest.ReaderDN, BindPassword: ldaptest.ReaderPW}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A directory domain offers PLAIN only; SCRAM is refused.
+	c := f.dial()
+	if m := mechanisms(c.preauth("example.lan")); strings.Join(m, " ") != "PLAIN" {
+		t.Fatalf("mechanisms %v, want PLAIN only", m)
+	}
+	if el := c.auth(sasl.ScramSha256, "alice", alice.Password, ""); saslCondition(el) != "invalid-mechanism" {
+		t.Fatalf("SCRAM on a directory domain: %s", el)
+	}
+	// The local password of the account made by startDomain is not the directory's.
+	if el := c.auth(sasl.Plain, "alice", "alice-password", ""); saslCondition(el) != "not-authorized" {
+		t.Fatalf("local password: %s", el)
+	}
+	if el := c.auth(sasl.Plain, "*", alice.Password, ""); saslCondition(el) != "not-authorized" {
+		t.Fatalf("a wildcard user: %s", el)
+	}
+
+	// carol has no account here yet: her first login makes it.
+	srv.Add(t, ldaptest.UserLDIF(ldaptest.User{UID: "carol", Mail: "carol@example.lan", Password: "carol-pw-1", CN: "Carol Singer", SN: "Singer", Photo: ldaptest.Photo()}))
+	c = f.dial()
+	c.preauth("example.lan")
+	if el := c.auth(sasl.Plain, "carol", "carol-pw-1", ""); el.Name.Local != "success" {
+		t.Fatalf("carol with her directory password: %s", el)
+	}
+	c.open("example.lan")
+	if got := c.bind("dir"); got != "carol@example.lan/dir" {
+		t.Fatalf("bound %q", got)
+	}
+	a, err := f.st.Account("carol@example.lan")
+	if err != nil || !a.Directory {
+		t.Fatalf("carol's account: %+v %v", a, err)
+	}
+	// Her vCard comes from the directory, with the avatar hash in her presence.
+	c.send(`<iq type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>`)
+	v := c.reply("v1").String()
+	if !strings.Contains(v, "<FN>Carol Singer</FN>") || !strings.Contains(v, "<USERID>carol@example.lan</USERID>") || !strings.Contains(v, "<BINVAL>") {
+		t.Fatalf("carol's vCard: %s", v)
+	}
+	sum := sha1.Sum(ldaptest.Photo())
+	c.send(`<presence/>`)
+	p := c.expect("own presence", func(el *xml.Element) bool { return el.Name.Local == "presence" })
+	if x := p.Child("vcard-temp:x:update", "x"); x == nil || x.Child("vcard-temp:x:update", "photo") == nil ||
+		x.Child("vcard-temp:x:update", "photo").Text() != hex.EncodeToString(sum[:]) {
+		t.Fatalf("presence without the avatar hash %x: %s", sum, p)
+	}
+	// She may not change a directory field; her other fields are hers.
+	c.send(`<iq type='set' id='v2'><vCard xmlns='vcard-temp'><FN>Someone Else</FN></vCard></iq>`)
+	if e := stanzaError(c.reply("v2")); e != "not-allowed" {
+		t.Fatalf("changing FN: %q", e)
+	}
+	c.send(`<iq type='set' id='v3'><vCard xmlns='vcard-temp'><FN>Carol Singer</FN><NICKNAME>caz</NICKNAME></vCard></iq>`)
+	if el := c.reply("v3"); el.Get("type") != "result" {
+		t.Fatalf("setting NICKNAME: %s", el)
+	}
+	stored, _ := f.st.VCard("carol@example.lan")
+	if s := string(stored); !strings.Contains(s, "<NICKNAME>caz</NICKNAME>") || !strings.Contains(s, "<BINVAL>") || !strings.Contains(s, "<EMAIL>") {
+		t.Fatalf("stored vCard lost fields: %s", s)
+	}
+
+	if st := f.eng.Status(); len(st.Directories) != 1 || !st.Directories[0].OK {
+		t.Fatalf("status: %+v", st.Directories)
+	}
+
+	// The directory goes down: logins fail at once with temporary-auth-failure.
+	srv.Stop()
+	c = f.dial()
+	c.preauth("example.lan")
+	start := time.Now()
+	if el := c.auth(sasl.Plain, "carol", "carol-pw-1", ""); saslCondition(el) != "temporary-auth-failure" {
+		t.Fatalf("directory down: %s", el)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the failed login took %s", d)
+	}
+	if st := f.eng.Status(); len(st.Directories) != 1 || st.Directories[0].OK || st.Directories[0].Error == "" {
+		t.Fatalf("status with the directory down: %+v", st.Directories)
+	}
+
+	// No directory: local accounts and SCRAM again.
+	if _, err := f.st.ProposeSettled(context.Background(), store.DirectoryDel{Domain: "example.lan"}); err != nil {
+		t.Fatal(err)
+	}
+	c = f.dial()
+	if m := mechanisms(c.preauth("example.lan")); len(m) != 3 {
+		t.Fatalf("mechanisms after directory none: %v", m)
+	}
+	if el := c.auth(sasl.ScramSha256, "alice", "alice-password", ""); el.Name.Local != "success" {
+		t.Fatalf("local alice: %s", el)
+	}
+}
