@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -105,6 +106,8 @@ func (e *Engine) loadDirectories() {
 		}
 		if dd.err != nil {
 			e.cfg.Log.Printf("xmpp: the directory of %s cannot be used: %v", d.Domain, dd.err)
+		} else {
+			go dd.probe() // xmpp and health know at once whether it answers
 		}
 		next[d.Domain] = dd
 	}
@@ -217,6 +220,38 @@ func (e *Engine) refreshDirectories() {
 	}
 }
 
+// directoryProbeEvery: a directory not asked anything for this long is
+// probed, so that xmpp and health know it is down before a user does.
+var directoryProbeEvery = 30 * time.Second
+
+func (d *domainDirectory) probe() {
+	ctx, cancel := context.WithTimeout(context.Background(), directory.DefaultDialTimeout+directory.DefaultOpTimeout)
+	defer cancel()
+	if err := d.client.Probe(ctx); err != nil {
+		d.e.episodes.Printf("directory "+d.domain, "xmpp: the directory of %s does not answer: %v", d.domain, err)
+	}
+}
+
+// probeDirectories probes the directories that were not asked anything
+// lately.
+func (e *Engine) probeDirectories() {
+	defer e.wg.Done()
+	t := time.NewTicker(directoryProbeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+		}
+		for _, d := range *e.dirs.Load() {
+			if d.client != nil && time.Since(d.client.Health().At) >= directoryProbeEvery {
+				d.probe()
+			}
+		}
+	}
+}
+
 // directoryStatus is each directory's health for Status.
 func (e *Engine) directoryStatus() []status.Directory {
 	m := e.dirs.Load()
@@ -230,7 +265,8 @@ func (e *Engine) directoryStatus() []status.Directory {
 			s.Error = d.err.Error()
 		} else {
 			h := d.client.Health()
-			s.Known, s.OK, s.At, s.Since, s.Error = h.Known, h.OK, h.At, h.Since, h.Error
+			s.Known, s.OK, s.At, s.Since = h.Known, h.OK, h.At, h.Since
+			s.Error = strings.TrimPrefix(h.Error, directory.ErrUnavailable.Error()+": ")
 		}
 		out = append(out, s)
 	}

@@ -323,10 +323,11 @@ func (e *Engine) Start() {
 	e.loadComponents()
 	e.loadDirectories()
 	e.reconcile()
-	e.wg.Add(3)
+	e.wg.Add(4)
 	go e.watchFiles()
 	go e.releaseWhenQuiet()
 	go e.refreshDirectories()
+	go e.probeDirectories()
 }
 
 // watchFiles warns in the log, once per episode, while the process's

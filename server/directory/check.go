@@ -108,7 +108,11 @@ func Check(ctx context.Context, cfg Config, domain, user, fixCmd string, report 
 	n, more := 0, false
 	switch {
 	case ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded):
+		// The directory's own size limit may be lower than ours.
 		n, more = CheckSearchLimit, true
+		if res != nil && len(res.Entries) > 0 {
+			n = len(res.Entries)
+		}
 	case ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject):
 		report(status.Step{Verdict: status.Fail, Name: "search " + cfg.Base, Detail: "the base DN does not exist (or the bind DN may not see it)",
 			Fix: "correct the base: " + fixCmd + " ldap <url> base <dn>"})
@@ -126,7 +130,7 @@ func Check(ctx context.Context, cfg Config, domain, user, fixCmd string, report 
 	} else {
 		count := fmt.Sprint(n)
 		if more {
-			count = "more than " + count
+			count = "at least " + count
 		}
 		report(status.Step{Verdict: status.OK, Name: "search " + cfg.Base, Detail: count + " users match " + cfg.UserFilter})
 	}

@@ -38,7 +38,7 @@ var (
 const (
 	DefaultDialTimeout = 3 * time.Second
 	DefaultOpTimeout   = 5 * time.Second
-	DefaultPool        = 4
+	DefaultPool        = 8
 	DefaultBackoff     = 2 * time.Second
 	// MaxPassword bounds the password sent to the directory.
 	MaxPassword = 1024
@@ -478,6 +478,25 @@ func toEntry(le *ldap.Entry) *Entry {
 		}
 	}
 	return e
+}
+
+// Probe checks that the directory answers: a connection bound as the
+// searcher reads the base entry. It updates Health.
+func (c *Client) Probe(ctx context.Context) error {
+	err := c.with(ctx, func(cn *conn) error {
+		req := ldap.NewSearchRequest(c.cfg.Base, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, int(c.cfg.OpTimeout/time.Second), false,
+			"(objectClass=*)", []string{"1.1"}, nil)
+		_, err := cn.l.Search(req)
+		switch {
+		case ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject):
+			return unavailable("the base DN %s does not exist in the directory", c.cfg.Base)
+		case err != nil:
+			return unavailable("search: %v", err)
+		}
+		return nil
+	})
+	c.record(err)
+	return err
 }
 
 // Lookup finds the entry of local@domain.

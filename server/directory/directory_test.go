@@ -168,6 +168,14 @@ func TestAuthenticateAgainstSlapd(t *testing.T) {
 	if h := c.Health(); !h.OK {
 		t.Fatalf("health after the restart: %+v", h)
 	}
+	// Probe: the base entry is read; a base that does not exist is the directory's set-up failing.
+	if err := c.Probe(ctx); err != nil {
+		t.Fatalf("Probe: %v", err)
+	}
+	bad := client(t, Config{URL: srv.URL(), Base: "ou=gone," + ldaptest.Base})
+	if err := bad.Probe(ctx); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "does not exist") || bad.Health().OK {
+		t.Fatalf("Probe of a missing base: %v, health %+v", err, bad.Health())
+	}
 }
 
 func TestTLSNeedsTheCA(t *testing.T) {
