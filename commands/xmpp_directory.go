@@ -23,7 +23,7 @@ func xmppDirectoryCommands() []*Command {
 		{
 			Words:            []string{"xmpp", "directory"},
 			Args:             []Arg{{Name: "domain", Optional: true}, {Name: "setting", Optional: true, Repeat: true}},
-			Syntax:           "xmpp directory [<domain> ldap <ldap[s]://host[:port]> base <dn> [bind <dn>] | <domain> starttls on|off | <domain> trust <bundle>|system | <domain> user-filter <filter>|default | <domain> jid-from mail|uid|<attribute> | <domain> none | <domain> test [<user>]]",
+			Syntax:           "xmpp directory [<domain> ldap <ldap[s]://host[:port]> base <dn> [bind <dn>] | <domain> starttls on|off | <domain> trust <bundle>|system | <domain> user-filter <filter>|default | <domain> jid-from mail|uid|<attribute> | <domain> roster-groups <base> [<filter>]|none | <domain> none | <domain> test [<user>]]",
 			QueryWithoutArgs: true,
 			Summary:          "Take a hosted domain's accounts from an LDAP directory (OpenLDAP, Active Directory …); without arguments, show the directories",
 			Help: "ldap sets where the directory is and the base DN users are searched under; with bind <dn>, searches\n" +
@@ -39,13 +39,18 @@ func xmppDirectoryCommands() []*Command {
 				"default restores it). jid-from is the attribute a JID is found by: mail (the default) matches the\n" +
 				"whole address user@domain, so a user's e-mail address is their JID; any other attribute (uid,\n" +
 				"sAMAccountName …) matches the JID's user part. What users type is escaped (RFC 4515).\n" +
+				"roster-groups puts the members of each group under <base> (default filter\n" +
+				"(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)), members by member or uniqueMember)\n" +
+				"in each other's rosters, subscribed both ways, in a roster group named as the group's cn, at each\n" +
+				"login and refresh; items the groups no longer give go then (roster-groups none: all of them).\n" +
 				"none makes the domain's accounts local again (accounts made from the directory stay, without a\n" +
 				"password: set one with xmpp user passwd). test checks connection, TLS, bind and search, and given\n" +
 				"a user (alice or alice@domain) finds them and shows the vCard their login would build: one line\n" +
 				"per step with its verdict and, when it fails, the fix.",
 			Example: "xmpp directory example.com ldap ldap://ldap.example.com base ou=people,dc=example,dc=com bind cn=parley,dc=example,dc=com\n" +
 				"xmpp directory example.com starttls on\nxmpp directory example.com trust company-ca.pem\n" +
-				"xmpp directory example.com jid-from uid\nxmpp directory example.com test alice\nxmpp directory",
+				"xmpp directory example.com jid-from uid\nxmpp directory example.com roster-groups ou=groups,dc=example,dc=com\n" +
+				"xmpp directory example.com test alice\nxmpp directory",
 			Perm: PermXMPP,
 			Run:  runXMPPDirectory,
 		},
@@ -58,7 +63,7 @@ func runXMPPDirectory(c *Ctx, args []string) error {
 		return showDirectories(c)
 	}
 	if len(args) == 1 {
-		return errorf("%s %s: missing the setting: ldap, starttls, trust, user-filter, jid-from, none or test (see help xmpp directory)", what, args[0])
+		return errorf("%s %s: missing the setting: ldap, starttls, trust, user-filter, jid-from, roster-groups, none or test (see help xmpp directory)", what, args[0])
 	}
 	domain, err := parseDomain(args[0])
 	if err != nil {
@@ -209,6 +214,30 @@ func runXMPPDirectory(c *Ctx, args []string) error {
 			c.printf("A user of %s is found by %s=<user>\n", domain, cur.Attribute())
 		}
 		return nil
+	case "roster-groups":
+		if len(rest) == 0 {
+			return need(1, "<base> [<filter>] | none")
+		}
+		if err := need(len(rest), "<base> [<filter>] | none"); err != nil {
+			return err
+		}
+		if rest[0] == "none" {
+			if len(rest) != 1 {
+				return errorf("%s: usage: xmpp directory %s roster-groups none", what, domain)
+			}
+			cur.GroupsBase, cur.GroupFilter = "", ""
+		} else {
+			cur.GroupsBase, cur.GroupFilter = rest[0], strings.Join(rest[1:], " ")
+		}
+		if err := save(cur); err != nil {
+			return err
+		}
+		if cur.GroupsBase == "" {
+			c.printf("Directory groups no longer fill the rosters of %s: the items they made go at each user's next login or refresh\n", domain)
+		} else {
+			c.printf("Members of the groups under %s matching %s see each other in their rosters (at their next login or refresh)\n", cur.GroupsBase, cur.Groups())
+		}
+		return nil
 	case "none":
 		if len(rest) != 0 {
 			return errorf("%s: usage: xmpp directory %s none", what, domain)
@@ -245,7 +274,7 @@ func runXMPPDirectory(c *Ctx, args []string) error {
 		}
 		return testDirectory(c, cur, user)
 	}
-	return errorf("xmpp directory %s: %q is not a setting: give ldap, starttls, trust, user-filter, jid-from, none or test", domain, set)
+	return errorf("xmpp directory %s: %q is not a setting: give ldap, starttls, trust, user-filter, jid-from, roster-groups, none or test", domain, set)
 }
 
 func bindText(d store.Directory) string {
@@ -284,7 +313,7 @@ func askBindPassword(c *Ctx, prompt string) (string, error) {
 // the trust bundle's pool (nil: the system roots).
 func dirConfig(d store.Directory, roots *x509.CertPool) directory.Config {
 	return directory.Config{URL: d.URL, Base: d.Base, BindDN: d.BindDN, BindPassword: d.BindPassword, StartTLS: d.StartTLS,
-		Roots: roots, UserFilter: d.Filter(), JIDFrom: d.Attribute()}
+		Roots: roots, UserFilter: d.Filter(), JIDFrom: d.Attribute(), GroupsBase: d.GroupsBase, GroupFilter: d.GroupFilter}
 }
 
 // trustPool reads a directory's trust bundle from the files area.
@@ -343,6 +372,11 @@ func showDirectories(c *Ctx) error {
 		c.printf("TLS         : %s (trust: %s)\n", tlsText, trust)
 		c.printf("User filter : %s\n", d.Filter())
 		c.printf("JID from    : %s\n", d.Attribute())
+		if d.GroupsBase != "" {
+			c.printf("Roster groups: %s %s\n", d.GroupsBase, d.Groups())
+		} else {
+			c.printf("Roster groups: none\n")
+		}
 		if h, ok := health[d.Domain]; ok {
 			c.printf("State       : %s\n", directoryState(h))
 		}

@@ -103,6 +103,19 @@ func TestXMPPDirectoryTest(t *testing.T) {
 		t.Fatalf("test without the CA: %v\n%s", err, out)
 	}
 	f.ok("xmpp directory example.lan trust dir-ca.pem")
+	f.fails("xmpp directory example.lan roster-groups notadn", "is not a DN")
+	f.fails("xmpp directory example.lan roster-groups "+ldaptest.Groups+" objectClass=x", "is not an LDAP filter")
+	if out := f.ok("xmpp directory example.lan roster-groups " + ldaptest.Groups); !strings.Contains(out, "see each other in their rosters") {
+		t.Fatalf("roster-groups: %q", out)
+	}
+	out = f.ok("xmpp directory example.lan test alice@example.lan")
+	if !strings.Contains(out, "ok    roster groups: 1 colleague in 1 group: staff") {
+		t.Errorf("test lacks the roster groups:\n%s", out)
+	}
+	if out := f.ok("xmpp directory"); !strings.Contains(out, "Roster groups: "+ldaptest.Groups+" (|(objectClass=groupOfNames)") {
+		t.Errorf("xmpp directory lacks the roster groups:\n%s", out)
+	}
+	f.ok("xmpp directory example.lan roster-groups none")
 	out = f.ok("xmpp directory example.lan test alice@example.lan")
 	for _, want := range []string{"Checking the directory of example.lan: " + srv.URL(), "ok    connect " + dirTestIP, "ok    TLS: StartTLS",
 		"ok    bind as " + ldaptest.ReaderDN, "ok    search " + ldaptest.People + ": 3 users match (objectClass=inetOrgPerson)",

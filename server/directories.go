@@ -5,10 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"mellium.im/xmpp/jid"
 
 	"github.com/parley-xmpp/parley/server/c2s"
 	"github.com/parley-xmpp/parley/server/directory"
@@ -102,7 +105,7 @@ func (e *Engine) loadDirectories() {
 			dd.err = rootsErr
 		} else {
 			dd.client, dd.err = directory.New(directory.Config{URL: d.URL, Base: d.Base, BindDN: d.BindDN, BindPassword: d.BindPassword,
-				StartTLS: d.StartTLS, Roots: roots, UserFilter: d.Filter(), JIDFrom: d.Attribute()})
+				StartTLS: d.StartTLS, Roots: roots, UserFilter: d.Filter(), JIDFrom: d.Attribute(), GroupsBase: d.GroupsBase, GroupFilter: d.GroupFilter})
 		}
 		if dd.err != nil {
 			e.cfg.Log.Printf("xmpp: the directory of %s cannot be used: %v", d.Domain, dd.err)
@@ -168,7 +171,41 @@ func (d *domainDirectory) Authenticate(ctx context.Context, local, domain, passw
 		return fmt.Errorf("%w: %v", directory.ErrUnavailable, err)
 	}
 	d.e.updateDirectoryVCard(bare, entry)
+	d.shareRoster(ctx, bare, entry)
 	return nil
+}
+
+// shareRoster puts the user's colleagues (those who share a directory
+// group with them) in their roster and them in the colleagues'. A failure
+// is logged: the login goes on.
+func (d *domainDirectory) shareRoster(ctx context.Context, bare string, entry *directory.Entry) {
+	_, domain, _ := cutAt(bare)
+	var cols []directory.Colleague
+	if d.cfg.GroupsBase != "" {
+		var err error
+		if cols, err = d.client.Colleagues(ctx, entry, domain); err != nil {
+			d.e.episodes.Printf("directory groups "+d.domain, "xmpp: the directory groups of %s: %v", bare, err)
+			return
+		}
+	}
+	contacts := make([]store.SharedContact, 0, len(cols))
+	for _, c := range cols {
+		j, err := jid.Parse(c.JID)
+		if err != nil || j.Localpart() == "" || j.Resourcepart() != "" {
+			continue
+		}
+		contacts = append(contacts, store.SharedContact{JID: j.String(), Name: c.Name, Groups: c.Groups})
+	}
+	if sharedUpToDate(d.e.cfg.Store, bare, contacts) {
+		return // nothing to write (a login costs no commit for it)
+	}
+	name := entry.Get("cn")
+	if name == "" {
+		name = entry.Get("displayName")
+	}
+	if err := d.e.im.ApplyDirectoryRoster(bare, name, contacts); err != nil {
+		d.e.cfg.Log.Printf("xmpp: the shared roster of %s: %v", bare, err)
+	}
 }
 
 func (e *Engine) updateDirectoryVCard(bare string, entry *directory.Entry) {
@@ -215,6 +252,9 @@ func (e *Engine) refreshDirectories() {
 			cancel()
 			if err == nil {
 				e.updateDirectoryVCard(bare, entry)
+				ctx, cancel := context.WithTimeout(context.Background(), directory.DefaultOpTimeout)
+				d.shareRoster(ctx, bare, entry)
+				cancel()
 			}
 		}
 	}
@@ -272,4 +312,34 @@ func (e *Engine) directoryStatus() []status.Directory {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })
 	return out
+}
+
+// sharedUpToDate reports whether user's roster already holds the shared
+// contacts as DirectoryRoster would make them, and no other item the
+// directory made.
+func sharedUpToDate(st *store.Store, user string, contacts []store.SharedContact) bool {
+	_, items, err := st.Roster(user)
+	if err != nil {
+		return false
+	}
+	want := make(map[string]store.SharedContact, len(contacts))
+	for _, c := range contacts {
+		want[c.JID] = c
+	}
+	seen := 0
+	for _, it := range items {
+		c, shared := want[it.JID]
+		switch {
+		case !shared && it.Directory:
+			return false // to remove
+		case !shared:
+		case it.Hidden || it.Subscription != store.SubBoth || it.Ask || it.PendingIn:
+			return false
+		case it.Directory && (it.Name != c.Name || !slices.Equal(it.Groups, c.Groups)):
+			return false
+		default:
+			seen++
+		}
+	}
+	return seen == len(want)
 }

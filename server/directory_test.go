@@ -126,3 +126,67 @@ func TestDirectoryLogin(t *testing.T) {
 		t.Fatalf("local alice: %s", el)
 	}
 }
+
+func rosterOf(t *testing.T, f *fixture, user string) map[string]store.RosterItem {
+	t.Helper()
+	_, items, err := f.st.Roster(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]store.RosterItem{}
+	for _, it := range items {
+		m[it.JID] = it
+	}
+	return m
+}
+
+func TestDirectoryRosterGroups(t *testing.T) {
+	srv := ldaptest.Start(t, dirTestIP)
+	f := start(t)
+	users := ldaptest.Users()
+	if _, err := f.st.ProposeSettled(context.Background(), store.DirectorySet{Directory: store.Directory{
+		Domain: "example.lan", URL: srv.URL(), Base: ldaptest.People, GroupsBase: ldaptest.Groups}}); err != nil {
+		t.Fatal(err)
+	}
+	login := func(user, pw string) *client {
+		c := f.dial()
+		c.preauth("example.lan")
+		if el := c.auth(sasl.Plain, user, pw, ""); el.Name.Local != "success" {
+			t.Fatalf("%s: %s", user, el)
+		}
+		c.open("example.lan")
+		c.bind("r")
+		return c
+	}
+	a := login("alice", users[0].Password)
+	for user, other := range map[string]string{"alice@example.lan": "bob@example.lan", "bob@example.lan": "alice@example.lan"} {
+		it, ok := rosterOf(t, f, user)[other]
+		if !ok || it.Subscription != store.SubBoth || strings.Join(it.Groups, ",") != "staff" || !it.Directory {
+			t.Fatalf("%s's item for %s: %+v (%v)", user, other, it, ok)
+		}
+	}
+	if it := rosterOf(t, f, "bob@example.lan")["alice@example.lan"]; it.Name != "Alice Liddell" {
+		t.Fatalf("bob's alice is named %q", it.Name)
+	}
+	// The roster alice gets shows bob in staff.
+	a.send(`<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>`)
+	if r := a.reply("r1").String(); !strings.Contains(r, `jid="bob@example.lan"`) || !strings.Contains(r, "<group>staff</group>") {
+		t.Fatalf("alice's roster: %s", r)
+	}
+	// bob leaves the group: at alice's next login he is gone from both
+	// rosters, and alice's open session is told.
+	srv.Modify(t, "dn: cn=staff,"+ldaptest.Groups+"\nchangetype: modify\ndelete: member\nmember: "+ldaptest.UserDN("bob")+"\n")
+	login("alice", users[0].Password)
+	if _, ok := rosterOf(t, f, "alice@example.lan")["bob@example.lan"]; ok {
+		t.Fatal("alice still has bob")
+	}
+	if _, ok := rosterOf(t, f, "bob@example.lan")["alice@example.lan"]; ok {
+		t.Fatal("bob still has alice")
+	}
+	push := a.expect("a roster push removing bob", func(el *xml.Element) bool {
+		return el.Name.Local == "iq" && strings.Contains(el.String(), `subscription="remove"`)
+	})
+	if !strings.Contains(push.String(), "bob@example.lan") {
+		t.Fatalf("push: %s", push)
+	}
+}

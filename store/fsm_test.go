@@ -135,6 +135,7 @@ func someOps(t *testing.T, n int) []Op {
 		DirectorySet{Directory: Directory{Domain: "example.org", URL: "ldaps://ldap.example.org", Base: "dc=example,dc=org"}},
 		DirectoryDel{Domain: "example.org"},
 		DirectoryDel{Domain: "example.org"}, // ErrNotFound
+		DirectoryRoster{User: acct.JID, UserName: "Alice", Contacts: []SharedContact{{JID: bob.JID, Name: "Bob", Groups: []string{"staff"}}}},
 	}
 	for i := 0; i < n; i++ {
 		ops = append(ops, OfflinePush{User: bob.JID, Stanza: []byte(fmt.Sprintf("<message id='%d'/>", i))})

@@ -50,7 +50,7 @@ func init() {
 		RosterPut{}, RosterDel{}, RosterSet{}, RosterSubscribe{}, RosterRemove{},
 		OfflinePush{}, OfflineDel{}, VCardSet{}, PrivateSet{}, LastSet{},
 		FilePut{}, DialbackSecretInit{},
-		DirectorySet{}, DirectoryDel{})
+		DirectorySet{}, DirectoryDel{}, DirectoryRoster{})
 }
 
 // Errors callers may test for.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strings"
 	"time"
 
@@ -156,6 +157,36 @@ func Check(ctx context.Context, cfg Config, domain, user, fixCmd string, report 
 	}
 	for _, s := range lines {
 		report(status.Step{Verdict: status.Info, Name: "vCard", Detail: s})
+	}
+	if cfg.GroupsBase != "" {
+		cols, err := c.colleagues(cn, e, domain)
+		if err != nil {
+			report(status.Step{Verdict: status.Fail, Name: "roster groups", Detail: detail(err),
+				Fix: "check the groups base and filter: " + fixCmd + " roster-groups <base> [<filter>]"})
+			return false
+		}
+		groups := map[string]bool{}
+		for _, col := range cols {
+			for _, g := range col.Groups {
+				groups[g] = true
+			}
+		}
+		names := make([]string, 0, len(groups))
+		for g := range groups {
+			names = append(names, g)
+		}
+		sort.Strings(names)
+		plural := func(n int, word string) string {
+			if n == 1 {
+				return "1 " + word
+			}
+			return fmt.Sprintf("%d %ss", n, word)
+		}
+		detail := plural(len(cols), "colleague") + " in " + plural(len(names), "group")
+		if len(names) > 0 {
+			detail += ": " + strings.Join(names, ", ")
+		}
+		report(status.Step{Verdict: status.OK, Name: "roster groups", Detail: detail})
 	}
 	return true
 }

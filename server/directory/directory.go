@@ -58,6 +58,8 @@ type Config struct {
 	Roots        *x509.CertPool // nil: the system roots
 	UserFilter   string         // e.g. (objectClass=inetOrgPerson)
 	JIDFrom      string         // "mail": the JID is the e-mail address; else the attribute holding the JID's user part
+	GroupsBase   string         // where roster groups are searched ("" for none)
+	GroupFilter  string         // which entries there are groups
 
 	DialTimeout time.Duration // connect, TLS and the search bind (0: DefaultDialTimeout)
 	OpTimeout   time.Duration // each request (0: DefaultOpTimeout)
@@ -95,6 +97,19 @@ func Validate(cfg Config) error {
 			return fmt.Errorf("%q is not an LDAP filter (RFC 4515): %v", f, err)
 		}
 	}
+	if cfg.GroupsBase != "" {
+		if _, err := ldap.ParseDN(cfg.GroupsBase); err != nil {
+			return fmt.Errorf("%q is not a DN: give e.g. ou=groups,dc=example,dc=com", cfg.GroupsBase)
+		}
+	}
+	if f := cfg.GroupFilter; f != "" {
+		if !strings.HasPrefix(f, "(") {
+			return fmt.Errorf("%q is not an LDAP filter: write it in parentheses, e.g. (objectClass=groupOfNames)", f)
+		}
+		if _, err := ldap.CompileFilter(f); err != nil {
+			return fmt.Errorf("%q is not an LDAP filter (RFC 4515): %v", f, err)
+		}
+	}
 	if a := cfg.JIDFrom; a != "" && !attrName.MatchString(a) {
 		return fmt.Errorf("%q is not an LDAP attribute name: give e.g. mail or uid", a)
 	}
@@ -111,6 +126,7 @@ type Client struct {
 	idle  chan *conn
 
 	mu        sync.Mutex
+	members   map[string]member // member DN → user (groups.go), bounded
 	downUntil time.Time
 	health    Health
 	closed    bool

@@ -298,3 +298,36 @@ func TestCheckSteps(t *testing.T) {
 		t.Errorf("no TLS warning:\n%s", out)
 	}
 }
+
+func TestColleagues(t *testing.T) {
+	srv := ldaptest.Start(t, testIP)
+	ctx := context.Background()
+	c := client(t, Config{URL: srv.URL(), Base: ldaptest.People, GroupsBase: ldaptest.Groups})
+	alice, err := c.Lookup(ctx, "alice", "example.lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols, err := c.Colleagues(ctx, alice, "example.lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cols) != 1 || cols[0].JID != "bob@example.lan" || cols[0].Name != "Bob Builder" || strings.Join(cols[0].Groups, ",") != "staff" {
+		t.Fatalf("alice's colleagues: %+v", cols)
+	}
+	// Another domain's users are nobody's colleagues here.
+	if cols, _ := c.Colleagues(ctx, alice, "other.lan"); len(cols) != 0 {
+		t.Fatalf("colleagues in other.lan: %+v", cols)
+	}
+	odd, err := c.Lookup(ctx, "o)(k*", "example.lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cols, err := c.Colleagues(ctx, odd, "example.lan"); err != nil || len(cols) != 0 {
+		t.Fatalf("the odd user is in no group: %+v %v", cols, err)
+	}
+	// No groups base: no colleagues, no search.
+	n := client(t, Config{URL: srv.URL(), Base: ldaptest.People})
+	if cols, err := n.Colleagues(ctx, alice, "example.lan"); cols != nil || err != nil {
+		t.Fatalf("without a groups base: %+v %v", cols, err)
+	}
+}

@@ -188,6 +188,16 @@ func (s *Server) Add(t testing.TB, ldif string) {
 	}
 }
 
+// Modify applies an LDIF of changes with ldapmodify (slapd running).
+func (s *Server) Modify(t testing.TB, ldif string) {
+	t.Helper()
+	cmd := exec.Command("ldapmodify", "-x", "-H", s.URL(), "-D", RootDN, "-w", RootPW)
+	cmd.Stdin = strings.NewReader(ldif)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ldapmodify: %v\n%s", err, out)
+	}
+}
+
 // Start (re)starts slapd and waits until it accepts connections.
 func (s *Server) Start(t testing.TB) {
 	t.Helper()
