@@ -91,10 +91,19 @@ func TestDirectoryAccounts(t *testing.T) {
 		}
 	}
 
+	// Members of the directory's groups see each other.
+	out = mustOK(t, x.admin("xmpp directory example.lan roster-groups "+ldaptest.Groups), "roster-groups")
+	if !strings.Contains(out, "see each other in their rosters") {
+		t.Fatalf("roster-groups: %s", out)
+	}
+
 	// Login with the directory password (PLAIN over STARTTLS, the only offer).
 	start := time.Now()
 	c := x.login(t, "alice@example.lan", alice.Password, clientOpts{})
 	t.Logf("first directory login took %s", time.Since(start))
+	if it, ok := c.session.Items["bob@example.lan"]; !ok || it.Subscription != "both" || strings.Join(it.Groups, ",") != "staff" || it.Name != "Bob Builder" {
+		t.Fatalf("alice's roster at login: %+v", c.session.Items)
+	}
 	sum := sha1.Sum(ldaptest.Photo())
 	hash := hex.EncodeToString(sum[:])
 	v := c.do(t, map[string]any{"op": "vcard_get", "to": "alice@example.lan"})
@@ -134,7 +143,13 @@ func TestDirectoryAccounts(t *testing.T) {
 	if out := x.mustAdmin(t, "xmpp directory example.lan test bob"); !strings.Contains(out, "ok    TLS: ldaps: TLS 1.3") {
 		t.Fatalf("test over ldaps:\n%s", out)
 	}
-	x.login(t, "bob@example.lan", bob.Password, clientOpts{direct: true})
+	b := x.login(t, "bob@example.lan", bob.Password, clientOpts{direct: true})
+	if it, ok := b.session.Items["alice@example.lan"]; !ok || it.Subscription != "both" || strings.Join(it.Groups, ",") != "staff" {
+		t.Fatalf("bob's roster at login: %+v", b.session.Items)
+	}
+	// Subscribed both ways by the group: alice sees bob come online, and he sees her.
+	c.wait(t, "bob's presence", func(e *xev) bool { return bareOf(e.From) == "bob@example.lan" && e.Ev == "presence" && e.Type == "available" })
+	b.wait(t, "alice's presence", func(e *xev) bool { return bareOf(e.From) == "alice@example.lan" && e.Ev == "presence" && e.Type == "available" })
 
 	// The directory goes down: logins fail at once with temporary-auth-failure, health says so.
 	srv.Stop()
