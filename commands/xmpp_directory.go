@@ -23,7 +23,7 @@ func xmppDirectoryCommands() []*Command {
 		{
 			Words:            []string{"xmpp", "directory"},
 			Args:             []Arg{{Name: "domain", Optional: true}, {Name: "setting", Optional: true, Repeat: true}},
-			Syntax:           "xmpp directory [<domain> ldap <ldap[s]://host[:port]> base <dn> [bind <dn>] | <domain> starttls on|off | <domain> trust <bundle>|system | <domain> user-filter <filter>|default | <domain> jid-from mail|uid|<attribute> | <domain> roster-groups <base> [<filter>]|none | <domain> none | <domain> test [<user>]]",
+			Syntax:           "xmpp directory [<domain> ldap <ldap[s]://host[:port]> base <dn> [bind <dn>] | <domain> starttls on|off | <domain> trust <bundle>|system | <domain> user-filter <filter>|default | <domain> jid-from mail|uid|<attribute> | <domain> roster-groups <base> [<filter>]|none | <domain> prune | <domain> none | <domain> test [<user>]]",
 			QueryWithoutArgs: true,
 			Summary:          "Take a hosted domain's accounts from an LDAP directory (OpenLDAP, Active Directory …); without arguments, show the directories",
 			Help: "ldap sets where the directory is and the base DN users are searched under; with bind <dn>, searches\n" +
@@ -43,6 +43,8 @@ func xmppDirectoryCommands() []*Command {
 				"(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)), members by member or uniqueMember)\n" +
 				"in each other's rosters, subscribed both ways, in a roster group named as the group's cn, at each\n" +
 				"login and refresh; items the groups no longer give go then (roster-groups none: all of them).\n" +
+				"prune deletes, after a confirmation, the accounts made from the directory whose user is no longer\n" +
+				"in it, with their roster, offline messages, vCard and private data (local accounts are left).\n" +
 				"none makes the domain's accounts local again (accounts made from the directory stay, without a\n" +
 				"password: set one with xmpp user passwd). test checks connection, TLS, bind and search, and given\n" +
 				"a user (alice or alice@domain) finds them and shows the vCard their login would build: one line\n" +
@@ -63,7 +65,7 @@ func runXMPPDirectory(c *Ctx, args []string) error {
 		return showDirectories(c)
 	}
 	if len(args) == 1 {
-		return errorf("%s %s: missing the setting: ldap, starttls, trust, user-filter, jid-from, roster-groups, none or test (see help xmpp directory)", what, args[0])
+		return errorf("%s %s: missing the setting: ldap, starttls, trust, user-filter, jid-from, roster-groups, prune, none or test (see help xmpp directory)", what, args[0])
 	}
 	domain, err := parseDomain(args[0])
 	if err != nil {
@@ -238,6 +240,14 @@ func runXMPPDirectory(c *Ctx, args []string) error {
 			c.printf("Members of the groups under %s matching %s see each other in their rosters (at their next login or refresh)\n", cur.GroupsBase, cur.Groups())
 		}
 		return nil
+	case "prune":
+		if len(rest) != 0 {
+			return errorf("%s: usage: xmpp directory %s prune", what, domain)
+		}
+		if !has {
+			return errorf("%s: %s has no directory", what, domain)
+		}
+		return pruneDirectory(c, cur)
 	case "none":
 		if len(rest) != 0 {
 			return errorf("%s: usage: xmpp directory %s none", what, domain)
@@ -274,7 +284,7 @@ func runXMPPDirectory(c *Ctx, args []string) error {
 		}
 		return testDirectory(c, cur, user)
 	}
-	return errorf("xmpp directory %s: %q is not a setting: give ldap, starttls, trust, user-filter, jid-from, roster-groups, none or test", domain, set)
+	return errorf("xmpp directory %s: %q is not a setting: give ldap, starttls, trust, user-filter, jid-from, roster-groups, prune, none or test", domain, set)
 }
 
 func bindText(d store.Directory) string {
@@ -502,4 +512,78 @@ func directoryHealth(c *Ctx, line func(status, check, detail string)) {
 			line("FAIL", name, h.URL+" unreachable since "+h.Since.UTC().Format("2006-01-02 15:04:05")+": "+h.Error+"; logins of "+h.Domain+" fail until it is back")
 		}
 	}
+}
+
+// pruneConfirmation is what xmpp directory <domain> prune asks to type.
+const pruneConfirmation = "prune"
+
+// pruneMaxListed is how many accounts prune lists before it asks.
+const pruneMaxListed = 20
+
+// pruneDirectory deletes the directory accounts of a domain whose users
+// the directory no longer has, after asking.
+func pruneDirectory(c *Ctx, d store.Directory) error {
+	what := "xmpp directory " + d.Domain + " prune"
+	roots, err := trustPool(c.Files, d.Trust)
+	if err != nil {
+		return errorf("%s: the trust bundle: %v", what, err)
+	}
+	client, err := directory.New(dirConfig(d, roots))
+	if err != nil {
+		return errorf("%s: %v", what, err)
+	}
+	defer client.Close()
+	accounts, err := c.Store.Accounts(d.Domain)
+	if err != nil {
+		return errorf("%s: %v", what, err)
+	}
+	var gone []string
+	checked := 0
+	for _, a := range accounts {
+		if !a.Directory {
+			continue
+		}
+		checked++
+		local := strings.TrimSuffix(a.JID, "@"+d.Domain)
+		ctx, cancel := context.WithTimeout(context.Background(), directory.DefaultDialTimeout+directory.DefaultOpTimeout)
+		_, err := client.Lookup(ctx, local, d.Domain)
+		cancel()
+		switch {
+		case err == nil:
+		case errors.Is(err, directory.ErrNoEntry):
+			gone = append(gone, a.JID)
+		case errors.Is(err, directory.ErrUnavailable):
+			return errorf("%s: the directory cannot be asked (%v); nothing was deleted", what, err)
+		default: // several entries match: the user is there, the directory is ambiguous
+			c.printf("kept %s: %v\n", a.JID, err)
+		}
+	}
+	if len(gone) == 0 {
+		c.printf("Every account made from the directory of %s is still in it (%s checked)\n", d.Domain, plural(checked, "account"))
+		return nil
+	}
+	c.printf("No longer in the directory (%d of %d):\n", len(gone), checked)
+	for i, j := range gone {
+		if i == pruneMaxListed {
+			c.printf("  … and %d more\n", len(gone)-pruneMaxListed)
+			break
+		}
+		c.printf("  %s\n", j)
+	}
+	answer, err := c.Prompt.Ask("Type '" + pruneConfirmation + "' to delete these accounts with their rosters, offline messages, vCards and private data: ")
+	if err != nil {
+		return errorf("%s: not confirmed (%v); nothing was deleted", what, err)
+	}
+	if strings.TrimSpace(answer) != pruneConfirmation {
+		return errorf("%s: not confirmed (type %s to confirm); nothing was deleted", what, pruneConfirmation)
+	}
+	deleted := 0
+	for _, j := range gone {
+		if err := commit(c, store.AccountDelete{JID: j}); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return errorf("%s: deleted %d, then %s: %v", what, deleted, j, err)
+		}
+		deleted++
+	}
+	c.printf("Deleted %s no longer in the directory of %s\n", plural(deleted, "account"), d.Domain)
+	return nil
 }

@@ -130,7 +130,37 @@ func TestXMPPDirectoryTest(t *testing.T) {
 		t.Fatalf("test carol: %v\n%s", err, out)
 	}
 	f.fails("xmpp directory example.lan test alice@other.lan", "is not in example.lan")
+
+	// prune: directory accounts whose user is gone, after a confirmation.
+	var accts []store.Account
+	for _, j := range []string{"alice@example.lan", "gone@example.lan", "left@example.lan"} {
+		accts = append(accts, store.Account{JID: j, Directory: true})
+	}
+	local, _ := store.NewAccount("local@example.lan", "Local-pass-1")
+	accts = append(accts, local)
+	if _, err := f.env.Store.ProposeSettled(context.Background(), store.AccountCreate{Accounts: accts}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = f.run("xmpp directory example.lan prune", "no")
+	if err == nil || !strings.Contains(err.Error(), "not confirmed") || !strings.Contains(out, "No longer in the directory (2 of 3):\n  gone@example.lan\n  left@example.lan\n") {
+		t.Fatalf("prune, not confirmed: %v\n%s", err, out)
+	}
+	if _, err := f.env.Store.Account("gone@example.lan"); err != nil {
+		t.Fatal("an unconfirmed prune deleted gone@")
+	}
+	if out := f.ok("xmpp directory example.lan prune", "prune"); !strings.Contains(out, "Deleted 2 accounts no longer in the directory of example.lan") {
+		t.Fatalf("prune: %s", out)
+	}
+	for j, want := range map[string]bool{"alice@example.lan": true, "gone@example.lan": false, "left@example.lan": false, "local@example.lan": true} {
+		if _, err := f.env.Store.Account(j); (err == nil) != want {
+			t.Errorf("after prune, %s exists: %v, want %v", j, err == nil, want)
+		}
+	}
+	if out := f.ok("xmpp directory example.lan prune"); !strings.Contains(out, "still in it (1 account checked)") {
+		t.Fatalf("prune again: %s", out)
+	}
 	srv.Stop()
+	f.fails("xmpp directory example.lan prune", "the directory cannot be asked")
 	out, err = f.run("xmpp directory example.lan test")
 	if err == nil || !strings.Contains(out, "fail  connect") {
 		t.Fatalf("test with slapd stopped: %v\n%s", err, out)

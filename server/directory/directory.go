@@ -32,6 +32,8 @@ import (
 var (
 	ErrUnavailable    = errors.New("the directory is unavailable")
 	ErrBadCredentials = errors.New("wrong user name or password")
+	// ErrNoEntry (with ErrBadCredentials) means no entry matches the user.
+	ErrNoEntry = errors.New("no entry")
 )
 
 // Defaults of Config's bounds.
@@ -475,7 +477,7 @@ func (c *Client) find(cn *conn, local, domain string) (*Entry, error) {
 	}
 	switch len(res.Entries) {
 	case 0:
-		return nil, fmt.Errorf("%w: no entry for %s@%s", ErrBadCredentials, local, domain)
+		return nil, fmt.Errorf("%w: %w for %s@%s", ErrBadCredentials, ErrNoEntry, local, domain)
 	case 1:
 	default:
 		return nil, fmt.Errorf("%w: more than one entry matches %s@%s", ErrBadCredentials, local, domain)
