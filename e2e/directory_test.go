@@ -151,6 +151,17 @@ func TestDirectoryAccounts(t *testing.T) {
 	c.wait(t, "bob's presence", func(e *xev) bool { return bareOf(e.From) == "bob@example.lan" && e.Ev == "presence" && e.Type == "available" })
 	b.wait(t, "alice's presence", func(e *xev) bool { return bareOf(e.From) == "alice@example.lan" && e.Ev == "presence" && e.Type == "available" })
 
+	// The odd user leaves the company: she can no longer log in, and prune deletes her account.
+	srv.Delete(t, ldaptest.UserDN(odd.UID))
+	x.loginFails(t, odd.Mail, odd.Password, clientOpts{})
+	out = mustOK(t, x.ssh(x.asAdmin(), "prune\n", "xmpp directory example.lan prune"), "prune")
+	if !strings.Contains(out, "No longer in the directory (1 of 3):\n  "+odd.Mail+"\n") || !strings.Contains(out, "Deleted 1 account no longer in the directory of example.lan") {
+		t.Fatalf("prune:\n%s", out)
+	}
+	if out := x.mustAdmin(t, "xmpp user list example.lan"); strings.Contains(out, odd.Mail) {
+		t.Fatalf("the pruned account is still listed:\n%s", out)
+	}
+
 	// The directory goes down: logins fail at once with temporary-auth-failure, health says so.
 	srv.Stop()
 	start = time.Now()

@@ -198,6 +198,14 @@ func (s *Server) Modify(t testing.TB, ldif string) {
 	}
 }
 
+// Delete deletes an entry with ldapdelete (slapd running).
+func (s *Server) Delete(t testing.TB, dn string) {
+	t.Helper()
+	if out, err := exec.Command("ldapdelete", "-x", "-H", s.URL(), "-D", RootDN, "-w", RootPW, dn).CombinedOutput(); err != nil {
+		t.Fatalf("ldapdelete %s: %v\n%s", dn, err, out)
+	}
+}
+
 // Start (re)starts slapd and waits until it accepts connections.
 func (s *Server) Start(t testing.TB) {
 	t.Helper()
