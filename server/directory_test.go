@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"strings"
 	"testing"
@@ -125,6 +128,24 @@ func TestDirectoryLogin(t *testing.T) {
 	if el := c.auth(sasl.ScramSha256, "alice", "alice-password", ""); el.Name.Local != "success" {
 		t.Fatalf("local alice: %s", el)
 	}
+	// The forged proof: SCRAM's client key from an empty salted password.
+	c = f.dial()
+	c.preauth("example.lan")
+	if el := scramWithSalted(c, "carol", nil); saslCondition(el) != "not-authorized" {
+		t.Fatalf("a proof from an empty salted password: %s", el)
+	}
+	// carol's account, made from the directory, has no keys: no password
+	// (not even a proof computed from an empty salted password) opens it.
+	for _, mech := range []sasl.Mechanism{sasl.ScramSha256, sasl.ScramSha1, sasl.Plain} {
+		c := f.dial()
+		c.preauth("example.lan")
+		if el := c.auth(mech, "carol", "", ""); saslCondition(el) != "not-authorized" {
+			t.Fatalf("%s as carol without a password: %s", mech.Name, el)
+		}
+		if el := c.auth(mech, "carol", "carol-pw-1", ""); saslCondition(el) != "not-authorized" {
+			t.Fatalf("%s as carol with her directory password, no directory: %s", mech.Name, el)
+		}
+	}
 }
 
 func rosterOf(t *testing.T, f *fixture, user string) map[string]store.RosterItem {
@@ -189,4 +210,40 @@ func TestDirectoryRosterGroups(t *testing.T) {
 	if !strings.Contains(push.String(), "bob@example.lan") {
 		t.Fatalf("push: %s", push)
 	}
+}
+
+// scramWithSalted runs SCRAM-SHA-256 as user with a given salted password
+// (what an attacker knows if the stored one is empty) and returns the
+// server's final element.
+func scramWithSalted(c *client, user string, salted []byte) *xml.Element {
+	c.t.Helper()
+	nonce := "fyko+d2lbbFgONRv9qkxdawL"
+	first := "n=" + user + ",r=" + nonce
+	c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>` + b64([]byte("n,,"+first)) + `</auth>`)
+	ch := c.next()
+	if ch.Name.Local != "challenge" {
+		return ch
+	}
+	serverFirst, err := base64.StdEncoding.DecodeString(ch.Text())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var combined string
+	for _, part := range strings.Split(string(serverFirst), ",") {
+		if strings.HasPrefix(part, "r=") {
+			combined = part[2:]
+		}
+	}
+	final := "c=biws,r=" + combined
+	auth := first + "," + string(serverFirst) + "," + final
+	mac := func(key []byte, s string) []byte { m := hmac.New(sha256.New, key); m.Write([]byte(s)); return m.Sum(nil) }
+	clientKey := mac(salted, "Client Key")
+	stored := sha256.Sum256(clientKey)
+	sig := mac(stored[:], auth)
+	proof := make([]byte, len(clientKey))
+	for i := range proof {
+		proof[i] = clientKey[i] ^ sig[i]
+	}
+	c.send(`<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>` + b64([]byte(final+",p="+base64.StdEncoding.EncodeToString(proof))) + `</response>`)
+	return c.next()
 }

@@ -356,6 +356,15 @@ func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit
 			if mechName == "SCRAM-SHA-1" {
 				k = a.SHA1
 			}
+			if k.Iter <= 0 || len(k.Salted) == 0 {
+				// An account without this key (one made from a company
+				// directory): an empty salted password would let anyone
+				// compute the proof. It fails like a wrong password.
+				d := decoyAccount(string(u))
+				if k = d.SHA256; mechName == "SCRAM-SHA-1" {
+					k = d.SHA1
+				}
+			}
 			return k.Salt, k.Salted, int64(k.Iter), nil
 		}))
 
