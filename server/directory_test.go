@@ -236,7 +236,11 @@ func scramWithSalted(c *client, user string, salted []byte) *xml.Element {
 	}
 	final := "c=biws,r=" + combined
 	auth := first + "," + string(serverFirst) + "," + final
-	mac := func(key []byte, s string) []byte { m := hmac.New(sha256.New, key); m.Write([]byte(s)); return m.Sum(nil) }
+	mac := func(key []byte, s string) []byte {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(s))
+		return m.Sum(nil)
+	}
 	clientKey := mac(salted, "Client Key")
 	stored := sha256.Sum256(clientKey)
 	sig := mac(stored[:], auth)
