@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -16,7 +15,6 @@ import (
 	"github.com/parley-xmpp/parley/server/c2s"
 	"github.com/parley-xmpp/parley/server/directory"
 	"github.com/parley-xmpp/parley/server/status"
-	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -41,39 +39,6 @@ type domainDirectory struct {
 // directories are the domains' directories, replaced whole when the
 // settings change (read at every login without a lock).
 type directories map[string]*domainDirectory
-
-// dirVCards holds the vCard each directory user's entry gave at their last
-// login or refresh: the fields they may not change (im.DirectoryVCard).
-type dirVCards struct {
-	mu sync.Mutex
-	m  map[string]*xml.Element
-}
-
-func (v *dirVCards) get(bare string) *xml.Element {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.m[bare]
-}
-
-func (v *dirVCards) set(bare string, el *xml.Element) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.m == nil {
-		v.m = map[string]*xml.Element{}
-	}
-	v.m[bare] = el
-}
-
-// drop forgets the users of domains that no longer have a directory.
-func (v *dirVCards) drop(keep func(domain string) bool) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for bare := range v.m {
-		if _, d, _ := cutAt(bare); !keep(d) {
-			delete(v.m, bare)
-		}
-	}
-}
 
 func cutAt(bare string) (string, string, bool) {
 	for i := len(bare) - 1; i >= 0; i-- {
@@ -120,7 +85,6 @@ func (e *Engine) loadDirectories() {
 			o.client.Close()
 		}
 	}
-	e.dirVCards.drop(func(d string) bool { return next[d] != nil })
 }
 
 // directoryRoots reads a directory's trust bundle (nil: the system roots).
@@ -209,20 +173,16 @@ func (d *domainDirectory) shareRoster(ctx context.Context, bare string, entry *d
 }
 
 func (e *Engine) updateDirectoryVCard(bare string, entry *directory.Entry) {
-	v := directory.VCard(entry)
-	e.dirVCards.set(bare, v)
-	if err := e.im.SetDirectoryVCard(bare, v); err != nil {
+	if err := e.im.SetDirectoryVCard(bare, directory.VCard(entry)); err != nil {
 		e.cfg.Log.Printf("xmpp: storing the directory vCard of %s: %v", bare, err)
 	}
 }
 
-// directoryVCard is im.Service.DirectoryVCard: the fields of a directory
-// user's vCard, known since their login.
-func (e *Engine) directoryVCard(bare string) *xml.Element {
-	if _, d, ok := cutAt(bare); !ok || e.directoryFor(d) == nil {
-		return nil
-	}
-	return e.dirVCards.get(bare)
+// directoryUser is im.Service.DirectoryUser: whether a user's domain
+// takes its accounts from a directory.
+func (e *Engine) directoryUser(bare string) bool {
+	_, d, ok := cutAt(bare)
+	return ok && e.directoryFor(d) != nil
 }
 
 // refreshDirectories refreshes, on a schedule, the vCards of the directory

@@ -78,7 +78,6 @@ type Engine struct {
 	trust     atomic.Pointer[trust]
 	routes    atomic.Pointer[routes.Table] // the cluster's route table (JoinMesh); nil: standalone
 	dirs      atomic.Pointer[directories]  // the domains' LDAP directories (directories.go), replaced whole on change
-	dirVCards dirVCards                    // directory users' vCards from their entries
 	episodes  *limit.Episodes
 	rate      atomic.Pointer[stanzaRate] // replaced whole on reconcile: may be read per stanza
 	certs     map[string]*tls.Certificate
@@ -161,7 +160,7 @@ func New(cfg Config) *Engine {
 	})
 	e.dirs.Store(&directories{})
 	e.im = &im.Service{Store: cfg.Store, Router: e.router, Hosted: e.Hosted, Version: cfg.Version, Started: time.Now(), Log: cfg.Log,
-		Episodes: episodes, DirectoryVCard: e.directoryVCard}
+		Episodes: episodes, DirectoryUser: e.directoryUser}
 	e.im.Init()
 	e.comp = &component.Config{
 		Lookup: cfg.Store.ComponentByJID,

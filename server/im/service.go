@@ -23,7 +23,6 @@ import (
 	"github.com/parley-xmpp/parley/server/c2s"
 	"github.com/parley-xmpp/parley/server/limit"
 	"github.com/parley-xmpp/parley/server/router"
-	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -44,10 +43,11 @@ type Service struct {
 	// time, to Log).
 	Episodes *limit.Episodes
 
-	// DirectoryVCard, if set, returns the vCard a user's company directory
-	// gives them (nil: the user's vCard is all theirs). Its fields
-	// (DirectoryFields) are the directory's: the user may not change them.
-	DirectoryVCard func(bare string) *xml.Element
+	// DirectoryUser, if set, reports whether a user's vCard comes from a
+	// company directory: its DirectoryFields, as stored at the last login
+	// or refresh (SetDirectoryVCard), are the directory's, and the user
+	// may not change them.
+	DirectoryUser func(bare string) bool
 
 	reg      registry
 	caps     string // the caps hash (XEP-0115) of the server's disco#info

@@ -135,11 +135,19 @@ func isDirectoryField(name string) bool {
 	return false
 }
 
+// directoryVCard is the stored vCard of a directory user, whose
+// directory fields are as the directory gave them (an empty vCard if none
+// is stored); nil for a user whose vCard is all theirs.
 func (s *Service) directoryVCard(bare string) *xml.Element {
-	if s.DirectoryVCard == nil {
+	if s.DirectoryUser == nil || !s.DirectoryUser(bare) {
 		return nil
 	}
-	return s.DirectoryVCard(bare)
+	if data, _ := s.Store.VCard(bare); len(data) > 0 {
+		if v, err := newElementParser().parse(data); err == nil {
+			return v
+		}
+	}
+	return xml.New(NSVCard, "vCard")
 }
 
 // changedDirectoryField returns the first directory field that a vCard a
