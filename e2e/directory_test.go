@@ -148,8 +148,12 @@ func TestDirectoryAccounts(t *testing.T) {
 		t.Fatalf("bob's roster at login: %+v", b.session.Items)
 	}
 	// Subscribed both ways by the group: alice sees bob come online, and he sees her.
-	c.wait(t, "bob's presence", func(e *xev) bool { return bareOf(e.From) == "bob@example.lan" && e.Ev == "presence" && e.Type == "available" })
-	b.wait(t, "alice's presence", func(e *xev) bool { return bareOf(e.From) == "alice@example.lan" && e.Ev == "presence" && e.Type == "available" })
+	c.wait(t, "bob's presence", func(e *xev) bool {
+		return bareOf(e.From) == "bob@example.lan" && e.Ev == "presence" && e.Type == "available"
+	})
+	b.wait(t, "alice's presence", func(e *xev) bool {
+		return bareOf(e.From) == "alice@example.lan" && e.Ev == "presence" && e.Type == "available"
+	})
 
 	// The odd user leaves the company: she can no longer log in, and prune deletes her account.
 	srv.Delete(t, ldaptest.UserDN(odd.UID))
