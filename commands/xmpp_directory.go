@@ -23,10 +23,19 @@ func xmppDirectoryCommands() []*Command {
 		{
 			Words:            []string{"xmpp", "directory"},
 			Args:             []Arg{{Name: "domain", Optional: true}, {Name: "setting", Optional: true, Repeat: true}},
-			Syntax:           "xmpp directory [<domain> ldap <ldap[s]://host[:port]> base <dn> [bind <dn>] | <domain> starttls on|off | <domain> trust <bundle>|system | <domain> user-filter <filter>|default | <domain> jid-from mail|uid|<attribute> | <domain> roster-groups <base> [<filter>]|none | <domain> prune | <domain> none | <domain> test [<user>]]",
+			Syntax:           "xmpp directory [<domain> ldap|starttls|trust|user-filter|jid-from|roster-groups|test|prune|none …]",
 			QueryWithoutArgs: true,
 			Summary:          "Take a hosted domain's accounts from an LDAP directory (OpenLDAP, Active Directory …); without arguments, show the directories",
-			Help: "ldap sets where the directory is and the base DN users are searched under; with bind <dn>, searches\n" +
+			Help: "  xmpp directory <domain> ldap <ldap[s]://host[:port]> base <dn> [bind <dn>]\n" +
+				"  xmpp directory <domain> starttls on|off\n" +
+				"  xmpp directory <domain> trust <bundle>|system\n" +
+				"  xmpp directory <domain> user-filter <filter>|default\n" +
+				"  xmpp directory <domain> jid-from mail|uid|<attribute>\n" +
+				"  xmpp directory <domain> roster-groups <base> [<filter>]|none\n" +
+				"  xmpp directory <domain> test [<user>]\n" +
+				"  xmpp directory <domain> prune\n" +
+				"  xmpp directory <domain> none\n" +
+				"ldap sets where the directory is and the base DN users are searched under; with bind <dn>, searches\n" +
 				"bind as that DN with a password asked for without echo (in exec or script mode: the next line of\n" +
 				"standard input), stored in the replicated configuration and never shown; without it, searches are\n" +
 				"anonymous. Users log in with their directory password: SASL PLAIN over TLS (the only mechanism a\n" +
