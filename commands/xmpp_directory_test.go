@@ -72,6 +72,9 @@ func TestXMPPDirectorySettings(t *testing.T) {
 
 	// Accounts of a directory domain belong to the directory.
 	f.fails("xmpp user add carol@example.lan", "the accounts of example.lan come from its directory", "Carol-pass-1")
+	if out := f.ok("xmpp user list example.lan"); !strings.Contains(out, "No one has logged in from the directory of example.lan") {
+		t.Fatalf("user list of a directory domain without accounts: %q", out)
+	}
 	a, _ := store.NewAccount("alice@example.lan", "x-password-1")
 	a.Directory = true
 	if _, err := f.env.Store.ProposeSettled(context.Background(), store.AccountCreate{Accounts: []store.Account{a}}); err != nil {
@@ -79,7 +82,8 @@ func TestXMPPDirectorySettings(t *testing.T) {
 	}
 	f.fails("xmpp user passwd alice@example.lan", "come from its directory", "New-pass-123")
 	f.fails("xmpp user del alice@example.lan", "come from its directory")
-	if out := f.ok("xmpp user list example.lan"); !strings.Contains(out, "alice@example.lan") || !strings.Contains(out, "directory") {
+	if out := f.ok("xmpp user list example.lan"); !strings.Contains(out, "alice@example.lan") || !strings.Contains(out, "directory") ||
+		!strings.Contains(out, "users who have not logged in yet are not listed") {
 		t.Fatalf("user list: %q", out)
 	}
 	f.ok("xmpp directory example.lan none")

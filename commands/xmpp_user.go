@@ -305,6 +305,15 @@ func runXMPPUserList(c *Ctx, args []string) error {
 		// Accounts kept from a domain no longer hosted.
 		defer c.printf("%s is not hosted: these accounts cannot log in until it is added again (xmpp multi-domain add)\n", domain)
 	}
+	if domain != "" {
+		if d, dir := c.Store.DirectoryOf(domain); dir {
+			if len(accounts) == 0 {
+				c.printf("No one has logged in from the directory of %s (%s) yet: accounts are made at their first login\n", domain, d.URL)
+				return nil
+			}
+			defer c.printf("Accounts of %s come from its directory (%s): users who have not logged in yet are not listed\n", domain, d.URL)
+		}
+	}
 	if len(accounts) == 0 {
 		if domain != "" {
 			c.printf("No XMPP accounts in %s: add one with xmpp user add <jid>\n", domain)
