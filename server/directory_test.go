@@ -251,3 +251,34 @@ func scramWithSalted(c *client, user string, salted []byte) *xml.Element {
 	c.send(`<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>` + b64([]byte(final+",p="+base64.StdEncoding.EncodeToString(proof))) + `</response>`)
 	return c.next()
 }
+
+// The scheduled refresh brings an online user's vCard and shared roster in
+// step with the directory, without a new login.
+func TestDirectoryRefresh(t *testing.T) {
+	old := directoryRefreshEvery
+	directoryRefreshEvery = 200 * time.Millisecond
+	defer func() { directoryRefreshEvery = old }()
+	srv := ldaptest.Start(t, dirTestIP)
+	f := start(t)
+	if _, err := f.st.ProposeSettled(context.Background(), store.DirectorySet{Directory: store.Directory{
+		Domain: "example.lan", URL: srv.URL(), Base: ldaptest.People, GroupsBase: ldaptest.Groups}}); err != nil {
+		t.Fatal(err)
+	}
+	c := f.dial()
+	c.preauth("example.lan")
+	if el := c.auth(sasl.Plain, "alice", ldaptest.Users()[0].Password, ""); el.Name.Local != "success" {
+		t.Fatalf("alice: %s", el)
+	}
+	c.open("example.lan")
+	c.bind("r")
+	if _, ok := rosterOf(t, f, "alice@example.lan")["bob@example.lan"]; !ok {
+		t.Fatal("alice's roster has no bob after her login")
+	}
+	srv.Modify(t, "dn: "+ldaptest.UserDN("alice")+"\nchangetype: modify\nreplace: title\ntitle: Queen\n")
+	srv.Modify(t, "dn: cn=staff,"+ldaptest.Groups+"\nchangetype: modify\ndelete: member\nmember: "+ldaptest.UserDN("bob")+"\n")
+	waitFor(t, "the refreshed vCard and roster", func() bool {
+		v, _ := f.st.VCard("alice@example.lan")
+		_, bob := rosterOf(t, f, "alice@example.lan")["bob@example.lan"]
+		return strings.Contains(string(v), "<TITLE>Queen</TITLE>") && !bob
+	})
+}
