@@ -393,6 +393,11 @@ func (e *Engine) Stop() {
 	e.stopLocked("system-shutdown", "the server is shutting down")
 	e.mu.Unlock()
 	e.wg.Wait()
+	for _, d := range *e.dirs.Load() {
+		if d.client != nil {
+			d.client.Close()
+		}
+	}
 	for deadline := time.Now().Add(StopGrace); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		e.mu.Lock()
 		n := len(e.conns)
