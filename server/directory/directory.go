@@ -540,6 +540,15 @@ func (c *Client) Authenticate(ctx context.Context, local, domain, password strin
 	err := c.with(ctx, func(cn *conn) error {
 		var err error
 		if e, err = c.find(cn, local, domain); err != nil {
+			if errors.Is(err, ErrNoEntry) {
+				// A bind as nobody, so that an unknown user takes about as
+				// long as a wrong password (the answer does not tell who
+				// exists).
+				cn.dirty = true
+				if berr := cn.l.Bind("cn=nobody,"+c.cfg.Base, password); berr != nil && networkish(berr) {
+					return unavailable("bind: %v", berr)
+				}
+			}
 			return err
 		}
 		cn.dirty = true
