@@ -23,7 +23,7 @@ func xmppDirectoryCommands() []*Command {
 		{
 			Words:            []string{"xmpp", "directory"},
 			Args:             []Arg{{Name: "domain", Optional: true}, {Name: "setting", Optional: true, Repeat: true}},
-			Syntax:           "xmpp directory [<domain> ldap|starttls|trust|user-filter|jid-from|roster-groups|test|prune|none …]",
+			Syntax:           "xmpp directory [<domain> ldap|starttls|trust|user-filter|jid-from|roster-groups|test|sync|prune|none …]",
 			QueryWithoutArgs: true,
 			Summary:          "Take a hosted domain's accounts from an LDAP directory (OpenLDAP, Active Directory …); without arguments, show the directories",
 			Help: "  xmpp directory <domain> ldap <ldap[s]://host[:port]> base <dn> [bind <dn>]\n" +
@@ -33,6 +33,7 @@ func xmppDirectoryCommands() []*Command {
 				"  xmpp directory <domain> jid-from mail|uid|<attribute>\n" +
 				"  xmpp directory <domain> roster-groups <base> [<filter>]|none\n" +
 				"  xmpp directory <domain> test [<user>]\n" +
+				"  xmpp directory <domain> sync\n" +
 				"  xmpp directory <domain> prune\n" +
 				"  xmpp directory <domain> none\n" +
 				"ldap sets where the directory is and the base DN users are searched under; with bind <dn>, searches\n" +
@@ -52,6 +53,8 @@ func xmppDirectoryCommands() []*Command {
 				"(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)), members by member or uniqueMember)\n" +
 				"in each other's rosters, subscribed both ways, in a roster group named as the group's cn, at each\n" +
 				"login and refresh; items the groups no longer give go then (roster-groups none: all of them).\n" +
+				"sync makes an account here for every user of the directory who has none yet (they are otherwise\n" +
+				"made at the first login), so that messages to them are kept offline and xmpp user list shows them.\n" +
 				"prune deletes, after a confirmation, the accounts made from the directory whose user is no longer\n" +
 				"in it, with their roster, offline messages, vCard and private data (local accounts are left).\n" +
 				"none makes the domain's accounts local again (accounts made from the directory stay, without a\n" +
@@ -74,7 +77,7 @@ func runXMPPDirectory(c *Ctx, args []string) error {
 		return showDirectories(c)
 	}
 	if len(args) == 1 {
-		return errorf("%s %s: missing the setting: ldap, starttls, trust, user-filter, jid-from, roster-groups, prune, none or test (see help xmpp directory)", what, args[0])
+		return errorf("%s %s: missing the setting: ldap, starttls, trust, user-filter, jid-from, roster-groups, sync, prune, none or test (see help xmpp directory)", what, args[0])
 	}
 	domain, err := parseDomain(args[0])
 	if err != nil {
@@ -249,6 +252,14 @@ func runXMPPDirectory(c *Ctx, args []string) error {
 			c.printf("Members of the groups under %s matching %s see each other in their rosters (at their next login or refresh)\n", cur.GroupsBase, cur.Groups())
 		}
 		return nil
+	case "sync":
+		if len(rest) != 0 {
+			return errorf("%s: usage: xmpp directory %s sync", what, domain)
+		}
+		if !has {
+			return errorf("%s: %s has no directory", what, domain)
+		}
+		return syncDirectory(c, cur)
 	case "prune":
 		if len(rest) != 0 {
 			return errorf("%s: usage: xmpp directory %s prune", what, domain)
@@ -293,7 +304,7 @@ func runXMPPDirectory(c *Ctx, args []string) error {
 		}
 		return testDirectory(c, cur, user)
 	}
-	return errorf("xmpp directory %s: %q is not a setting: give ldap, starttls, trust, user-filter, jid-from, roster-groups, prune, none or test", domain, set)
+	return errorf("xmpp directory %s: %q is not a setting: give ldap, starttls, trust, user-filter, jid-from, roster-groups, sync, prune, none or test", domain, set)
 }
 
 func bindText(d store.Directory) string {
@@ -594,5 +605,60 @@ func pruneDirectory(c *Ctx, d store.Directory) error {
 		deleted++
 	}
 	c.printf("Deleted %s no longer in the directory of %s\n", plural(deleted, "account"), d.Domain)
+	return nil
+}
+
+// syncBatch is how many accounts sync creates per commit.
+const syncBatch = 500
+
+// syncDirectory makes an account for every user of the directory who has
+// none yet.
+func syncDirectory(c *Ctx, d store.Directory) error {
+	what := "xmpp directory " + d.Domain + " sync"
+	roots, err := trustPool(c.Files, d.Trust)
+	if err != nil {
+		return errorf("%s: the trust bundle: %v", what, err)
+	}
+	client, err := directory.New(dirConfig(d, roots))
+	if err != nil {
+		return errorf("%s: %v", what, err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	jids, truncated, err := client.Users(ctx, d.Domain, directory.MaxUsers)
+	if err != nil {
+		return errorf("%s: %v; nothing was created", what, err)
+	}
+	var create []store.Account
+	existing, skipped := 0, 0
+	for _, j := range jids {
+		bare, domain, err := parseAccountJID(j, d.Domain)
+		if err != nil || domain != d.Domain {
+			skipped++
+			continue
+		}
+		if _, err := c.Store.Account(bare); err == nil {
+			existing++
+			continue
+		}
+		create = append(create, store.Account{JID: bare, Directory: true})
+	}
+	created := 0
+	for created < len(create) {
+		end := min(created+syncBatch, len(create))
+		if err := commit(c, store.AccountCreate{Accounts: create[created:end], SkipExisting: true}); err != nil {
+			return errorf("%s: stopped after creating %d accounts: %v; run it again to resume", what, created, err)
+		}
+		created = end
+	}
+	c.printf("%d users in the directory of %s: created %s, %d already had one", len(jids), d.Domain, plural(created, "account"), existing)
+	if skipped > 0 {
+		c.printf(", %d skipped (not a valid JID)", skipped)
+	}
+	c.printf("\n")
+	if truncated {
+		c.printf("The directory has more than %d users: only the first %d were read\n", directory.MaxUsers, directory.MaxUsers)
+	}
 	return nil
 }

@@ -135,6 +135,20 @@ func TestXMPPDirectoryTest(t *testing.T) {
 	}
 	f.fails("xmpp directory example.lan test alice@other.lan", "is not in example.lan")
 
+	// sync: an account for every user of the directory.
+	if out := f.ok("xmpp directory example.lan sync"); !strings.Contains(out, "3 users in the directory of example.lan: created 3 accounts, 0 already had one") {
+		t.Fatalf("sync: %s", out)
+	}
+	if a, err := f.env.Store.Account("o)(k*@example.lan"); err != nil || !a.Directory {
+		t.Fatalf("after sync: %+v %v", a, err)
+	}
+	if out := f.ok("xmpp directory example.lan sync"); !strings.Contains(out, "created 0 accounts, 3 already had one") {
+		t.Fatalf("sync again: %s", out)
+	}
+	for _, j := range []string{"bob@example.lan", "o)(k*@example.lan"} {
+		f.env.Store.ProposeSettled(context.Background(), store.AccountDelete{JID: j})
+	}
+
 	// prune: directory accounts whose user is gone, after a confirmation.
 	var accts []store.Account
 	for _, j := range []string{"alice@example.lan", "gone@example.lan", "left@example.lan"} {
@@ -142,7 +156,7 @@ func TestXMPPDirectoryTest(t *testing.T) {
 	}
 	local, _ := store.NewAccount("local@example.lan", "Local-pass-1")
 	accts = append(accts, local)
-	if _, err := f.env.Store.ProposeSettled(context.Background(), store.AccountCreate{Accounts: accts}); err != nil {
+	if _, err := f.env.Store.ProposeSettled(context.Background(), store.AccountCreate{Accounts: accts, SkipExisting: true}); err != nil {
 		t.Fatal(err)
 	}
 	out, err = f.run("xmpp directory example.lan prune", "no")

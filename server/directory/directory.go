@@ -373,12 +373,17 @@ func networkish(err error) bool {
 // timeout. A pooled connection that fails at the network level is
 // replaced by a new one once.
 func (c *Client) with(ctx context.Context, f func(cn *conn) error) error {
+	return c.withFor(ctx, c.cfg.OpTimeout, f)
+}
+
+// withFor is with, f bounded by timeout instead of the request timeout.
+func (c *Client) withFor(ctx context.Context, timeout time.Duration, f func(cn *conn) error) error {
 	for try := 0; ; try++ {
 		cn, fresh, err := c.get(ctx)
 		if err != nil {
 			return err
 		}
-		deadline := time.Now().Add(c.cfg.OpTimeout)
+		deadline := time.Now().Add(timeout)
 		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 			deadline = d
 		}

@@ -331,3 +331,23 @@ func TestColleagues(t *testing.T) {
 		t.Fatalf("without a groups base: %+v %v", cols, err)
 	}
 }
+
+func TestUsers(t *testing.T) {
+	srv := ldaptest.Start(t, testIP)
+	ctx := context.Background()
+	c := client(t, Config{URL: srv.URL(), Base: ldaptest.People, BindDN: ldaptest.ReaderDN, BindPassword: ldaptest.ReaderPW})
+	jids, truncated, err := c.Users(ctx, "example.lan", 0)
+	if err != nil || truncated || strings.Join(jids, " ") != "alice@example.lan bob@example.lan o)(k*@example.lan" {
+		t.Fatalf("Users = %q, %v, %v", jids, truncated, err)
+	}
+	if jids, truncated, _ := c.Users(ctx, "example.lan", 2); len(jids) != 2 || !truncated {
+		t.Fatalf("Users(max 2) = %q, truncated %v", jids, truncated)
+	}
+	if jids, _, _ := c.Users(ctx, "other.lan", 0); len(jids) != 0 {
+		t.Fatalf("users of other.lan: %q", jids)
+	}
+	u := client(t, Config{URL: srv.URL(), Base: ldaptest.People, JIDFrom: "uid"})
+	if jids, _, err := u.Users(ctx, "x.lan", 0); err != nil || strings.Join(jids, " ") != "alice@x.lan bob@x.lan o)(k*@x.lan" {
+		t.Fatalf("Users by uid = %q, %v", jids, err)
+	}
+}

@@ -166,3 +166,54 @@ func (c *Client) member(cn *conn, dn, domain string) (member, error) {
 	c.mu.Unlock()
 	return m, nil
 }
+
+// MaxUsers bounds Users: the users a sync reads from the directory.
+const MaxUsers = 100000
+
+// usersTimeout bounds the whole paged search of Users.
+const usersTimeout = 2 * time.Minute
+
+// Users returns the JIDs of the directory's users in domain (the user
+// filter, the JID attribute: a mail address in the domain, or the user
+// part), read with a paged search; truncated if there were more than max.
+func (c *Client) Users(ctx context.Context, domain string, max int) (jids []string, truncated bool, err error) {
+	if max <= 0 || max > MaxUsers {
+		max = MaxUsers
+	}
+	err = c.withFor(ctx, usersTimeout, func(cn *conn) error {
+		req := ldap.NewSearchRequest(c.cfg.Base, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, max+1, int(usersTimeout/time.Second), false,
+			c.cfg.UserFilter, []string{c.cfg.JIDFrom}, nil)
+		res, err := cn.l.SearchWithPaging(req, 500)
+		if err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
+			if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+				return unavailable("the base DN %s does not exist in the directory", c.cfg.Base)
+			}
+			return unavailable("search: %v", err)
+		}
+		if err != nil {
+			truncated = true
+		}
+		if res == nil {
+			return nil
+		}
+		for _, e := range res.Entries {
+			if len(jids) == max {
+				truncated = true
+				break
+			}
+			v := strings.ToLower(e.GetAttributeValue(c.cfg.JIDFrom))
+			switch {
+			case strings.EqualFold(c.cfg.JIDFrom, "mail"):
+				if strings.HasSuffix(v, "@"+strings.ToLower(domain)) {
+					jids = append(jids, v)
+				}
+			case v != "" && !strings.Contains(v, "@"):
+				jids = append(jids, v+"@"+domain)
+			}
+		}
+		return nil
+	})
+	c.record(err)
+	sort.Strings(jids)
+	return jids, truncated, err
+}
