@@ -97,6 +97,12 @@ func TestDirectoryAccounts(t *testing.T) {
 		t.Fatalf("roster-groups: %s", out)
 	}
 
+	// Accounts for every user of the directory before anyone logs in.
+	out = x.mustAdmin(t, "xmpp directory example.lan sync")
+	if !strings.Contains(out, "3 users in the directory of example.lan: created 3 accounts, 0 already had one") {
+		t.Fatalf("sync: %s", out)
+	}
+
 	// Login with the directory password (PLAIN over STARTTLS, the only offer).
 	start := time.Now()
 	c := x.login(t, "alice@example.lan", alice.Password, clientOpts{})
