@@ -15,9 +15,11 @@ SSH_LISTEN ?= 127.0.0.1:2222
 # Debian package's test also needs systemd-analyze (package systemd; no
 # running systemd needed) and adduser (the package depends on it); dpkg-deb,
 # setpriv and prlimit come with every Debian system. The metrics test checks
-# the exposition with promtool (/usr/bin/promtool, package prometheus).
-TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp prosody ejabberdctl dnsmasq systemd-analyze adduser promtool
-TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejabberd dnsmasq-base systemd adduser prometheus
+# the exposition with promtool (/usr/bin/promtool, package prometheus). The
+# directory tests run their own OpenLDAP server: slapd (whose system service
+# is kept off like the others) and ldap-utils.
+TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp prosody ejabberdctl dnsmasq systemd-analyze adduser promtool slapd slapadd ldapsearch
+TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejabberd dnsmasq-base systemd adduser prometheus slapd ldap-utils
 TEST_PYTHON   := /usr/bin/python3
 TEST_PYMODS   := slixmpp
 
@@ -52,7 +54,7 @@ deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(TEST_PACKAGES); st=$$?; \
 		[ -z "$$norc" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; \
 		[ $$st = 0 ] || exit 1; \
-		for s in prosody ejabberd prometheus prometheus-node-exporter; do \
+		for s in prosody ejabberd prometheus prometheus-node-exporter slapd; do \
 			if command -v systemctl >/dev/null 2>&1; then $$SUDO systemctl disable --now $$s >/dev/null 2>&1; fi; \
 			$$SUDO service $$s stop >/dev/null 2>&1; \
 		done; true; \

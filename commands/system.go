@@ -378,6 +378,7 @@ func runHealth(c *Ctx, args []string) error {
 			}
 		}
 	}
+	directoryHealth(c, line)
 	if failed {
 		return errorf("health: some checks failed (see FAIL above)")
 	}

@@ -213,6 +213,7 @@ func xmppCommands() []*Command {
 		},
 	}
 	cmds = append(cmds, xmppUserCommands()...)
+	cmds = append(cmds, xmppDirectoryCommands()...)
 	cmds = append(cmds, xmppLimitsCommands()...)
 	cmds = append(cmds, xmppSessionsCommands()...)
 	cmds = append(cmds, federationCommands()...)
@@ -315,6 +316,9 @@ func runXMPPStatus(c *Ctx, args []string) error {
 	add("Components", components...)
 	add("Component plain", componentPlainText(c))
 	add("Federation", federationSummary(c, st))
+	if dirs := directoryLines(c, st); len(dirs) > 0 {
+		add("Directories", dirs...)
+	}
 	if c.XMPP != nil {
 		uptime := "not running"
 		if st.Running && !st.Since.IsZero() {

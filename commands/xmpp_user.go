@@ -200,6 +200,9 @@ func runXMPPUserAdd(c *Ctx, args []string) error {
 	if err != nil {
 		return errorf("%s: %v", what, err)
 	}
+	if err := directoryDomain(c, what, bare); err != nil {
+		return err
+	}
 	if _, err := c.Store.Account(bare); err == nil {
 		return errorf("%s: %s already exists (to change its password: xmpp user passwd %s)", what, bare, bare)
 	}
@@ -240,6 +243,9 @@ func runXMPPUserDel(c *Ctx, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := directoryDomain(c, what, bare); err != nil {
+		return err
+	}
 	if err := commit(c, store.AccountDelete{JID: bare}); err != nil {
 		return errorf("%s: %v", what, err)
 	}
@@ -251,6 +257,9 @@ func runXMPPUserPasswd(c *Ctx, args []string) error {
 	const what = "xmpp user passwd"
 	bare, err := existingAccount(c, what, args[0])
 	if err != nil {
+		return err
+	}
+	if err := directoryDomain(c, what, bare); err != nil {
 		return err
 	}
 	local, _, _ := strings.Cut(bare, "@")
@@ -296,6 +305,15 @@ func runXMPPUserList(c *Ctx, args []string) error {
 		// Accounts kept from a domain no longer hosted.
 		defer c.printf("%s is not hosted: these accounts cannot log in until it is added again (xmpp multi-domain add)\n", domain)
 	}
+	if domain != "" {
+		if d, dir := c.Store.DirectoryOf(domain); dir {
+			if len(accounts) == 0 {
+				c.printf("No one has logged in from the directory of %s (%s) yet: accounts are made at their first login\n", domain, d.URL)
+				return nil
+			}
+			defer c.printf("Accounts of %s come from its directory (%s): users who have not logged in yet are not listed\n", domain, d.URL)
+		}
+	}
 	if len(accounts) == 0 {
 		if domain != "" {
 			c.printf("No XMPP accounts in %s: add one with xmpp user add <jid>\n", domain)
@@ -305,7 +323,7 @@ func runXMPPUserList(c *Ctx, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.Out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "JID\tCREATED\tONLINE")
+	fmt.Fprintln(tw, "JID\tCREATED\tONLINE\tACCOUNT")
 	for _, a := range accounts {
 		online := "-"
 		if c.XMPP != nil {
@@ -314,7 +332,11 @@ func runXMPPUserList(c *Ctx, args []string) error {
 				online = fmt.Sprintf("yes (%d)", n)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", a.JID, a.Created.UTC().Format("2006-01-02 15:04"), online)
+		kind := "local"
+		if a.Directory {
+			kind = "directory"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.JID, a.Created.UTC().Format("2006-01-02 15:04"), online, kind)
 	}
 	return tw.Flush()
 }
@@ -399,6 +421,10 @@ func runXMPPUserImport(c *Ctx, args []string) error {
 		}
 		if _, ok := cfg.Domain(domain); !ok {
 			reject("%v", notHosted(domain, cfg))
+			continue
+		}
+		if _, dir := c.Store.DirectoryOf(domain); dir {
+			reject("the accounts of %s come from its directory", domain)
 			continue
 		}
 		if first, dup := seen[bare]; dup {

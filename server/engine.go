@@ -78,6 +78,7 @@ type Engine struct {
 	compJIDs  atomic.Pointer[map[string]bool] // registered components' addresses, replaced whole on change
 	trust     atomic.Pointer[trust]
 	routes    atomic.Pointer[routes.Table] // the cluster's route table (JoinMesh); nil: standalone
+	dirs      atomic.Pointer[directories]  // the domains' LDAP directories (directories.go), replaced whole on change
 	episodes  *limit.Episodes
 	rate      atomic.Pointer[stanzaRate] // replaced whole on reconcile: may be read per stanza
 	certs     map[string]*tls.Certificate
@@ -161,8 +162,9 @@ func New(cfg Config) *Engine {
 			}
 		}
 	})
+	e.dirs.Store(&directories{})
 	e.im = &im.Service{Store: cfg.Store, Router: e.router, Hosted: e.Hosted, Version: cfg.Version, Started: time.Now(), Log: cfg.Log,
-		Episodes: episodes}
+		Episodes: episodes, DirectoryUser: e.directoryUser}
 	e.im.Init()
 	e.comp = &component.Config{
 		Lookup: cfg.Store.ComponentByJID,
@@ -182,6 +184,7 @@ func New(cfg Config) *Engine {
 		TLS:         e.tlsConfig,
 		Hosted:      e.Hosted,
 		Accounts:    cfg.Store,
+		Directory:   e.directoryFor,
 		Router:      e.router,
 		Handler:     e.im,
 		AuthTimeout: e.authTimeout,
@@ -322,11 +325,14 @@ func (e *Engine) Start() {
 	e.cfg.Store.Watch(e.onChange)
 	e.putFiles(!e.cfg.Store.Clustered())
 	e.loadComponents()
+	e.loadDirectories()
 	e.reconcile()
 	e.applyMetrics()
-	e.wg.Add(2)
+	e.wg.Add(4)
 	go e.watchFiles()
 	go e.releaseWhenQuiet()
+	go e.refreshDirectories()
+	go e.probeDirectories()
 }
 
 // watchFiles warns in the log, once per episode, while the process's
@@ -394,6 +400,11 @@ func (e *Engine) Stop() {
 	e.stopLocked("system-shutdown", "the server is shutting down")
 	e.mu.Unlock()
 	e.wg.Wait()
+	for _, d := range *e.dirs.Load() {
+		if d.client != nil {
+			d.client.Close()
+		}
+	}
 	for deadline := time.Now().Add(StopGrace); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		e.mu.Lock()
 		n := len(e.conns)
@@ -423,10 +434,16 @@ func (e *Engine) onChange(c store.Change) {
 		if op.Key == store.MetricsListen {
 			e.applyMetrics()
 		}
-	case store.DomainPrimary, store.DomainPut, store.DomainDel, store.XMPPReset:
+	case store.DomainPrimary, store.DomainPut, store.DomainDel:
 		e.reconcile()
+	case store.XMPPReset:
+		e.loadDirectories()
+		e.reconcile()
+	case store.DirectorySet, store.DirectoryDel:
+		e.loadDirectories()
 	case store.FilePut:
 		e.putFile(op.File, false)
+		e.loadDirectories() // a trust bundle may have changed
 	case store.DialbackSecretInit:
 		e.secret.Store(nil) // read again at the next key
 	case store.ComponentAdd:
@@ -444,6 +461,7 @@ func (e *Engine) onChange(c store.Change) {
 		e.putFiles(!e.cfg.Store.Clustered())
 		e.secret.Store(nil)
 		e.loadComponents()
+		e.loadDirectories()
 		e.reconcile()
 		e.dropGone()
 	}
@@ -514,6 +532,7 @@ func (e *Engine) Status() status.XMPP {
 	}
 	st.PreAuthLimit, st.PreAuthPerAddress, st.PreAuth = e.preauth.limits()
 	st.Federation, st.FederationFailures = links, fails
+	st.Directories = e.directoryStatus()
 	for _, l := range e.listeners {
 		st.Listeners = append(st.Listeners, l.label)
 	}

@@ -130,6 +130,12 @@ func someOps(t *testing.T, n int) []Op {
 		FilePut{File: StoredFile{Name: "../x", Data: []byte("no"), Mode: 0o600}}, // fails
 		DialbackSecretInit{Secret: bytes.Repeat([]byte{1}, DialbackSecretSize)},
 		DialbackSecretInit{Secret: bytes.Repeat([]byte{2}, DialbackSecretSize)}, // kept the first
+		DirectorySet{Directory: Directory{Domain: "example.com", URL: "ldap://127.0.0.1", Base: "dc=example,dc=com", BindDN: "cn=a", BindPassword: "pw"}},
+		DirectorySet{Directory: Directory{Domain: "example.com", URL: "http://x", Base: "dc=x"}}, // fails
+		DirectorySet{Directory: Directory{Domain: "example.org", URL: "ldaps://ldap.example.org", Base: "dc=example,dc=org"}},
+		DirectoryDel{Domain: "example.org"},
+		DirectoryDel{Domain: "example.org"}, // ErrNotFound
+		DirectoryRoster{User: acct.JID, UserName: "Alice", Contacts: []SharedContact{{JID: bob.JID, Name: "Bob", Groups: []string{"staff"}}}},
 	}
 	for i := 0; i < n; i++ {
 		ops = append(ops, OfflinePush{User: bob.JID, Stanza: []byte(fmt.Sprintf("<message id='%d'/>", i))})

@@ -30,6 +30,9 @@ type RosterItem struct {
 	// Hidden: the contact only asked to subscribe; the user has not added
 	// or approved them, so roster gets do not show the item (RFC 6121 §3.1.3).
 	Hidden bool `json:"hidden,omitempty"`
+	// Directory: the item comes from a company directory's group
+	// (DirectoryRoster), which removes it when the group no longer says so.
+	Directory bool `json:"directory,omitempty"`
 }
 
 // Limits on per-account data.

@@ -49,7 +49,8 @@ func init() {
 		AccountCreate{}, AccountPassword{}, AccountDelete{},
 		RosterPut{}, RosterDel{}, RosterSet{}, RosterSubscribe{}, RosterRemove{},
 		OfflinePush{}, OfflineDel{}, VCardSet{}, PrivateSet{}, LastSet{},
-		FilePut{}, DialbackSecretInit{})
+		FilePut{}, DialbackSecretInit{},
+		DirectorySet{}, DirectoryDel{}, DirectoryRoster{})
 }
 
 // Errors callers may test for.

@@ -256,9 +256,14 @@ func (XMPPReset) apply(tx *bolt.Tx, _ time.Time) (any, error) { return nil, appl
 const XMPPConfigPrefix = "xmpp."
 
 // applyXMPPReset deletes every hosted domain and every XMPP setting (keys
-// starting with XMPPConfigPrefix), in the one transaction. Accounts and
-// their data are kept.
+// starting with XMPPConfigPrefix, and the domains' directories), in the
+// one transaction. Accounts and their data are kept.
 func applyXMPPReset(tx *bolt.Tx) error {
+	if tx.Bucket(bucketDirectories) != nil {
+		if err := tx.DeleteBucket(bucketDirectories); err != nil {
+			return err
+		}
+	}
 	for _, bucket := range [][]byte{bucketDomains, bucketConfig} {
 		b := tx.Bucket(bucket)
 		var keys [][]byte
@@ -298,6 +303,10 @@ type Account struct {
 	SHA1    SCRAMKey  `json:"scram_sha1"`
 	SHA256  SCRAMKey  `json:"scram_sha256"`
 	Created time.Time `json:"created"`
+	// Directory marks an account made at its first login from the domain's
+	// LDAP directory: it has no credentials here (the directory checks
+	// its password), only its data (roster, offline messages, vCard).
+	Directory bool `json:"directory,omitempty"`
 }
 
 // PreparePassword applies the PRECIS OpaqueString profile (RFC 8265) to

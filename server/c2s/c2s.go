@@ -6,6 +6,7 @@
 package c2s
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -29,6 +30,18 @@ type Accounts interface {
 	Account(bareJID string) (store.Account, error)
 }
 
+// Directory checks the passwords of a domain whose accounts come from a
+// company directory (server/directory): such a domain offers PLAIN only
+// (SCRAM needs keys stored here), and only over TLS as every mechanism.
+type Directory interface {
+	// Authenticate checks local@domain's password, and makes the account
+	// here if it is the user's first login. An error wrapping
+	// directory.ErrUnavailable means the directory could not answer
+	// (temporary-auth-failure); any other, a wrong user or password
+	// (not-authorized). It returns by ctx's deadline.
+	Authenticate(ctx context.Context, local, domain, password string) error
+}
+
 // Handler receives what bound sessions do (a *Session is the
 // router.Session it is given).
 type Handler interface {
@@ -48,9 +61,12 @@ type Handler interface {
 // Config is what client streams need from the engine. Functions are read at
 // each use, so configuration changes apply to new streams at once.
 type Config struct {
-	TLS         func() *tls.Config
-	Hosted      func(domain string) bool
-	Accounts    Accounts
+	TLS      func() *tls.Config
+	Hosted   func(domain string) bool
+	Accounts Accounts
+	// Directory returns the directory of a domain whose accounts come from
+	// one, nil for a domain of local accounts (Directory itself may be nil).
+	Directory   func(domain string) Directory
 	Router      *router.Router
 	Handler     Handler
 	AuthTimeout func() time.Duration
@@ -73,6 +89,14 @@ type Config struct {
 	// Episodes logs limits hit, one line per episode (nil: every time, to
 	// Log).
 	Episodes *limit.Episodes
+}
+
+// directory is the domain's directory, or nil.
+func (cfg *Config) directory(domain string) Directory {
+	if cfg.Directory == nil {
+		return nil
+	}
+	return cfg.Directory(domain)
 }
 
 // stanzaRate is the configured rate, or the default.

@@ -2,6 +2,7 @@ package c2s
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -17,6 +18,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/parley-xmpp/parley/server/authlimit"
+	"github.com/parley-xmpp/parley/server/directory"
 	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -119,8 +121,12 @@ func (n *negotiation) features() []byte {
 		b.WriteString(`<starttls xmlns="` + stream.NSTLS + `"><required/></starttls>`)
 	case !n.authed:
 		b.WriteString(`<mechanisms xmlns="` + stream.NSSASL + `">`)
-		for _, m := range Mechanisms {
-			b.WriteString("<mechanism>" + m + "</mechanism>")
+		if n.cfg.directory(n.domain) != nil {
+			b.WriteString("<mechanism>PLAIN</mechanism>")
+		} else {
+			for _, m := range Mechanisms {
+				b.WriteString("<mechanism>" + m + "</mechanism>")
+			}
 		}
 		b.WriteString("</mechanisms>")
 	default:
@@ -249,6 +255,11 @@ func (n *negotiation) authenticate(auth *xml.Element) (bool, error) {
 func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit.Attempt) (bool, error) {
 	var mech sasl.Mechanism
 	var index uint8
+	dir := n.cfg.directory(n.domain)
+	if name := auth.Get("mechanism"); dir != nil && name != "PLAIN" {
+		att.Abandoned() // no password tested
+		return false, n.attemptFailed(ip, att, "invalid-mechanism", fmt.Sprintf("%q is not offered: the accounts of %s come from a directory, use PLAIN", xml.Clip(name), n.domain))
+	}
 	switch name := auth.Get("mechanism"); name {
 	case "SCRAM-SHA-256":
 		mech, index = sasl.ScramSha256, 0
@@ -264,6 +275,7 @@ func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit
 		user      string
 		authzErr  bool
 		throttled bool
+		dirErr    error // the directory's answer
 	)
 	// turn waits for the account's token; false: refused.
 	turn := func(key string) bool {
@@ -273,7 +285,9 @@ func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit
 		}
 		return true
 	}
-	account := func(username, identity []byte) (store.Account, error) {
+	// name checks the user name and the authorization identity and waits
+	// for the account's turn.
+	name := func(username, identity []byte) (jid.JID, error) {
 		j, err := jid.New(string(username), n.domain, "")
 		key := ""
 		if err == nil {
@@ -288,14 +302,21 @@ func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit
 			key = "\x00" + string(u) + "@" + n.domain
 		}
 		if !turn(key) {
-			return store.Account{}, authlimit.ErrThrottled
+			return jid.JID{}, authlimit.ErrThrottled
 		}
 		if err != nil {
-			return store.Account{}, err
+			return jid.JID{}, err
 		}
 		if len(identity) > 0 && string(identity) != j.String() {
 			authzErr = true
-			return store.Account{}, errors.New("authorization identity differs")
+			return jid.JID{}, errors.New("authorization identity differs")
+		}
+		return j, nil
+	}
+	account := func(username, identity []byte) (store.Account, error) {
+		j, err := name(username, identity)
+		if err != nil {
+			return store.Account{}, err
 		}
 		user = j.Localpart()
 		return n.cfg.Accounts.Account(j.String())
@@ -303,6 +324,20 @@ func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit
 	neg := sasl.NewServer(mech,
 		func(neg *sasl.Negotiator) bool { // PLAIN
 			u, p, id := neg.Credentials()
+			if dir != nil {
+				j, err := name(u, id)
+				if err != nil {
+					dirErr = err
+					return false
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), max(n.maxWait(), time.Second))
+				defer cancel()
+				if dirErr = dir.Authenticate(ctx, j.Localpart(), n.domain, string(p)); dirErr != nil {
+					return false
+				}
+				user = j.Localpart()
+				return true
+			}
 			a, err := account(u, id)
 			if throttled {
 				return false
@@ -325,6 +360,15 @@ func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit
 			k := a.SHA256
 			if mechName == "SCRAM-SHA-1" {
 				k = a.SHA1
+			}
+			if k.Iter <= 0 || len(k.Salted) == 0 {
+				// An account without this key (one made from a company
+				// directory): an empty salted password would let anyone
+				// compute the proof. It fails like a wrong password.
+				d := decoyAccount(string(u))
+				if k = d.SHA256; mechName == "SCRAM-SHA-1" {
+					k = d.SHA1
+				}
 			}
 			return k.Salt, k.Salted, int64(k.Iter), nil
 		}))
@@ -355,6 +399,12 @@ func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit
 			cond := "not-authorized"
 			if authzErr {
 				cond = "invalid-authzid"
+			}
+			if errors.Is(dirErr, directory.ErrUnavailable) {
+				// The directory could not say: no password was tested.
+				att.Abandoned()
+				n.cfg.logLimit("c2s directory "+n.domain, "c2s: the directory of %s cannot check passwords: %v", n.domain, dirErr)
+				return false, n.attemptFailed(ip, att, "temporary-auth-failure", "the account directory cannot be reached: try again later")
 			}
 			att.Failed()
 			return false, n.attemptFailed(ip, att, cond, "")

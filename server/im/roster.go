@@ -210,3 +210,21 @@ func (s *Service) removeItem(sess router.Session, contact addr) error {
 	s.push(user, xml.New(NSRoster, "item", "jid", contact.bare, "subscription", "remove"))
 	return nil
 }
+
+// ApplyDirectoryRoster makes the shared part of a directory user's roster
+// what their directory groups say (store.DirectoryRoster, both sides) and
+// pushes what changed to the sessions that asked for their roster.
+func (s *Service) ApplyDirectoryRoster(user, name string, contacts []store.SharedContact) error {
+	r, err := s.Store.Propose(store.DirectoryRoster{User: user, UserName: name, Contacts: contacts})
+	if err != nil {
+		return err
+	}
+	res, _ := r.Response.(store.DirectoryRosterResult)
+	for _, c := range res.Stored {
+		s.putItem(c)
+	}
+	for _, c := range res.Removed {
+		s.push(c.User, xml.New(NSRoster, "item", "jid", c.Before.JID, "subscription", "remove"))
+	}
+	return nil
+}

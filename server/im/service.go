@@ -43,6 +43,12 @@ type Service struct {
 	// time, to Log).
 	Episodes *limit.Episodes
 
+	// DirectoryUser, if set, reports whether a user's vCard comes from a
+	// company directory: its DirectoryFields, as stored at the last login
+	// or refresh (SetDirectoryVCard), are the directory's, and the user
+	// may not change them.
+	DirectoryUser func(bare string) bool
+
 	reg      registry
 	caps     string // the caps hash (XEP-0115) of the server's disco#info
 	features []byte // the stream features the modules offer

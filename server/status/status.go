@@ -35,6 +35,19 @@ type XMPP struct {
 	OpenFiles, FileLimit int
 	IdleTimeout          time.Duration // a silent client is pinged after this, closed after twice
 	MaxStanza            int64         // bytes
+	// Directories are the LDAP directories hosted domains take their
+	// accounts from, by domain.
+	Directories []Directory
+}
+
+// Directory is what the engine last saw of a domain's LDAP directory.
+type Directory struct {
+	Domain, URL string
+	Known       bool      // the engine has asked it something
+	OK          bool      // the last request reached it
+	At          time.Time // of the last request
+	Since       time.Time // OK (or not) since then
+	Error       string    // why it is not usable or the last request failed
 }
 
 // Component is one external (XEP-0114) component as the engine sees it.
