@@ -744,7 +744,7 @@ func TestFSMSkipsAppliedEntries(t *testing.T) {
 }
 
 func TestWireErrorsAndResponses(t *testing.T) {
-	for _, kind := range []error{store.ErrExists, store.ErrNotFound, store.ErrFull, store.ErrLastAdmin, ErrNoLeader} {
+	for _, kind := range []error{store.ErrExists, store.ErrNotFound, store.ErrFull, store.ErrLastAdmin, ErrNoLeader, store.ErrMaybe} {
 		err := fmt.Errorf("thing x %w", kind)
 		got := encodeError(err).decode()
 		if !errors.Is(got, kind) || got.Error() != err.Error() {
@@ -759,7 +759,13 @@ func TestWireErrorsAndResponses(t *testing.T) {
 		Receiver: store.RosterChange{User: "b@x", Err: fmt.Errorf("roster full: %w", store.ErrFull)},
 		Deliver:  true, Presence: []store.PresenceNote{{Of: "a@x", To: "b@x", Available: true}},
 	}
-	for _, resp := range []any{nil, store.RosterItem{JID: "b@x", Name: "B", Groups: []string{"g"}}, res} {
+	dir := store.DirectoryRosterResult{
+		Stored:  []store.RosterChange{{User: "a@x", After: store.RosterItem{JID: "b@x", Subscription: store.SubBoth, Groups: []string{"staff"}}, Stored: true}},
+		Removed: []store.RosterChange{{User: "b@x", Before: store.RosterItem{JID: "c@x"}, Existed: true}},
+	}
+	ok := store.SubscribeResult{Sender: store.RosterChange{User: "a@x", Stored: true}, Deliver: true}
+	removed := store.RemoveResult{Item: store.RosterItem{JID: "b@x", Subscription: store.SubBoth}, Unsubscribe: &ok}
+	for _, resp := range []any{nil, store.RosterItem{JID: "b@x", Name: "B", Groups: []string{"g"}}, res, dir, store.Duplicate{}, removed} {
 		w, err := encodeResponse(resp)
 		if err != nil {
 			t.Fatal(err)

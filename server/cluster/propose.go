@@ -372,6 +372,63 @@ type wireSubscribeResult struct {
 	ReceiverErr *wireError `json:"receiver_err,omitempty"`
 }
 
+// wireRosterChange is store.RosterChange with its error encoded.
+type wireRosterChange struct {
+	store.RosterChange
+	ChangeErr *wireError `json:"change_err,omitempty"`
+}
+
+func wireChanges(cs []store.RosterChange) []wireRosterChange {
+	var out []wireRosterChange
+	for _, c := range cs {
+		w := wireRosterChange{RosterChange: c, ChangeErr: encodeError(c.Err)}
+		w.Err = nil
+		out = append(out, w)
+	}
+	return out
+}
+
+func unwireChanges(ws []wireRosterChange) []store.RosterChange {
+	var out []store.RosterChange
+	for _, w := range ws {
+		c := w.RosterChange
+		c.Err = w.ChangeErr.decode()
+		out = append(out, c)
+	}
+	return out
+}
+
+// wireRemoveResult is store.RemoveResult with its subscription results
+// encoded.
+type wireRemoveResult struct {
+	Item         store.RosterItem     `json:"item"`
+	Unsubscribe  *wireSubscribeResult `json:"unsubscribe,omitempty"`
+	Unsubscribed *wireSubscribeResult `json:"unsubscribed,omitempty"`
+}
+
+func wireSubscribe(r *store.SubscribeResult) *wireSubscribeResult {
+	if r == nil {
+		return nil
+	}
+	w := wireSubscribeResult{SubscribeResult: *r, SenderErr: encodeError(r.Sender.Err), ReceiverErr: encodeError(r.Receiver.Err)}
+	w.Sender.Err, w.Receiver.Err = nil, nil
+	return &w
+}
+
+func unwireSubscribe(w *wireSubscribeResult) *store.SubscribeResult {
+	if w == nil {
+		return nil
+	}
+	res := w.SubscribeResult
+	res.Sender.Err, res.Receiver.Err = w.SenderErr.decode(), w.ReceiverErr.decode()
+	return &res
+}
+
+type wireDirectoryRoster struct {
+	Stored  []wireRosterChange `json:"stored,omitempty"`
+	Removed []wireRosterChange `json:"removed,omitempty"`
+}
+
 func encodeResponse(resp any) (*wireResponse, error) {
 	var kind string
 	var v any
@@ -382,10 +439,12 @@ func encodeResponse(resp any) (*wireResponse, error) {
 		kind, v = "roster-item", r
 	case store.Duplicate:
 		kind, v = "duplicate", struct{}{}
+	case store.DirectoryRosterResult:
+		kind, v = "directory-roster", wireDirectoryRoster{Stored: wireChanges(r.Stored), Removed: wireChanges(r.Removed)}
 	case store.SubscribeResult:
-		w := wireSubscribeResult{SubscribeResult: r, SenderErr: encodeError(r.Sender.Err), ReceiverErr: encodeError(r.Receiver.Err)}
-		w.Sender.Err, w.Receiver.Err = nil, nil
-		kind, v = "subscribe-result", w
+		kind, v = "subscribe-result", wireSubscribe(&r)
+	case store.RemoveResult:
+		kind, v = "remove-result", wireRemoveResult{Item: r.Item, Unsubscribe: wireSubscribe(r.Unsubscribe), Unsubscribed: wireSubscribe(r.Unsubscribed)}
 	default:
 		return nil, fmt.Errorf("cluster: the change was made, but its response (%T) cannot be sent to this node", resp)
 	}
@@ -403,6 +462,12 @@ func decodeResponse(w *wireResponse) (any, error) {
 	switch w.Kind {
 	case "duplicate":
 		return store.Duplicate{}, nil
+	case "directory-roster":
+		var r wireDirectoryRoster
+		if err := json.Unmarshal(w.Data, &r); err != nil {
+			return nil, err
+		}
+		return store.DirectoryRosterResult{Stored: unwireChanges(r.Stored), Removed: unwireChanges(r.Removed)}, nil
 	case "roster-item":
 		var it store.RosterItem
 		return it, json.Unmarshal(w.Data, &it)
@@ -411,9 +476,13 @@ func decodeResponse(w *wireResponse) (any, error) {
 		if err := json.Unmarshal(w.Data, &r); err != nil {
 			return nil, err
 		}
-		res := r.SubscribeResult
-		res.Sender.Err, res.Receiver.Err = r.SenderErr.decode(), r.ReceiverErr.decode()
-		return res, nil
+		return *unwireSubscribe(&r), nil
+	case "remove-result":
+		var r wireRemoveResult
+		if err := json.Unmarshal(w.Data, &r); err != nil {
+			return nil, err
+		}
+		return store.RemoveResult{Item: r.Item, Unsubscribe: unwireSubscribe(r.Unsubscribe), Unsubscribed: unwireSubscribe(r.Unsubscribed)}, nil
 	}
 	return nil, fmt.Errorf("cluster: the change was made, but its response (%q) is unknown to this node", w.Kind)
 }
