@@ -116,7 +116,7 @@ func TestXMPPLiveAccounts(t *testing.T) {
 	bob := x.login(t, "bob@example.lan", "Bob-pass-22", clientOpts{})
 
 	list := x.mustAdmin(t, "xmpp user list")
-	if !matches(`(?m)^alice@example\.lan\s+\d{4}-\d\d-\d\d \d\d:\d\d\s+yes \(1\)$`, list) || !matches(`(?m)^bob@example\.lan\s.*yes \(1\)$`, list) {
+	if !matches(`(?m)^alice@example\.lan\s+\d{4}-\d\d-\d\d \d\d:\d\d\s+yes \(1\)\s+local$`, list) || !matches(`(?m)^bob@example\.lan\s.*yes \(1\)\s+local$`, list) {
 		t.Fatalf("xmpp user list while both are online:\n%s", list)
 	}
 
@@ -221,7 +221,7 @@ func TestXMPPLiveServiceControl(t *testing.T) {
 	if st := x.status(t); st["Sessions"] != "3 (example.lan 3)" {
 		t.Fatalf("xmpp with three sessions: Sessions %q, want 3 (example.lan 3)", st["Sessions"])
 	}
-	if out := x.mustAdmin(t, "xmpp user list"); !matches(`(?m)^bob@example\.lan\s.*yes \(2\)$`, out) {
+	if out := x.mustAdmin(t, "xmpp user list"); !matches(`(?m)^bob@example\.lan\s.*yes \(2\)\s+local$`, out) {
 		t.Fatalf("xmpp user list with bob connected twice:\n%s", out)
 	}
 

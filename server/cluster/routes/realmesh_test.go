@@ -60,14 +60,23 @@ func TestRealMesh(t *testing.T) {
 			t.Fatal(c)
 		}
 	}
-	eventually(t, "bob gets both messages", func() bool { return bob.count() == 2 })
+	// Both reach bob, unless the box is so loaded that a missed the
+	// hellos of b for ReachableAfter: then b counted as gone for a
+	// moment, and a stored what it had not had acknowledged (the delivery
+	// rule; never lost).
+	eventually(t, "bob gets both messages", func() bool { return bob.count()+a.off.count() == 2 })
+	if n := a.off.count(); n > 0 {
+		t.Logf("%d of the 2 messages stored on a: b was unreachable for a moment", n)
+	}
+	eventually(t, "both acknowledged", func() bool { return a.t.Pending(b.c.ID()) == 0 })
 
 	// b goes: its entries go on a, and what was for bob is stored there.
+	before := a.off.count()
 	b.t.Close()
 	b.c.Close()
 	eventually(t, "a drops b's entries", func() bool { return a.t.Len() == 0 })
 	a.r.Route(msg("chat", "bob@a.lan/desk", "later"), jid("bob@a.lan/desk"))
-	if a.off.count() != 1 {
+	if a.off.count() != before+1 {
 		t.Fatal("not stored offline on a")
 	}
 }
