@@ -9,7 +9,6 @@ package e2e
 import (
 	"crypto/sha1"
 	"encoding/hex"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,30 +25,9 @@ const (
 	dirXMPPIP = "127.0.21.41"
 )
 
-// startXMPPOnHost is startXMPP on a given loopback address.
-func startXMPPOnHost(t *testing.T, host, domain string) *xmppAppliance {
-	t.Helper()
-	needXMPPClients(t)
-	x := &xmppAppliance{appliance: start(t, options{}), domain: domain, host: host}
-	x.c2s, x.c2sTLS, x.s2sPort = portOn(t, x.host), portOn(t, x.host), portOn(t, x.host)
-	script := strings.Join([]string{
-		"xmpp domain " + domain,
-		"xmpp listen " + x.host,
-		"xmpp port c2s " + x.c2s,
-		"xmpp port c2s-tls " + x.c2sTLS,
-		"xmpp port s2s " + x.s2sPort,
-		"xmpp enable",
-	}, "\n") + "\n"
-	out := mustOK(t, x.ssh(x.asAdmin(), script, ""), "XMPP set-up script")
-	if !strings.Contains(out, net.JoinHostPort(x.host, x.c2s)+" (c2s, STARTTLS)") {
-		t.Fatalf("the XMPP set-up did not listen on %s:\n%s", x.host, out)
-	}
-	return x
-}
-
 func TestDirectoryAccounts(t *testing.T) {
 	srv := ldaptest.Start(t, dirLDAPIP)
-	x := startXMPPOnHost(t, dirXMPPIP, "example.lan")
+	x := startXMPPOn(t, options{}, dirXMPPIP, "example.lan")
 	users := ldaptest.Users()
 	alice, bob, odd := users[0], users[1], users[2]
 

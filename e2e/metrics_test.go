@@ -157,26 +157,6 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// startXMPPOn is startXMPPWith on a given loopback address (this test's
-// own range, 127.0.23.0/24).
-func startXMPPOn(t *testing.T, o options, host, domain string, accounts ...string) *xmppAppliance {
-	t.Helper()
-	needXMPPClients(t)
-	x := &xmppAppliance{appliance: start(t, o), domain: domain, host: host}
-	x.c2s, x.c2sTLS, x.s2sPort = portOn(t, x.host), portOn(t, x.host), portOn(t, x.host)
-	script := strings.Join([]string{
-		"xmpp domain " + domain,
-		"xmpp listen " + x.host,
-		"xmpp port c2s " + x.c2s,
-		"xmpp port c2s-tls " + x.c2sTLS,
-		"xmpp port s2s " + x.s2sPort,
-		"xmpp enable",
-	}, "\n") + "\n"
-	mustOK(t, x.ssh(x.asAdmin(), script, ""), "XMPP set-up script")
-	x.addAccounts(t, accounts...)
-	return x
-}
-
 func readFile(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)

@@ -110,8 +110,15 @@ func startXMPP(t *testing.T, domain string, accounts ...string) *xmppAppliance {
 // startXMPPWith is startXMPP with an appliance started with o.
 func startXMPPWith(t *testing.T, o options, domain string, accounts ...string) *xmppAppliance {
 	t.Helper()
+	return startXMPPOn(t, o, newLoopback(t), domain, accounts...)
+}
+
+// startXMPPOn is startXMPPWith on a given loopback address (a test that
+// keeps to a range of its own).
+func startXMPPOn(t *testing.T, o options, host, domain string, accounts ...string) *xmppAppliance {
+	t.Helper()
 	needXMPPClients(t)
-	x := &xmppAppliance{appliance: start(t, o), domain: domain, host: newLoopback(t)}
+	x := &xmppAppliance{appliance: start(t, o), domain: domain, host: host}
 	x.c2s, x.c2sTLS, x.s2sPort = portOn(t, x.host), portOn(t, x.host), portOn(t, x.host)
 	script := strings.Join([]string{
 		"xmpp domain " + domain,
