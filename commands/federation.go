@@ -934,6 +934,55 @@ func runFederationAllowList(c *Ctx, args []string) error {
 
 // --- check ----------------------------------------------------------------
 
+// stepPrinter prints the steps of a check as they come (one line each, a
+// fix under a failure or warning) until finish, from any goroutine, and
+// remembers the first failure.
+type stepPrinter struct {
+	c         *Ctx
+	also      func(status.Step) // called under the lock with each step printed
+	mu        sync.Mutex
+	finished  bool
+	firstFail string
+}
+
+func newStepPrinter(c *Ctx, also func(status.Step)) *stepPrinter {
+	return &stepPrinter{c: c, also: also}
+}
+
+func (p *stepPrinter) report(s status.Step) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.finished {
+		return
+	}
+	if !checkVerdicts[s.Verdict] {
+		s.Verdict = status.Info
+	}
+	text := clean(s.Name)
+	if s.Detail != "" {
+		text += ": " + clean(s.Detail)
+	}
+	p.c.printf("%-5s %s\n", s.Verdict, text)
+	if (s.Verdict == status.Fail || s.Verdict == status.Warn) && s.Fix != "" {
+		p.c.printf("      fix: %s\n", clean(s.Fix))
+	}
+	if s.Verdict == status.Fail && p.firstFail == "" {
+		p.firstFail = text
+	}
+	if p.also != nil {
+		p.also(s)
+	}
+}
+
+// finish stops the printing (a step reported late is dropped) and returns
+// the first failure's text ("" if none).
+func (p *stepPrinter) finish() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.finished = true
+	return p.firstFail
+}
+
 // checkVerdicts are the verdicts a step may carry; anything else is shown
 // as info.
 var checkVerdicts = map[status.Verdict]bool{status.OK: true, status.Warn: true, status.Fail: true, status.Info: true}
@@ -976,41 +1025,13 @@ func runFederationCheck(c *Ctx, args []string) error {
 		return errorf("%s: %v", what, err)
 	}
 
-	var (
-		mu        sync.Mutex
-		finished  bool
-		firstFail string
-		auth      string
-	)
-	report := func(s status.Step) {
-		mu.Lock()
-		defer mu.Unlock()
-		if finished {
-			return
+	var auth string
+	steps := newStepPrinter(c, func(s status.Step) {
+		if a, ok := authText[s.Auth]; ok && s.Verdict == status.OK {
+			auth = a
 		}
-		v := s.Verdict
-		if !checkVerdicts[v] {
-			v = status.Info
-		}
-		text := clean(s.Name)
-		if s.Detail != "" {
-			text += ": " + clean(s.Detail)
-		}
-		c.printf("%-5s %s\n", v, text)
-		if (v == status.Fail || v == status.Warn) && s.Fix != "" {
-			c.printf("      fix: %s\n", clean(s.Fix))
-		}
-		switch v {
-		case status.Fail:
-			if firstFail == "" {
-				firstFail = text
-			}
-		case status.OK:
-			if a, ok := authText[s.Auth]; ok {
-				auth = a
-			}
-		}
-	}
+	})
+	report := steps.report
 
 	c.printf("Checking federation from %s to %s\n", local, remote)
 	if !fed.Enabled {
@@ -1037,10 +1058,8 @@ func runFederationCheck(c *Ctx, args []string) error {
 	ok := c.Federation.FederationCheck(ctx, local, remote, report)
 	timedOut := ctx.Err() != nil
 
-	mu.Lock()
-	finished = true
-	fail, how := firstFail, auth
-	mu.Unlock()
+	fail := steps.finish()
+	how := auth // read after finish: no step is reported any more
 
 	switch {
 	case fail != "":

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/parley-xmpp/parley/pki"
@@ -433,41 +432,12 @@ func testDirectory(c *Ctx, d store.Directory, user string) error {
 	if err != nil {
 		return errorf("xmpp directory %s test: the trust bundle: %v (xmpp directory %s trust <bundle>|system)", d.Domain, err, d.Domain)
 	}
-	var (
-		mu        sync.Mutex
-		finished  bool
-		firstFail string
-	)
-	report := func(s status.Step) {
-		mu.Lock()
-		defer mu.Unlock()
-		if finished {
-			return
-		}
-		v := s.Verdict
-		if !checkVerdicts[v] {
-			v = status.Info
-		}
-		text := clean(s.Name)
-		if s.Detail != "" {
-			text += ": " + clean(s.Detail)
-		}
-		c.printf("%-5s %s\n", v, text)
-		if (v == status.Fail || v == status.Warn) && s.Fix != "" {
-			c.printf("      fix: %s\n", clean(s.Fix))
-		}
-		if v == status.Fail && firstFail == "" {
-			firstFail = text
-		}
-	}
+	steps := newStepPrinter(c, nil)
 	c.printf("Checking the directory of %s: %s\n", d.Domain, d.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), directoryCheckTimeout)
 	defer cancel()
-	ok := directory.Check(ctx, dirConfig(d, roots), d.Domain, user, "xmpp directory "+d.Domain, report)
-	mu.Lock()
-	finished = true
-	fail := firstFail
-	mu.Unlock()
+	ok := directory.Check(ctx, dirConfig(d, roots), d.Domain, user, "xmpp directory "+d.Domain, steps.report)
+	fail := steps.finish()
 	switch {
 	case fail != "":
 		return errorf("the directory of %s does not work: %s", d.Domain, fail)
