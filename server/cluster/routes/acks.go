@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/server/cluster"
+	"github.com/parley-xmpp/parley/server/xml"
 )
 
 // The delivery rule across nodes. A stanza forwarded as its sender's only
@@ -346,13 +347,12 @@ func (t *Table) routeAgain(msgs [][]byte) {
 	t.again.Add(1)
 	go func() {
 		defer t.again.Done()
-		p := &parser{}
 		for _, msg := range msgs {
 			f, _, _, body, err := decodeForward(msg, nil)
 			if err != nil {
-				continue // our own encoding: cannot happen
+				continue // our own encoding, or a probe: nothing to route
 			}
-			el, err := p.parse(body, t.cfg.MaxStanza)
+			el, err := decodeStanza(body, xml.DefaultLimits.MaxDepth)
 			if err != nil {
 				continue
 			}

@@ -95,9 +95,6 @@ type Table struct {
 	syncing         map[string]bool // a full sync asked for is being sent
 	notify          chan func()     // Gone and Back batches, in order
 
-	parsersMu sync.Mutex
-	parsers   map[string]*parser // by sending node
-
 	fallbacks chan struct{} // bounds the forwarded stanzas handled off the mesh goroutine
 
 	// The delivery rule across nodes (acks.go): what this node forwarded
@@ -170,8 +167,7 @@ func New(cfg Config) *Table {
 		cfg: cfg, self: cfg.Mesh.Self(), seed: maphash.MakeSeed(),
 		nodes: map[string]*node{}, comps: map[string]string{},
 		own: map[ownKey]*ownEntry{}, ownComps: map[string]bool{}, members: map[string]bool{}, dirty: map[string]bool{},
-		parsers: map[string]*parser{},
-		left:    map[string]bool{}, returning: map[string]bool{}, syncing: map[string]bool{}, notify: make(chan func(), 1024),
+		left: map[string]bool{}, returning: map[string]bool{}, syncing: map[string]bool{}, notify: make(chan func(), 1024),
 		fallbacks: make(chan struct{}, 256), stop: make(chan struct{}),
 	}
 	for i := range t.shards {
@@ -443,13 +439,6 @@ func (t *Table) onMembers(members []string) {
 		t.dropNode(m, true)
 		t.nodeGone(m)
 	}
-	t.parsersMu.Lock()
-	for id := range t.parsers {
-		if !now[id] {
-			delete(t.parsers, id)
-		}
-	}
-	t.parsersMu.Unlock()
 	// A node known to the table but no member (it sent before it was
 	// seen, then vanished) goes too.
 	t.mu.RLock()

@@ -581,21 +581,37 @@ func BenchmarkRoute(b *testing.B) {
 	}
 }
 
-// TestParserReset: a forwarded stanza that does not parse (or has bytes
-// after it) is dropped, and the next one from the same node parses.
-func TestParserReset(t *testing.T) {
+// TestBadTreeDropped: a forwarded stanza whose tree does not decode (cut
+// short, bytes after it, not a stanza, too deep, counts beyond the
+// message) is dropped, and the next one from the same node is delivered.
+func TestBadTreeDropped(t *testing.T) {
 	net, a, _, c := cluster3(t)
 	bob := a.bind("bob@a.lan", "desk", 0)
 	head := []byte{stanzaVersion, flagFallback, 3, 'b', 'o', 'b', 5, 'a', '.', 'l', 'a', 'n', 4, 'd', 'e', 's', 'k', 1, 4, 'd', 'e', 's', 'k'}
-	for _, bad := range []string{`<message><body>`, `<message/><message/>`, `<foo xmlns="jabber:client"/>`, `</message>`} {
+	good := appendElement(nil, msg("chat", "bob@a.lan/desk", "x"))
+	deep := xml.New(stream.NSClient, "message")
+	for e, i := deep, 0; i < xml.DefaultLimits.MaxDepth; i++ {
+		c := xml.New("urn:x", "x")
+		e.Add(c)
+		e = c
+	}
+	bads := [][]byte{
+		good[:len(good)-3],                  // cut short
+		append(append([]byte{}, good...), 0), // a byte after it
+		appendElement(nil, xml.New(stream.NSClient, "foo")),
+		appendElement(nil, xml.New("jabber:server", "message")),
+		appendElement(nil, deep),
+		{0, 7, 'm', 'e', 's', 's', 'a', 'g', 'e', 0xff, 0xff, 0xff, 0x0f}, // a count beyond the message
+	}
+	for _, bad := range bads {
 		c.mesh.Send("a", cluster.ChanStanza, append(append([]byte(nil), head...), bad...))
 		if !c.t.Forward("a", msg("chat", "bob@a.lan/desk", "ok"), router.Forwarded{To: jid("bob@a.lan/desk"), Resources: []string{"desk"}, Fallback: true}) {
 			t.Fatal("send")
 		}
 	}
 	net.Settle(t)
-	if bob.count() != 4 {
-		t.Fatalf("bob got %d of the 4 good stanzas", bob.count())
+	if bob.count() != len(bads) {
+		t.Fatalf("bob got %d of the %d good stanzas", bob.count(), len(bads))
 	}
 	for _, el := range bob.got {
 		if el.Get("id") != "ok" {

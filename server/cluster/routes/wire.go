@@ -179,11 +179,12 @@ func (r *reader) next(o *op) bool {
 	return r.err == nil
 }
 
-// The stanza channel's messages (ChanStanza): a version byte, flags, the
+// The stanza channel's messages (ChanStanza): a version byte, flags (with
+// flagTracked, the numbering's id and the stanza's number), the
 // destination's local, domain and resource parts, the count of resources
-// and each, then the stanza as it goes on a jabber:client stream.
+// and each, then the stanza's tree (codec.go).
 const (
-	stanzaVersion = 1
+	stanzaVersion = 2
 	flagFallback  = 1
 	flagTracked   = 2 // a sequence number follows the flags (acks.go)
 	flagProbe     = 4 // with flagTracked: the number alone, no stanza (acks.go)
