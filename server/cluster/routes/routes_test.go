@@ -596,7 +596,7 @@ func TestBadTreeDropped(t *testing.T) {
 		e = c
 	}
 	bads := [][]byte{
-		good[:len(good)-3],                  // cut short
+		good[:len(good)-3],                   // cut short
 		append(append([]byte{}, good...), 0), // a byte after it
 		appendElement(nil, xml.New(stream.NSClient, "foo")),
 		appendElement(nil, xml.New("jabber:server", "message")),
