@@ -19,10 +19,10 @@ type XMPPMonitor interface {
 	// a domain, a bare or a full JID, normalized), with those on other
 	// cluster nodes (Node set).
 	Sessions(filter string) []status.Session
-	// Kick closes the sessions of a bare or full JID bound on this node
-	// with a policy-violation stream error whose text is reason, and
-	// returns how many.
-	Kick(jid, reason string) (int, error)
+	// Kick closes the sessions of a bare or full JID with a
+	// policy-violation stream error whose text is reason: on this node,
+	// and on the other nodes of a cluster, which it asks and waits for.
+	Kick(jid, reason string) (status.Kicked, error)
 	// Connections lists the engine's TCP connections.
 	Connections() []status.Connection
 }
@@ -51,14 +51,15 @@ func xmppSessionsCommands() []*Command {
 			Words:   []string{"xmpp", "sessions", "kick"},
 			Args:    []Arg{{Name: "full-or-bare-jid"}, {Name: "reason", Optional: true, Repeat: true}},
 			Summary: "Close a user's sessions (a bare JID: every resource; a full JID: one) with a stream error",
-			Help: "Closes the session(s) bound on this node with the stream error policy-violation (RFC 6120\n" +
+			Help: "Closes the session(s) with the stream error policy-violation (RFC 6120\n" +
 				"§4.9.3.14: the server's local policy, here the administrator's decision) and the reason as its\n" +
 				"text, which clients show; without a reason the text is \"closed by the server's administrator\".\n" +
 				"(Not not-authorized, which tells a client its credentials are wrong, nor reset or\n" +
 				"system-shutdown, which invite it to reconnect at once.) The stanzas queued for the session are\n" +
 				"delivered to the user's other sessions, stored offline or bounced, as for any session that ends.\n" +
 				"The client may log in again: to keep a user out, delete the account or change its password\n" +
-				"(xmpp user del, xmpp user passwd). Sessions on other cluster nodes are kicked on their node.",
+				"(xmpp user del, xmpp user passwd). On a cluster, the nodes that hold sessions of the user are\n" +
+				"asked to close theirs, and the command waits (up to 3 s) and says where each was closed.",
 			Example: "xmpp sessions kick alice@example.com/phone\nxmpp sessions kick alice@example.com maintenance until 10:00",
 			Perm:    PermXMPP,
 			Run:     runXMPPSessionsKick,
@@ -196,36 +197,50 @@ func runXMPPSessionsKick(c *Ctx, args []string) error {
 		return errorf("%s: %v", what, err)
 	}
 	reason := strings.TrimSpace(strings.Join(args[1:], " "))
-	var here int
-	var nodes []string
-	for _, s := range m.Sessions(j) {
-		if s.Node == "" {
-			here++
-		} else if !contains(nodes, s.Node) {
-			nodes = append(nodes, s.Node)
-		}
-	}
-	sort.Strings(nodes)
-	if here == 0 {
-		if len(nodes) > 0 {
-			return errorf("%s: %s has no session on this node; it is bound on node %s: run the kick there", what, j, strings.Join(nodes, ", "))
-		}
+	if len(m.Sessions(j)) == 0 {
 		return errorf("%s: %s has no session: see xmpp sessions", what, j)
 	}
-	n, err := m.Kick(j, reason)
+	k, err := m.Kick(j, reason)
 	if err != nil {
 		return errorf("%s: %v", what, err)
 	}
-	c.printf("Closed %s of %s (policy-violation", plural(n, "session"), j)
-	if reason != "" {
-		c.printf(": %s", reason)
+	closed := k.Here
+	var where []string
+	if k.Here > 0 {
+		where = append(where, fmt.Sprintf("%d on this node", k.Here))
 	}
-	c.printf(")\n")
-	if len(nodes) > 0 {
-		c.printf("Also bound on node %s: run the kick there\n", strings.Join(nodes, ", "))
+	var nodes []string
+	for n := range k.Nodes {
+		nodes = append(nodes, n)
+	}
+	sort.Strings(nodes)
+	for _, n := range nodes {
+		closed += k.Nodes[n]
+		where = append(where, fmt.Sprintf("%d on node %s", k.Nodes[n], nodeName(c, n)))
+	}
+	if closed > 0 {
+		c.printf("Closed %s of %s (policy-violation", plural(closed, "session"), j)
+		if reason != "" {
+			c.printf(": %s", reason)
+		}
+		c.printf(")")
+		if len(nodes) > 0 {
+			c.printf(": %s", strings.Join(where, ", "))
+		}
+		c.printf("\n")
+	}
+	if len(k.Unanswered) > 0 {
+		var names []string
+		for _, n := range k.Unanswered {
+			names = append(names, nodeName(c, n))
+		}
+		return errorf("%s: node %s did not close the sessions of %s within %v: run the kick there", what, strings.Join(names, ", "), j, kickWait)
 	}
 	return nil
 }
+
+// kickWait is how long a kick waits for the other nodes (server.KickWait).
+const kickWait = 3 * time.Second
 
 func runXMPPConnections(c *Ctx, args []string) error {
 	m, err := monitor(c, "xmpp connections")

@@ -11,14 +11,16 @@ import (
 )
 
 // The other fake engines have no sessions and no connections.
-func (e *fakeEngine) Sessions(string) []status.Session      { return nil }
-func (e *fakeEngine) Kick(string, string) (int, error)      { return 0, nil }
-func (e *fakeEngine) Connections() []status.Connection      { return nil }
-func (e *portEngine) Sessions(string) []status.Session      { return nil }
-func (e *portEngine) Kick(string, string) (int, error)      { return 0, nil }
-func (e *portEngine) Connections() []status.Connection      { return nil }
-func (e *componentEngine) Sessions(string) []status.Session { return nil }
-func (e *componentEngine) Kick(string, string) (int, error) { return 0, nil }
+func (e *fakeEngine) Sessions(string) []status.Session           { return nil }
+func (e *fakeEngine) Kick(string, string) (status.Kicked, error) { return status.Kicked{}, nil }
+func (e *fakeEngine) Connections() []status.Connection           { return nil }
+func (e *portEngine) Sessions(string) []status.Session           { return nil }
+func (e *portEngine) Kick(string, string) (status.Kicked, error) { return status.Kicked{}, nil }
+func (e *portEngine) Connections() []status.Connection           { return nil }
+func (e *componentEngine) Sessions(string) []status.Session      { return nil }
+func (e *componentEngine) Kick(string, string) (status.Kicked, error) {
+	return status.Kicked{}, nil
+}
 func (e *componentEngine) Connections() []status.Connection { return nil }
 
 // monitorEngine has sessions (some on another node) and connections; it
@@ -27,7 +29,8 @@ type monitorEngine struct {
 	fakeEngine
 	sessions []status.Session
 	conns    []status.Connection
-	kicks    []string // "jid|reason"
+	kicks    []string        // "jid|reason"
+	silent   map[string]bool // nodes that do not close what they are asked to
 }
 
 func (e *monitorEngine) Sessions(filter string) []status.Session {
@@ -43,18 +46,26 @@ func (e *monitorEngine) Sessions(filter string) []status.Session {
 	return out
 }
 
-func (e *monitorEngine) Kick(jid, reason string) (int, error) {
-	n := 0
+func (e *monitorEngine) Kick(jid, reason string) (status.Kicked, error) {
+	var k status.Kicked
 	for _, s := range e.Sessions(jid) {
-		if s.Node == "" {
-			n++
+		switch {
+		case s.Node == "":
+			k.Here++
+		case e.silent[s.Node]:
+			k.Unanswered = append(k.Unanswered, s.Node)
+		default:
+			if k.Nodes == nil {
+				k.Nodes = map[string]int{}
+			}
+			k.Nodes[s.Node]++
 		}
 	}
-	if n == 0 {
-		return 0, fmt.Errorf("no session of %s on this node", jid)
+	if k.Here == 0 && len(k.Nodes) == 0 && len(k.Unanswered) == 0 {
+		return k, fmt.Errorf("no session of %s", jid)
 	}
 	e.kicks = append(e.kicks, jid+"|"+reason)
-	return n, nil
+	return k, nil
 }
 
 func (e *monitorEngine) Connections() []status.Connection { return e.conns }
@@ -114,7 +125,6 @@ func TestXMPPSessionsBadArguments(t *testing.T) {
 		{"xmpp sessions example.com/res", "xmpp sessions: \"example.com/res\" has no user part: give an address like alice@example.com"},
 		{"xmpp sessions kick example.com", "xmpp sessions kick: \"example.com\" is not a JID: give alice@example.com (all her sessions) or alice@example.com/phone (one)"},
 		{"xmpp sessions kick dave@example.com", "xmpp sessions kick: dave@example.com has no session: see xmpp sessions"},
-		{"xmpp sessions kick carol@example.com", "xmpp sessions kick: carol@example.com has no session on this node; it is bound on node node-2: run the kick there"},
 		{"xmpp sessions kick", "xmpp sessions kick: missing <full-or-bare-jid>"},
 	} {
 		_, err := f.run(tc.line)
@@ -126,13 +136,22 @@ func TestXMPPSessionsBadArguments(t *testing.T) {
 
 func TestXMPPSessionsKick(t *testing.T) {
 	f, e := sessionsFixture(t)
-	if out := f.ok("xmpp sessions kick alice@example.com maintenance until 10:00"); out != "Closed 2 sessions of alice@example.com (policy-violation: maintenance until 10:00)\nAlso bound on node node-3: run the kick there\n" {
+	// On this node and on another (which closed its session).
+	if out := f.ok("xmpp sessions kick alice@example.com maintenance until 10:00"); out != "Closed 3 sessions of alice@example.com (policy-violation: maintenance until 10:00): 2 on this node, 1 on node node-3\n" {
 		t.Errorf("kick of a bare JID: %q", out)
 	}
 	if out := f.ok("xmpp sessions kick bob@example.org/desk"); out != "Closed 1 session of bob@example.org/desk (policy-violation)\n" {
 		t.Errorf("kick of a full JID: %q", out)
 	}
-	if want := []string{"alice@example.com|maintenance until 10:00", "bob@example.org/desk|"}; strings.Join(e.kicks, ",") != strings.Join(want, ",") {
+	// Only on another node, which does not answer: one line, the fix.
+	e.silent = map[string]bool{"node-2": true}
+	if _, err := f.run("xmpp sessions kick carol@example.com"); err == nil || err.Error() != "xmpp sessions kick: node node-2 did not close the sessions of carol@example.com within 3s: run the kick there" {
+		t.Errorf("kick on a silent node: %v", err)
+	}
+	if _, err := f.run("xmpp sessions kick nobody@example.com"); err == nil || err.Error() != "xmpp sessions kick: nobody@example.com has no session: see xmpp sessions" {
+		t.Errorf("kick of nobody: %v", err)
+	}
+	if want := []string{"alice@example.com|maintenance until 10:00", "bob@example.org/desk|", "carol@example.com|"}; strings.Join(e.kicks, ",") != strings.Join(want, ",") {
 		t.Errorf("kicks %q, want %q", e.kicks, want)
 	}
 	// Audited, refused to read-only roles.

@@ -538,6 +538,13 @@ func TestClusterChat(t *testing.T) {
 	if m := c.message(t, alice, "while you were away"); m.Delay == nil {
 		t.Fatalf("carol got %s: want the offline delay stamp", m.line)
 	}
+
+	// The administrator on node 1 kicks bob, whose session is on node 3.
+	out := nodes[1].mustAdmin(t, "xmpp sessions kick "+bob+" maintenance")
+	if want := "Closed 1 session of " + bob + " (policy-violation: maintenance): 1 on node " + xmppAddr(3); !strings.Contains(out, want) {
+		t.Fatalf("xmpp sessions kick on node 1: %q, want %q", out, want)
+	}
+	b.streamEnds(t, "policy-violation")
 }
 
 // TestClusterNodeLocal: what is node-local stays on its node. xmpp disable

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log"
 	"strings"
@@ -287,4 +288,58 @@ func TestClusterOfflineStoredWhileOnline(t *testing.T) {
 		msgs, err := f1.st.OfflineAfter("bob@example.lan", 0, 10)
 		return err == nil && len(msgs) == 0
 	})
+}
+
+// TestClusterKick: an administrator's kick on node 1 closes the session a
+// user has on node 2 (policy-violation with the reason), and says so; a
+// node that cannot be asked is named as unanswered.
+func TestClusterKick(t *testing.T) {
+	f1, f2, net := twoNodes(t)
+	alice := f2.pipeClient(t, "alice", "alice-password", "desk")
+	go io.WriteString(alice.conn, `<presence/>`)
+	alice.expect("own presence", isFrom("presence", "alice@example.lan/desk"))
+	net.Settle(t)
+	waitFor(t, "node 1 to see alice on node 2", func() bool {
+		n, ok := f1.eng.Routes().Resource("alice@example.lan", "desk")
+		return ok && n == "n2"
+	})
+	// Read alice's stream meanwhile (net.Pipe has no buffer: node 2's
+	// close waits for the reader).
+	ended := make(chan string, 1)
+	go func() {
+		for {
+			el, err := alice.rd.Next()
+			if err != nil {
+				ended <- "no stream error: " + err.Error()
+				return
+			}
+			if el.Name.Local == "error" && el.Name.Space == xml.NSStream {
+				ended <- el.Elements()[0].Name.Local
+				return
+			}
+		}
+	}()
+	k, err := f1.eng.Kick("alice@example.lan", "maintenance")
+	if err != nil || k.Here != 0 || k.Nodes["n2"] != 1 || len(k.Unanswered) != 0 {
+		t.Fatalf("kick: %+v %v", k, err)
+	}
+	if c := <-ended; c != "policy-violation" {
+		t.Fatalf("alice's session on node 2 ended with %q", c)
+	}
+
+	bob := f2.pipeClient(t, "bob", "bob-password", "desk")
+	go io.WriteString(bob.conn, `<presence/>`)
+	bob.expect("own presence", isFrom("presence", "bob@example.lan/desk"))
+	net.Settle(t)
+	waitFor(t, "node 1 to see bob on node 2", func() bool {
+		_, ok := f1.eng.Routes().Resource("bob@example.lan", "desk")
+		return ok
+	})
+	net.Cut("n1", "n2", true)
+	if k, err := f1.eng.Kick("bob@example.lan/desk", ""); err != nil || len(k.Unanswered) != 1 || k.Unanswered[0] != "n2" {
+		t.Fatalf("kick over a cut link: %+v %v", k, err)
+	}
+	if _, err := f1.eng.Kick("nobody@example.lan", ""); !errors.Is(err, ErrNoSession) {
+		t.Fatalf("kick of nobody: %v", err)
+	}
 }

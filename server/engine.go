@@ -562,7 +562,8 @@ func (e *Engine) UserSessions(bare string) int {
 func (e *Engine) JoinMesh(m cluster.Mesh) *routes.Table {
 	e.LeaveMesh()
 	t := routes.New(routes.Config{Mesh: m, Router: e.router, Bounce: e.im.Bounce, Log: e.cfg.Log, Episodes: e.episodes,
-		MaxStanza: e.cfg.Limits.MaxStanza, Gone: e.im.RemoteGone, Back: e.im.RemoteBack})
+		MaxStanza: e.cfg.Limits.MaxStanza, Gone: e.im.RemoteGone, Back: e.im.RemoteBack,
+		Kick: func(jid, reason string) { e.kickHere(jid, reason) }})
 	e.routes.Store(t)
 	for _, c := range e.comps.Connected() {
 		t.ComponentUp(c)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,15 +143,74 @@ func (e *Engine) Sessions(filter string) []status.Session {
 	return out
 }
 
-// ErrNoSession is Kick's error when no session of the JID is bound here.
+// ErrNoSession is Kick's error when no session of the JID is bound anywhere.
 var ErrNoSession = errors.New("no session")
 
+// KickWait bounds how long Kick waits for other nodes to close what it
+// asked them to.
+const KickWait = 3 * time.Second
+
 // Kick closes the sessions of a bare JID (all its resources) or of a full
-// JID bound on this node with a policy-violation stream error whose text
-// is reason (RFC 6120 §4.9.3.14: the administrator's policy), and
-// returns how many it closed. Sessions on other nodes of a cluster are
-// not touched (Sessions lists them with their node).
-func (e *Engine) Kick(jid, reason string) (int, error) {
+// JID with a policy-violation stream error whose text is reason (RFC 6120
+// §4.9.3.14: the administrator's policy): those bound on this node, and,
+// on a cluster, those on the other nodes, which it asks to close theirs
+// and waits for (up to KickWait, until the route table shows them gone).
+func (e *Engine) Kick(jid, reason string) (status.Kicked, error) {
+	if reason == "" {
+		reason = "closed by the server's administrator"
+	}
+	k := status.Kicked{Here: e.kickHere(jid, reason)}
+	bare, res, full := strings.Cut(jid, "/")
+	t := e.routes.Load()
+	if t != nil {
+		asked := map[string][]string{}
+		for _, rm := range t.AppendRemote(nil, bare) {
+			if !full || rm.Resource == res {
+				asked[rm.Node] = append(asked[rm.Node], rm.Resource)
+			}
+		}
+		for node := range asked {
+			if err := t.Kick(node, jid, reason); err != nil {
+				k.Unanswered = append(k.Unanswered, node)
+				delete(asked, node)
+			}
+		}
+		deadline := time.Now().Add(KickWait)
+		for len(asked) > 0 {
+			for node, list := range asked {
+				left := 0
+				for _, r := range list {
+					if n, ok := t.Resource(bare, r); ok && n == node {
+						left++
+					}
+				}
+				if left == 0 {
+					if k.Nodes == nil {
+						k.Nodes = map[string]int{}
+					}
+					k.Nodes[node] = len(list)
+					delete(asked, node)
+				}
+			}
+			if len(asked) == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		for node := range asked {
+			k.Unanswered = append(k.Unanswered, node)
+		}
+		sort.Strings(k.Unanswered)
+	}
+	if k.Here == 0 && len(k.Nodes) == 0 && len(k.Unanswered) == 0 {
+		return k, fmt.Errorf("%w of %s", ErrNoSession, jid)
+	}
+	return k, nil
+}
+
+// kickHere closes the sessions of a bare or full JID bound on this node,
+// and returns how many.
+func (e *Engine) kickHere(jid, reason string) int {
 	bare, res, full := strings.Cut(jid, "/")
 	var targets []router.Session
 	for _, s := range e.router.Sessions(bare) {
@@ -158,17 +218,13 @@ func (e *Engine) Kick(jid, reason string) (int, error) {
 			targets = append(targets, s)
 		}
 	}
-	if len(targets) == 0 {
-		return 0, fmt.Errorf("%w of %s on this node", ErrNoSession, jid)
-	}
-	if reason == "" {
-		reason = "closed by the server's administrator"
-	}
 	for _, s := range targets {
 		s.Close(&stream.Error{Condition: "policy-violation", Text: reason})
 	}
-	e.cfg.Log.Printf("xmpp: %d session(s) of %s closed by the administrator: %s", len(targets), jid, reason)
-	return len(targets), nil
+	if len(targets) > 0 {
+		e.cfg.Log.Printf("xmpp: %d session(s) of %s closed by the administrator: %s", len(targets), jid, reason)
+	}
+	return len(targets)
 }
 
 // Connections lists every TCP connection of the engine: accepted ones

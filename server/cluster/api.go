@@ -54,6 +54,7 @@ const (
 	ChanRoutes  byte = 2 // the route table: a node's bound resources and components
 	ChanStanza  byte = 3 // a stanza forwarded to the node that holds its recipient
 	ChanAck     byte = 4 // the acknowledgement of forwarded stanzas (the delivery rule)
+	ChanControl byte = 5 // requests between nodes' engines (an administrator's kick)
 )
 
 // Mesh is the messaging between the nodes of a cluster, over the

@@ -74,3 +74,13 @@ func SortConnections(c []Connection) {
 		return c[i].Peer < c[j].Peer
 	})
 }
+
+// Kicked is what an administrator's kick closed: sessions on this node,
+// and, on a cluster, on each other node (by node id) that was asked and
+// closed them within the wait; Unanswered lists the nodes asked that
+// still held the sessions after it.
+type Kicked struct {
+	Here       int
+	Nodes      map[string]int
+	Unanswered []string
+}

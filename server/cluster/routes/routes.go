@@ -60,6 +60,10 @@ type Config struct {
 	// AckTimeout is how long a forwarded stanza waits for the other
 	// node's acknowledgement before it is routed again (0: AckTimeout).
 	AckTimeout time.Duration
+	// Kick, if set, closes the sessions of a bare or full JID bound on
+	// this node, as another node's administrator asked (Table.Kick).
+	// Called on a goroutine of its own.
+	Kick func(jid, reason string)
 }
 
 const shards = 64
@@ -176,6 +180,7 @@ func New(cfg Config) *Table {
 	cfg.Mesh.Handle(cluster.ChanRoutes, t.receiveRoutes)
 	cfg.Mesh.Handle(cluster.ChanStanza, t.receiveStanza)
 	cfg.Mesh.Handle(cluster.ChanAck, t.receiveAck)
+	cfg.Mesh.Handle(cluster.ChanControl, t.receiveControl)
 	cfg.Mesh.OnMembers(t.onMembers)
 	cfg.Mesh.OnReconnect(t.onReconnect)
 	// The router tells us every change from here on; what was bound
