@@ -23,6 +23,10 @@ import (
 // known: the change may or may not have been made.
 var ErrMaybe = errors.New("the change may or may not have been made")
 
+// ErrNotMade is the error (errors.Is) of a proposal that was not committed
+// (no leader, a leader busy or stepping down): it may be proposed again.
+var ErrNotMade = errors.New("the change was not made")
+
 // Duplicate is the response of a marked entry whose id was applied before:
 // nothing was done again.
 type Duplicate struct{}
@@ -108,6 +112,11 @@ func (s *Store) ProposeOnce(ctx context.Context, op Op) (Result, error) {
 				return Result{}, err
 			}
 			first = err
+		} else if !errors.Is(err, ErrMaybe) && !errors.Is(err, ErrNotMade) {
+			// Committed this time, and refused by the state (say, what
+			// it adds exists): the first try was not applied, or this
+			// one would have been a Duplicate.
+			return Result{}, err
 		}
 		// The first try may have been committed: only a commit (or
 		// finding it committed) settles it.

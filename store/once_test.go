@@ -73,12 +73,35 @@ func TestProposeOnce(t *testing.T) {
 	if _, err := s.ProposeOnce(context.Background(), ConfigSet{Key: "k", Value: "v"}); err == nil || err.Error() != "disk full" {
 		t.Fatalf("definite error: %v", err)
 	}
+	// Unknown, then refused for good on the retry (what it adds exists
+	// now): that answer, not the wait.
+	s.SetLog(&seqLog{errs: []error{ErrMaybe, fmt.Errorf("no leader: %w", ErrNotMade), ErrExists}})
+	start := time.Now()
+	if _, err := s.ProposeOnce(context.Background(), ConfigSet{Key: "k", Value: "v"}); !errors.Is(err, ErrExists) || time.Since(start) > 2*time.Second {
+		t.Fatalf("definite error on a retry: %v after %v", err, time.Since(start))
+	}
 	s.SetLog(errLog{ErrMaybe})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if _, err := s.ProposeOnce(ctx, ConfigSet{Key: "k", Value: "v"}); !errors.Is(err, ErrMaybe) {
 		t.Fatalf("never settled: %v", err)
 	}
+}
+
+// seqLog answers its errors in turn, then the last one.
+type seqLog struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (l *seqLog) Commit([]byte) (uint64, any, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	err := l.errs[0]
+	if len(l.errs) > 1 {
+		l.errs = l.errs[1:]
+	}
+	return 0, nil, err
 }
 
 type errLog struct{ err error }

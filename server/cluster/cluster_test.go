@@ -744,7 +744,7 @@ func TestFSMSkipsAppliedEntries(t *testing.T) {
 }
 
 func TestWireErrorsAndResponses(t *testing.T) {
-	for _, kind := range []error{store.ErrExists, store.ErrNotFound, store.ErrFull, store.ErrLastAdmin, ErrNoLeader, store.ErrMaybe} {
+	for _, kind := range []error{store.ErrExists, store.ErrNotFound, store.ErrFull, store.ErrLastAdmin, ErrNoLeader, store.ErrMaybe, store.ErrNotMade} {
 		err := fmt.Errorf("thing x %w", kind)
 		got := encodeError(err).decode()
 		if !errors.Is(got, kind) || got.Error() != err.Error() {
@@ -753,6 +753,14 @@ func TestWireErrorsAndResponses(t *testing.T) {
 	}
 	if encodeError(nil).decode() != nil {
 		t.Fatal("nil error")
+	}
+	// An error of two kinds keeps both across the wire.
+	two := fmt.Errorf("%w: no longer the leader: %w, try again", raft.ErrNotLeader, store.ErrNotMade)
+	if got := encodeError(two).decode(); !errors.Is(got, raft.ErrNotLeader) || !errors.Is(got, store.ErrNotMade) || got.Error() != two.Error() {
+		t.Errorf("%v → %v", two, got)
+	}
+	if got := encodeError(&NoLeaderError{1, 3}).decode(); !errors.Is(got, ErrNoLeader) || !errors.Is(got, store.ErrNotMade) {
+		t.Errorf("no leader → %v", got)
 	}
 	res := store.SubscribeResult{
 		Sender:   store.RosterChange{User: "a@x", After: store.RosterItem{JID: "b@x", Subscription: store.SubTo}, Stored: true},

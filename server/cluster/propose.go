@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,7 @@ const (
 
 // ErrNoLeader is what a write gets without a leader or without quorum
 // (errors.Is): the change was not made.
-var ErrNoLeader = errors.New("no cluster leader")
+var ErrNoLeader = fmt.Errorf("no cluster leader: %w", store.ErrNotMade)
 
 // NoLeaderError says how many nodes this node reaches.
 type NoLeaderError struct {
@@ -90,7 +91,7 @@ func (l *clusterLog) Commit(entry []byte) (uint64, any, error) {
 	c := l.c
 	r := c.raftNode()
 	if r == nil {
-		return 0, nil, errors.New("the cluster is stopped: the change was not made")
+		return 0, nil, fmt.Errorf("the cluster is stopped: %w", store.ErrNotMade)
 	}
 	// During an election, or just after a restart, wait a little for a
 	// leader: QuorumWait, then refuse.
@@ -255,7 +256,7 @@ func (c *Cluster) onPropose(from string, msg []byte) {
 		select {
 		case p.busy <- struct{}{}:
 		default:
-			c.answer(from, id, proposeAnswer{Err: encodeError(errors.New("the cluster leader is busy: the change was not made, try again"))})
+			c.answer(from, id, proposeAnswer{Err: encodeError(fmt.Errorf("the cluster leader is busy: %w, try again", store.ErrNotMade))})
 			return
 		}
 		go func() {
@@ -268,10 +269,10 @@ func (c *Cluster) onPropose(from string, msg []byte) {
 func (c *Cluster) commitForwarded(entry []byte) proposeAnswer {
 	r := c.raftNode()
 	if r == nil {
-		return proposeAnswer{Err: encodeError(errors.New("the cluster is stopped on the leader: the change was not made"))}
+		return proposeAnswer{Err: encodeError(fmt.Errorf("the cluster is stopped on the leader: %w", store.ErrNotMade))}
 	}
 	if r.r.State() != raft.Leader {
-		return proposeAnswer{Err: encodeError(fmt.Errorf("%w: %s", raft.ErrNotLeader, "the node asked is no longer the leader: the change was not made, try again"))}
+		return proposeAnswer{Err: encodeError(fmt.Errorf("%w: the node asked is no longer the leader: %w, try again", raft.ErrNotLeader, store.ErrNotMade))}
 	}
 	idx, resp, err := c.applyLeader(r, entry, QuorumWait)
 	a := proposeAnswer{Index: idx, Err: encodeError(err)}
@@ -319,6 +320,7 @@ var errorKinds = []struct {
 	{"no-leader", ErrNoLeader},
 	{"not-leader", raft.ErrNotLeader},
 	{"maybe", store.ErrMaybe},
+	{"not-made", store.ErrNotMade},
 }
 
 func encodeError(err error) *wireError {
@@ -326,12 +328,13 @@ func encodeError(err error) *wireError {
 		return nil
 	}
 	w := &wireError{Msg: err.Error()}
+	var kinds []string
 	for _, k := range errorKinds {
 		if errors.Is(err, k.err) {
-			w.Kind = k.kind
-			break
+			kinds = append(kinds, k.kind)
 		}
 	}
+	w.Kind = strings.Join(kinds, ",")
 	return w
 }
 
@@ -339,22 +342,28 @@ func (w *wireError) decode() error {
 	if w == nil {
 		return nil
 	}
-	for _, k := range errorKinds {
-		if k.kind == w.Kind {
-			return &remoteError{msg: w.Msg, kind: k.err}
+	var kinds []error
+	for _, name := range strings.Split(w.Kind, ",") {
+		for _, k := range errorKinds {
+			if k.kind == name {
+				kinds = append(kinds, k.err)
+			}
 		}
 	}
-	return errors.New(w.Msg)
+	if len(kinds) == 0 {
+		return errors.New(w.Msg)
+	}
+	return &remoteError{msg: w.Msg, kinds: kinds}
 }
 
 // remoteError is an error made on another node.
 type remoteError struct {
-	msg  string
-	kind error
+	msg   string
+	kinds []error
 }
 
-func (e *remoteError) Error() string { return e.msg }
-func (e *remoteError) Unwrap() error { return e.kind }
+func (e *remoteError) Error() string   { return e.msg }
+func (e *remoteError) Unwrap() []error { return e.kinds }
 
 // Responses cross the wire by kind: each response type an op may return
 // has a name here (store.RosterSet returns a RosterItem, RosterSubscribe

@@ -257,9 +257,9 @@ func (p pausedLog) Commit([]byte) (uint64, any, error) {
 	case p.reason != "":
 		return 0, nil, fmt.Errorf("the cluster does not run on this node (%s): the change was not made", p.reason)
 	case p.stopped:
-		return 0, nil, errors.New("the cluster is stopped: the change was not made")
+		return 0, nil, fmt.Errorf("the cluster is stopped: %w", store.ErrNotMade)
 	}
-	return 0, nil, errors.New("the cluster is starting: the change was not made, try again")
+	return 0, nil, fmt.Errorf("the cluster is starting: %w, try again", store.ErrNotMade)
 }
 
 // fsm is raft's FSM over the store. raft's log indices are the store's:
