@@ -11,6 +11,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
@@ -167,7 +168,7 @@ func (e *Engine) Kick(jid, reason string) (int, error) {
 	for _, s := range targets {
 		s.Close(&stream.Error{Condition: "policy-violation", Text: reason})
 	}
-	e.cfg.Log.Printf("xmpp: %d session(s) of %s closed by the administrator: %s", len(targets), jid, reason)
+	logging.Problem(e.cfg.Log, "xmpp: %d session(s) of %s closed by the administrator: %s", len(targets), jid, reason)
 	return len(targets), nil
 }
 

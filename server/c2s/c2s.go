@@ -9,7 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
@@ -57,7 +58,7 @@ type Config struct {
 	IdleTimeout time.Duration // after this long without data: a ping; twice: closed
 	Limits      xml.Limits
 	Throttle    *authlimit.Throttle
-	Log         *log.Logger
+	Log         *slog.Logger
 	// MaxSessions is the limit of bound sessions (0: none).
 	MaxSessions func() int
 	// Features are the stream features offered after authentication
@@ -83,7 +84,7 @@ func (cfg *Config) logLimit(key, format string, args ...any) {
 	if cfg.Episodes != nil {
 		cfg.Episodes.Printf(key, format, args...)
 	} else if cfg.Log != nil {
-		cfg.Log.Printf(format, args...)
+		logging.Problem(cfg.Log, format, args...)
 	}
 }
 
@@ -274,11 +275,11 @@ func (s *Session) serve(rd *xml.Reader) {
 		// through the delivery rule.
 		if back := s.conn.Unwritten(); len(back) > 0 {
 			if s.conn.Overflowed() {
-				cfg.Log.Printf("c2s: %s did not read fast enough: closed with policy-violation, %d stanzas not written are routed again", s.full, len(back))
+				logging.Problem(cfg.Log, "c2s: %s did not read fast enough: closed with policy-violation, %d stanzas not written are routed again", s.full, len(back))
 			}
 			cfg.Handler.Undelivered(s, stream.ParseStanzas(back, stream.NSClient))
 		} else if s.conn.Overflowed() {
-			cfg.Log.Printf("c2s: %s did not read fast enough: closed with policy-violation", s.full)
+			logging.Problem(cfg.Log, "c2s: %s did not read fast enough: closed with policy-violation", s.full)
 		}
 		cfg.Handler.Offline(s)
 	}()

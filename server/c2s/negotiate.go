@@ -17,6 +17,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/parley-xmpp/parley/server/authlimit"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -412,7 +413,7 @@ func (n *negotiation) attemptFailed(ip string, att *authlimit.Attempt, condition
 	if condition != "aborted" {
 		n.failures++
 		if att == nil || !att.Throttled() {
-			n.cfg.Log.Printf("c2s: authentication failed from %s for domain %s (%s)", ip, n.domain, condition)
+			logging.Problem(n.cfg.Log, "c2s: authentication failed from %s for domain %s (%s)", ip, n.domain, condition)
 		}
 	}
 	if err := n.saslFailure(condition, text); err != nil {

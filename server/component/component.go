@@ -14,7 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"log"
+	"log/slog"
 	"net"
 	"sort"
 	"strings"
@@ -25,6 +25,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -47,7 +48,7 @@ type Config struct {
 	Handler      Handler
 	Limits       xml.Limits
 	AuthTimeout  func() time.Duration
-	Log          *log.Logger
+	Log          *slog.Logger
 	// Throttle bounds the rate of handshakes per source address and per
 	// component (nil: none).
 	Throttle *authlimit.Throttle
@@ -239,7 +240,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 	comp, ok := cfg.Lookup(to)
 	if to == "" || !ok {
 		r.fail(xml.Clip(to), "unknown component")
-		cfg.Log.Printf("component: unknown component %q from %s", xml.Clip(to), c.RemoteAddr())
+		logging.Problem(cfg.Log, "component: unknown component %q from %s", xml.Clip(to), c.RemoteAddr())
 		fail("host-unknown", "no component "+xml.Clip(to)+" is registered here (xmpp callbridge add)")
 		return
 	}
@@ -281,7 +282,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		att.Failed()
 		r.fail(to, "authentication failure")
 		if !att.Throttled() { // else the throttle logged the episode
-			cfg.Log.Printf("component: authentication failure for %s from %s", to, c.RemoteAddr())
+			logging.Problem(cfg.Log, "component: authentication failure for %s from %s", to, c.RemoteAddr())
 		}
 		c.Write((&stream.Error{Condition: "not-authorized", Text: "the handshake does not match the shared secret"}).Bytes())
 		c.Close()
@@ -307,7 +308,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		// over at once, and there are never two live.
 		old.conn.CloseWith((&stream.Error{Condition: "conflict", Text: "replaced by a newer connection of the same component"}).Bytes())
 	}
-	cfg.Log.Printf("component: %s connected from %s", to, c.RemoteAddr())
+	logging.Problem(cfg.Log, "component: %s connected from %s", to, c.RemoteAddr())
 	defer func() {
 		r.mu.Lock()
 		if r.sessions[to] == s {
@@ -317,7 +318,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 			}
 		}
 		r.mu.Unlock()
-		cfg.Log.Printf("component: %s disconnected", to)
+		logging.Problem(cfg.Log, "component: %s disconnected", to)
 	}()
 	pace := limit.NewPace(func() (float64, int) { return limit.LinkRate(cfg.StanzaRate) })
 	for {
@@ -353,7 +354,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 	// has no offline storage.
 	back := s.conn.Unwritten()
 	if s.conn.Overflowed() {
-		cfg.Log.Printf("component: %s did not read fast enough: closed with policy-violation, %d stanzas not written bounce", to, len(back))
+		logging.Problem(cfg.Log, "component: %s did not read fast enough: closed with policy-violation, %d stanzas not written bounce", to, len(back))
 	}
 	for _, el := range stream.ParseStanzas(back, stream.NSAccept) {
 		if el.Name.Local != "presence" {

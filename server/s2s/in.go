@@ -16,6 +16,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -144,7 +145,7 @@ func (st *inStream) mark(local, remote string, method status.Auth) {
 	raw := st.raw
 	st.mu.Unlock()
 	stream.Authenticated(raw) // no longer counts as unauthenticated
-	st.s.cfg.Log.Printf("s2s: %s ← %s authenticated (%s, %s)", local, remote, method, st.peer)
+	logging.Problem(st.s.cfg.Log, "s2s: %s ← %s authenticated (%s, %s)", local, remote, method, st.peer)
 }
 
 // certFor reports whether the peer's client certificate verifies for a
@@ -345,7 +346,7 @@ func (st *inStream) exchange(rd *xml.Reader, local, from, id string, isTLS, sasl
 				return "", err
 			}
 		case el.Name.Space == stream.NSStream && el.Name.Local == "error":
-			s.cfg.Log.Printf("s2s: stream error from %s (%s): %s", from, st.peer, streamErrorText(el))
+			logging.Problem(s.cfg.Log, "s2s: stream error from %s (%s): %s", from, st.peer, streamErrorText(el))
 			return "", io.EOF
 		default:
 			return "", &stream.Error{Condition: "unsupported-stanza-type", Text: "<" + el.Name.Local + "> is not expected here"}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
@@ -219,7 +220,7 @@ func (l *outLink) up(est *established) {
 	l.bytes = 0
 	l.idle = time.AfterFunc(l.s.cfg.Federation().IdleTimeout, l.idleCheck)
 	l.mu.Unlock()
-	l.s.cfg.Log.Printf("s2s: %s → %s up (%s, %s)", l.p.local, l.p.remote, est.auth, est.peer)
+	logging.Problem(l.s.cfg.Log, "s2s: %s → %s up (%s, %s)", l.p.local, l.p.remote, est.auth, est.peer)
 	if len(refused) > 0 {
 		l.s.remove(l)
 		for _, el := range refused {
@@ -274,7 +275,7 @@ func (l *outLink) idleCheck() {
 	conn := l.conn
 	l.mu.Unlock()
 	l.s.remove(l)
-	l.s.cfg.Log.Printf("s2s: %s → %s idle for %s: closing", l.p.local, l.p.remote, idle)
+	logging.Problem(l.s.cfg.Log, "s2s: %s → %s idle for %s: closing", l.p.local, l.p.remote, idle)
 	conn.CloseWith(stream.Close)
 }
 
@@ -566,7 +567,7 @@ func (s *Service) negotiateOut(ctx context.Context, c net.Conn, p pair, t target
 				external = true
 				continue
 			}
-			s.cfg.Log.Printf("s2s: %s refused SASL EXTERNAL for %s; trying dialback", p.remote, p.local)
+			logging.Problem(s.cfg.Log, "s2s: %s refused SASL EXTERNAL for %s; trying dialback", p.remote, p.local)
 			// The stream is still usable after a SASL failure: dialback.
 		}
 		if !offersDialback(hdr, feats) {
