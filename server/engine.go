@@ -354,7 +354,7 @@ func (e *Engine) checkFiles() {
 			open, limit, 100*share)
 	case share < filesWarnShare-0.1 && e.filesWarn:
 		e.filesWarn = false
-		logging.Problem(e.cfg.Log, "xmpp: open files back to %d of %d", open, limit)
+		logging.Major(e.cfg.Log, "xmpp: open files back to %d of %d", open, limit)
 	}
 }
 
@@ -823,7 +823,7 @@ func (e *Engine) accept(l *listener) {
 			continue
 		}
 		if failures > 0 {
-			logging.Problem(e.cfg.Log, "xmpp: accepting connections on %s again, after %d failed attempts over %v", l.label, failures, time.Since(since).Round(time.Millisecond))
+			logging.Major(e.cfg.Log, "xmpp: accepting connections on %s again, after %d failed attempts over %v", l.label, failures, time.Since(since).Round(time.Millisecond))
 			delay, failures = 0, 0
 		}
 		// Admitted here, in the order accepted, so that "the oldest"

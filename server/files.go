@@ -30,7 +30,7 @@ func (e *Engine) putFile(f store.StoredFile, onlyMissing bool) {
 	case err != nil:
 		logging.Problem(e.cfg.Log, "xmpp: writing %s from the replicated store into the files area: %v", f.Name, err)
 	case changed && had:
-		logging.Problem(e.cfg.Log, "xmpp: %s in the files area replaced by the copy in the replicated store", f.Name)
+		logging.Major(e.cfg.Log, "xmpp: %s in the files area replaced by the copy in the replicated store", f.Name)
 	}
 }
 

@@ -168,7 +168,7 @@ func (e *Engine) Kick(jid, reason string) (int, error) {
 	for _, s := range targets {
 		s.Close(&stream.Error{Condition: "policy-violation", Text: reason})
 	}
-	logging.Problem(e.cfg.Log, "xmpp: %d session(s) of %s closed by the administrator: %s", len(targets), jid, reason)
+	logging.Major(e.cfg.Log, "xmpp: %d session(s) of %s closed by the administrator: %s", len(targets), jid, reason)
 	return len(targets), nil
 }
 

@@ -403,7 +403,7 @@ func (s *Server) begin(sess ssh.Session) (a store.Admin, end func(), ok bool) {
 		st.mu.Unlock()
 		if first {
 			s.cfg.Env.Store.RecordLogin(sess.User(), time.Now())
-			logging.Problem(s.cfg.Log, "ssh: %s logged in from %s (%v)", sess.User(), sess.RemoteAddr(), ctx.Value(keyAuthMethod))
+			logging.Major(s.cfg.Log, "ssh: %s logged in from %s (%v)", sess.User(), sess.RemoteAddr(), ctx.Value(keyAuthMethod))
 		}
 	}
 	a, err := s.cfg.Env.Store.Admin(sess.User())

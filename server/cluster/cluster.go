@@ -387,7 +387,7 @@ func (c *Cluster) noteState() (status.ClusterState, time.Time) {
 	defer c.mu.Unlock()
 	if s != c.state {
 		if s != status.Disabled || c.state != status.Disabled {
-			logging.Problem(c.log, "cluster: this node is now %s (was %s)", s, c.state)
+			logging.Major(c.log, "cluster: this node is now %s (was %s)", s, c.state)
 		}
 		c.state, c.changed = s, time.Now()
 	}

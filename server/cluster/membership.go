@@ -129,7 +129,7 @@ func (c *Cluster) addNode(r *raftNode, id, addr string) (uint64, error) {
 	if err := waitFuture(f, membershipWait); err != nil {
 		return 0, fmt.Errorf("adding %s: %w", addr, err)
 	}
-	logging.Problem(c.log, "cluster: node %s (%s) joined", id, addr)
+	logging.Major(c.log, "cluster: node %s (%s) joined", id, addr)
 	c.mesh.kick()
 	return f.Index(), nil
 }
@@ -144,7 +144,7 @@ func (c *Cluster) removeLocal(r *raftNode, id string) error {
 		return fmt.Errorf("removing node %s: %w", id, err)
 	}
 	c.mesh.kick()
-	logging.Problem(c.log, "cluster: node %s removed", id)
+	logging.Major(c.log, "cluster: node %s removed", id)
 	return nil
 }
 

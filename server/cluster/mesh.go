@@ -460,7 +460,7 @@ func (p *peer) run() {
 		p.conn = conn
 		p.up.Store(true)
 		if p.lastErr != "" {
-			logging.Problem(p.m.c.log, "cluster: node %s at %s is reachable again", p.id, p.addr)
+			logging.Major(p.m.c.log, "cluster: node %s at %s is reachable again", p.id, p.addr)
 		}
 		p.lastErr = ""
 		p.mu.Unlock()

@@ -40,17 +40,22 @@ type Conn struct {
 	Kind string
 	ID   uint64
 	Peer string
+	nc   net.Conn // the peer address is read from it when a record is written
 }
 
-// ConnOf is the tag of a network connection.
+// ConnOf is the tag of a network connection; its peer address is read
+// only when a record is written.
 func ConnOf(kind string, id uint64, c net.Conn) Conn {
-	peer := ""
-	if c != nil {
-		if a := c.RemoteAddr(); a != nil {
-			peer = a.String()
+	return Conn{Kind: kind, ID: id, nc: c}
+}
+
+func (c Conn) peer() string {
+	if c.Peer == "" && c.nc != nil {
+		if a := c.nc.RemoteAddr(); a != nil {
+			return a.String()
 		}
 	}
-	return Conn{Kind: kind, ID: id, Peer: peer}
+	return c.Peer
 }
 
 // String is the tag as written in a line: XMPPI-17.
@@ -75,7 +80,7 @@ func (c Conn) Log(l *slog.Logger, level slog.Level, format string, args ...any) 
 		l.LogAttrs(context.Background(), level, msg)
 		return
 	}
-	l.LogAttrs(context.Background(), level, msg, slog.String(KeyTag, c.Kind), slog.Uint64(KeyConn, c.ID), slog.String(KeyPeer, c.Peer))
+	l.LogAttrs(context.Background(), level, msg, slog.String(KeyTag, c.Kind), slog.Uint64(KeyConn, c.ID), slog.String(KeyPeer, c.peer()))
 }
 
 // Major, Problem and Low log a record of the connection at that level.
@@ -96,7 +101,13 @@ func (c Conn) Stanza(l *slog.Logger, el *xml.Element) {
 		return
 	}
 	l.LogAttrs(context.Background(), LevelAll, "stanza in", slog.String(KeyTag, c.Kind), slog.Uint64(KeyConn, c.ID),
-		slog.String(KeyPeer, c.Peer), slog.Any("xml", stanza{el}))
+		slog.String(KeyPeer, c.peer()), slog.Any("xml", stanza{el}))
+}
+
+// On reports whether l writes records of level: a check before work done
+// only for the log (l may be nil).
+func On(l *slog.Logger, level slog.Level) bool {
+	return l != nil && l.Enabled(context.Background(), level)
 }
 
 // Major, Problem and Low log an untagged record (not of one connection).
