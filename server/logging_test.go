@@ -126,6 +126,6 @@ func TestLogRecordsAndSecrets(t *testing.T) {
 	bad2.preauth("example.lan")
 	bad2.auth(sasl.Plain, "alice", wrong, "")
 	if m := len(hub.Lines(0)); m != n {
-		t.Errorf("level none wrote %d lines: %q", m-n, hub.Lines(m - n))
+		t.Errorf("level none wrote %d lines: %q", m-n, hub.Lines(m-n))
 	}
 }

@@ -162,7 +162,7 @@ func TestEpisodeOneLinePerEpisode(t *testing.T) {
 		t.Fatal("the first occurrence of a new episode was not logged")
 	}
 	e.open["s2s: links that failed"].timer.Stop()
-	if l := lines(buf); len(l) != 3 || l[2] != "s2s: again (further occurrences are counted: one summary a minute)" {
+	if l := lines(buf); len(l) != 3 || !strings.HasSuffix(l[2], " PROBLEM s2s: again (further occurrences are counted: one summary a minute)") {
 		t.Fatalf("new episode:\n%s", buf)
 	}
 }
