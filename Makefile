@@ -13,10 +13,12 @@ SSH_LISTEN ?= 127.0.0.1:2222
 # and for the federation tests the peer servers Prosody and ejabberd and
 # the DNS server dnsmasq (package dnsmasq-base: no system service). The
 # Debian package's test also needs systemd-analyze (package systemd; no
-# running systemd needed) and adduser (the package depends on it); dpkg-deb,
+# running systemd needed) and adduser (the package depends on it); the
+# syslog test runs its own rsyslogd (package rsyslog; the system service is
+# kept off like Prosody's and ejabberd's); dpkg-deb,
 # setpriv and prlimit come with every Debian system.
-TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp prosody ejabberdctl dnsmasq systemd-analyze adduser
-TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejabberd dnsmasq-base systemd adduser
+TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp prosody ejabberdctl dnsmasq systemd-analyze adduser rsyslogd
+TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejabberd dnsmasq-base systemd adduser rsyslog
 TEST_PYTHON   := /usr/bin/python3
 TEST_PYMODS   := slixmpp
 
@@ -49,7 +51,7 @@ deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(TEST_PACKAGES); st=$$?; \
 		[ -z "$$norc" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; \
 		[ $$st = 0 ] || exit 1; \
-		for s in prosody ejabberd; do \
+		for s in prosody ejabberd rsyslog; do \
 			if command -v systemctl >/dev/null 2>&1; then $$SUDO systemctl disable --now $$s >/dev/null 2>&1; fi; \
 			$$SUDO service $$s stop >/dev/null 2>&1; \
 		done; true; \
