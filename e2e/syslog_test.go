@@ -368,4 +368,27 @@ func TestSyslogFollowAndAudit(t *testing.T) {
 		t.Errorf("audit.log:\n%s", b)
 	}
 	mustFail(t, x.admin("syslog audit add follow.lan.key"), "the domain's key as audit file", "is not an audit file")
+
+	// syslog page at a terminal: a page, a prompt, q back to the shell.
+	for i := 0; i < 3; i++ {
+		x.login(t, fmt.Sprintf("alice@follow.lan/p%d", i), "alice-password-1", clientOpts{mech: "PLAIN"}).logout(t)
+	}
+	total := strings.Count(x.mustAdmin(t, "syslog 2000"), "\n")
+	if total <= 22 {
+		t.Fatalf("only %d lines in the log", total)
+	}
+	p := x.interactive(t, x.asAdmin())
+	p.expect(t, "follow1> ", screenTimeout)
+	p.send("syslog page\r")
+	page := plain(p.expect(t, "-- 22 of ", screenTimeout))
+	if n := strings.Count(page, "\n"); n < 22 || n > 23 {
+		t.Errorf("the first page has %d lines:\n%s", n, page)
+	}
+	p.expect(t, "lines: Enter for more, q to stop --", screenTimeout)
+	p.send("q\r")
+	p.expect(t, "follow1> ", screenTimeout)
+	// In exec mode: every line, no prompt.
+	if out := x.mustAdmin(t, "syslog page"); strings.Contains(out, "Enter for more") || strings.Count(out, "\n") < total {
+		t.Errorf("syslog page in exec mode (%d lines before):\n%s", total, out)
+	}
 }
