@@ -39,6 +39,7 @@ type Config struct {
 // Bounds.
 const (
 	DefaultRing   = 2000      // lines kept in memory
+	MaxRingBytes  = 4 << 20   // and at most this many bytes of them
 	MaxLine       = 16 << 10  // a line longer than this is cut
 	FollowBuffer  = 512       // lines a follower may lag behind before lines are skipped
 	MaxFollowers  = 16        // `syslog follow` sessions at once
@@ -58,9 +59,8 @@ type Hub struct {
 	pid    int
 
 	mu        sync.Mutex // the writers, the ring, the followers
-	ring      []string
-	next      int // where the next line goes in ring
-	full      bool
+	ring      []string   // the last lines, oldest first
+	ringBytes int
 	followers map[*Follower]struct{}
 	fileErr   bool // a write to the file failed: said once on stderr
 
@@ -77,7 +77,7 @@ func New(cfg Config) *Hub {
 	if cfg.Hostname == nil {
 		cfg.Hostname = func() string { h, _ := os.Hostname(); return h }
 	}
-	h := &Hub{cfg: cfg, ring: make([]string, cfg.Ring), followers: map[*Follower]struct{}{}, pid: os.Getpid()}
+	h := &Hub{cfg: cfg, followers: map[*Follower]struct{}{}, pid: os.Getpid()}
 	h.level.Set(DefaultLevel)
 	empty := []*remote{}
 	h.remotes.Store(&empty)
@@ -103,15 +103,11 @@ func (h *Hub) Bodies() bool { return h.bodies.Load() }
 func (h *Hub) Lines(n int) []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var all []string
-	if h.full {
-		all = append(all, h.ring[h.next:]...)
-	}
-	all = append(all, h.ring[:h.next]...)
+	all := h.ring
 	if n > 0 && len(all) > n {
 		all = all[len(all)-n:]
 	}
-	return all
+	return append([]string(nil), all...)
 }
 
 // Follower receives the lines written after Follow, until Close.
@@ -195,10 +191,16 @@ func (h *Hub) publish(e *entry) {
 			h.fileErr = false
 		}
 	}
-	h.ring[h.next] = line
-	h.next++
-	if h.next == len(h.ring) {
-		h.next, h.full = 0, true
+	h.ring = append(h.ring, line)
+	h.ringBytes += len(line)
+	drop := 0
+	for len(h.ring)-drop > h.cfg.Ring || (h.ringBytes > MaxRingBytes && len(h.ring)-drop > 1) {
+		h.ringBytes -= len(h.ring[drop])
+		h.ring[drop] = ""
+		drop++
+	}
+	if drop > 0 {
+		h.ring = h.ring[drop:]
 	}
 	for f := range h.followers {
 		select {

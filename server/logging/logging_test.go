@@ -316,6 +316,19 @@ func TestRingAndFollow(t *testing.T) {
 	if got := h.Lines(2); len(got) != 2 || !strings.HasSuffix(got[1], "n7") {
 		t.Errorf("Lines(2) = %q", got)
 	}
+	// Bounded in bytes too: long lines push old ones out sooner.
+	big := New(Config{})
+	for i := 0; i < 400; i++ {
+		Problem(big.Logger(), "%d %s", i, strings.Repeat("x", MaxLine-100))
+	}
+	kept := big.Lines(0)
+	size := 0
+	for _, s := range kept {
+		size += len(s)
+	}
+	if size > MaxRingBytes || len(kept) >= 400 || len(kept) < 200 || !strings.Contains(kept[len(kept)-1], " 399 ") {
+		t.Errorf("kept %d lines of %d bytes", len(kept), size)
+	}
 	f, err := h.Follow()
 	if err != nil {
 		t.Fatal(err)
