@@ -61,7 +61,7 @@ func logCommands() []*Command {
 			Summary: "Show the last lines of this node's log (50 unless a number is given)",
 			Help: "The log of this node, oldest line first: time (UTC), level (MAJOR, PROBLEM, LOW, ALL), the\n" +
 				"connection's tag and peer address when the record is of an XMPP connection, and the message.\n" +
-				fmt.Sprintf("The last %d lines are kept in memory; the log file log/parley.log in the data directory\n", logging.DefaultRing) +
+				fmt.Sprintf("The last %d lines (at most 4 MiB) are kept in memory; the file log/parley.log in the data directory\n", logging.DefaultRing) +
 				"keeps more (rotated at 10 MiB, four older files kept). See also syslog page, syslog follow,\n" +
 				"and syslog server list for remote logging.",
 			Example: "syslog\nsyslog 200",
