@@ -129,3 +129,81 @@ func TestLogRecordsAndSecrets(t *testing.T) {
 		t.Errorf("level none wrote %d lines: %q", m-n, hub.Lines(m-n))
 	}
 }
+
+// TestLogComponentTags: a component's records are tagged XMPPC with its
+// connection's number and peer: a refused handshake (problems), the
+// connection (major), its stanzas at level all with their text hidden,
+// and its end; the secret never appears.
+func TestLogComponentTags(t *testing.T) {
+	hub := logging.New(logging.Config{})
+	f := startWith(t, func(c *Config) { c.Log = hub.Logger() })
+	f.addBridge("cb1")
+	if _, got := f.connectComponent("cb1.example.lan", "not-the-secret"); got != "not-authorized" {
+		t.Fatalf("a wrong secret: %s", got)
+	}
+	hub.SetLevel(logging.LevelAll)
+	comp, got := f.connectComponent("cb1.example.lan", cbSecret)
+	if got != "handshake" {
+		t.Fatalf("handshake: %s", got)
+	}
+	a := f.dial()
+	a.login("alice", "alice-password", "phone")
+	comp.send(`<message from='room@cb1.example.lan' to='alice@example.lan/phone' type='chat'><body>ringing</body></message>`)
+	a.expect("the component's message", func(el *xml.Element) bool { return el.Name.Local == "message" })
+	comp.conn.Close()
+	var text string
+	waitFor(t, "the component's end in the log", func() bool {
+		text = strings.Join(hub.Lines(0), "\n")
+		return strings.Contains(text, "component: cb1.example.lan disconnected")
+	})
+	for _, re := range []string{
+		`PROBLEM XMPPC-\d+ 127\.0\.0\.1:\d+ component: authentication failure for cb1\.example\.lan`,
+		`MAJOR (XMPPC-\d+) 127\.0\.0\.1:\d+ component: cb1\.example\.lan connected`,
+		`ALL XMPPC-\d+ 127\.0\.0\.1:\d+ stanza in: <message xmlns="jabber:component:accept" from="room@cb1\.example\.lan" to="alice@example\.lan/phone" type="chat"><body>\[hidden\]</body></message>`,
+		`MAJOR XMPPC-\d+ 127\.0\.0\.1:\d+ component: cb1\.example\.lan disconnected`,
+	} {
+		if !regexp.MustCompile(re).MatchString(text) {
+			t.Errorf("no line matching %s:\n%s", re, text)
+		}
+	}
+	connected := regexp.MustCompile(`MAJOR (XMPPC-\d+) \S+ component: cb1\.example\.lan connected`).FindStringSubmatch(text)
+	if connected == nil || !strings.Contains(text, connected[1]+" 127.0.0.1") || !regexp.MustCompile(connected[1]+` \S+ component: cb1\.example\.lan disconnected`).MatchString(text) {
+		t.Errorf("the connection and its end do not share a tag:\n%s", text)
+	}
+	if strings.Contains(text, cbSecret) || strings.Contains(text, "ringing") {
+		t.Errorf("the secret or a body is in the log:\n%s", text)
+	}
+}
+
+// TestLogServerTags: a federated message is followed through both
+// servers' logs: a.lan's outgoing link is XMPPO (up, at major), b.lan's
+// incoming one XMPPS (authenticated, at major), and at level all b.lan
+// logs the stanza under the XMPPS tag, its body hidden.
+func TestLogServerTags(t *testing.T) {
+	hubs := map[string]*logging.Hub{}
+	fp := federate(t, func(c *Config) {
+		h := logging.New(logging.Config{})
+		h.SetLevel(logging.LevelAll)
+		hubs[c.Files.Dir()] = h
+		c.Log = h.Logger()
+	})
+	ha, hb := hubs[fp.a.files.Dir()], hubs[fp.b.files.Dir()]
+	alice := fp.a.userAt("a.lan", "alice")
+	bob := fp.b.userAt("b.lan", "bob")
+	alice.send(`<message to='bob@b.lan' type='chat' id='m1'><body>hi bob</body></message>`)
+	bob.expect("alice's message", isMessageFrom("alice@a.lan/r", "hi bob"))
+	a, b := strings.Join(ha.Lines(0), "\n"), strings.Join(hb.Lines(0), "\n")
+	if !regexp.MustCompile(`MAJOR XMPPO-\d+ 127\.0\.0\.1:\d+ s2s: a\.lan → b\.lan up \(dialback\)`).MatchString(a) {
+		t.Errorf("a.lan's log has no XMPPO link up:\n%s", a)
+	}
+	in := regexp.MustCompile(`MAJOR (XMPPS-\d+) 127\.0\.0\.1:\d+ s2s: b\.lan ← a\.lan authenticated \(dialback\)`).FindStringSubmatch(b)
+	if in == nil {
+		t.Fatalf("b.lan's log has no XMPPS link authenticated:\n%s", b)
+	}
+	if !regexp.MustCompile(in[1] + ` 127\.0\.0\.1:\d+ stanza in: <message xmlns="jabber:server" [^\n]*id="m1"[^\n]*<body>\[hidden\]</body>`).MatchString(b) {
+		t.Errorf("b.lan did not log the stanza under %s:\n%s", in[1], b)
+	}
+	if strings.Contains(a+b, "hi bob") {
+		t.Error("a body is in the log")
+	}
+}
