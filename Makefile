@@ -16,10 +16,11 @@ SSH_LISTEN ?= 127.0.0.1:2222
 # running systemd needed) and adduser (the package depends on it); dpkg-deb,
 # setpriv and prlimit come with every Debian system. The metrics test checks
 # the exposition with promtool (/usr/bin/promtool, package prometheus). The
-# directory tests run their own OpenLDAP server: slapd (whose system service
-# is kept off like the others) and ldap-utils.
-TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp prosody ejabberdctl dnsmasq systemd-analyze adduser promtool slapd slapadd ldapsearch
-TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejabberd dnsmasq-base systemd adduser prometheus slapd ldap-utils
+# directory tests run their own OpenLDAP server: slapd and ldap-utils. The
+# syslog test runs its own rsyslogd (package rsyslog). The system services
+# these packages bring are kept off like Prosody's and ejabberd's.
+TEST_TOOLS    := ssh sftp ssh-keygen openssl go-sendxmpp prosody ejabberdctl dnsmasq systemd-analyze adduser promtool slapd slapadd ldapsearch rsyslogd
+TEST_PACKAGES := openssh-client openssl go-sendxmpp python3-slixmpp prosody ejabberd dnsmasq-base systemd adduser prometheus slapd ldap-utils rsyslog
 TEST_PYTHON   := /usr/bin/python3
 TEST_PYMODS   := slixmpp
 
@@ -54,7 +55,7 @@ deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(TEST_PACKAGES); st=$$?; \
 		[ -z "$$norc" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; \
 		[ $$st = 0 ] || exit 1; \
-		for s in prosody ejabberd prometheus prometheus-node-exporter slapd; do \
+		for s in prosody ejabberd prometheus prometheus-node-exporter slapd rsyslog; do \
 			if command -v systemctl >/dev/null 2>&1; then $$SUDO systemctl disable --now $$s >/dev/null 2>&1; fi; \
 			$$SUDO service $$s stop >/dev/null 2>&1; \
 		done; true; \

@@ -149,6 +149,7 @@ var familySummaries = map[string]string{
 	"backup":            "Snapshots of the configuration and XMPP data in the files area: take, list, roll back",
 	"dns":               "The DNS servers the XMPP service uses, and lookups with them",
 	"metrics":           "Prometheus metrics of this node: where they are served, the exporter's state",
+	"syslog":            "This node's log: last lines, paged, followed live; remote syslog servers (RFC 5424); audit file",
 	"pki":               "Keys, certificate signing requests, self-signed certificates; inspect, match and verify files",
 	"user":              "Admin users of this shell: add, delete, list, roles, password expiry, unlock",
 	"user rule":         "Password and SSH login rules for admin users",

@@ -17,6 +17,7 @@ import (
 
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server/cluster"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -182,6 +183,9 @@ type Env struct {
 	// Metrics is the engine's Prometheus exporter; nil when there is no
 	// engine in this process.
 	Metrics MetricsExporter
+	// Logs is this process's log (`xmpp log`, `syslog`); nil when there
+	// is none.
+	Logs *logging.Hub
 }
 
 // LoginLocks are the SSH server's holds on password logins: failures and
@@ -219,6 +223,9 @@ type Ctx struct {
 	From   string // remote address, for the audit trail
 	Out    io.Writer
 	Prompt Prompter
+	// Done is closed when the caller's session ends (nil: never), for
+	// commands that run until then (syslog follow).
+	Done <-chan struct{}
 }
 
 func (c *Ctx) printf(format string, a ...any) { fmt.Fprintf(c.Out, format, a...) }
@@ -248,6 +255,7 @@ func NewTree() *Tree {
 	t.add(dnsCommands()...)
 	t.add(backupCommands()...)
 	t.add(metricsCommands()...)
+	t.add(logCommands()...)
 	sort.SliceStable(t.cmds, func(i, j int) bool { return t.cmds[i].Name() < t.cmds[j].Name() })
 	return t
 }

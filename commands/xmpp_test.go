@@ -936,8 +936,8 @@ func TestXMPPRoles(t *testing.T) {
 func TestXMPPComplete(t *testing.T) {
 	f := newFixture(t)
 	tests := []struct{ line, role, want string }{
-		{"xmpp ", store.RoleAdmin, "callbridge certs client_auth_timeout cluster connections directory disable domain enable federation limits listen max-sessions multi-domain port reset sessions user"},
-		{"xmpp ", store.RoleAudit, "cluster connections directory federation limits multi-domain sessions user"},
+		{"xmpp ", store.RoleAdmin, "callbridge certs client_auth_timeout cluster connections directory disable domain enable federation limits listen log max-sessions multi-domain port reset sessions user"},
+		{"xmpp ", store.RoleAudit, "cluster connections directory federation limits log multi-domain sessions user"},
 		{"xmpp port ", store.RoleAdmin, "c2s c2s-tls s2s"},
 		{"xmpp multi-domain ", store.RoleAdmin, "add certs del list"},
 		{"xmpp user ", store.RoleAdmin, "add del import list passwd rule"},
@@ -956,7 +956,7 @@ func TestXMPPComplete(t *testing.T) {
 func TestSubcommandErrors(t *testing.T) {
 	f := newFixture(t)
 	tests := []struct{ line, want string }{
-		{"xmpp frob", `xmpp: unknown subcommand "frob"; use one of: callbridge, certs, client_auth_timeout, cluster, connections, directory, disable, domain, enable, federation, limits, listen, max-sessions, multi-domain, port, reset, sessions, user (see 'help xmpp')`},
+		{"xmpp frob", `xmpp: unknown subcommand "frob"; use one of: callbridge, certs, client_auth_timeout, cluster, connections, directory, disable, domain, enable, federation, limits, listen, log, max-sessions, multi-domain, port, reset, sessions, user (see 'help xmpp')`},
 		{"xmpp user", "xmpp user: incomplete command; it needs one of: add, del, import, list, passwd, rule (see 'help xmpp user')"},
 		{"xmpp multi-domain", "xmpp multi-domain: incomplete command; it needs one of: add, certs, del, list (see 'help xmpp multi-domain')"},
 		{"xmpp user frob x", `xmpp user: unknown subcommand "frob"; use one of: add, del, import, list, passwd, rule`},

@@ -252,7 +252,7 @@ func TestXMPPBruteForceSASL(t *testing.T) {
 		t.Fatalf("the real alice took %v to log in during the attack, want it slowed at most a few seconds", took)
 	}
 	logs := x.stderr.String() + x.stdout.String()
-	if n := strings.Count(logs, "authentication failed from"); n > 6*5+5 {
+	if n := strings.Count(logs, "c2s: login failed for"); n > 6*5+5 {
 		t.Fatalf("%d log lines for failed logins, want one per episode once an address is throttled", n)
 	}
 	if !strings.Contains(logs, `address "127.0.98.1" is over`) {

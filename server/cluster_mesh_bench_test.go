@@ -3,8 +3,6 @@ package server
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/cluster"
 	"github.com/parley-xmpp/parley/server/cluster/clustertest"
+	"github.com/parley-xmpp/parley/server/logging"
 )
 
 // BenchmarkRouteMessageRealMesh: BenchmarkRouteMessageCluster over the
@@ -33,7 +32,7 @@ func BenchmarkRouteMessageRealMesh(b *testing.B) {
 			to := bc.to
 			c1, c2 := meshPair(b)
 			f1 := start(b)
-			e2 := New(Config{Store: f1.st, Files: f1.files, Version: "test", Log: log.New(io.Discard, "", 0)})
+			e2 := New(Config{Store: f1.st, Files: f1.files, Version: "test", Log: logging.Discard()})
 			e2.Start()
 			b.Cleanup(e2.Stop)
 			f2 := &fixture{t: b, st: f1.st, eng: e2, files: f1.files}

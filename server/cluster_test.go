@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/parley-xmpp/parley/server/cluster/routes/memmesh"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -24,7 +24,7 @@ func twoNodes(t testing.TB) (*fixture, *fixture, *memmesh.Net) {
 
 func twoNodesOn(t testing.TB, net *memmesh.Net) (*fixture, *fixture, *memmesh.Net) {
 	f1 := start(t)
-	e2 := New(Config{Store: f1.st, Files: f1.files, Version: "test", Log: log.New(io.Discard, "", 0)})
+	e2 := New(Config{Store: f1.st, Files: f1.files, Version: "test", Log: logging.Discard()})
 	e2.Start()
 	t.Cleanup(e2.Stop)
 	f2 := &fixture{t: t, st: f1.st, eng: e2, files: f1.files}

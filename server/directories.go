@@ -14,6 +14,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/c2s"
 	"github.com/parley-xmpp/parley/server/directory"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -54,7 +55,7 @@ func cutAt(bare string) (string, string, bool) {
 func (e *Engine) loadDirectories() {
 	all, err := e.cfg.Store.Directories()
 	if err != nil {
-		e.cfg.Log.Printf("xmpp: reading the directories: %v", err)
+		logging.Problem(e.cfg.Log, "xmpp: reading the directories: %v", err)
 		return
 	}
 	old := e.dirs.Load()
@@ -73,7 +74,7 @@ func (e *Engine) loadDirectories() {
 				StartTLS: d.StartTLS, Roots: roots, UserFilter: d.Filter(), JIDFrom: d.Attribute(), GroupsBase: d.GroupsBase, GroupFilter: d.GroupFilter})
 		}
 		if dd.err != nil {
-			e.cfg.Log.Printf("xmpp: the directory of %s cannot be used: %v", d.Domain, dd.err)
+			logging.Problem(e.cfg.Log, "xmpp: the directory of %s cannot be used: %v", d.Domain, dd.err)
 		} else {
 			go dd.probe() // xmpp and health know at once whether it answers
 		}
@@ -168,13 +169,13 @@ func (d *domainDirectory) shareRoster(ctx context.Context, bare string, entry *d
 		name = entry.Get("displayName")
 	}
 	if err := d.e.im.ApplyDirectoryRoster(bare, name, contacts); err != nil {
-		d.e.cfg.Log.Printf("xmpp: the shared roster of %s: %v", bare, err)
+		logging.Problem(d.e.cfg.Log, "xmpp: the shared roster of %s: %v", bare, err)
 	}
 }
 
 func (e *Engine) updateDirectoryVCard(bare string, entry *directory.Entry) {
 	if err := e.im.SetDirectoryVCard(bare, directory.VCard(entry)); err != nil {
-		e.cfg.Log.Printf("xmpp: storing the directory vCard of %s: %v", bare, err)
+		logging.Problem(e.cfg.Log, "xmpp: storing the directory vCard of %s: %v", bare, err)
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -35,6 +35,7 @@ import (
 	"github.com/parley-xmpp/parley/server/fedcheck"
 	"github.com/parley-xmpp/parley/server/im"
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/router"
@@ -51,7 +52,7 @@ type Config struct {
 	Store       *store.Store
 	Files       *pki.Area
 	Version     string
-	Log         *log.Logger
+	Log         *slog.Logger
 	IdleTimeout time.Duration // client idle time before a ping (default 5 minutes)
 	Limits      xml.Limits    // default xml.DefaultLimits
 }
@@ -224,7 +225,7 @@ func New(cfg Config) *Engine {
 		Secret:      e.dialbackSecret,
 	})
 	e.router.Remote = e.s2s
-	e.metrics = metrics.NewExporter(metricsSource{e}, e.node, cfg.Version, cfg.Log)
+	e.metrics = metrics.NewExporter(metricsSource{e}, e.node, cfg.Version, slog.NewLogLogger(cfg.Log.Handler(), logging.LevelProblems))
 	return e
 }
 
@@ -361,11 +362,11 @@ func (e *Engine) checkFiles() {
 	switch share := float64(open) / float64(limit); {
 	case share > filesWarnShare && !e.filesWarn:
 		e.filesWarn = true
-		e.cfg.Log.Printf("xmpp: %d of the %d files the process may open are in use (%.0f%%): new connections will fail at the limit; raise it (ulimit -n, systemd LimitNOFILE=) or lower xmpp limits pre-auth",
+		logging.Problem(e.cfg.Log, "xmpp: %d of the %d files the process may open are in use (%.0f%%): new connections will fail at the limit; raise it (ulimit -n, systemd LimitNOFILE=) or lower xmpp limits pre-auth",
 			open, limit, 100*share)
 	case share < filesWarnShare-0.1 && e.filesWarn:
 		e.filesWarn = false
-		e.cfg.Log.Printf("xmpp: open files back to %d of %d", open, limit)
+		logging.Major(e.cfg.Log, "xmpp: open files back to %d of %d", open, limit)
 	}
 }
 
@@ -374,7 +375,7 @@ func (e *Engine) checkFiles() {
 func (e *Engine) loadComponents() {
 	all, err := e.cfg.Store.Components()
 	if err != nil {
-		e.cfg.Log.Printf("xmpp: reading the call bridges: %v", err)
+		logging.Problem(e.cfg.Log, "xmpp: reading the call bridges: %v", err)
 		return
 	}
 	m := make(map[string]bool, len(all))
@@ -501,7 +502,7 @@ func (e *Engine) authTimeout() time.Duration {
 func (e *Engine) setError(err error) {
 	e.lastErr, e.lastErrAt = err.Error(), time.Now()
 	e.errs++
-	e.cfg.Log.Printf("xmpp: %v", err)
+	logging.Problem(e.cfg.Log, "xmpp: %v", err)
 }
 
 // Status reports the engine's state.
@@ -874,7 +875,7 @@ func (e *Engine) accept(l *listener) {
 			continue
 		}
 		if failures > 0 {
-			e.cfg.Log.Printf("xmpp: accepting connections on %s again, after %d failed attempts over %v", l.label, failures, time.Since(since).Round(time.Millisecond))
+			logging.Major(e.cfg.Log, "xmpp: accepting connections on %s again, after %d failed attempts over %v", l.label, failures, time.Since(since).Round(time.Millisecond))
 			delay, failures = 0, 0
 		}
 		// Admitted here, in the order accepted, so that "the oldest"
@@ -909,7 +910,7 @@ func (e *Engine) refuse(c net.Conn, direct bool, xe *xml.Error) {
 	c.Close()
 }
 
-func (e *Engine) logf(format string, a ...any) { e.cfg.Log.Printf("xmpp: "+format, a...) }
+func (e *Engine) logf(format string, a ...any) { logging.Problem(e.cfg.Log, "xmpp: "+format, a...) }
 
 // serve runs one connection: direct TLS if on 5223, then the stream header
 // decides what it is (client, server or component), by namespace. Until

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server/authlimit"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -101,7 +101,7 @@ func startDomain(t testing.TB, domain string, tweak func(*Config)) *fixture {
 			t.Fatal(err)
 		}
 	}
-	cfg := Config{Store: st, Files: files, Version: "test", Log: log.New(io.Discard, "", 0)}
+	cfg := Config{Store: st, Files: files, Version: "test", Log: logging.Discard()}
 	if tweak != nil {
 		tweak(&cfg)
 	}

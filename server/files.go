@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -27,9 +28,9 @@ func (e *Engine) putFile(f store.StoredFile, onlyMissing bool) {
 	changed, err := e.cfg.Files.Put(f.Name, f.Data, f.Mode)
 	switch {
 	case err != nil:
-		e.cfg.Log.Printf("xmpp: writing %s from the replicated store into the files area: %v", f.Name, err)
+		logging.Problem(e.cfg.Log, "xmpp: writing %s from the replicated store into the files area: %v", f.Name, err)
 	case changed && had:
-		e.cfg.Log.Printf("xmpp: %s in the files area replaced by the copy in the replicated store", f.Name)
+		logging.Major(e.cfg.Log, "xmpp: %s in the files area replaced by the copy in the replicated store", f.Name)
 	}
 }
 
@@ -38,7 +39,7 @@ func (e *Engine) putFile(f store.StoredFile, onlyMissing bool) {
 func (e *Engine) putFiles(onlyMissing bool) {
 	fs, err := e.cfg.Store.StoredFiles()
 	if err != nil {
-		e.cfg.Log.Printf("xmpp: reading the replicated files: %v", err)
+		logging.Problem(e.cfg.Log, "xmpp: reading the replicated files: %v", err)
 		return
 	}
 	for _, f := range fs {
@@ -60,13 +61,13 @@ func (e *Engine) dialbackSecret() []byte {
 		fresh := make([]byte, store.DialbackSecretSize)
 		rand.Read(fresh)
 		if _, perr := e.cfg.Store.Propose(store.DialbackSecretInit{Secret: fresh}); perr != nil {
-			e.cfg.Log.Printf("xmpp: storing the dialback secret: %v; this node uses its own until it can", perr)
+			logging.Problem(e.cfg.Log, "xmpp: storing the dialback secret: %v; this node uses its own until it can", perr)
 			return e.localSecret()
 		}
 		s, err = e.cfg.Store.DialbackSecret() // the first one proposed, maybe another node's
 	}
 	if err != nil {
-		e.cfg.Log.Printf("xmpp: reading the dialback secret: %v", err)
+		logging.Problem(e.cfg.Log, "xmpp: reading the dialback secret: %v", err)
 		return e.localSecret()
 	}
 	e.secret.Store(&s)

@@ -3,14 +3,13 @@ package server
 import (
 	"bytes"
 	"context"
-	"io"
-	"log"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -33,7 +32,7 @@ func openData(t testing.TB, dir string) (*store.Store, *pki.Area) {
 func bareEngine(t *testing.T) (*Engine, *store.Store, *pki.Area) {
 	t.Helper()
 	st, files := openData(t, t.TempDir())
-	e := New(Config{Store: st, Files: files, Version: "test", Log: log.New(io.Discard, "", 0)})
+	e := New(Config{Store: st, Files: files, Version: "test", Log: logging.Discard()})
 	e.Start()
 	t.Cleanup(func() {
 		e.Stop()
@@ -111,7 +110,7 @@ func TestStoredFilesAfterRestoreAndAtStart(t *testing.T) {
 	if err := files.WriteFile("a.crt", []byte("UPLOADED"), 0o600, false); err != nil {
 		t.Fatal(err)
 	}
-	e := New(Config{Store: st, Files: files, Version: "test", Log: log.New(io.Discard, "", 0)})
+	e := New(Config{Store: st, Files: files, Version: "test", Log: logging.Discard()})
 	e.Start()
 	defer e.Stop()
 	if got, _ := files.ReadFile("a.crt"); string(got) != "UPLOADED" {

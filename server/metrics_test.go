@@ -4,13 +4,13 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/metrics/metricstest"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -150,7 +150,7 @@ func TestMetricsListenAtStart(t *testing.T) {
 	st, files := openData(t, t.TempDir())
 	defer st.Close()
 	defer files.Close()
-	eng := New(Config{Store: st, Files: files, Log: log.New(io.Discard, "", 0)})
+	eng := New(Config{Store: st, Files: files, Log: logging.Discard()})
 	eng.Start()
 	if m := eng.Metrics(); m.Listening != "" || m.Listen != "" {
 		t.Fatalf("listening with no setting: %+v", m)
@@ -159,7 +159,7 @@ func TestMetricsListenAtStart(t *testing.T) {
 	if err := st.SetLocal(store.MetricsListen, addr); err != nil {
 		t.Fatal(err)
 	}
-	eng = New(Config{Store: st, Files: files, Log: log.New(io.Discard, "", 0)})
+	eng = New(Config{Store: st, Files: files, Log: logging.Discard()})
 	eng.Start()
 	if m := eng.Metrics(); m.Listening != addr || m.Listen != addr {
 		eng.Stop()

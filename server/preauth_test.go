@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log"
 	"net"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -256,7 +256,7 @@ func TestAcceptBacksOff(t *testing.T) {
 	defer func() { acceptMinDelay, acceptMaxDelay = oldMin, oldMax }()
 
 	var logBuf syncLog
-	e := &Engine{cfg: Config{Log: log.New(&logBuf, "", 0), Limits: xml.DefaultLimits}, stop: make(chan struct{}), preauth: newPreAuth(),
+	e := &Engine{cfg: Config{Log: logging.NewWriter(&logBuf, logging.LevelLow), Limits: xml.DefaultLimits}, stop: make(chan struct{}), preauth: newPreAuth(),
 		conns: map[net.Conn]*connState{}, xmpp: store.XMPPConfig{ClientAuthTimeout: 5 * time.Second}}
 	server, client := net.Pipe()
 	defer client.Close()
@@ -405,7 +405,7 @@ func TestOpenFilesWarning(t *testing.T) {
 	old := filesWarnShare
 	defer func() { filesWarnShare = old }()
 	var logBuf syncLog
-	e := &Engine{cfg: Config{Log: log.New(&logBuf, "", 0)}}
+	e := &Engine{cfg: Config{Log: logging.NewWriter(&logBuf, logging.LevelLow)}}
 	open, limit, err := openFiles()
 	if err != nil || open <= 0 || limit <= 0 {
 		t.Fatalf("openFiles = %d, %d, %v", open, limit, err)

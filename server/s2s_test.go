@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"log"
 	"math/big"
 	"net"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/resolve/dnstest"
 	"github.com/parley-xmpp/parley/server/s2s"
 	"github.com/parley-xmpp/parley/server/status"
@@ -51,7 +51,7 @@ func federate(t testing.TB, tweak func(*Config)) *fedPair {
 	if os.Getenv("PARLEY_TEST_LOG") != "" {
 		inner := tweak
 		tweak = func(c *Config) {
-			c.Log = log.New(os.Stderr, "", log.Lmicroseconds)
+			c.Log = logging.NewWriter(os.Stderr, logging.LevelLow)
 			if inner != nil {
 				inner(c)
 			}

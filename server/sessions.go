@@ -12,6 +12,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/c2s"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
@@ -222,7 +223,7 @@ func (e *Engine) kickHere(jid, reason string) int {
 		s.Close(&stream.Error{Condition: "policy-violation", Text: reason})
 	}
 	if len(targets) > 0 {
-		e.cfg.Log.Printf("xmpp: %d session(s) of %s closed by the administrator: %s", len(targets), jid, reason)
+		logging.Major(e.cfg.Log, "xmpp: %d session(s) of %s closed by the administrator: %s", len(targets), jid, reason)
 	}
 	return len(targets)
 }

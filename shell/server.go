@@ -9,7 +9,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"fmt"
-	"log"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -22,6 +22,7 @@ import (
 
 	"github.com/parley-xmpp/parley/commands"
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -40,7 +41,7 @@ type Config struct {
 	Env     *commands.Env
 	Tree    *commands.Tree
 	HostKey gossh.Signer
-	Log     *log.Logger
+	Log     *slog.Logger
 	// MaxUpload bounds one SFTP upload, in bytes.
 	MaxUpload int64
 }
@@ -333,7 +334,7 @@ func (s *Server) verifyPassword(ctx ssh.Context, st *connState, password string)
 	}
 	if !store.CheckPassword(a.PasswordHash, password) {
 		if s.guard.passwordFailed(a.Name, st.src) {
-			s.cfg.Log.Printf("ssh: password logins for %s from %s locked for %v after %d failed logins (user rule max_failed_logins)", a.Name, st.src, store.LockoutPeriod, s.guard.limits().MaxFailedLogins)
+			logging.Problem(s.cfg.Log, "ssh: password logins for %s from %s locked for %v after %d failed logins (user rule max_failed_logins)", a.Name, st.src, store.LockoutPeriod, s.guard.limits().MaxFailedLogins)
 		}
 		s.epi("failed-password", "ssh: failed password for %s from %s", a.Name, ctx.RemoteAddr())
 		return false
@@ -402,7 +403,7 @@ func (s *Server) begin(sess ssh.Session) (a store.Admin, end func(), ok bool) {
 		st.mu.Unlock()
 		if first {
 			s.cfg.Env.Store.RecordLogin(sess.User(), time.Now())
-			s.cfg.Log.Printf("ssh: %s logged in from %s (%v)", sess.User(), sess.RemoteAddr(), ctx.Value(keyAuthMethod))
+			logging.Major(s.cfg.Log, "ssh: %s logged in from %s (%v)", sess.User(), sess.RemoteAddr(), ctx.Value(keyAuthMethod))
 		}
 	}
 	a, err := s.cfg.Env.Store.Admin(sess.User())
@@ -465,6 +466,7 @@ func (s *Server) newCtx(sess ssh.Session, a store.Admin, out interface{ Write([]
 		From:   remoteHost(sess),
 		Out:    out,
 		Prompt: p,
+		Done:   sess.Context().Done(),
 	}
 }
 
@@ -485,7 +487,7 @@ func oneLine(err error) string {
 
 // episodeLog logs refusals and failures once per kind and episode (then
 // how many more), with the engine's episode logger; nil logs nothing.
-func episodeLog(l *log.Logger) func(kind, format string, args ...any) {
+func episodeLog(l *slog.Logger) func(kind, format string, args ...any) {
 	if l == nil {
 		return func(string, string, ...any) {}
 	}

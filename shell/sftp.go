@@ -13,6 +13,7 @@ import (
 	"github.com/pkg/sftp"
 
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -32,7 +33,7 @@ func (s *Server) handleSFTP(sess ssh.Session) {
 	h := &sftpHandler{srv: s, user: a.Name, from: remoteHost(sess), readOnly: a.Role == store.RoleAudit}
 	rs := sftp.NewRequestServer(sess, sftp.Handlers{FileGet: h, FilePut: h, FileCmd: h, FileList: h})
 	if err := rs.Serve(); err != nil && !errors.Is(err, io.EOF) {
-		s.cfg.Log.Printf("sftp: %s: %v", a.Name, err)
+		logging.Problem(s.cfg.Log, "sftp: %s: %v", a.Name, err)
 	}
 	rs.Close()
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/parley-xmpp/parley/commands"
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -58,7 +58,7 @@ func start(t *testing.T, maxUpload int64) *testServer {
 		t.Fatal(err)
 	}
 	env := &commands.Env{Store: st, Files: area, Version: "test", Started: time.Now()}
-	srv := New(Config{Env: env, Tree: commands.NewTree(), HostKey: key, Log: log.New(io.Discard, "", 0), MaxUpload: maxUpload})
+	srv := New(Config{Env: env, Tree: commands.NewTree(), HostKey: key, Log: logging.Discard(), MaxUpload: maxUpload})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

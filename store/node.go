@@ -56,7 +56,8 @@ const MetricsListen = "metrics.listen"
 // SetLocal, never through the log.
 func IsLocalKey(key string) bool {
 	switch key {
-	case XMPPListen, XMPPEnabled, ConfigHostname, ClusterTrust, ClusterPort, MetricsListen:
+	case XMPPListen, XMPPEnabled, ConfigHostname, ClusterTrust, ClusterPort, MetricsListen,
+		LogLevel, LogBodies, SyslogEnabled, SyslogServers, SyslogAudit:
 		return true
 	}
 	return false
@@ -315,13 +316,14 @@ func (s *Store) moveNodeLocal5(tx *bolt.Tx, restored bool) error {
 
 // AddAudit appends an entry to this node's audit trail, keeping the last
 // AuditLimit entries; a zero Time is now. It never goes through the log:
-// it works on a cluster node without quorum.
+// it works on a cluster node without quorum. The function given to
+// OnAudit is then called with the entry.
 func (s *Store) AddAudit(e AuditEntry) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
 	e.Time = e.Time.UTC()
-	return s.node.Update(func(tx *bolt.Tx) error {
+	err := s.node.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(nodeAudit)
 		n, _ := b.NextSequence()
 		if err := putJSON(b, string(seqKey(n)), e); err != nil {
@@ -329,6 +331,20 @@ func (s *Store) AddAudit(e AuditEntry) error {
 		}
 		return trimSeq(b, n, AuditLimit)
 	})
+	if fn := s.onAudit.Load(); err == nil && fn != nil {
+		(*fn)(e)
+	}
+	return err
+}
+
+// OnAudit sets a function called with every audit entry written (the
+// log's audit file, `syslog audit add`); nil: none.
+func (s *Store) OnAudit(fn func(AuditEntry)) {
+	if fn == nil {
+		s.onAudit.Store(nil)
+		return
+	}
+	s.onAudit.Store(&fn)
 }
 
 // Audit returns the last n entries of this node's audit trail, oldest

@@ -112,6 +112,8 @@ type Store struct {
 	member atomic.Bool
 
 	notes *notifier
+
+	onAudit atomic.Pointer[func(AuditEntry)] // OnAudit
 }
 
 // Open opens (creating them if needed) the stores in dataDir and migrates

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -71,7 +71,7 @@ func loadServer(t *testing.T, domain string, n int) string {
 			t.Fatalf("%s: %v", op.Kind(), err)
 		}
 	}
-	eng := server.New(server.Config{Store: st, Files: area, Version: "test", Log: log.New(io.Discard, "", 0)})
+	eng := server.New(server.Config{Store: st, Files: area, Version: "test", Log: logging.Discard()})
 	eng.Start()
 	t.Cleanup(func() { eng.Stop(); area.Close(); st.Close() })
 	addr := net.JoinHostPort("127.0.0.1", port)

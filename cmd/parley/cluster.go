@@ -5,7 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server/cluster"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -98,7 +99,7 @@ var raftTuning struct {
 // newClusterNode makes the node and starts what is enabled (the listener,
 // and raft if the node is in a cluster); sessions counts the client
 // sessions bound on this node (nil: none).
-func newClusterNode(dataDir string, st *store.Store, area *pki.Area, sessions func() int, settings *clusterSettings, logger *log.Logger) (*clusterNode, error) {
+func newClusterNode(dataDir string, st *store.Store, area *pki.Area, sessions func() int, settings *clusterSettings, logger *slog.Logger) (*clusterNode, error) {
 	c, err := cluster.New(cluster.Config{
 		DataDir: dataDir,
 		Store:   st,
@@ -125,7 +126,7 @@ func newClusterNode(dataDir string, st *store.Store, area *pki.Area, sessions fu
 	}
 	if err := c.Start(); err != nil {
 		// The appliance still serves; xmpp cluster status shows the node.
-		logger.Printf("cluster: %v", err)
+		logging.Problem(logger, "cluster: %v", err)
 	}
 	n := &clusterNode{c: c}
 	// A new trust bundle or a new certificate for the primary domain: the

@@ -7,8 +7,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"io"
-	"log"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server/cluster"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -161,7 +160,7 @@ func TestTrustPool(t *testing.T) {
 // on the new address, keeping its id and what was registered on the Mesh.
 func TestClusterNodeRemade(t *testing.T) {
 	dir, st, area := openStore(t)
-	logger := log.New(io.Discard, "", 0)
+	logger := logging.Discard()
 	n, err := newClusterNode(dir, st, area, nil, &clusterSettings{st: st}, logger)
 	if err != nil {
 		t.Fatal(err)

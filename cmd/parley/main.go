@@ -10,11 +10,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,6 +23,7 @@ import (
 	"github.com/parley-xmpp/parley/commands"
 	"github.com/parley-xmpp/parley/pki"
 	"github.com/parley-xmpp/parley/server"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/shell"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -84,8 +85,6 @@ func serve(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	logger := log.New(os.Stderr, "parley: ", log.LstdFlags)
-
 	st, err := store.Open(*dataDir)
 	if err != nil {
 		return err
@@ -96,6 +95,12 @@ func serve(args []string) error {
 		return err
 	}
 	defer area.Close()
+	logs, err := openLogs(*dataDir, st, area)
+	if err != nil {
+		return err
+	}
+	defer logs.Close()
+	logger := logs.Logger()
 	if *hostname != "" {
 		if err := commands.CheckHostname(*hostname); err != nil {
 			return fmt.Errorf("--hostname: %v", err)
@@ -122,7 +127,7 @@ func serve(args []string) error {
 	defer node.Close()
 	adminKey := *keyFile
 	if !node.waitWritable(bootWriteWait) {
-		logger.Printf("cluster: no leader within %v: --admin-key is not applied at this boot", bootWriteWait)
+		logging.Problem(logger, "cluster: no leader within %v: --admin-key is not applied at this boot", bootWriteWait)
 		adminKey = ""
 	}
 	generated, err := shell.Bootstrap(st, *pwFile, adminKey)
@@ -143,7 +148,7 @@ func serve(args []string) error {
 	if node.Enabled() {
 		node.joined()
 	}
-	env := &commands.Env{Store: st, Files: area, Version: Version, Started: time.Now(), XMPP: engine,
+	env := &commands.Env{Logs: logs, Store: st, Files: area, Version: Version, Started: time.Now(), XMPP: engine,
 		Federation: engine, DNS: engine.Resolver(), Cluster: node, ClusterSettings: settings, Metrics: engine}
 	srv := shell.New(shell.Config{
 		Env: env, Tree: commands.NewTree(), HostKey: hostKey, Log: logger, MaxUpload: *maxUpload,
@@ -156,7 +161,7 @@ func serve(args []string) error {
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "<this-host>"
 	}
-	logger.Printf("SSH admin shell and SFTP on %s, host key %s", l.Addr(), gossh.FingerprintSHA256(hostKey.PublicKey()))
+	logging.Major(logger, "SSH admin shell and SFTP on %s, host key %s", l.Addr(), gossh.FingerprintSHA256(hostKey.PublicKey()))
 	fmt.Printf("Parley %s is running. Log in with:\n  ssh -p %s %s@%s\n", Version, port, shell.FirstAdmin, host)
 	if generated != "" {
 		fmt.Printf("First boot: the password of user %q is %s\n(shown only this once; you must change it at the first interactive login)\n", shell.FirstAdmin, generated)
@@ -168,7 +173,7 @@ func serve(args []string) error {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
 	case s := <-sig:
-		logger.Printf("%v: shutting down", s)
+		logging.Major(logger, "%v: shutting down", s)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
@@ -178,4 +183,29 @@ func serve(args []string) error {
 	case err := <-errc:
 		return err
 	}
+}
+
+// openLogs starts the log: standard error (the journal under systemd) and
+// log/parley.log in the data directory, rotated; the level, the remote
+// collectors and the audit file come from this node's settings and change
+// live. The host name of syslog records is the appliance's.
+func openLogs(dataDir string, st *store.Store, area *pki.Area) (*logging.Hub, error) {
+	file, err := logging.NewRotating(filepath.Join(dataDir, logging.DefaultFileDir, logging.DefaultFileName), logging.DefaultMaxSize, logging.DefaultKeep)
+	if err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
+	}
+	var hostname atomic.Pointer[string]
+	setHost := func() { h := commands.Hostname(st); hostname.Store(&h) }
+	setHost()
+	logs := logging.New(logging.Config{Stderr: os.Stderr, File: file, Files: area, Hostname: func() string { return *hostname.Load() }})
+	st.Watch(func(c store.Change) {
+		if op, ok := c.Op.(store.ConfigSet); ok && op.Key == store.ConfigHostname {
+			setHost()
+		} else if _, ok := c.Op.(store.Restored); ok {
+			setHost()
+		}
+	})
+	logs.Watch(st)
+	st.OnAudit(logs.Audit)
+	return logs, nil
 }

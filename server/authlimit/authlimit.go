@@ -36,12 +36,13 @@ package authlimit
 import (
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/logging"
 )
 
 // ErrThrottled is returned for an attempt refused because no token came
@@ -87,7 +88,7 @@ var Default = Config{
 type Throttle struct {
 	cfg  Config
 	name string // for the log: "c2s", "component"
-	log  *log.Logger
+	log  *slog.Logger
 
 	// Now is time.Now. Wait waits d, or until wake is closed (a token may
 	// have come back), and reports whether it was woken; tests replace
@@ -102,7 +103,7 @@ type Throttle struct {
 
 // New returns a throttle with cfg; name prefixes its log lines (one per
 // episode: when a key starts being throttled).
-func New(cfg Config, name string, l *log.Logger) *Throttle {
+func New(cfg Config, name string, l *slog.Logger) *Throttle {
 	if cfg.Address.Burst < 1 {
 		cfg.Address.Burst = 1
 	}
@@ -305,7 +306,7 @@ func (t *Throttle) episode(e *entry, tb *table, key string) {
 	}
 	e.episode = true
 	if t.log != nil {
-		t.log.Printf("%s: %s %s is over %d failed authentication attempts: further attempts wait their turn (one per %v, at most %v) or are refused", t.name, tb.what, quoteKey(key), tb.rate.Burst, tb.rate.Interval, t.cfg.MaxWait)
+		logging.Problem(t.log, "%s: %s %s is over %d failed authentication attempts: further attempts wait their turn (one per %v, at most %v) or are refused", t.name, tb.what, quoteKey(key), tb.rate.Burst, tb.rate.Interval, t.cfg.MaxWait)
 	}
 }
 

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"log"
+	"github.com/parley-xmpp/parley/server/logging"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,7 +25,7 @@ type fake struct {
 
 func newFake(cfg Config) *fake {
 	f := &fake{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	f.Throttle = New(cfg, "test", log.New(&f.logs, "", 0))
+	f.Throttle = New(cfg, "test", logging.NewWriter(&f.logs, logging.LevelLow))
 	f.Throttle.Now = func() time.Time {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -153,7 +153,7 @@ func TestParallelGuessesShareTheAddress(t *testing.T) {
 func TestParallelSuccessesDoNotWait(t *testing.T) {
 	th := realTime(3, 10*time.Second, 5*time.Second)
 	var logs bytes.Buffer // written only through the logger, which serializes
-	th.log = log.New(&logs, "", 0)
+	th.log = logging.NewWriter(&logs, logging.LevelLow)
 	var ok, refused atomic.Int32
 	var wg sync.WaitGroup
 	start := time.Now()

@@ -10,7 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
@@ -73,7 +74,7 @@ type Config struct {
 	IdleTimeout time.Duration // after this long without data: a ping; twice: closed
 	Limits      xml.Limits
 	Throttle    *authlimit.Throttle
-	Log         *log.Logger
+	Log         *slog.Logger
 	// MaxSessions is the limit of bound sessions (0: none).
 	MaxSessions func() int
 	// Features are the stream features offered after authentication
@@ -107,7 +108,7 @@ func (cfg *Config) logLimit(key, format string, args ...any) {
 	if cfg.Episodes != nil {
 		cfg.Episodes.Printf(key, format, args...)
 	} else if cfg.Log != nil {
-		cfg.Log.Printf(format, args...)
+		logging.Problem(cfg.Log, format, args...)
 	}
 }
 
@@ -123,7 +124,8 @@ type Session struct {
 	bare     string
 	full     string
 	tls      bool
-	mech     uint8 // the SASL mechanism: Mechanisms[mech]
+	mech     uint8  // the SASL mechanism: Mechanisms[mech]
+	id       uint64 // the connection's number in the log (XMPPI-id)
 
 	in atomic.Uint64 // stanzas received from the client (the read loop counts)
 
@@ -136,6 +138,9 @@ type Session struct {
 	// Owned by the read loop.
 	rate limit.Pace // the stanzas it sends (the read loop's own)
 }
+
+// Tag names the session's connection in the log.
+func (s *Session) Tag() logging.Conn { return logging.ConnOf(logging.KindClient, s.id, s.raw) }
 
 // Bare is local@domain.
 func (s *Session) Bare() string { return s.bare }
@@ -246,10 +251,18 @@ func Serve(cfg *Config, raw net.Conn, rd *xml.Reader, header *xml.Element, direc
 	if onEnd == nil {
 		onEnd = func() {}
 	}
-	n := &negotiation{cfg: cfg, raw: raw, rd: rd, tls: direct, deadline: time.Now().Add(cfg.AuthTimeout())}
+	n := &negotiation{cfg: cfg, raw: raw, rd: rd, tls: direct, deadline: time.Now().Add(cfg.AuthTimeout()), id: logging.NextID()}
 	raw.SetReadDeadline(n.deadline)
+	if logging.On(cfg.Log, logging.LevelLow) {
+		how := "plain, STARTTLS required"
+		if direct {
+			how = "direct TLS"
+		}
+		n.tag().Low(cfg.Log, "c2s: client stream to %s (%s)", xml.Clip(header.Get("to")), how)
+	}
 	s, err := n.run(header)
 	if err != nil {
+		n.tag().Low(cfg.Log, "c2s: negotiation ended: %v", err)
 		// n.raw, not raw: after STARTTLS the error goes inside TLS.
 		var se *stream.Error
 		if errors.As(err, &se) {
@@ -298,13 +311,14 @@ func (s *Session) serve(rd *xml.Reader) {
 		// through the delivery rule.
 		if back := s.conn.Unwritten(); len(back) > 0 {
 			if s.conn.Overflowed() {
-				cfg.Log.Printf("c2s: %s did not read fast enough: closed with policy-violation, %d stanzas not written are routed again", s.full, len(back))
+				s.Tag().Problem(cfg.Log, "c2s: %s did not read fast enough: closed with policy-violation, %d stanzas not written are routed again", s.full, len(back))
 			}
 			cfg.Handler.Undelivered(s, stream.ParseStanzas(back, stream.NSClient))
 		} else if s.conn.Overflowed() {
-			cfg.Log.Printf("c2s: %s did not read fast enough: closed with policy-violation", s.full)
+			s.Tag().Problem(cfg.Log, "c2s: %s did not read fast enough: closed with policy-violation", s.full)
 		}
 		cfg.Handler.Offline(s)
+		s.Tag().Low(cfg.Log, "c2s: session of %s ended", s.full)
 	}()
 	// Idle handling happens below the tokenizer (a timeout must not end
 	// the stream it is reading), counted from the last bytes read
@@ -347,6 +361,9 @@ func (s *Session) serve(rd *xml.Reader) {
 		s.in.Add(1)
 		// from is always the session's full JID (RFC 6120 §8.1.2.1).
 		el.Set("from", s.full)
+		if logging.On(cfg.Log, logging.LevelAll) {
+			s.Tag().Stanza(cfg.Log, el)
+		}
 		cfg.Handler.Handle(s, el)
 	}
 	<-s.conn.Done()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/directory"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -44,7 +45,12 @@ type negotiation struct {
 	local      string
 	mech       uint8 // index in Mechanisms of the one that succeeded
 	failures   int
+	id         uint64 // the connection's number in the log (XMPPI-id)
+	tried      string // the account the last SASL attempt named, for the log
 }
+
+// tag names the connection in the log.
+func (n *negotiation) tag() logging.Conn { return logging.ConnOf(logging.KindClient, n.id, n.raw) }
 
 func (n *negotiation) write(b []byte) error {
 	n.raw.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -200,6 +206,7 @@ func (n *negotiation) startTLS() error {
 	tc.SetWriteDeadline(time.Time{})
 	n.raw = tc
 	n.tls = true
+	n.tag().Low(n.cfg.Log, "c2s: %s negotiated", tls.VersionName(tc.ConnectionState().Version))
 	return nil
 }
 
@@ -269,8 +276,10 @@ func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit
 		mech, index = sasl.Plain, 2
 	default:
 		att.Abandoned() // no password tested
+		n.tried = ""
 		return false, n.attemptFailed(ip, att, "invalid-mechanism", fmt.Sprintf("%q is not offered", xml.Clip(name)))
 	}
+	n.mech, n.tried = index, "" // for the log of a failure
 	var (
 		user      string
 		authzErr  bool
@@ -288,6 +297,7 @@ func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit
 	// name checks the user name and the authorization identity and waits
 	// for the account's turn.
 	name := func(username, identity []byte) (jid.JID, error) {
+		n.tried = xml.ClipTo(string(username), 64) + "@" + n.domain // a name, never the password
 		j, err := jid.New(string(username), n.domain, "")
 		key := ""
 		if err == nil {
@@ -416,6 +426,7 @@ func (n *negotiation) authenticate1(auth *xml.Element, ip string, att *authlimit
 			}
 			n.authed, n.local, n.mech = true, user, index
 			att.Succeeded()
+			n.tag().Major(n.cfg.Log, "c2s: %s@%s logged in with %s", user, n.domain, Mechanisms[index])
 			if len(resp) == 0 {
 				return true, n.write([]byte(`<success xmlns="` + stream.NSSASL + `"/>`))
 			}
@@ -467,7 +478,11 @@ func (n *negotiation) attemptFailed(ip string, att *authlimit.Attempt, condition
 	if condition != "aborted" {
 		n.failures++
 		if att == nil || !att.Throttled() {
-			n.cfg.Log.Printf("c2s: authentication failed from %s for domain %s (%s)", ip, n.domain, condition)
+			who := n.tried
+			if who == "" {
+				who = "an unnamed account of " + n.domain
+			}
+			n.tag().Problem(n.cfg.Log, "c2s: login failed for %s with %s: %s", who, Mechanisms[n.mech], condition)
 		}
 	}
 	if err := n.saslFailure(condition, text); err != nil {
@@ -542,8 +557,9 @@ func (n *negotiation) bind(iq, b *xml.Element) (*Session, error) {
 	n.raw.SetReadDeadline(time.Time{})
 	s := &Session{
 		cfg: n.cfg, raw: n.raw, rd: n.rd, domain: n.domain, local: full.Localpart(), resource: full.Resourcepart(),
-		bare: full.Bare().String(), full: full.String(), tls: n.tls, mech: n.mech, Started: time.Now(),
+		bare: full.Bare().String(), full: full.String(), tls: n.tls, mech: n.mech, Started: time.Now(), id: n.id,
 	}
+	n.tag().Low(n.cfg.Log, "c2s: bound %s", s.full)
 	s.conn = stream.NewConn(n.raw, stream.NSClient)
 	s.bindResult = result // sent once the session is routable (serve)
 	return s, nil

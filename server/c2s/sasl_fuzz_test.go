@@ -6,7 +6,6 @@ import (
 	stdxml "encoding/xml"
 	"errors"
 	"io"
-	"log"
 	"net"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/server/authlimit"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
@@ -134,7 +134,7 @@ func saslRun(t *testing.T, mech string, first, second []byte, raw bool) (bool, s
 		AuthTimeout: func() time.Duration { return 30 * time.Second },
 		Limits:      xml.Limits{MaxStanza: 8192, MaxDepth: 8},
 		Throttle:    th,
-		Log:         log.New(io.Discard, "", 0),
+		Log:         logging.Discard(),
 	}
 	rd := xml.NewReader(conn, cfg.Limits)
 	if _, err := rd.Header(); err != nil {

@@ -7,8 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"log"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -98,7 +98,7 @@ type Config struct {
 	// Trust is the bundle peers' certificates must chain to (`xmpp
 	// cluster trust`); nil or a nil pool refuses every peer.
 	Trust func() (*x509.CertPool, error)
-	Log   *log.Logger // nil: discard
+	Log   *slog.Logger // nil: discard
 
 	// Tuning; zero values are the defaults (tests lower them).
 	SnapshotThreshold uint64        // raft entries between snapshots (default 8192)
@@ -110,7 +110,7 @@ type Config struct {
 // provides the Mesh.
 type Cluster struct {
 	cfg  Config
-	log  *log.Logger
+	log  *slog.Logger
 	mesh *mesh
 
 	opMu sync.Mutex // serializes Enable, Disable, Initialize, Join, Remove, Close
@@ -142,7 +142,7 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, errors.New("cluster: a data directory and a store are needed")
 	}
 	if cfg.Log == nil {
-		cfg.Log = log.New(io.Discard, "", 0)
+		cfg.Log = logging.Discard()
 	}
 	c := &Cluster{cfg: cfg, log: cfg.Log, state: status.Disabled, changed: time.Now()}
 	id, err := readNodeID(cfg.DataDir)
@@ -243,7 +243,7 @@ func (c *Cluster) Disable() error {
 	defer c.noteState()
 	if r := c.raftNode(); r != nil && len(r.voters()) > 1 {
 		if err := c.removeServer(c.ID()); err != nil {
-			c.log.Printf("cluster: leaving the cluster: %v (the leader removes this node's old entry when it joins again)", err)
+			logging.Problem(c.log, "cluster: leaving the cluster: %v (the leader removes this node's old entry when it joins again)", err)
 		}
 	}
 	c.stopRaft(true)
@@ -387,7 +387,7 @@ func (c *Cluster) noteState() (status.ClusterState, time.Time) {
 	defer c.mu.Unlock()
 	if s != c.state {
 		if s != status.Disabled || c.state != status.Disabled {
-			c.log.Printf("cluster: this node is now %s (was %s)", s, c.state)
+			logging.Major(c.log, "cluster: this node is now %s (was %s)", s, c.state)
 		}
 		c.state, c.changed = s, time.Now()
 	}

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log"
 	"math/big"
 	"net"
 	"os"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -151,7 +151,7 @@ func (n *testNode) open(opts ...func(*Config)) {
 		DataDir: n.dir, Store: n.st, Listen: func() string { return addr }, Advertise: addr,
 		Certificate: func() (*tls.Certificate, error) { return n.cert, nil },
 		Trust:       func() (*x509.CertPool, error) { return n.trust.Load(), nil },
-		Log:         log.New(n.logs, n.host+" ", log.Lmicroseconds),
+		Log:         logging.NewWriter(n.logs, logging.LevelLow),
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/parley-xmpp/parley/server/logging"
 )
 
 // RPCs between nodes: one request and one answer on a connection of its
@@ -109,7 +110,7 @@ func (c *Cluster) addNode(r *raftNode, id, addr string) (uint64, error) {
 			return 0, fmt.Errorf("node id %s is already a member, alive at %s: this node is a copy of it (xmpp cluster disable here gives it an id of its own)", id, s.Address)
 		}
 		if string(s.ID) == id || string(s.Address) == addr {
-			c.log.Printf("cluster: node %s (%s) joins again: removing its old entry %s (%s)", id, addr, s.ID, s.Address)
+			logging.Problem(c.log, "cluster: node %s (%s) joins again: removing its old entry %s (%s)", id, addr, s.ID, s.Address)
 			if err := c.removeLocal(r, string(s.ID)); err != nil {
 				return 0, err
 			}
@@ -128,7 +129,7 @@ func (c *Cluster) addNode(r *raftNode, id, addr string) (uint64, error) {
 	if err := waitFuture(f, membershipWait); err != nil {
 		return 0, fmt.Errorf("adding %s: %w", addr, err)
 	}
-	c.log.Printf("cluster: node %s (%s) joined", id, addr)
+	logging.Major(c.log, "cluster: node %s (%s) joined", id, addr)
 	c.mesh.kick()
 	return f.Index(), nil
 }
@@ -143,7 +144,7 @@ func (c *Cluster) removeLocal(r *raftNode, id string) error {
 		return fmt.Errorf("removing node %s: %w", id, err)
 	}
 	c.mesh.kick()
-	c.log.Printf("cluster: node %s removed", id)
+	logging.Major(c.log, "cluster: node %s removed", id)
 	return nil
 }
 

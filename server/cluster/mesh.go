@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/parley-xmpp/parley/server/logging"
 	"io"
 	"net"
 	"slices"
@@ -334,7 +335,7 @@ func (m *mesh) serveIncoming(conn net.Conn, from string) {
 		ch, msg, err := readFrame(r)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				m.c.log.Printf("cluster: connection from node %s: %v", from, err)
+				logging.Problem(m.c.log, "cluster: connection from node %s: %v", from, err)
 			}
 			// The node closed or died: unreachable until it is heard again.
 			m.mu.Lock()
@@ -460,7 +461,7 @@ func (p *peer) run() {
 			p.mu.Lock()
 			msg := err.Error()
 			if msg != p.lastErr {
-				p.m.c.log.Printf("cluster: cannot reach node %s at %s: %v", p.id, p.addr, err)
+				logging.Problem(p.m.c.log, "cluster: cannot reach node %s at %s: %v", p.id, p.addr, err)
 			}
 			p.lastErr = msg
 			p.mu.Unlock()
@@ -484,7 +485,7 @@ func (p *peer) run() {
 		p.conn = conn
 		p.up.Store(true)
 		if p.lastErr != "" {
-			p.m.c.log.Printf("cluster: node %s at %s is reachable again", p.id, p.addr)
+			logging.Major(p.m.c.log, "cluster: node %s at %s is reachable again", p.id, p.addr)
 		}
 		p.lastErr = ""
 		again := p.connected
@@ -510,7 +511,7 @@ func (p *peer) run() {
 				return
 			default:
 			}
-			p.m.c.log.Printf("cluster: connection to node %s at %s: %v", p.id, p.addr, err)
+			logging.Problem(p.m.c.log, "cluster: connection to node %s at %s: %v", p.id, p.addr, err)
 		}
 	}
 }

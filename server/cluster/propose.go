@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -296,7 +297,7 @@ func (c *Cluster) answer(to string, id uint64, a proposeAnswer) {
 	binary.BigEndian.PutUint64(msg[1:], id)
 	msg = append(msg, body...)
 	if err := c.mesh.Send(to, ChanPropose, msg); err != nil {
-		c.log.Printf("cluster: answering node %s's proposal: %v", to, err)
+		logging.Problem(c.log, "cluster: answering node %s's proposal: %v", to, err)
 	}
 }
 

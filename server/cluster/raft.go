@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +16,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -51,7 +52,7 @@ func (c *Cluster) hclog() hclog.Logger {
 const raftLogEvery = 30 * time.Second
 
 type limitedLog struct {
-	log  *log.Logger
+	log  *slog.Logger
 	mu   sync.Mutex
 	last map[string]time.Time
 }
@@ -76,7 +77,7 @@ func (l *limitedLog) Write(p []byte) (int, error) {
 	}
 	l.mu.Unlock()
 	if !seen || now.Sub(last) >= raftLogEvery {
-		l.log.Print("cluster: " + line)
+		logging.Problem(l.log, "cluster: %s", line)
 	}
 	return len(p), nil
 }
@@ -172,14 +173,14 @@ func (c *Cluster) startRaft(prepare func(logs *raftboltdb.BoltStore, snaps raft.
 	}
 	f := newFSM(c.cfg.Store)
 	f.restored = func(index uint64) {
-		c.log.Printf("cluster: this node's store was replaced by the leader's snapshot at log index %d (the node joined, or was too far behind for the log)", index)
+		logging.Major(c.log, "cluster: this node's store was replaced by the leader's snapshot at log index %d (the node joined, or was too far behind for the log)", index)
 	}
 	rc := c.raftConfig()
 	if list, err := snaps.List(); err == nil && len(list) > 0 && list[0].Index > c.cfg.Store.AppliedIndex() {
 		// The store is behind raft's last snapshot (a restore that did
 		// not finish, a store file put back from a backup): raft must
 		// restore the snapshot, or the entries in between are missed.
-		c.log.Printf("cluster: the store (index %d) is behind raft's snapshot (index %d): restoring it", c.cfg.Store.AppliedIndex(), list[0].Index)
+		logging.Problem(c.log, "cluster: the store (index %d) is behind raft's snapshot (index %d): restoring it", c.cfg.Store.AppliedIndex(), list[0].Index)
 		rc.NoSnapshotRestoreOnStart = false
 	}
 	r, err := raft.NewRaft(rc, f, cache, logs, snaps, trans)
@@ -193,7 +194,7 @@ func (c *Cluster) startRaft(prepare func(logs *raftboltdb.BoltStore, snaps raft.
 	// A member (Initialize, Join, Start): the store's own log refuses
 	// from now on, across restarts, until Disable (store.SetClustered).
 	if err := c.cfg.Store.SetClustered(true); err != nil {
-		c.log.Printf("cluster: marking the store as a cluster member: %v", err)
+		logging.Problem(c.log, "cluster: marking the store as a cluster member: %v", err)
 	}
 	c.cfg.Store.SetLog(&clusterLog{c: c})
 	c.mesh.kick()
@@ -239,7 +240,7 @@ func (c *Cluster) stopRaft(standalone bool) {
 		c.cfg.Store.SetLog(pausedLog{stopped: true})
 	}
 	if err := n.r.Shutdown().Error(); err != nil {
-		c.log.Printf("cluster: stopping raft: %v", err)
+		logging.Problem(c.log, "cluster: stopping raft: %v", err)
 	}
 	n.trans.Close()
 	n.logs.Close()

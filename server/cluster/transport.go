@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/parley-xmpp/parley/server/logging"
 )
 
 // The cluster listener carries three kinds of connection, told apart by
@@ -100,7 +101,7 @@ func (l *listener) serve() {
 				time.Sleep(50 * time.Millisecond)
 				continue
 			}
-			l.c.log.Printf("cluster: accept: %v", err)
+			logging.Problem(l.c.log, "cluster: accept: %v", err)
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
@@ -196,7 +197,7 @@ func (l *listener) handle(raw net.Conn) {
 	<-l.sem
 	if err != nil {
 		if l.logRefusal(raw.RemoteAddr()) {
-			l.c.log.Printf("cluster: refused a connection from %s: %v", raw.RemoteAddr(), err)
+			logging.Problem(l.c.log, "cluster: refused a connection from %s: %v", raw.RemoteAddr(), err)
 		}
 		raw.Close()
 		l.track(raw, false)

@@ -14,7 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"log"
+	"log/slog"
 	"net"
 	"sort"
 	"strings"
@@ -25,6 +25,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/authlimit"
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
@@ -48,7 +49,7 @@ type Config struct {
 	Handler      Handler
 	Limits       xml.Limits
 	AuthTimeout  func() time.Duration
-	Log          *log.Logger
+	Log          *slog.Logger
 	// Throttle bounds the rate of handshakes per source address and per
 	// component (nil: none).
 	Throttle *authlimit.Throttle
@@ -232,6 +233,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		to = j.Domainpart()
 	}
 	id := stream.NewID()
+	tag := logging.ConnOf(logging.KindComponent, logging.NextID(), c)
 	fail := func(cond, text string) {
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		c.Write(stream.Header(stream.NSAccept, to, "", id))
@@ -241,12 +243,13 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 	comp, ok := cfg.Lookup(to)
 	if to == "" || !ok {
 		r.fail(xml.Clip(to), "unknown component")
-		cfg.Log.Printf("component: unknown component %q from %s", xml.Clip(to), c.RemoteAddr())
+		tag.Problem(cfg.Log, "component: unknown component %q", xml.Clip(to))
 		fail("host-unknown", "no component "+xml.Clip(to)+" is registered here (xmpp callbridge add)")
 		return
 	}
 	if !tls && !isLoopback(c.RemoteAddr()) && !cfg.PlainAllowed() {
 		r.fail(to, "plain connection refused")
+		tag.Problem(cfg.Log, "component: %s: plain connection refused (not from loopback)", to)
 		fail("policy-violation", "plain component connections are accepted from loopback only: connect with TLS to the c2s-tls port, or have an admin run xmpp callbridge plain allow")
 		return
 	}
@@ -283,7 +286,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		att.Failed()
 		r.fail(to, "authentication failure")
 		if !att.Throttled() { // else the throttle logged the episode
-			cfg.Log.Printf("component: authentication failure for %s from %s", to, c.RemoteAddr())
+			tag.Problem(cfg.Log, "component: authentication failure for %s", to)
 		}
 		c.Write((&stream.Error{Condition: "not-authorized", Text: "the handshake does not match the shared secret"}).Bytes())
 		c.Close()
@@ -310,7 +313,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 		// over at once, and there are never two live.
 		old.conn.CloseWith((&stream.Error{Condition: "conflict", Text: "replaced by a newer connection of the same component"}).Bytes())
 	}
-	cfg.Log.Printf("component: %s connected from %s", to, c.RemoteAddr())
+	tag.Major(cfg.Log, "component: %s connected", to)
 	defer func() {
 		r.mu.Lock()
 		if r.sessions[to] == s {
@@ -320,7 +323,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 			}
 		}
 		r.mu.Unlock()
-		cfg.Log.Printf("component: %s disconnected", to)
+		tag.Major(cfg.Log, "component: %s disconnected", to)
 	}()
 	pace := limit.NewPace(func() (float64, int) { return limit.LinkRate(cfg.StanzaRate) })
 	for {
@@ -349,6 +352,9 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 			}
 			time.Sleep(w)
 		}
+		if logging.On(cfg.Log, logging.LevelAll) {
+			tag.Stanza(cfg.Log, el)
+		}
 		cfg.Handler.FromComponent(to, stream.Retarget(el, stream.NSAccept, stream.NSClient))
 	}
 	<-s.conn.Done()
@@ -356,7 +362,7 @@ func Serve(cfg *Config, r *Registry, c net.Conn, rd *xml.Reader, header *xml.Ele
 	// has no offline storage.
 	back := s.conn.Unwritten()
 	if s.conn.Overflowed() {
-		cfg.Log.Printf("component: %s did not read fast enough: closed with policy-violation, %d stanzas not written bounce", to, len(back))
+		tag.Problem(cfg.Log, "component: %s did not read fast enough: closed with policy-violation, %d stanzas not written bounce", to, len(back))
 	}
 	for _, el := range stream.ParseStanzas(back, stream.NSAccept) {
 		if el.Name.Local != "presence" {

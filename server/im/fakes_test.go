@@ -3,7 +3,6 @@ package im
 import (
 	"bytes"
 	"io"
-	"log"
 	"net"
 	"strings"
 	"sync"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/server/address"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -129,7 +129,7 @@ func newHarness(t *testing.T, extra ...ModuleFunc) *harness {
 	hosted := func(d string) bool { return d == "example.lan" }
 	r := router.New()
 	r.Hosted, r.Components, r.Remote = hosted, h.comps, h.fed
-	h.s = &Service{Store: st, Router: r, Hosted: hosted, Version: "test", Started: time.Now(), Log: log.New(io.Discard, "", 0)}
+	h.s = &Service{Store: st, Router: r, Hosted: hosted, Version: "test", Started: time.Now(), Log: logging.Discard()}
 	h.s.Init(extra...)
 	return h
 }

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
@@ -139,7 +140,7 @@ func (s *Service) flushOffline(sess router.Session) {
 	if err != nil || len(page) == 0 {
 		s.flushMu.Unlock()
 		if err != nil {
-			s.Log.Printf("im: offline messages of %s cannot be read: %v", bare, err)
+			logging.Problem(s.Log, "im: offline messages of %s cannot be read: %v", bare, err)
 		}
 		return
 	}
@@ -175,7 +176,7 @@ func (f *flusher) run(page []store.OfflineMessage) {
 			var err error
 			page, err = s.Store.OfflineAfter(bare, queued, flushPage)
 			if err != nil {
-				s.Log.Printf("im: offline messages of %s cannot be read: %v", bare, err)
+				logging.Problem(s.Log, "im: offline messages of %s cannot be read: %v", bare, err)
 			}
 			more = len(page) == flushPage
 			if len(page) > 0 {
@@ -276,6 +277,6 @@ func (s *Service) waitFlush(sess router.Session) {
 // delete removes the stored messages up to seq: they are written.
 func (f *flusher) delete(seq uint64) {
 	if _, err := f.s.Store.Propose(store.OfflineDel{User: f.sess.Bare(), Through: seq}); err != nil {
-		f.s.Log.Printf("im: delivered offline messages of %s not deleted: %v", f.sess.Bare(), err)
+		logging.Problem(f.s.Log, "im: delivered offline messages of %s not deleted: %v", f.sess.Bare(), err)
 	}
 }

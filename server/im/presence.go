@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/parley-xmpp/parley/server/address"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -406,7 +407,7 @@ func (s *Service) subscription(sess router.Session, el *xml.Element, typ string,
 		FromLocal: true, ToLocal: local, Stanza: el.Bytes(stream.NSClient),
 		MaxRequestBytes: MaxRequestBytes, MaxStrangerRequests: MaxStrangerRequests})
 	if err != nil {
-		s.Log.Printf("im: roster of %s: %v", user, err)
+		logging.Problem(s.Log, "im: roster of %s: %v", user, err)
 		return
 	}
 	// The user's side.
@@ -464,7 +465,7 @@ func (s *Service) inboundSubscription(el *xml.Element, typ, from, user string) {
 		FromLocal: fromLocal, ToLocal: true, Stanza: el.Bytes(stream.NSClient),
 		MaxRequestBytes: MaxRequestBytes, MaxStrangerRequests: MaxStrangerRequests})
 	if err != nil {
-		s.Log.Printf("im: roster of %s: %v", user, err)
+		logging.Problem(s.Log, "im: roster of %s: %v", user, err)
 		return
 	}
 	s.inboundResult(el, typ, from, user, res)

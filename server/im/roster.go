@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -54,7 +55,7 @@ func itemElement(it store.RosterItem) *xml.Element {
 // pushed.
 func (s *Service) putItem(c store.RosterChange) {
 	if c.Err != nil {
-		s.Log.Printf("im: roster of %s: %v", c.User, c.Err)
+		logging.Problem(s.Log, "im: roster of %s: %v", c.User, c.Err)
 		return
 	}
 	if !c.Stored || c.After.Hidden {
@@ -193,7 +194,7 @@ func (s *Service) removeItem(sess router.Session, contact addr) error {
 	r, err := s.Store.Propose(store.RosterRemove{User: user, JID: contact.bare, ContactLocal: s.Hosted(contact.domain)})
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
-			s.Log.Printf("im: roster of %s: %v", user, err)
+			logging.Problem(s.Log, "im: roster of %s: %v", user, err)
 		}
 		return err
 	}

@@ -13,7 +13,7 @@ package im
 
 import (
 	"hash/maphash"
-	"log"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +22,7 @@ import (
 
 	"github.com/parley-xmpp/parley/server/c2s"
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -37,7 +38,7 @@ type Service struct {
 	Hosted  func(domain string) bool
 	Version string
 	Started time.Time
-	Log     *log.Logger
+	Log     *slog.Logger
 
 	// Episodes, if set, logs limits hit once per episode (nil: every
 	// time, to Log).
@@ -156,6 +157,6 @@ func (s *Service) logLimit(key, format string, args ...any) {
 	if s.Episodes != nil {
 		s.Episodes.Printf(key, format, args...)
 	} else {
-		s.Log.Printf(format, args...)
+		logging.Problem(s.Log, format, args...)
 	}
 }

@@ -2,7 +2,8 @@ package limit
 
 import (
 	"fmt"
-	"log"
+	"github.com/parley-xmpp/parley/server/logging"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -17,7 +18,7 @@ import (
 // concurrent use; an occurrence that is only counted costs a map lookup
 // under a lock, no formatting and no allocation.
 type Episodes struct {
-	log   *log.Logger
+	log   *slog.Logger
 	quiet time.Duration // an episode ends after this long without an occurrence
 	every time.Duration // a long episode's summary interval
 	now   func() time.Time
@@ -47,10 +48,11 @@ const (
 )
 
 // NewEpisodes returns an episode logger writing to l (nil: the standard
-// logger) with the default quiet period and summary interval.
-func NewEpisodes(l *log.Logger) *Episodes {
+// logger) with the default quiet period and summary interval. Lines are
+// written at level problems.
+func NewEpisodes(l *slog.Logger) *Episodes {
 	if l == nil {
-		l = log.Default()
+		l = slog.Default()
 	}
 	return &Episodes{log: l, quiet: EpisodeQuiet, every: EpisodeSummary, now: time.Now, open: map[string]*episode{}}
 }
@@ -81,7 +83,7 @@ func (e *Episodes) Printf(key, format string, args ...any) bool {
 	e.open[key] = ep
 	ep.timer = time.AfterFunc(e.quiet, func() { e.tick(ep) })
 	e.mu.Unlock()
-	e.log.Printf(format+" (further occurrences are counted: one summary a minute)", args...)
+	logging.Problem(e.log, format+" (further occurrences are counted: one summary a minute)", args...)
 	return true
 }
 
@@ -116,6 +118,6 @@ func (e *Episodes) tick(ep *episode) {
 	}
 	e.mu.Unlock()
 	if line != "" {
-		e.log.Print(line)
+		logging.Problem(e.log, "%s", line)
 	}
 }

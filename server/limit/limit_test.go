@@ -2,7 +2,7 @@ package limit
 
 import (
 	"bytes"
-	"log"
+	"github.com/parley-xmpp/parley/server/logging"
 	"strings"
 	"sync"
 	"testing"
@@ -114,7 +114,7 @@ func (c *fakeClock) add(d time.Duration) {
 
 func newTestEpisodes() (*Episodes, *bytes.Buffer, *fakeClock) {
 	var buf bytes.Buffer
-	e := NewEpisodes(log.New(&buf, "", 0))
+	e := NewEpisodes(logging.NewWriter(&buf, logging.LevelLow))
 	clock := &fakeClock{t: time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC)}
 	e.now = clock.now
 	e.quiet = time.Hour // the test drives tick itself
@@ -162,7 +162,7 @@ func TestEpisodeOneLinePerEpisode(t *testing.T) {
 		t.Fatal("the first occurrence of a new episode was not logged")
 	}
 	e.open["s2s: links that failed"].timer.Stop()
-	if l := lines(buf); len(l) != 3 || l[2] != "s2s: again (further occurrences are counted: one summary a minute)" {
+	if l := lines(buf); len(l) != 3 || !strings.HasSuffix(l[2], " PROBLEM s2s: again (further occurrences are counted: one summary a minute)") {
 		t.Fatalf("new episode:\n%s", buf)
 	}
 }
@@ -225,7 +225,7 @@ func TestEpisodeKeysBounded(t *testing.T) {
 // The real timer ends an episode by itself.
 func TestEpisodeEndsByItself(t *testing.T) {
 	var buf syncBuf
-	e := NewEpisodes(log.New(&buf, "", 0))
+	e := NewEpisodes(logging.NewWriter(&buf, logging.LevelLow))
 	e.quiet = 20 * time.Millisecond
 	for i := 0; i < 100; i++ {
 		e.Printf("k", "first")

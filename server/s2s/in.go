@@ -16,6 +16,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/parley-xmpp/parley/server/limit"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
@@ -37,6 +38,7 @@ type inStream struct {
 	s     *Service
 	peer  string
 	since time.Time
+	id    uint64 // the connection's number in the log (XMPPS-id)
 
 	mu       sync.Mutex
 	raw      net.Conn
@@ -49,6 +51,11 @@ type inStream struct {
 	stanzas  map[pair]uint64 // received, per authenticated pair
 
 	rate limit.Pace // stanzas received (the read loop's own)
+}
+
+// tag names the stream's connection in the log.
+func (st *inStream) tag() logging.Conn {
+	return logging.Conn{Kind: logging.KindServerIn, ID: st.id, Peer: st.peer}
 }
 
 func (st *inStream) links() []status.Link {
@@ -145,7 +152,7 @@ func (st *inStream) mark(local, remote string, method status.Auth) {
 	raw := st.raw
 	st.mu.Unlock()
 	stream.Authenticated(raw) // no longer counts as unauthenticated
-	st.s.cfg.Log.Printf("s2s: %s ← %s authenticated (%s, %s)", local, remote, method, st.peer)
+	st.tag().Major(st.s.cfg.Log, "s2s: %s ← %s authenticated (%s)", local, remote, method)
 }
 
 // certFor reports whether the peer's client certificate verifies for a
@@ -170,7 +177,7 @@ func (st *inStream) certFor(remote string) bool {
 // ServeIn runs an incoming server stream whose header has been read. direct
 // tells whether TLS is already up (the direct TLS port).
 func (s *Service) ServeIn(c net.Conn, rd *xml.Reader, header *xml.Element, direct bool) {
-	st := &inStream{s: s, peer: c.RemoteAddr().String(), since: time.Now(), raw: c, authed: map[pair]status.Auth{}, verified: map[string]bool{},
+	st := &inStream{s: s, peer: c.RemoteAddr().String(), since: time.Now(), raw: c, id: logging.NextID(), authed: map[pair]status.Auth{}, verified: map[string]bool{},
 		stanzas: map[pair]uint64{}}
 	st.rate = limit.NewPace(func() (float64, int) { return limit.LinkRate(s.cfg.StanzaRate) })
 	if tc, ok := c.(*tls.Conn); ok {
@@ -342,12 +349,15 @@ func (st *inStream) exchange(rd *xml.Reader, local, from, id string, isTLS, sasl
 				return "", err
 			}
 		case el.Name.Space == stream.NSServer && (el.Name.Local == "message" || el.Name.Local == "presence" || el.Name.Local == "iq"):
+			if logging.On(s.cfg.Log, logging.LevelAll) {
+				st.tag().Stanza(s.cfg.Log, el)
+			}
 			st.pace(from)
 			if err := st.stanza(el); err != nil {
 				return "", err
 			}
 		case el.Name.Space == stream.NSStream && el.Name.Local == "error":
-			s.cfg.Log.Printf("s2s: stream error from %s (%s): %s", from, st.peer, streamErrorText(el))
+			st.tag().Problem(s.cfg.Log, "s2s: stream error from %s: %s", from, streamErrorText(el))
 			return "", io.EOF
 		default:
 			return "", &stream.Error{Condition: "unsupported-stanza-type", Text: "<" + el.Name.Local + "> is not expected here"}

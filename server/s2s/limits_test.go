@@ -3,13 +3,13 @@ package s2s
 import (
 	"bytes"
 	"fmt"
-	"log"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -80,7 +80,7 @@ func capsService(t *testing.T, tweak func(*Config)) (*Service, *bounces, *syncBu
 		Handler:    b,
 		Resolver:   &resolve.Resolver{Servers: func() []string { return []string{dns} }, Timeout: 20 * time.Second},
 		Federation: func() store.FederationConfig { return store.FederationConfig{Enabled: true, IdleTimeout: time.Minute} },
-		Log:        log.New(logs, "", 0),
+		Log:        logging.NewWriter(logs, logging.LevelLow),
 	}
 	if tweak != nil {
 		tweak(&cfg)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/pki"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/status"
@@ -221,7 +222,7 @@ func (l *outLink) up(est *established) {
 	l.bytes = 0
 	l.idle = time.AfterFunc(l.s.cfg.Federation().IdleTimeout, l.idleCheck)
 	l.mu.Unlock()
-	l.s.cfg.Log.Printf("s2s: %s → %s up (%s, %s)", l.p.local, l.p.remote, est.auth, est.peer)
+	est.tag().Major(l.s.cfg.Log, "s2s: %s → %s up (%s)", l.p.local, l.p.remote, est.auth)
 	if len(refused) > 0 {
 		l.s.remove(l)
 		for _, el := range refused {
@@ -236,9 +237,11 @@ func (l *outLink) up(est *established) {
 			break
 		}
 		if el.Name.Space == stream.NSStream && el.Name.Local == "error" {
+			est.tag().Problem(l.s.cfg.Log, "s2s: stream error from %s: %s", l.p.remote, streamErrorText(el))
 			l.s.fail(l.p, "stream error from the peer: "+streamErrorText(el))
 		}
 	}
+	est.tag().Low(l.s.cfg.Log, "s2s: %s → %s closed", l.p.local, l.p.remote)
 	l.s.remove(l)
 	l.mu.Lock()
 	l.state = status.Closing
@@ -273,10 +276,10 @@ func (l *outLink) idleCheck() {
 		return
 	}
 	l.state = status.Closing
-	conn := l.conn
+	conn, est := l.conn, l.est
 	l.mu.Unlock()
 	l.s.remove(l)
-	l.s.cfg.Log.Printf("s2s: %s → %s idle for %s: closing", l.p.local, l.p.remote, idle)
+	est.tag().Low(l.s.cfg.Log, "s2s: %s → %s idle for %s: closing", l.p.local, l.p.remote, idle)
 	conn.CloseWith(stream.Close)
 }
 
@@ -307,6 +310,12 @@ type established struct {
 	auth     status.Auth
 	verified bool // the peer's certificate verified for its domain (or relay)
 	peer     string
+	id       uint64 // the connection's number in the log (XMPPO-id)
+}
+
+// tag names the connection in the log.
+func (est *established) tag() logging.Conn {
+	return logging.Conn{Kind: logging.KindServerOut, ID: est.id, Peer: est.peer}
 }
 
 // target is where a remote domain is reached.
@@ -494,7 +503,7 @@ func (s *Service) negotiateOut(ctx context.Context, c net.Conn, p pair, t target
 		}
 		conn, isTLS = tc, true
 	}
-	est := &established{}
+	est := &established{id: logging.NextID(), peer: c.RemoteAddr().String()}
 	checked, external := false, false
 	for round := 0; round < 5; round++ {
 		if _, err := conn.Write(serverHeader(p.local, p.remote, "")); err != nil {
@@ -572,7 +581,7 @@ func (s *Service) negotiateOut(ctx context.Context, c net.Conn, p pair, t target
 				external = true
 				continue
 			}
-			s.cfg.Log.Printf("s2s: %s refused SASL EXTERNAL for %s; trying dialback", p.remote, p.local)
+			est.tag().Low(s.cfg.Log, "s2s: %s refused SASL EXTERNAL for %s; trying dialback", p.remote, p.local)
 			// The stream is still usable after a SASL failure: dialback.
 		}
 		if !offersDialback(hdr, feats) {

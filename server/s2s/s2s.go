@@ -23,7 +23,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
-	"log"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -79,7 +79,7 @@ type Config struct {
 	// (the engine's byte counters).
 	Dialed func(c net.Conn, local, remote string) net.Conn
 	Limits xml.Limits
-	Log    *log.Logger //
+	Log    *slog.Logger //
 	// Bounds (defaults in New).
 	ConnectTimeout time.Duration        // the whole set-up of an outgoing link, default 30 s
 	AuthTimeout    func() time.Duration // negotiation of an incoming stream, default 30 s

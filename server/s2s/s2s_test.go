@@ -3,13 +3,13 @@ package s2s
 import (
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/resolve"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
@@ -91,7 +91,7 @@ func TestStalledLinkBounces(t *testing.T) {
 			return store.FederationConfig{Enabled: true, IdleTimeout: time.Minute, Routes: map[string]string{"b.lan": "127.0.0.1:1"}}
 		},
 		Resolver: &resolve.Resolver{},
-		Log:      log.New(io.Discard, "", 0),
+		Log:      logging.Discard(),
 	})
 	srv, peer := net.Pipe()
 	p := pair{"a.lan", "b.lan"}

@@ -11,8 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"io"
-	"log"
+	"github.com/parley-xmpp/parley/server/logging"
 	"math/big"
 	"net"
 	"testing"
@@ -75,7 +74,7 @@ func Node(tb testing.TB, p PKI) (*cluster.Cluster, *store.Store, string) {
 	c, err := cluster.New(cluster.Config{DataDir: dir, Store: st, Listen: func() string { return addr }, Advertise: addr,
 		Certificate: func() (*tls.Certificate, error) { return p.Cert, nil },
 		Trust:       func() (*x509.CertPool, error) { return p.Pool, nil },
-		Log:         log.New(io.Discard, "", 0)})
+		Log:         logging.Discard()})
 	if err != nil {
 		tb.Fatal(err)
 	}

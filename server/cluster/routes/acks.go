@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/parley-xmpp/parley/server/cluster"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/xml"
 )
 
@@ -334,7 +335,7 @@ func (t *Table) nodeGone(id string) {
 		return
 	}
 	if again := f.(*inFlight).expire(0, true); len(again) > 0 {
-		t.cfg.Log.Printf("cluster: node %s is gone with %d forwarded stanzas unacknowledged: routed again", id, len(again))
+		logging.Problem(t.cfg.Log, "cluster: node %s is gone with %d forwarded stanzas unacknowledged: routed again", id, len(again))
 		t.routeAgain(again)
 	}
 }

@@ -1,12 +1,11 @@
 package routes
 
 import (
-	"io"
-	"log"
 	"testing"
 
 	"github.com/parley-xmpp/parley/server/cluster"
 	"github.com/parley-xmpp/parley/server/cluster/clustertest"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -34,7 +33,7 @@ func TestRealMesh(t *testing.T) {
 		n := &node{c: c, r: router.New(), off: &offline{}, addr: addr, store: st}
 		n.r.Hosted = func(d string) bool { return d == "a.lan" }
 		n.r.Offline = n.off
-		n.t = New(Config{Mesh: c.Mesh(), Router: n.r, Log: log.New(io.Discard, "", 0)})
+		n.t = New(Config{Mesh: c.Mesh(), Router: n.r, Log: logging.Discard()})
 		t.Cleanup(func() { n.t.Close() })
 		return n
 	}

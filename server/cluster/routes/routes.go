@@ -16,7 +16,7 @@ package routes
 
 import (
 	"hash/maphash"
-	"log"
+	"log/slog"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -35,7 +35,7 @@ type Config struct {
 	// Bounce answers the sender of a forwarded stanza that could not be
 	// delivered here (the IM core's Bounce).
 	Bounce func(el *xml.Element, condition, text string)
-	Log    *log.Logger
+	Log    *slog.Logger
 	// Episodes logs bad messages and caps hit once per episode (nil: a
 	// new one on Log).
 	Episodes *limit.Episodes
@@ -162,7 +162,7 @@ func New(cfg Config) *Table {
 		cfg.AckTimeout = AckTimeout
 	}
 	if cfg.Log == nil {
-		cfg.Log = log.Default()
+		cfg.Log = slog.Default()
 	}
 	if cfg.Episodes == nil {
 		cfg.Episodes = limit.NewEpisodes(cfg.Log)

@@ -3,8 +3,6 @@ package routes
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"log"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +12,7 @@ import (
 	"github.com/parley-xmpp/parley/server/address"
 	"github.com/parley-xmpp/parley/server/cluster"
 	"github.com/parley-xmpp/parley/server/cluster/routes/memmesh"
+	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/stream"
 	"github.com/parley-xmpp/parley/server/xml"
@@ -135,7 +134,7 @@ func newNodeWith(t testing.TB, net *memmesh.Net, id string, set func(*Config)) *
 	n.r.Hosted = func(d string) bool { return d == "a.lan" }
 	n.r.Offline = n.offline
 	n.r.Components = n.comps
-	cfg := Config{Mesh: n.mesh, Router: n.r, Bounce: n.bounced.add, Log: log.New(&syncWriter{w: n.log}, "", 0), ResyncEvery: 20 * time.Millisecond}
+	cfg := Config{Mesh: n.mesh, Router: n.r, Bounce: n.bounced.add, Log: logging.NewWriter(&syncWriter{w: n.log}, logging.LevelLow), ResyncEvery: 20 * time.Millisecond}
 	if set != nil {
 		set(&cfg)
 	}
@@ -628,7 +627,7 @@ func TestBoundBefore(t *testing.T) {
 	s := &sess{bare: "bob@a.lan", res: "desk", r: r}
 	r.Bind(s)
 	r.SetAvailable(s, true, 2)
-	tbl := New(Config{Mesh: net.Node(t, "a"), Router: r, Log: log.New(io.Discard, "", 0)})
+	tbl := New(Config{Mesh: net.Node(t, "a"), Router: r, Log: logging.Discard()})
 	t.Cleanup(tbl.Close)
 	b := newNode(t, net, "b", 0)
 	net.Members("a", "b")
@@ -655,7 +654,7 @@ func TestGoneBack(t *testing.T) {
 	mesh := net.Node(t, "b")
 	rb := router.New()
 	rb.Hosted = func(string) bool { return true }
-	b := New(Config{Mesh: mesh, Router: rb, Log: log.New(io.Discard, "", 0),
+	b := New(Config{Mesh: mesh, Router: rb, Log: logging.Discard(),
 		Gone: func(bare, res string, servers bool) {
 			mu.Lock()
 			events = append(events, fmt.Sprintf("gone %s/%s servers=%v", bare, res, servers))
