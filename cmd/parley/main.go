@@ -76,6 +76,7 @@ func serve(args []string) error {
 	fs.Uint64Var(&raftTuning.SnapshotThreshold, "raft-snapshot-threshold", 8192, "cluster: log entries after which the store is snapshotted and the log truncated")
 	fs.DurationVar(&raftTuning.SnapshotInterval, "raft-snapshot-interval", 30*time.Second, "cluster: how often the threshold is checked")
 	fs.Uint64Var(&raftTuning.TrailingLogs, "raft-trailing-logs", 10240, "cluster: log entries kept after a snapshot (a node further behind gets the snapshot)")
+	pprofAddr := fs.String("debug-pprof", "", "serve Go's profiles (net/http/pprof) on this loopback address:port, for developers measuring memory and CPU; off by default")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,6 +85,11 @@ func serve(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *pprofAddr != "" {
+		if err := servePprof(*pprofAddr); err != nil {
+			return fmt.Errorf("--debug-pprof: %v", err)
+		}
 	}
 	st, err := store.Open(*dataDir)
 	if err != nil {
