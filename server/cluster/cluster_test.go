@@ -466,6 +466,12 @@ func TestRejoinAndRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := nodes[2]
+	// A commit needs a majority, not every node: wait until this one has
+	// it, so that what it holds when it rejoins is known.
+	waitFor(t, 3*time.Second, "cb1 on node 3", func() bool {
+		_, err := n.st.Component("cb1")
+		return err == nil
+	})
 	oldID := n.c.ID()
 	if err := n.c.Disable(); err != nil {
 		t.Fatal(err)
