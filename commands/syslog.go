@@ -366,6 +366,7 @@ func runSyslogServerList(c *Ctx, _ []string) error {
 		state = "enabled"
 	}
 	list := storedServers(c)
+	c.printf("Node          : %s (the settings below are this node's)\n", Hostname(c.Store))
 	var live map[logging.Server]logging.RemoteStatus
 	if c.Logs != nil {
 		live = map[logging.Server]logging.RemoteStatus{}

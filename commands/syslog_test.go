@@ -139,7 +139,7 @@ func TestSyslogFollow(t *testing.T) {
 func TestSyslogServers(t *testing.T) {
 	f, h := logFixture(t)
 	out := f.ok("syslog server list")
-	if !strings.Contains(out, "Remote syslog : disabled") || !strings.Contains(out, "No syslog servers") || !strings.Contains(out, "Audit file    : none") {
+	if !strings.HasPrefix(out, "Node          : parley (the settings below are this node's)\n") || !strings.Contains(out, "Remote syslog : disabled") || !strings.Contains(out, "No syslog servers") || !strings.Contains(out, "Audit file    : none") {
 		t.Errorf("empty list: %q", out)
 	}
 	// A collector that counts what it gets.
