@@ -41,7 +41,7 @@ func xmppSessionsCommands() []*Command {
 				"Give a hosted domain to see its users' sessions, a bare JID (alice@example.com) for all of one\n" +
 				"user's resources, or a full JID (alice@example.com/phone) for one.\n" +
 				"In a cluster, this node's sessions come first with all their detail; the resources bound on the\n" +
-				"other nodes follow as \"on node <id>\" with what this node knows of them (their presence): run\n" +
+				"other nodes follow as \"on node <address>\" with what this node knows of them (their presence): run\n" +
 				"xmpp sessions on that node for the rest.",
 			Example: "xmpp sessions\nxmpp sessions example.com\nxmpp sessions alice@example.com",
 			Perm:    PermRead,
@@ -151,7 +151,7 @@ func runXMPPSessions(c *Ctx, args []string) error {
 	for _, s := range list {
 		if s.Node != "" {
 			elsewhere[s.Node]++
-			fmt.Fprintf(tw, "%s\ton node %s\t-\t-\t-\t-\t-\t-\t%s\n", s.JID, s.Node, features(s))
+			fmt.Fprintf(tw, "%s\ton node %s\t-\t-\t-\t-\t-\t-\t%s\n", s.JID, nodeName(c, s.Node), features(s))
 			continue
 		}
 		here++
@@ -170,7 +170,7 @@ func runXMPPSessions(c *Ctx, args []string) error {
 		sort.Strings(nodes)
 		var parts []string
 		for _, n := range nodes {
-			parts = append(parts, fmt.Sprintf("%d on node %s", elsewhere[n], n))
+			parts = append(parts, fmt.Sprintf("%d on node %s", elsewhere[n], nodeName(c, n)))
 		}
 		line += ", " + strings.Join(parts, ", ")
 	}
