@@ -413,14 +413,21 @@ func componentState(c *Ctx, cs status.Component) string {
 }
 
 // nodeName is another cluster node as `xmpp cluster status` lists it: its
-// XMPP address, else its id.
+// XMPP address, else its id. The cluster's status is read once per
+// command, however many sessions or bridges name a node.
 func nodeName(c *Ctx, id string) string {
-	if c.Cluster != nil {
-		for _, p := range c.Cluster.Status().Peers {
-			if p.ID == id && p.Address != "" {
-				return p.Address
+	if c.nodeNames == nil {
+		c.nodeNames = map[string]string{}
+		if c.Cluster != nil {
+			for _, p := range c.Cluster.Status().Peers {
+				if p.Address != "" {
+					c.nodeNames[p.ID] = p.Address
+				}
 			}
 		}
+	}
+	if a, ok := c.nodeNames[id]; ok {
+		return a
 	}
 	return id
 }

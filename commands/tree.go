@@ -226,6 +226,8 @@ type Ctx struct {
 	// Done is closed when the caller's session ends (nil: never), for
 	// commands that run until then (syslog follow).
 	Done <-chan struct{}
+
+	nodeNames map[string]string // cluster node id → XMPP address (nodeName)
 }
 
 func (c *Ctx) printf(format string, a ...any) { fmt.Fprintf(c.Out, format, a...) }

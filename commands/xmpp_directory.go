@@ -504,6 +504,20 @@ func directoryHealth(c *Ctx, line func(status, check, detail string)) {
 	}
 }
 
+// openDirectory makes a client of a domain's directory, for the commands
+// that ask it from the shell; what prefixes the errors.
+func openDirectory(c *Ctx, d store.Directory, what string) (*directory.Client, error) {
+	roots, err := trustPool(c.Files, d.Trust)
+	if err != nil {
+		return nil, errorf("%s: the trust bundle: %v", what, err)
+	}
+	client, err := directory.New(dirConfig(d, roots))
+	if err != nil {
+		return nil, errorf("%s: %v", what, err)
+	}
+	return client, nil
+}
+
 // pruneConfirmation is what xmpp directory <domain> prune asks to type.
 const pruneConfirmation = "prune"
 
@@ -514,13 +528,9 @@ const pruneMaxListed = 20
 // the directory no longer has, after asking.
 func pruneDirectory(c *Ctx, d store.Directory) error {
 	what := "xmpp directory " + d.Domain + " prune"
-	roots, err := trustPool(c.Files, d.Trust)
+	client, err := openDirectory(c, d, what)
 	if err != nil {
-		return errorf("%s: the trust bundle: %v", what, err)
-	}
-	client, err := directory.New(dirConfig(d, roots))
-	if err != nil {
-		return errorf("%s: %v", what, err)
+		return err
 	}
 	defer client.Close()
 	accounts, err := c.Store.Accounts(d.Domain)
@@ -585,13 +595,9 @@ const syncBatch = 500
 // none yet.
 func syncDirectory(c *Ctx, d store.Directory) error {
 	what := "xmpp directory " + d.Domain + " sync"
-	roots, err := trustPool(c.Files, d.Trust)
+	client, err := openDirectory(c, d, what)
 	if err != nil {
-		return errorf("%s: the trust bundle: %v", what, err)
-	}
-	client, err := directory.New(dirConfig(d, roots))
-	if err != nil {
-		return errorf("%s: %v", what, err)
+		return err
 	}
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -731,39 +731,54 @@ func TestClusterCallBridge(t *testing.T) {
 	local, nodes := startClusterNodes(t, 3)
 	formCluster(t, local, nodes)
 	one, two, three := nodes[1], nodes[2], nodes[3]
-	out := two.mustAdmin(t, "xmpp callbridge add cb1")
-	m := regexp.MustCompile(`secret ([A-Za-z0-9]{20})`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("xmpp callbridge add printed %q, want its secret", out)
-	}
-	secret, cb1 := m[1], "cb1."+clusterDomain
-	one.waitOutput(t, "xmpp callbridge list", "Secret     : "+secret+"\n")
-	three.waitOutput(t, "xmpp callbridge list", "Secret     : "+secret+"\n")
+	secret, cb1 := addClusterBridge(t, two, "cb1", one, three)
 	alice := "alice@" + clusterDomain
 	three.xmpp().addAccounts(t, alice, "alice-password")
 
 	comp := one.xmpp().connectComponent(t, cb1, secret, false)
 	a := three.xmpp().login(t, alice+"/three", "alice-password", clientOpts{})
 	room := "room1@" + cb1
-	var in *xev
-	// The bridge's connection reaches node 3's table a moment after the
-	// handshake: until then a message to it bounces (not connected).
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		a.send(t, room, "hello bridge")
-		time.Sleep(300 * time.Millisecond)
-		if in, _ = comp.take(func(e *xev) bool { return e.Ev == "message" && e.Body == "hello bridge" }); in != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the bridge on node 1 never got alice's message from node 3\n%s\n%s", comp.transcript(), a.transcript())
-		}
-	}
+	in := sendUntilBridgeGets(t, a, comp, room, "hello bridge")
 	if in.From != a.session.JID || in.To != room {
 		t.Fatalf("the bridge got the message from %q to %q, want from %s to %s", in.From, in.To, a.session.JID, room)
 	}
 	comp.componentSend(t, room, in.From, "welcome from node 1")
 	if got := a.message(t, room, "welcome from node 1"); got.From != room {
 		t.Fatalf("alice got the answer from %q, want %s", got.From, room)
+	}
+}
+
+// addClusterBridge adds call bridge name on node on and waits until the
+// other nodes list it with the same secret (replicated); it returns the
+// secret and the bridge's component address.
+func addClusterBridge(t *testing.T, on *clusterNode, name string, others ...*clusterNode) (secret, jid string) {
+	t.Helper()
+	out := on.mustAdmin(t, "xmpp callbridge add "+name)
+	m := regexp.MustCompile(`secret ([A-Za-z0-9]{20})`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("xmpp callbridge add printed %q, want its secret", out)
+	}
+	for _, x := range others {
+		x.waitOutput(t, "xmpp callbridge list", "Secret     : "+m[1]+"\n")
+	}
+	return m[1], name + "." + clusterDomain
+}
+
+// sendUntilBridgeGets sends body from a to room until the bridge comp gets
+// it, and returns what the bridge got: a bridge's new connection reaches
+// the other nodes' route tables a moment after its handshake, and until
+// then a message to it bounces (not connected).
+func sendUntilBridgeGets(t *testing.T, a, comp *xclient, room, body string) *xev {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		a.send(t, room, body)
+		time.Sleep(300 * time.Millisecond)
+		if in, _ := comp.take(func(e *xev) bool { return e.Ev == "message" && e.Body == body }); in != nil {
+			return in
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the bridge never got %q from %s\n%s\n%s", body, a.name, comp.transcript(), a.transcript())
+		}
 	}
 }
 
@@ -790,14 +805,7 @@ func TestClusterCallBridgeFailover(t *testing.T) {
 	}
 	startDNS(t, dnsIP, records...)
 
-	out := three.mustAdmin(t, "xmpp callbridge add cb1")
-	m := regexp.MustCompile(`secret ([A-Za-z0-9]{20})`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("xmpp callbridge add printed %q, want its secret", out)
-	}
-	secret, cb1 := m[1], "cb1."+clusterDomain
-	one.waitOutput(t, "xmpp callbridge list", "Secret     : "+secret+"\n")
-	two.waitOutput(t, "xmpp callbridge list", "Secret     : "+secret+"\n")
+	secret, cb1 := addClusterBridge(t, three, "cb1", one, two)
 	alice := "alice@" + clusterDomain
 	three.xmpp().addAccounts(t, alice, "alice-password")
 
@@ -811,21 +819,10 @@ func TestClusterCallBridgeFailover(t *testing.T) {
 	room := "room1@" + cb1
 	reach := func(body string) {
 		t.Helper()
-		// A new connection reaches node 3's table a moment after its
-		// handshake: until then a message to it bounces.
-		for deadline := time.Now().Add(15 * time.Second); ; {
-			a.send(t, room, body)
-			time.Sleep(300 * time.Millisecond)
-			if in, _ := comp.take(func(e *xev) bool { return e.Ev == "message" && e.Body == body }); in != nil {
-				comp.componentSend(t, room, in.From, "answer to "+body)
-				if got := a.message(t, room, "answer to "+body); got.From != room {
-					t.Fatalf("alice got the answer from %q, want %s", got.From, room)
-				}
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the bridge never got %q from alice on node 3\n%s\n%s", body, comp.transcript(), a.transcript())
-			}
+		in := sendUntilBridgeGets(t, a, comp, room, body)
+		comp.componentSend(t, room, in.From, "answer to "+body)
+		if got := a.message(t, room, "answer to "+body); got.From != room {
+			t.Fatalf("alice got the answer from %q, want %s", got.From, room)
 		}
 	}
 	reach("before the failure")

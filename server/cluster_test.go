@@ -295,14 +295,19 @@ func TestClusterOfflineStoredWhileOnline(t *testing.T) {
 // node that cannot be asked is named as unanswered.
 func TestClusterKick(t *testing.T) {
 	f1, f2, net := twoNodes(t)
-	alice := f2.pipeClient(t, "alice", "alice-password", "desk")
-	go io.WriteString(alice.conn, `<presence/>`)
-	alice.expect("own presence", isFrom("presence", "alice@example.lan/desk"))
-	net.Settle(t)
-	waitFor(t, "node 1 to see alice on node 2", func() bool {
-		n, ok := f1.eng.Routes().Resource("alice@example.lan", "desk")
-		return ok && n == "n2"
-	})
+	// user is online on node 2, and node 1 knows it.
+	online := func(user string) *client {
+		c := f2.pipeClient(t, user, user+"-password", "desk")
+		go io.WriteString(c.conn, `<presence/>`)
+		c.expect("own presence", isFrom("presence", user+"@example.lan/desk"))
+		net.Settle(t)
+		waitFor(t, "node 1 to see "+user+" on node 2", func() bool {
+			n, ok := f1.eng.Routes().Resource(user+"@example.lan", "desk")
+			return ok && n == "n2"
+		})
+		return c
+	}
+	alice := online("alice")
 	// Read alice's stream meanwhile (net.Pipe has no buffer: node 2's
 	// close waits for the reader).
 	ended := make(chan string, 1)
@@ -327,14 +332,7 @@ func TestClusterKick(t *testing.T) {
 		t.Fatalf("alice's session on node 2 ended with %q", c)
 	}
 
-	bob := f2.pipeClient(t, "bob", "bob-password", "desk")
-	go io.WriteString(bob.conn, `<presence/>`)
-	bob.expect("own presence", isFrom("presence", "bob@example.lan/desk"))
-	net.Settle(t)
-	waitFor(t, "node 1 to see bob on node 2", func() bool {
-		_, ok := f1.eng.Routes().Resource("bob@example.lan", "desk")
-		return ok
-	})
+	online("bob")
 	net.Cut("n1", "n2", true)
 	if k, err := f1.eng.Kick("bob@example.lan/desk", ""); err != nil || len(k.Unanswered) != 1 || k.Unanswered[0] != "n2" {
 		t.Fatalf("kick over a cut link: %+v %v", k, err)

@@ -135,9 +135,17 @@ func (d *domainDirectory) Authenticate(ctx context.Context, local, domain, passw
 	} else if err != nil {
 		return fmt.Errorf("%w: %v", directory.ErrUnavailable, err)
 	}
-	d.e.updateDirectoryVCard(bare, entry)
-	d.shareRoster(ctx, bare, entry)
+	d.apply(ctx, bare, entry)
 	return nil
+}
+
+// apply brings what Parley keeps of a directory user up to date with
+// their entry: the vCard, and the roster shared with their colleagues.
+func (d *domainDirectory) apply(ctx context.Context, bare string, entry *directory.Entry) {
+	if err := d.e.im.SetDirectoryVCard(bare, directory.VCard(entry)); err != nil {
+		logging.Problem(d.e.cfg.Log, "xmpp: storing the directory vCard of %s: %v", bare, err)
+	}
+	d.shareRoster(ctx, bare, entry)
 }
 
 // shareRoster puts the user's colleagues (those who share a directory
@@ -164,18 +172,8 @@ func (d *domainDirectory) shareRoster(ctx context.Context, bare string, entry *d
 	if sharedUpToDate(d.e.cfg.Store, bare, contacts) {
 		return // nothing to write (a login costs no commit for it)
 	}
-	name := entry.Get("cn")
-	if name == "" {
-		name = entry.Get("displayName")
-	}
-	if err := d.e.im.ApplyDirectoryRoster(bare, name, contacts); err != nil {
+	if err := d.e.im.ApplyDirectoryRoster(bare, directory.DisplayName(entry), contacts); err != nil {
 		logging.Problem(d.e.cfg.Log, "xmpp: the shared roster of %s: %v", bare, err)
-	}
-}
-
-func (e *Engine) updateDirectoryVCard(bare string, entry *directory.Entry) {
-	if err := e.im.SetDirectoryVCard(bare, directory.VCard(entry)); err != nil {
-		logging.Problem(e.cfg.Log, "xmpp: storing the directory vCard of %s: %v", bare, err)
 	}
 }
 
@@ -208,15 +206,11 @@ func (e *Engine) refreshDirectories() {
 				continue
 			}
 			seen[bare] = true
-			ctx, cancel := context.WithTimeout(context.Background(), directory.DefaultOpTimeout)
-			entry, err := d.client.Lookup(ctx, local, domain)
-			cancel()
-			if err == nil {
-				e.updateDirectoryVCard(bare, entry)
-				ctx, cancel := context.WithTimeout(context.Background(), directory.DefaultOpTimeout)
-				d.shareRoster(ctx, bare, entry)
-				cancel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*directory.DefaultOpTimeout)
+			if entry, err := d.client.Lookup(ctx, local, domain); err == nil {
+				d.apply(ctx, bare, entry)
 			}
+			cancel()
 		}
 	}
 }

@@ -89,11 +89,12 @@ func recordOnce(tx *bolt.Tx, id string, index uint64) error {
 // proposed again, until it is committed (or found committed before: then
 // the Result's Response is Duplicate) or ctx ends (then the error is
 // ErrMaybe's). Any other error of the first try is returned as it is.
+//
+// Only a cluster's log can leave the outcome unknown: on the store's own
+// log the entry is not marked, and costs nothing more than Propose.
 func (s *Store) ProposeOnce(ctx context.Context, op Op) (Result, error) {
-	data, err := EncodeEntry(Entry{Kind: op.Kind(), Time: time.Now().UTC(), ID: newRequestID(), Once: true, Op: op})
-	if err != nil {
-		return Result{}, err
-	}
+	entry := Entry{Kind: op.Kind(), Time: time.Now().UTC(), ID: newRequestID(), Op: op}
+	var data []byte
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, onceRetry)
@@ -102,6 +103,14 @@ func (s *Store) ProposeOnce(ctx context.Context, op Op) (Result, error) {
 	var first error
 	for {
 		s.logMu.RLock()
+		if data == nil {
+			entry.Once = s.log != Log(s.local) || s.member.Load()
+			var err error
+			if data, err = EncodeEntry(entry); err != nil {
+				s.logMu.RUnlock()
+				return Result{}, err
+			}
+		}
 		idx, resp, err := s.log.Commit(data)
 		s.logMu.RUnlock()
 		if err == nil {

@@ -43,6 +43,17 @@ func (l *flakyLog) Commit(entry []byte) (uint64, any, error) {
 func TestProposeOnce(t *testing.T) {
 	s := open(t, t.TempDir())
 	defer s.Close()
+	// On the store's own log the outcome is always known: nothing is
+	// marked or remembered.
+	if _, err := s.ProposeOnce(context.Background(), ConfigSet{Key: "k", Value: "v"}); err != nil {
+		t.Fatal(err)
+	}
+	s.view(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketOnceByID) != nil {
+			t.Error("a standalone proposal was remembered")
+		}
+		return nil
+	})
 	l := &flakyLog{s: s, n: 1, index: s.AppliedIndex()}
 	s.SetLog(l)
 	r, err := s.ProposeOnce(context.Background(), OfflinePush{User: "bob@example.com", Stanza: []byte("<message/>")})

@@ -21,23 +21,24 @@ const NSVCard = "vcard-temp"
 func VCard(e *Entry) *xml.Element {
 	v := xml.New(NSVCard, "vCard")
 	text := func(name, s string) *xml.Element { return xml.New(NSVCard, name).AddText(s) }
-	fn := e.Get("cn")
-	if fn == "" {
-		fn = e.Get("displayName")
+	// pair adds outer with the parts that have a value, if any has.
+	pair := func(outer, aName, a, bName, b string) {
+		if a == "" && b == "" {
+			return
+		}
+		el := xml.New(NSVCard, outer)
+		if a != "" {
+			el.Add(text(aName, a))
+		}
+		if b != "" {
+			el.Add(text(bName, b))
+		}
+		v.Add(el)
 	}
-	if fn != "" {
+	if fn := DisplayName(e); fn != "" {
 		v.Add(text("FN", fn))
 	}
-	if sn, given := e.Get("sn"), e.Get("givenName"); sn != "" || given != "" {
-		n := xml.New(NSVCard, "N")
-		if sn != "" {
-			n.Add(text("FAMILY", sn))
-		}
-		if given != "" {
-			n.Add(text("GIVEN", given))
-		}
-		v.Add(n)
-	}
+	pair("N", "FAMILY", e.Get("sn"), "GIVEN", e.Get("givenName"))
 	for _, m := range e.All("mail") {
 		v.Add(xml.New(NSVCard, "EMAIL").Add(xml.New(NSVCard, "INTERNET"), text("USERID", m)))
 	}
@@ -50,20 +51,19 @@ func VCard(e *Entry) *xml.Element {
 	if t := e.Get("title"); t != "" {
 		v.Add(text("TITLE", t))
 	}
-	if o, ou := e.Get("o"), e.Get("ou"); o != "" || ou != "" {
-		org := xml.New(NSVCard, "ORG")
-		if o != "" {
-			org.Add(text("ORGNAME", o))
-		}
-		if ou != "" {
-			org.Add(text("ORGUNIT", ou))
-		}
-		v.Add(org)
-	}
+	pair("ORG", "ORGNAME", e.Get("o"), "ORGUNIT", e.Get("ou"))
 	if p := e.Raw("jpegPhoto"); len(p) > 0 {
 		v.Add(xml.New(NSVCard, "PHOTO").Add(text("TYPE", photoType(p)), text("BINVAL", base64.StdEncoding.EncodeToString(p))))
 	}
 	return v
+}
+
+// DisplayName is how an entry names its person: cn, else displayName.
+func DisplayName(e *Entry) string {
+	if n := e.Get("cn"); n != "" {
+		return n
+	}
+	return e.Get("displayName")
 }
 
 func photoType(p []byte) string {
@@ -94,11 +94,7 @@ func Summary(e *Entry) []string {
 			out = append(out, k+": "+v)
 		}
 	}
-	fn := e.Get("cn")
-	if fn == "" {
-		fn = e.Get("displayName")
-	}
-	add("FN", fn)
+	add("FN", DisplayName(e))
 	add("N", strings.TrimSpace(e.Get("givenName")+" "+e.Get("sn")))
 	for _, m := range e.All("mail") {
 		add("EMAIL", m)

@@ -232,6 +232,9 @@ func (f *flusher) run(page []store.OfflineMessage) {
 // Standalone, storing and the flush are ordered by the offline lock, and
 // nothing is found here.
 func (s *Service) OfflineStored(bare string) {
+	if !s.Router.HasAvailable(bare) {
+		return // the common case, on every node: the user is not here
+	}
 	targets := s.Router.Targets(bare, "normal")
 	if len(targets) == 0 {
 		return
