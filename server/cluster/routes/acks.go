@@ -121,8 +121,8 @@ func (t *Table) sendProbe(node string) {
 	})
 }
 
-// take removes the entries for which keep is false, returning those among
-// them that lost says were lost (or all, with lost nil and all set).
+// ack removes the entries numbered up to upTo in numbering id, and returns
+// those among them that lost names (the node never got them).
 func (fl *inFlight) ack(id, upTo uint64, lost []gap) (again [][]byte) {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
@@ -149,8 +149,8 @@ func (fl *inFlight) ack(id, upTo uint64, lost []gap) (again [][]byte) {
 	return again
 }
 
-// expire removes the entries older than before (all, with before < 0
-// meaning every entry) and returns them.
+// expire removes the entries sent before the coarse time before (every
+// entry, with all) and returns them.
 func (fl *inFlight) expire(before int64, all bool) (again [][]byte) {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
