@@ -182,7 +182,14 @@ func TestSyslogServers(t *testing.T) {
 	if err != nil || !bytes.HasPrefix(buf[:n], []byte("<28>1 ")) || !bytes.HasSuffix(buf[:n], []byte(" to the collector")) {
 		t.Errorf("the collector got %q, %v", buf[:n], err)
 	}
-	out = f.ok("syslog server list")
+	// The sender counts a record once its write returned, which may be
+	// after the collector read it: wait for the count.
+	sent := regexp.MustCompile(regexp.QuoteMeta(pc.LocalAddr().String()) + ` +udp +connected +1 `)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if out = f.ok("syslog server list"); sent.MatchString(out) || time.Now().After(deadline) {
+			break
+		}
+	}
 	for _, want := range []string{`Remote syslog : enabled`, `logs\.example\.lan:6514 +tls +`, `192\.0\.2\.1:1514 +tcp`,
 		regexp.QuoteMeta(pc.LocalAddr().String()) + ` +udp +connected +1 +0 +0`} {
 		if !regexp.MustCompile(want).MatchString(out) {
