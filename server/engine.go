@@ -42,6 +42,7 @@ import (
 	"github.com/parley-xmpp/parley/server/s2s"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/server/tlsrec"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -839,6 +840,10 @@ func (e *Engine) buildTLS() {
 		},
 		GetCertificate: getCert,
 	}
+	// Client connections on TLS 1.3 carry on with Parley's record layer
+	// after the handshake, which lets go of buffers and cipher state
+	// while they are idle.
+	tlsrec.Prepare(e.tlsClient)
 }
 
 // accept serves a listener until it is closed. A failed accept (no file
@@ -945,8 +950,7 @@ func (e *Engine) serve(p *pending, direct bool) {
 			c.Close()
 			return
 		}
-		tc := tls.Server(c, cfg)
-		err := tc.Handshake()
+		tc, _, err := tlsrec.Server(c, cfg)
 		metrics.TLSHandshake(metrics.In, err)
 		if err != nil {
 			c.Close()
@@ -1038,6 +1042,9 @@ func (c componentRoutes) Connected() []string {
 }
 
 func isTLS(c net.Conn) bool {
-	_, ok := c.(*tls.Conn)
-	return ok
+	switch c.(type) {
+	case *tls.Conn, *tlsrec.Conn:
+		return true
+	}
+	return false
 }

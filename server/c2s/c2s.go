@@ -22,6 +22,7 @@ import (
 	"github.com/parley-xmpp/parley/server/router"
 	"github.com/parley-xmpp/parley/server/status"
 	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/server/tlsrec"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -168,8 +169,11 @@ func (s *Session) Info() status.Session {
 	if a := s.raw.RemoteAddr(); a != nil {
 		st.Remote = a.String()
 	}
-	if tc, ok := s.raw.(*tls.Conn); ok {
+	switch tc := s.raw.(type) {
+	case *tls.Conn:
 		st.TLS = tls.VersionName(tc.ConnectionState().Version)
+	case *tlsrec.Conn:
+		st.TLS = tls.VersionName(tc.Version())
 	}
 	return st
 }
@@ -345,7 +349,14 @@ func (s *Session) serve(rd *xml.Reader) {
 	})
 	s.raw.SetReadDeadline(rd.LastRead().Add(idle))
 	s.rate = limit.NewPace(cfg.stanzaRate)
+	quiet, _ := s.raw.(quietConn)
 	for {
+		if quiet != nil && !rd.Buffered() && !quiet.Buffered() {
+			if err := waitQuietly(quiet, rd); err != nil {
+				s.conn.CloseWith(stream.Closing(stream.ReadError(err, "no data from the client")))
+				break
+			}
+		}
 		el, err := rd.Next()
 		if err != nil {
 			s.conn.CloseWith(stream.Closing(stream.ReadError(err, "no data from the client")))
@@ -367,6 +378,35 @@ func (s *Session) serve(rd *xml.Reader) {
 		cfg.Handler.Handle(s, el)
 	}
 	<-s.conn.Done()
+}
+
+// quietConn is a connection that can wait for input without a buffer
+// and let go of its read state meanwhile (tlsrec.Conn).
+type quietConn interface {
+	Buffered() bool
+	WaitReadable() error
+	Release()
+}
+
+// waitQuietly waits for the client's next bytes when neither the reader
+// nor the connection holds any: the session's goroutine then parks on a
+// shallow stack (which the runtime shrinks to its minimum) holding no
+// buffer and no cipher state, which is what an idle session costs. A
+// timeout goes to the reader's idle handling, as one in a read would.
+//
+//go:noinline
+func waitQuietly(c quietConn, rd *xml.Reader) error {
+	c.Release()
+	rd.Release()
+	for {
+		err := c.WaitReadable()
+		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			return err
+		}
+		if err = rd.Timeout(err); err != nil {
+			return err
+		}
+	}
 }
 
 // pace takes a token for one stanza from the session's bucket and, when

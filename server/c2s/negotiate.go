@@ -22,6 +22,7 @@ import (
 	"github.com/parley-xmpp/parley/server/logging"
 	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/server/tlsrec"
 	"github.com/parley-xmpp/parley/server/xml"
 	"github.com/parley-xmpp/parley/store"
 )
@@ -196,9 +197,8 @@ func (n *negotiation) startTLS() error {
 	if err := n.write([]byte(`<proceed xmlns="` + stream.NSTLS + `"/>`)); err != nil {
 		return err
 	}
-	tc := tls.Server(n.raw, cfg)
-	tc.SetDeadline(n.deadline)
-	err := tc.Handshake()
+	n.raw.SetDeadline(n.deadline)
+	tc, st, err := tlsrec.Server(n.raw, cfg)
 	metrics.TLSHandshake(metrics.In, err)
 	if err != nil {
 		return fmt.Errorf("TLS handshake: %w", err)
@@ -206,7 +206,7 @@ func (n *negotiation) startTLS() error {
 	tc.SetWriteDeadline(time.Time{})
 	n.raw = tc
 	n.tls = true
-	n.tag().Low(n.cfg.Log, "c2s: %s negotiated", tls.VersionName(tc.ConnectionState().Version))
+	n.tag().Low(n.cfg.Log, "c2s: %s negotiated", tls.VersionName(st.Version))
 	return nil
 }
 

@@ -244,6 +244,11 @@ func (c *Conn) writer() {
 		}
 		c.running = false
 		c.mu.Unlock()
+		// A connection that keeps cipher state for writing (tlsrec) lets
+		// go of it until the next write.
+		if r, ok := c.Conn.(interface{ ReleaseWrite() }); ok {
+			r.ReleaseWrite()
+		}
 		return
 	}
 }

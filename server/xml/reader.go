@@ -227,6 +227,32 @@ func (r *Reader) OnTimeout(fn func(error) error) { r.lim.onTimeout = fn }
 // including whitespace keepalives and stanzas not yet complete.
 func (r *Reader) Consumed() int64 { return r.lim.n }
 
+// Buffered reports whether the reader holds input it has not consumed
+// (or an error to return): while it does not, the next call to Next reads
+// from the connection first.
+func (r *Reader) Buffered() bool {
+	t, ok := r.tok.(*tokenizer)
+	return !ok || t.pos < t.end || t.pendErr != nil || t.closePending || t.err != nil || t.eof
+}
+
+// Release gives the tokenizer's working memory back to its pool when
+// nothing is buffered: for a caller about to wait for input itself (the
+// tokenizer does the same before a read that may wait).
+func (r *Reader) Release() {
+	if t, ok := r.tok.(*tokenizer); ok {
+		t.idle()
+	}
+}
+
+// Timeout gives err, a timeout of a wait for input the caller did itself,
+// to the OnTimeout function: nil means wait again.
+func (r *Reader) Timeout(err error) error {
+	if r.lim.onTimeout == nil {
+		return err
+	}
+	return r.lim.onTimeout(err)
+}
+
 // LastRead is when bytes last came from the connection (whitespace
 // keepalives included), or when the Reader was made. Safe to call from
 // another goroutine than the one reading.

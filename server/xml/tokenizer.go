@@ -241,6 +241,19 @@ func (t *tokenizer) release() {
 	scratchPool.Put(sc)
 }
 
+// idle releases the working memory if everything read has been consumed
+// and nothing is pending.
+func (t *tokenizer) idle() {
+	if t.pos != t.end || t.closePending || t.pendErr != nil || t.err != nil || t.base+int64(t.pos) == 0 {
+		return
+	}
+	t.base += int64(t.pos)
+	t.pos, t.end = 0, 0
+	if t.buf != nil || t.sc != nil {
+		t.release()
+	}
+}
+
 // acquire takes working memory from the pool (none there: it grows as
 // input needs it).
 func (t *tokenizer) acquire() {
