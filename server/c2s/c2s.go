@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -137,7 +138,8 @@ type Session struct {
 	Started    time.Time
 
 	// Owned by the read loop.
-	rate limit.Pace // the stanzas it sends (the read loop's own)
+	rate  limit.Pace // the stanzas it sends (the read loop's own)
+	onEnd func()     // called once the session has ended
 }
 
 // Tag names the session's connection in the log.
@@ -280,13 +282,10 @@ func Serve(cfg *Config, raw net.Conn, rd *xml.Reader, header *xml.Element, direc
 	if onBound != nil {
 		onBound(s)
 	}
-	go func() {
-		defer onEnd()
-		s.serve(n.rd)
-	}()
+	go s.serve(n.rd, onEnd)
 }
 
-func (s *Session) serve(rd *xml.Reader) {
+func (s *Session) serve(rd *xml.Reader, onEnd func()) {
 	cfg := s.cfg
 	max := 0
 	if cfg.MaxSessions != nil {
@@ -302,28 +301,15 @@ func (s *Session) serve(rd *xml.Reader) {
 		}
 		s.Close(&stream.Error{Condition: "resource-constraint", Text: text})
 		<-s.conn.Done()
+		onEnd()
 		return
 	}
+	s.onEnd = onEnd
 	// The client learns its JID only once others can reach it (and once
 	// it counts against xmpp max-sessions).
 	s.conn.Send(s.bindResult)
 	s.bindResult = nil
 	cfg.Handler.Online(s)
-	defer func() {
-		cfg.Router.Unbind(s)
-		// The connection is done: what it accepted and did not write goes
-		// through the delivery rule.
-		if back := s.conn.Unwritten(); len(back) > 0 {
-			if s.conn.Overflowed() {
-				s.Tag().Problem(cfg.Log, "c2s: %s did not read fast enough: closed with policy-violation, %d stanzas not written are routed again", s.full, len(back))
-			}
-			cfg.Handler.Undelivered(s, stream.ParseStanzas(back, stream.NSClient))
-		} else if s.conn.Overflowed() {
-			s.Tag().Problem(cfg.Log, "c2s: %s did not read fast enough: closed with policy-violation", s.full)
-		}
-		cfg.Handler.Offline(s)
-		s.Tag().Low(cfg.Log, "c2s: session of %s ended", s.full)
-	}()
 	// Idle handling happens below the tokenizer (a timeout must not end
 	// the stream it is reading), counted from the last bytes read
 	// (stanzas, whitespace keepalives, a ping's answer): silent for the
@@ -349,10 +335,34 @@ func (s *Session) serve(rd *xml.Reader) {
 	})
 	s.raw.SetReadDeadline(rd.LastRead().Add(idle))
 	s.rate = limit.NewPace(cfg.stanzaRate)
+	s.read()
+}
+
+// read handles the client's stanzas until the stream ends, or until the
+// client is quiet: then a connection that can (tlsrec.Conn on Linux) is
+// parked, and the session holds no goroutine, no buffer and no cipher
+// state until its client sends more, when wake reads on a new goroutine;
+// any other waits on this goroutine.
+func (s *Session) read() {
+	cfg, rd := s.cfg, s.rd
 	quiet, _ := s.raw.(quietConn)
 	for {
 		if quiet != nil && !rd.Buffered() && !quiet.Buffered() {
-			if err := waitQuietly(quiet, rd); err != nil {
+			rd.Release()
+			parked, err := false, tlsrec.ErrNotParkable
+			if p, ok := quiet.(parker); ok {
+				parked, err = p.Park(s.wake)
+			}
+			if parked {
+				return
+			}
+			if errors.Is(err, tlsrec.ErrNotParkable) {
+				err = waitQuietly(quiet, rd)
+			}
+			if errors.Is(err, tlsrec.ErrNotParkable) {
+				quiet, err = nil, nil // read as any connection
+			}
+			if err != nil {
 				s.conn.CloseWith(stream.Closing(stream.ReadError(err, "no data from the client")))
 				break
 			}
@@ -377,7 +387,50 @@ func (s *Session) serve(rd *xml.Reader) {
 		}
 		cfg.Handler.Handle(s, el)
 	}
+	s.end()
+}
+
+// wake goes on with a parked session: input came (err nil), the read
+// deadline passed, or the connection was closed.
+func (s *Session) wake(err error) {
+	if err == nil {
+		s.read()
+		return
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if err = s.rd.Timeout(err); err == nil {
+			parked, perr := s.raw.(parker).Park(s.wake)
+			switch {
+			case parked:
+				return
+			case perr == nil:
+				s.read()
+				return
+			}
+			err = perr
+		}
+	}
+	s.conn.CloseWith(stream.Closing(stream.ReadError(err, "no data from the client")))
+	s.end()
+}
+
+// end finishes the session once its stream is over: what the connection
+// accepted and did not write goes through the delivery rule.
+func (s *Session) end() {
+	cfg := s.cfg
 	<-s.conn.Done()
+	cfg.Router.Unbind(s)
+	if back := s.conn.Unwritten(); len(back) > 0 {
+		if s.conn.Overflowed() {
+			s.Tag().Problem(cfg.Log, "c2s: %s did not read fast enough: closed with policy-violation, %d stanzas not written are routed again", s.full, len(back))
+		}
+		cfg.Handler.Undelivered(s, stream.ParseStanzas(back, stream.NSClient))
+	} else if s.conn.Overflowed() {
+		s.Tag().Problem(cfg.Log, "c2s: %s did not read fast enough: closed with policy-violation", s.full)
+	}
+	cfg.Handler.Offline(s)
+	s.Tag().Low(cfg.Log, "c2s: session of %s ended", s.full)
+	s.onEnd()
 }
 
 // quietConn is a connection that can wait for input without a buffer
@@ -388,16 +441,17 @@ type quietConn interface {
 	Release()
 }
 
-// waitQuietly waits for the client's next bytes when neither the reader
-// nor the connection holds any: the session's goroutine then parks on a
-// shallow stack (which the runtime shrinks to its minimum) holding no
-// buffer and no cipher state, which is what an idle session costs. A
-// timeout goes to the reader's idle handling, as one in a read would.
-//
-//go:noinline
+// parker is a quietConn that can also wait without a goroutine.
+type parker interface {
+	Park(func(error)) (bool, error)
+}
+
+// waitQuietly waits for the client's next bytes on the caller's
+// goroutine, holding no buffer and no cipher state: where a connection
+// cannot be parked. A timeout goes to the reader's idle handling, as one
+// in a read would.
 func waitQuietly(c quietConn, rd *xml.Reader) error {
 	c.Release()
-	rd.Release()
 	for {
 		err := c.WaitReadable()
 		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {

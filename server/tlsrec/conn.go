@@ -192,6 +192,12 @@ type Conn struct {
 	useless int     // records in a row without data
 	rc      syscall.RawConn
 
+	// parking (park.go)
+	pmu          sync.Mutex
+	parked       *parking
+	registered   bool         // the socket is in the poller's epoll set
+	readDeadline atomic.Int64 // unix nanoseconds; 0: none
+
 	// write side
 	wmu      sync.Mutex
 	out      half
@@ -218,10 +224,26 @@ func (c *Conn) Version() uint16 { return tls.VersionTLS13 }
 // NetConn is the connection underneath.
 func (c *Conn) NetConn() net.Conn { return c.raw }
 
-func (c *Conn) LocalAddr() net.Addr                { return c.raw.LocalAddr() }
-func (c *Conn) RemoteAddr() net.Addr               { return c.raw.RemoteAddr() }
-func (c *Conn) SetDeadline(t time.Time) error      { return c.raw.SetDeadline(t) }
-func (c *Conn) SetReadDeadline(t time.Time) error  { return c.raw.SetReadDeadline(t) }
+func (c *Conn) LocalAddr() net.Addr  { return c.raw.LocalAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.noteReadDeadline(t)
+	return c.raw.SetDeadline(t)
+}
+
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.noteReadDeadline(t)
+	return c.raw.SetReadDeadline(t)
+}
+
+func (c *Conn) noteReadDeadline(t time.Time) {
+	if t.IsZero() {
+		c.readDeadline.Store(0)
+	} else {
+		c.readDeadline.Store(t.UnixNano())
+	}
+}
+
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.raw.SetWriteDeadline(t) }
 
 // Buffered reports whether input has been read from the socket that Read
@@ -258,22 +280,34 @@ func (c *Conn) dropBuffer() {
 // or until the read deadline. Only for a connection with nothing
 // Buffered.
 func (c *Conn) WaitReadable() error {
-	if c.rc == nil {
-		sc, ok := c.raw.(syscall.Conn)
-		for !ok {
-			u, uok := c.raw.(interface{ NetConn() net.Conn })
-			if !uok {
-				return errors.New("tlsrec: no socket to wait on")
-			}
-			sc, ok = u.NetConn().(syscall.Conn)
-		}
-		rc, err := sc.SyscallConn()
-		if err != nil {
-			return err
-		}
-		c.rc = rc
+	if err := c.rawConn(); err != nil {
+		return err
 	}
 	return waitReadable(c.rc)
+}
+
+// rawConn finds the socket under the connection (through wrappers that
+// have NetConn).
+func (c *Conn) rawConn() error {
+	if c.rc != nil {
+		return nil
+	}
+	nc := c.raw
+	sc, ok := nc.(syscall.Conn)
+	for !ok {
+		u, uok := nc.(interface{ NetConn() net.Conn })
+		if !uok {
+			return ErrNotParkable
+		}
+		nc = u.NetConn()
+		sc, ok = nc.(syscall.Conn)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	c.rc = rc
+	return nil
 }
 
 // Read returns application data.
@@ -538,6 +572,7 @@ func (c *Conn) Close() error {
 	if c.closed.Swap(true) {
 		return net.ErrClosed
 	}
+	defer c.unpark() // after the socket is closed: a resumed reader finds it so
 	if c.writing.Load() == 0 && c.wmu.TryLock() {
 		if c.werr == nil {
 			c.raw.SetWriteDeadline(time.Now().Add(closeNotifyWriteTimeout))

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -548,5 +549,128 @@ func TestOpenSSLClient(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPark(t *testing.T) {
+	cfg := testConfig(t)
+	sc, cc := pair(t, cfg, nil)
+	c := sc.(*Conn)
+	woke := make(chan error, 1)
+	fn := func(err error) { woke <- err }
+
+	// Input already there: not parked, fn not called.
+	cc.Write([]byte("early"))
+	time.Sleep(50 * time.Millisecond)
+	if parked, err := c.Park(fn); parked || err != nil {
+		t.Fatalf("parked with input waiting: %v %v", parked, err)
+	}
+	b := make([]byte, 10)
+	if n, _ := c.Read(b); string(b[:n]) != "early" {
+		t.Fatalf("read %q", b[:n])
+	}
+
+	// Parked: no goroutine of its own; input wakes it once.
+	if parked, err := c.Park(fn); !parked || err != nil {
+		t.Fatalf("not parked: %v", err)
+	}
+	if Parked() != 1 || c.rbuf != nil || c.in.aead != nil {
+		t.Fatalf("parked: %d in the poller, buffer %v, cipher %v", Parked(), c.rbuf != nil, c.in.aead != nil)
+	}
+	cc.Write([]byte("late"))
+	if err := <-woke; err != nil {
+		t.Fatalf("woken with %v", err)
+	}
+	if n, _ := c.Read(b); string(b[:n]) != "late" {
+		t.Fatalf("read %q", b[:n])
+	}
+	select {
+	case err := <-woke:
+		t.Fatalf("woken twice (%v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	// The read deadline wakes it with os.ErrDeadlineExceeded.
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if parked, _ := c.Park(fn); !parked {
+		t.Fatal("not parked")
+	}
+	if err := <-woke; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("deadline: woken with %v", err)
+	}
+	c.SetReadDeadline(time.Time{})
+
+	// Parked again (the socket is re-armed), then closed: woken with
+	// net.ErrClosed, and the client gets close_notify.
+	if parked, _ := c.Park(fn); !parked {
+		t.Fatal("not parked again")
+	}
+	c.Close()
+	if err := <-woke; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("close: woken with %v", err)
+	}
+	if _, err := cc.Read(b); err != io.EOF {
+		t.Fatalf("the client read %v, want EOF", err)
+	}
+	if Parked() != 0 {
+		t.Fatalf("%d still in the poller", Parked())
+	}
+}
+
+func TestParkPeerGone(t *testing.T) {
+	cfg := testConfig(t)
+	sc, cc := pair(t, cfg, nil)
+	c := sc.(*Conn)
+	woke := make(chan error, 1)
+	if parked, _ := c.Park(func(err error) { woke <- err }); !parked {
+		t.Fatal("not parked")
+	}
+	cc.NetConn().Close() // no close_notify: a hang-up
+	select {
+	case err := <-woke:
+		if err != nil {
+			t.Fatalf("woken with %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a hang-up did not wake the parked connection")
+	}
+	if _, err := c.Read(make([]byte, 10)); err == nil {
+		t.Fatal("read after a hang-up succeeded")
+	}
+}
+
+// Many parked connections cost no goroutine each, and every one wakes.
+func TestParkMany(t *testing.T) {
+	cfg := testConfig(t)
+	const n = 200
+	var servers []*Conn
+	var clients []*tls.Conn
+	for i := 0; i < n; i++ {
+		sc, cc := pair(t, cfg, nil)
+		servers = append(servers, sc.(*Conn))
+		clients = append(clients, cc)
+	}
+	woke := make(chan int, n)
+	before := runtime.NumGoroutine()
+	for i, c := range servers {
+		i := i
+		if parked, err := c.Park(func(error) { woke <- i }); !parked {
+			t.Fatalf("%d not parked: %v", i, err)
+		}
+	}
+	if g := runtime.NumGoroutine(); g > before+2 {
+		t.Fatalf("%d goroutines for %d parked connections (%d before)", g, n, before)
+	}
+	for _, cc := range clients {
+		cc.Write([]byte("x"))
+	}
+	seen := map[int]bool{}
+	for len(seen) < n {
+		select {
+		case i := <-woke:
+			seen[i] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d woke", len(seen), n)
+		}
 	}
 }

@@ -1,0 +1,212 @@
+package tlsrec
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Parking a connection: instead of a goroutine blocked in a read for as
+// long as a client stays quiet (its stack, 2 to 8 KiB, is most of what an
+// idle session would cost), the connection's socket is watched by one
+// epoll instance shared by every parked connection, with one goroutine
+// for all of them; the reader's function is called on a new goroutine
+// when input comes, the peer hangs up, the read deadline passes, or the
+// connection is closed.
+//
+// The runtime's own poller cannot be asked for readiness without a
+// goroutine waiting, hence an epoll of our own. A socket may be in both:
+// ours is level-triggered and one-shot, so input that arrives between the
+// check for it and the arming is reported at once, and each arming
+// reports once.
+
+// poller is the process's one epoll instance for parked connections.
+type poller struct {
+	once sync.Once
+	epfd int
+	err  error
+
+	nextID atomic.Uint64
+	mu     sync.Mutex
+	parked map[uint64]*parking
+}
+
+var thePoller poller
+
+// parking is one wait: fired exactly once, by whichever comes first.
+type parking struct {
+	id    uint64
+	fired atomic.Bool
+	fn    func(error)
+	timer *time.Timer
+}
+
+func (p *poller) start() error {
+	p.once.Do(func() {
+		p.epfd, p.err = syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+		if p.err != nil {
+			return
+		}
+		p.parked = map[uint64]*parking{}
+		go p.loop()
+	})
+	return p.err
+}
+
+func (p *poller) loop() {
+	var evs [256]syscall.EpollEvent
+	for {
+		n, err := syscall.EpollWait(p.epfd, evs[:], -1)
+		if err != nil {
+			if err == syscall.EINTR {
+				continue
+			}
+			// Cannot happen with a valid epoll descriptor; parked
+			// connections still end by deadline or close.
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		for i := range evs[:n] {
+			id := uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32
+			if k := p.take(id); k != nil {
+				go k.fn(nil)
+			}
+		}
+	}
+}
+
+// add registers k under its id.
+func (p *poller) add(k *parking) {
+	p.mu.Lock()
+	p.parked[k.id] = k
+	p.mu.Unlock()
+}
+
+// take fires the wait with id, if it is still parked: the caller then
+// calls its function.
+func (p *poller) take(id uint64) *parking {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := p.parked[id]
+	delete(p.parked, id)
+	if k == nil || !k.fired.CompareAndSwap(false, true) {
+		return nil
+	}
+	if k.timer != nil {
+		k.timer.Stop()
+	}
+	return k
+}
+
+// Parked reports how many connections wait in the poller (for tests and
+// measurements).
+func Parked() int {
+	thePoller.mu.Lock()
+	defer thePoller.mu.Unlock()
+	return len(thePoller.parked)
+}
+
+// ErrNotParkable is Park's answer for a connection without a socket the
+// poller can watch.
+var ErrNotParkable = errors.New("tlsrec: the connection cannot be parked")
+
+// Park waits for the client's next bytes without a goroutine: fn is
+// called on a new goroutine with nil when input comes (or the peer hung
+// up: the next Read says which), os.ErrDeadlineExceeded once the read
+// deadline passes, or net.ErrClosed when the connection is closed. Park
+// reports false, and fn is not called, if input is there already; call
+// it only with nothing Buffered, from the goroutine that reads, which
+// then must leave the connection to fn.
+func (c *Conn) Park(fn func(error)) (bool, error) {
+	if err := thePoller.start(); err != nil {
+		return false, err
+	}
+	if err := c.rawConn(); err != nil {
+		return false, err
+	}
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.closed.Load() {
+		return false, net.ErrClosed
+	}
+	c.Release()
+	id := thePoller.nextID.Add(1)
+	k := &parking{id: id, fn: fn}
+	deadline := c.readDeadline.Load()
+	if deadline != 0 {
+		// Set going once the socket is armed.
+		k.timer = time.AfterFunc(time.Duration(1<<62), func() {
+			if thePoller.take(id) != nil {
+				fn(os.ErrDeadlineExceeded)
+			}
+		})
+	}
+	thePoller.add(k)
+	var ready bool
+	var perr error
+	err := c.rc.Control(func(fd uintptr) {
+		if ready, perr = peek(int(fd)); ready || perr != nil {
+			return
+		}
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
+			Fd: int32(uint32(k.id)), Pad: int32(uint32(k.id >> 32))}
+		op := syscall.EPOLL_CTL_MOD
+		if !c.registered {
+			op = syscall.EPOLL_CTL_ADD
+		}
+		if perr = syscall.EpollCtl(thePoller.epfd, op, int(fd), &ev); perr == nil {
+			c.registered = true
+		}
+	})
+	if err == nil {
+		err = perr
+	}
+	if err != nil || ready {
+		thePoller.take(k.id)
+		return false, err
+	}
+	c.parked = k
+	if k.timer != nil && !k.fired.Load() {
+		k.timer.Reset(time.Until(time.Unix(0, deadline)))
+	}
+	return true, nil
+}
+
+// unpark takes the connection out of the poller before its socket is
+// closed, and fires a wait still parked with net.ErrClosed.
+func (c *Conn) unpark() {
+	c.pmu.Lock()
+	k := c.parked
+	c.parked = nil
+	if c.registered && c.rc != nil {
+		c.rc.Control(func(fd uintptr) {
+			syscall.EpollCtl(thePoller.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+		})
+		c.registered = false
+	}
+	c.pmu.Unlock()
+	if k != nil && thePoller.take(k.id) != nil {
+		go k.fn(net.ErrClosed)
+	}
+}
+
+// peek reports whether fd has bytes to read or an end to report.
+func peek(fd int) (bool, error) {
+	var one [1]byte
+	for {
+		_, _, err := syscall.Recvfrom(fd, one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false, nil
+		case nil:
+			return true, nil
+		}
+		return true, nil // an error: the next read reports it
+	}
+}

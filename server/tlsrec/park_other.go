@@ -1,0 +1,23 @@
+//go:build !linux
+
+package tlsrec
+
+import (
+	"errors"
+	"syscall"
+)
+
+// Parking and readiness waits use Linux's epoll and MSG_PEEK; elsewhere a
+// connection is read as any other.
+
+type parking struct{}
+
+var ErrNotParkable = errors.New("tlsrec: the connection cannot be parked")
+
+func Parked() int { return 0 }
+
+func (c *Conn) Park(fn func(error)) (bool, error) { return false, ErrNotParkable }
+
+func (c *Conn) unpark() {}
+
+func waitReadable(rc syscall.RawConn) error { return ErrNotParkable }
