@@ -80,7 +80,7 @@ test: deps fmt-check vet fuzz
 # (golang/go#75804, fixed in Go 1.27), with nothing found. 20000 runs take
 # 1-4 s per target here.
 FUZZTIME    ?= 20000x
-FUZZ_TARGETS := ./server/xml:FuzzReader ./server/xml:FuzzTokenizer ./server/c2s:FuzzSASL ./server/im:FuzzParseAddr ./server/cluster/routes:FuzzDecodeStanza
+FUZZ_TARGETS := ./server/xml:FuzzReader ./server/xml:FuzzTokenizer ./server/c2s:FuzzSASL ./server/im:FuzzParseAddr ./server/cluster/routes:FuzzDecodeStanza ./server/tlsrec:FuzzRecords
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

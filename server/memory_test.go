@@ -4,8 +4,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
+
+	"github.com/parley-xmpp/parley/server/stream"
+	"github.com/parley-xmpp/parley/server/tlsrec"
+	"github.com/parley-xmpp/parley/server/xml"
 )
 
 // The engine gives memory back once the process has been quiet for
@@ -81,4 +86,59 @@ func TestCountEntries(t *testing.T) {
 			t.Errorf("%s: counted %d entries, Readdirnames lists %d", d, n, len(names))
 		}
 	}
+}
+
+// TestIdleSessionsParked: idle client sessions over STARTTLS (TLS 1.3)
+// hold no goroutine each (their connections are parked), and each one
+// still gets what is sent to it, answers, and can be closed while parked.
+func TestIdleSessionsParked(t *testing.T) {
+	f := start(t)
+	const n = 60
+	var clients []*client
+	for i := 0; i < n; i++ {
+		c := f.dial()
+		c.login("alice", "alice-password", fmt.Sprint("r", i))
+		clients = append(clients, c)
+	}
+	sender := f.dial()
+	sender.login("bob", "bob-password", "sender")
+	waitFor(t, "every idle session parked", func() bool { return tlsrec.Parked() >= n })
+	time.Sleep(3 * stream.WriterLinger / 2) // their writers end
+	base := runtime.NumGoroutine()
+	// One more idle session adds no goroutine that stays.
+	extra := f.dial()
+	extra.login("alice", "alice-password", "extra")
+	waitFor(t, "the new session parked", func() bool { return tlsrec.Parked() >= n+1 })
+	time.Sleep(3 * stream.WriterLinger / 2) // its writer ends too
+	if g := runtime.NumGoroutine(); g > base {
+		t.Fatalf("%d goroutines with one more idle session, %d before", g, base)
+	}
+	if base > n/2 {
+		t.Fatalf("%d goroutines for %d idle sessions", base, n)
+	}
+	// A message to each wakes it; each answers a ping.
+	for i, c := range clients {
+		sender.send(fmt.Sprintf(`<message to='alice@example.lan/r%d' type='chat'><body>hello %d</body></message>`, i, i))
+		el := c.expect("the message", func(el *xml.Element) bool { return el.Name.Local == "message" })
+		if el.Child("", "body").Text() != fmt.Sprint("hello ", i) {
+			t.Fatalf("session %d got %s", i, el)
+		}
+		if el := c.ping(fmt.Sprint("p", i)); el.Get("type") != "result" {
+			t.Fatalf("session %d: %s", i, el)
+		}
+	}
+	// Closed by the server while parked (a resource conflict): the old
+	// session is told and ends; the new one is bound.
+	waitFor(t, "parked again", func() bool { return tlsrec.Parked() >= n+1 })
+	again := f.dial()
+	again.login("alice", "alice-password", "r0")
+	if got := clients[0].streamError(); got != "conflict" {
+		t.Fatalf("the replaced parked session got %q", got)
+	}
+	if el := again.ping("after"); el.Get("type") != "result" {
+		t.Fatal(el)
+	}
+	// The client goes away while parked: the session ends.
+	clients[1].conn.Close()
+	waitFor(t, "the hung-up session unbound", func() bool { return !f.bound("alice@example.lan", "r1") })
 }

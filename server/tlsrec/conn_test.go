@@ -674,3 +674,24 @@ func TestParkMany(t *testing.T) {
 		}
 	}
 }
+
+// A client that resumes with the ticket it got is taken over as well.
+func TestResumption(t *testing.T) {
+	cfg := testConfig(t)
+	ccfg := &tls.Config{InsecureSkipVerify: true, ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	for i := 0; i < 2; i++ {
+		sc, cc := pair(t, cfg, ccfg)
+		if _, ok := sc.(*Conn); !ok {
+			t.Fatalf("connection %d: %T", i, sc)
+		}
+		go echo(sc, 1)
+		cc.Write([]byte("hi\n"))
+		l, err := bufio.NewReader(cc).ReadString('\n')
+		if err != nil || l != "echo: hi\n" {
+			t.Fatalf("connection %d: %q %v", i, l, err)
+		}
+		if resumed := cc.ConnectionState().DidResume; resumed != (i == 1) {
+			t.Fatalf("connection %d: resumed %v", i, resumed)
+		}
+	}
+}
