@@ -55,6 +55,7 @@ type Config struct {
 	Version     string
 	Log         *slog.Logger
 	IdleTimeout time.Duration // client idle time before a ping (default 5 minutes)
+	ParkAfter   time.Duration // client idle time before its session is parked (default 1 s)
 	Limits      xml.Limits    // default xml.DefaultLimits
 }
 
@@ -196,6 +197,7 @@ func New(cfg Config) *Engine {
 			return e.xmpp.MaxSessions
 		},
 		IdleTimeout: cfg.IdleTimeout,
+		ParkAfter:   cfg.ParkAfter,
 		Limits:      cfg.Limits,
 		Throttle:    authlimit.New(authlimit.Default, "c2s", cfg.Log),
 		Log:         cfg.Log,

@@ -186,10 +186,25 @@ func TestAuthTimeout(t *testing.T) {
 	})
 }
 
+// TestIdleTimeout: the idle handling with the session on its goroutine
+// (parked only after a second, past the close at 600 ms) and parked
+// after 50 ms (the ping and the close then come from the parked wait).
 func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
-	f := startWith(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	t.Run("on its goroutine", func(t *testing.T) {
+		t.Parallel()
+		testIdleTimeout(t, startWith(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond }))
+	})
+	t.Run("parked", func(t *testing.T) {
+		t.Parallel()
+		testIdleTimeout(t, startWith(t, func(c *Config) {
+			c.IdleTimeout = 300 * time.Millisecond
+			c.ParkAfter = 50 * time.Millisecond
+		}))
+	})
+}
 
+func testIdleTimeout(t *testing.T, f *fixture) {
 	t.Run("silent client", func(t *testing.T) {
 		t.Parallel()
 		c := f.dial()

@@ -74,6 +74,7 @@ type Config struct {
 	Handler     Handler
 	AuthTimeout func() time.Duration
 	IdleTimeout time.Duration // after this long without data: a ping; twice: closed
+	ParkAfter   time.Duration // after this long without data: parked (0: DefaultParkAfter)
 	Limits      xml.Limits
 	Throttle    *authlimit.Throttle
 	Log         *slog.Logger
@@ -139,6 +140,7 @@ type Session struct {
 
 	// Owned by the read loop.
 	rate  limit.Pace // the stanzas it sends (the read loop's own)
+	park  parker     // the connection, if it can be parked
 	onEnd func()     // called once the session has ended
 }
 
@@ -314,60 +316,98 @@ func (s *Session) serve(rd *xml.Reader, onEnd func()) {
 	// the stream it is reading), counted from the last bytes read
 	// (stanzas, whitespace keepalives, a ping's answer): silent for the
 	// idle timeout, the client gets one ping; silent for twice that, the
-	// stream is closed.
+	// stream is closed. A connection that can be parked (tlsrec.Conn on
+	// Linux) is parked once the client has been silent for ParkAfter.
 	idle := cfg.IdleTimeout
+	s.park, _ = s.raw.(parker)
 	var pingedFor time.Time // the silence a ping was sent for, by its start
 	rd.OnTimeout(func(err error) error {
 		last := rd.LastRead()
-		switch quiet := time.Since(last); {
-		case quiet < idle:
-			s.raw.SetReadDeadline(last.Add(idle))
-			return nil
+		quiet := time.Since(last)
+		var next time.Time
+		switch {
 		case quiet >= 2*idle:
 			return err
-		case !pingedFor.Equal(last):
-			pingedFor = last
-			s.conn.Send(xml.New(stream.NSClient, "iq", "type", "get", "id", "idle-"+stream.NewID(), "to", s.full, "from", s.domain).
-				Add(xml.New("urn:xmpp:ping", "ping")))
+		case quiet >= idle:
+			if !pingedFor.Equal(last) {
+				pingedFor = last
+				s.conn.Send(xml.New(stream.NSClient, "iq", "type", "get", "id", "idle-"+stream.NewID(), "to", s.full, "from", s.domain).
+					Add(xml.New("urn:xmpp:ping", "ping")))
+			}
+			next = last.Add(2 * idle)
+		default:
+			next = last.Add(idle)
 		}
-		s.raw.SetReadDeadline(last.Add(2 * idle))
+		if s.park != nil && !s.park.Buffered() && !rd.Buffered() {
+			if quiet >= s.parkAfter() {
+				s.raw.SetReadDeadline(next) // the parked wait's
+				return errPark
+			}
+			if t := last.Add(s.parkAfter()); t.Before(next) {
+				next = t
+			}
+		}
+		s.raw.SetReadDeadline(next)
 		return nil
 	})
-	s.raw.SetReadDeadline(rd.LastRead().Add(idle))
+	s.raw.SetReadDeadline(time.Now().Add(min(idle, s.parkAfter())))
 	s.rate = limit.NewPace(cfg.stanzaRate)
+	// Between its bind and its next stanzas a client waits for the bind
+	// result: the session parks at once if nothing came yet.
+	if s.park != nil && !rd.Buffered() && !s.park.Buffered() {
+		rd.Release()
+		parked, err := s.park.Park(s.wake)
+		if parked {
+			return
+		}
+		if err != nil {
+			s.conn.CloseWith(stream.Closing(stream.ReadError(err, "no data from the client")))
+			s.end()
+			return
+		}
+	}
 	s.read()
 }
 
+// DefaultParkAfter is how long a client is silent before its session is
+// parked. A session that is read often stays on its goroutine, as
+// parking and waking cost more than a wait in the runtime's poller.
+const DefaultParkAfter = time.Second
+
+// errPark is the idle handling's signal to park the session.
+var errPark = errors.New("c2s: park the session")
+
+// parkAfter is how long the client is silent before the session is
+// parked (forever if it cannot be).
+func (s *Session) parkAfter() time.Duration {
+	switch {
+	case s.park == nil:
+		return time.Duration(1 << 62)
+	case s.cfg.ParkAfter > 0:
+		return s.cfg.ParkAfter
+	}
+	return DefaultParkAfter
+}
+
 // read handles the client's stanzas until the stream ends, or until the
-// client is quiet: then a connection that can (tlsrec.Conn on Linux) is
-// parked, and the session holds no goroutine, no buffer and no cipher
-// state until its client sends more, when wake reads on a new goroutine;
-// any other waits on this goroutine.
+// session is parked: then it holds no goroutine, no buffer and no cipher
+// state until its client sends more, when wake reads on a new goroutine.
 func (s *Session) read() {
 	cfg, rd := s.cfg, s.rd
-	quiet, _ := s.raw.(quietConn)
 	for {
-		if quiet != nil && !rd.Buffered() && !quiet.Buffered() {
+		el, err := rd.Next()
+		if errors.Is(err, errPark) {
 			rd.Release()
-			parked, err := false, tlsrec.ErrNotParkable
-			if p, ok := quiet.(parker); ok {
-				parked, err = p.Park(s.wake)
-			}
+			parked, perr := s.park.Park(s.wake)
 			if parked {
 				return
 			}
-			if errors.Is(err, tlsrec.ErrNotParkable) {
-				err = waitQuietly(quiet, rd)
+			if perr == nil {
+				s.raw.SetReadDeadline(time.Now().Add(min(cfg.IdleTimeout, s.parkAfter())))
+				continue // input came meanwhile
 			}
-			if errors.Is(err, tlsrec.ErrNotParkable) {
-				quiet, err = nil, nil // read as any connection
-			}
-			if err != nil {
-				s.conn.CloseWith(stream.Closing(stream.ReadError(err, "no data from the client")))
-				break
-			}
+			err = perr
 		}
-		el, err := rd.Next()
 		if err != nil {
 			s.conn.CloseWith(stream.Closing(stream.ReadError(err, "no data from the client")))
 			break
@@ -393,25 +433,28 @@ func (s *Session) read() {
 // wake goes on with a parked session: input came (err nil), the read
 // deadline passed, or the connection was closed.
 func (s *Session) wake(err error) {
-	if err == nil {
-		s.read()
-		return
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		if err = s.rd.Timeout(err); err == nil {
-			parked, perr := s.raw.(parker).Park(s.wake)
-			switch {
-			case parked:
-				return
-			case perr == nil:
-				s.read()
+	for errors.Is(err, os.ErrDeadlineExceeded) {
+		switch err = s.rd.Timeout(err); {
+		case errors.Is(err, errPark):
+			parked, perr := s.park.Park(s.wake)
+			if parked {
 				return
 			}
 			err = perr
+		case err != nil:
+			s.conn.CloseWith(stream.Closing(stream.ReadError(err, "no data from the client")))
+			s.end()
+			return
 		}
 	}
-	s.conn.CloseWith(stream.Closing(stream.ReadError(err, "no data from the client")))
-	s.end()
+	if err != nil {
+		s.conn.CloseWith(stream.Closing(stream.ReadError(err, "no data from the client")))
+		s.end()
+		return
+	}
+	// Input: read until the client is silent for parkAfter again.
+	s.raw.SetReadDeadline(time.Now().Add(min(s.cfg.IdleTimeout, s.parkAfter())))
+	s.read()
 }
 
 // end finishes the session once its stream is over: what the connection
@@ -433,34 +476,11 @@ func (s *Session) end() {
 	s.onEnd()
 }
 
-// quietConn is a connection that can wait for input without a buffer
-// and let go of its read state meanwhile (tlsrec.Conn).
-type quietConn interface {
-	Buffered() bool
-	WaitReadable() error
-	Release()
-}
-
-// parker is a quietConn that can also wait without a goroutine.
+// parker is a connection that can wait for input without a goroutine
+// (tlsrec.Conn).
 type parker interface {
+	Buffered() bool
 	Park(func(error)) (bool, error)
-}
-
-// waitQuietly waits for the client's next bytes on the caller's
-// goroutine, holding no buffer and no cipher state: where a connection
-// cannot be parked. A timeout goes to the reader's idle handling, as one
-// in a read would.
-func waitQuietly(c quietConn, rd *xml.Reader) error {
-	c.Release()
-	for {
-		err := c.WaitReadable()
-		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
-			return err
-		}
-		if err = rd.Timeout(err); err != nil {
-			return err
-		}
-	}
 }
 
 // pace takes a token for one stanza from the session's bucket and, when

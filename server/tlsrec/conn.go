@@ -185,11 +185,12 @@ type Conn struct {
 	// read side, owned by the reader
 	in      half
 	rbuf    *[]byte // nil when nothing is buffered
-	rpos    int     // start of what is not yet decrypted
-	rend    int     // end of what was read
-	plain   []byte  // decrypted data not yet read (in rbuf)
-	rerr    error   // sticky
-	useless int     // records in a row without data
+	first   [headerLen]byte
+	rpos    int    // start of what is not yet decrypted
+	rend    int    // end of what was read
+	plain   []byte // decrypted data not yet read (in rbuf)
+	rerr    error  // sticky
+	useless int    // records in a row without data
 	rc      syscall.RawConn
 
 	// parking (park.go)
@@ -248,7 +249,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.raw.SetWriteDeadli
 
 // Buffered reports whether input has been read from the socket that Read
 // has not returned yet. While it is false, a peer's next bytes are in the
-// socket, where WaitReadable sees them.
+// socket, where Park sees them.
 func (c *Conn) Buffered() bool { return len(c.plain) > 0 || c.rpos < c.rend }
 
 // Release drops the read side's cipher state; the next record builds it
@@ -273,17 +274,6 @@ func (c *Conn) dropBuffer() {
 		bufPool.Put(c.rbuf)
 		c.rbuf, c.rpos, c.rend, c.plain = nil, 0, 0, nil
 	}
-}
-
-// WaitReadable waits, on the caller's shallow stack and holding no
-// buffer, until the socket has something to read (or the peer closed it),
-// or until the read deadline. Only for a connection with nothing
-// Buffered.
-func (c *Conn) WaitReadable() error {
-	if err := c.rawConn(); err != nil {
-		return err
-	}
-	return waitReadable(c.rc)
 }
 
 // rawConn finds the socket under the connection (through wrappers that
@@ -340,8 +330,24 @@ func (c *Conn) Read(p []byte) (int, error) {
 // fill reads until at least n bytes from rpos are buffered.
 func (c *Conn) fill(n int) error {
 	if c.rbuf == nil {
+		// Nothing buffered: the wait for the peer's next bytes, which
+		// lasts as long as it is quiet, holds no record buffer (a
+		// record's header is read first).
+		k, err := c.raw.Read(c.first[:])
+		if k == 0 {
+			if err == nil {
+				err = io.ErrNoProgress
+			}
+			return err
+		}
 		c.rbuf = bufPool.Get().(*[]byte)
-		c.rpos, c.rend = 0, 0
+		c.rpos, c.rend = 0, copy(*c.rbuf, c.first[:k])
+		if err != nil && c.rend < n {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
 	}
 	buf := *c.rbuf
 	if c.rpos+n > len(buf) {

@@ -166,35 +166,6 @@ func TestTLS12StaysCryptoTLS(t *testing.T) {
 	}
 }
 
-func TestWaitReadable(t *testing.T) {
-	cfg := testConfig(t)
-	sc, cc := pair(t, cfg, nil)
-	c := sc.(*Conn)
-	c.Release()
-	done := make(chan error, 1)
-	go func() { done <- c.WaitReadable() }()
-	select {
-	case err := <-done:
-		t.Fatalf("returned with nothing to read: %v", err)
-	case <-time.After(200 * time.Millisecond):
-	}
-	cc.Write([]byte("x"))
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 10)
-	if n, err := c.Read(b); err != nil || string(b[:n]) != "x" {
-		t.Fatalf("%q %v", b[:n], err)
-	}
-	// The read deadline ends the wait with a timeout.
-	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	err := c.WaitReadable()
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		t.Fatalf("wait past the deadline: %v, want a timeout", err)
-	}
-}
-
 // mangler lets a test rewrite what the client sends once the handshake is
 // done: after skip bytes written, f sees every write.
 type mangler struct {

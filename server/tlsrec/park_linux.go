@@ -35,7 +35,7 @@ type poller struct {
 	parked map[uint64]*parking
 }
 
-var thePoller poller
+var thePoller = poller{parked: map[uint64]*parking{}}
 
 // parking is one wait: fired exactly once, by whichever comes first.
 type parking struct {
@@ -51,7 +51,6 @@ func (p *poller) start() error {
 		if p.err != nil {
 			return
 		}
-		p.parked = map[uint64]*parking{}
 		go p.loop()
 	})
 	return p.err

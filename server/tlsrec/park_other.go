@@ -2,12 +2,9 @@
 
 package tlsrec
 
-import (
-	"errors"
-	"syscall"
-)
+import "errors"
 
-// Parking and readiness waits use Linux's epoll and MSG_PEEK; elsewhere a
+// Parking uses Linux's epoll and MSG_PEEK; elsewhere a
 // connection is read as any other.
 
 type parking struct{}
@@ -19,5 +16,3 @@ func Parked() int { return 0 }
 func (c *Conn) Park(fn func(error)) (bool, error) { return false, ErrNotParkable }
 
 func (c *Conn) unpark() {}
-
-func waitReadable(rc syscall.RawConn) error { return ErrNotParkable }
