@@ -28,6 +28,7 @@ import (
 type poller struct {
 	once sync.Once
 	epfd int
+	file *os.File // epfd, for the runtime's poller
 	err  error
 
 	nextID atomic.Uint64
@@ -51,29 +52,50 @@ func (p *poller) start() error {
 		if p.err != nil {
 			return
 		}
-		go p.loop()
+		// The epoll descriptor is itself waited on through the runtime's
+		// poller (it is readable while it has events), so the loop is an
+		// ordinary goroutine: not a thread blocked in epoll_wait, which
+		// would have to win a processor back for every wake.
+		if p.err = syscall.SetNonblock(p.epfd, true); p.err != nil {
+			return
+		}
+		p.file = os.NewFile(uintptr(p.epfd), "parked connections")
+		var rc syscall.RawConn
+		if rc, p.err = p.file.SyscallConn(); p.err != nil {
+			return
+		}
+		go p.loop(rc)
 	})
 	return p.err
 }
 
-func (p *poller) loop() {
+func (p *poller) loop(rc syscall.RawConn) {
 	var evs [256]syscall.EpollEvent
 	for {
-		n, err := syscall.EpollWait(p.epfd, evs[:], -1)
-		if err != nil {
-			if err == syscall.EINTR {
-				continue
+		err := rc.Read(func(uintptr) bool {
+			for {
+				n, err := syscall.EpollWait(p.epfd, evs[:], 0)
+				if err == syscall.EINTR {
+					continue
+				}
+				if err != nil || n <= 0 {
+					return false // wait until it is readable again
+				}
+				for i := range evs[:n] {
+					id := uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32
+					if k := p.take(id); k != nil {
+						go k.fn(nil)
+					}
+				}
+				if n < len(evs) {
+					return false
+				}
 			}
-			// Cannot happen with a valid epoll descriptor; parked
+		})
+		if err != nil {
+			// Cannot happen while the descriptor is open; parked
 			// connections still end by deadline or close.
 			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		for i := range evs[:n] {
-			id := uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32
-			if k := p.take(id); k != nil {
-				go k.fn(nil)
-			}
 		}
 	}
 }
