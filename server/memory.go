@@ -9,17 +9,21 @@ import (
 // Giving memory back while idle. Go's collector lets the heap grow to
 // twice what is live before it collects (GOGC=100), and returns freed
 // pages to the system only gradually: after a burst (a login storm, a
-// flood of messages) an idle appliance kept that headroom, about as much
-// again as its sessions really hold. When the process has been quiet for
-// a while after allocating, the engine collects and returns what is free
-// at once. Nothing on the stanza path pays for it: the engine only reads
-// the runtime's count of allocated bytes once a second.
+// flood of messages, the start-up's loading of the store) an idle
+// appliance kept that headroom, about as much again as its sessions
+// really hold. When the process has been quiet for a second after
+// allocating at least releaseMin, the engine collects and returns what is
+// free at once, at most once per releaseEvery: a release costs one
+// collection (which that much allocation would soon have caused anyway)
+// and the page faults of taking the memory again. Nothing on the stanza
+// path pays for it: the engine only reads the runtime's count of
+// allocated bytes twice a second.
 const (
-	quietCheckEvery = time.Second
-	quietAfter      = 10 * time.Second // quiet this long before memory is given back
-	quietRate       = 256 << 10        // bytes allocated per second that still count as quiet
-	releaseMin      = 8 << 20          // allocated since the last release, for another to be worth it
-	releaseEvery    = time.Minute      // at most one release this often
+	quietCheckEvery = 500 * time.Millisecond
+	quietAfter      = time.Second     // quiet this long before memory is given back
+	quietRate       = 256 << 10       // bytes allocated per second that still count as quiet
+	releaseMin      = 8 << 20         // allocated since the last release, for another to be worth it
+	releaseEvery    = 5 * time.Second // at most one release this often
 )
 
 // releaser decides, from the process's cumulative allocated bytes read at
@@ -35,7 +39,9 @@ type releaser struct {
 // check takes one reading; it reports whether to release now.
 func (r *releaser) check(now time.Time, allocated uint64, every time.Duration) bool {
 	if !r.started {
-		r.started, r.last, r.atRelease = true, allocated, allocated
+		// What the start-up allocated counts: once quiet, a process
+		// that loaded a large store gives back what loading it left.
+		r.started, r.last = true, allocated
 		return false
 	}
 	delta := allocated - r.last

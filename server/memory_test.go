@@ -14,12 +14,12 @@ import (
 )
 
 // The engine gives memory back once the process has been quiet for
-// quietAfter after allocating at least releaseMin, and at most once per
-// releaseEvery; a busy or a never-busy process is left alone.
+// quietAfter after allocating at least releaseMin (its start-up counts),
+// and at most once per releaseEvery; a busy process is left alone.
 func TestReleaserQuietAfterBusy(t *testing.T) {
 	var r releaser
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	alloc := uint64(100 << 20)
+	alloc := uint64(100 << 20) // the start-up's
 	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
 	var releases []int
 	step := func(sec int, allocatedThisSecond uint64) {
@@ -29,7 +29,7 @@ func TestReleaserQuietAfterBusy(t *testing.T) {
 		}
 	}
 	sec := 0
-	// Quiet from the start, nothing allocated worth giving back: nothing.
+	// Quiet after the start-up: its memory is given back once.
 	for ; sec < 30; sec++ {
 		step(sec, 1<<10)
 	}
@@ -37,29 +37,46 @@ func TestReleaserQuietAfterBusy(t *testing.T) {
 	for ; sec < 50; sec++ {
 		step(sec, 50<<20)
 	}
-	// Quiet (a little allocation, under quietRate): a release after quietAfter.
+	// Quiet (a little allocation, under quietRate): a release after
+	// quietAfter, but not within releaseEvery of the last.
 	for ; sec < 70; sec++ {
 		step(sec, 100<<10)
 	}
-	// Another burst and quiet within releaseEvery of the first: held back
-	// until releaseEvery has passed.
+	// Another burst and quiet: held back until releaseEvery has passed.
 	for ; sec < 75; sec++ {
 		step(sec, 50<<20)
 	}
-	for ; sec < 150; sec++ {
+	for ; sec < 200; sec++ {
 		step(sec, 0)
 	}
-	// The first release comes quietAfter after the quiet began (second
-	// 50); the second, releaseEvery after the first.
-	first := 50 + int(quietAfter/time.Second)
-	want := []int{first, first + int(releaseEvery/time.Second)}
-	if len(releases) != 2 || releases[0] != want[0] || releases[1] != want[1] {
+	// Two bursts a second apart: the second release waits for
+	// releaseEvery after the first.
+	q, every := int(quietAfter/time.Second), int(releaseEvery/time.Second)
+	step(200, 50<<20)
+	for sec = 201; sec < 201+q+1; sec++ {
+		step(sec, 0)
+	}
+	step(sec, 50<<20)
+	burst2 := sec
+	for sec++; sec < 300; sec++ {
+		step(sec, 0)
+	}
+	// The first check only reads; quiet from second 1.
+	first := 1 + q
+	want := []int{first, max(50+q, first+every), max(75+q, first+2*every), 201 + q}
+	want = append(want, max(burst2+1+q, want[3]+every))
+	if fmt.Sprint(releases) != fmt.Sprint(want) {
 		t.Fatalf("releases at seconds %v, want %v", releases, want)
+	}
+	// Nothing allocated worth giving back: no release at all.
+	var r2 releaser
+	for sec := 0; sec < 100; sec++ {
+		if r2.check(at(sec), uint64(sec)<<10, time.Second) {
+			t.Fatalf("a release at second %d with nothing allocated", sec)
+		}
 	}
 }
 
-// countEntries counts what Readdirnames lists, without the names, also
-// for a directory larger than its buffer.
 func TestCountEntries(t *testing.T) {
 	dir := t.TempDir()
 	for i := 0; i < 700; i++ {

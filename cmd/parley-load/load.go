@@ -60,24 +60,26 @@ const (
 
 // loadReport is what one run measured.
 type loadReport struct {
-	Sessions        int
-	Expected        int64
-	Delivered       int64
-	Errors          int64 // error stanzas received instead of messages
-	LoginWall       time.Duration
-	Wall            time.Duration // first message sent to last delivered
-	MsgsPerSec      float64
-	ServerCPU       time.Duration // during the message phase; 0 without --server-pid
-	ServerCPULogins time.Duration
-	ServerRSSBefore int64         // bytes, before the first login
-	ServerRSSIdle   int64         // bytes, every session logged in and idle
-	ServerRSSAfter  int64         // bytes, after the messages
-	GeneratorCPU    time.Duration // this process, during the message phase
-	LoadAvg         string        // /proc/loadavg at the start
-	LoadAvgEnd      string
-	FirstError      string // the first error stanza or session failure seen
-	ServerMeasured  bool
-	MessagesSent    bool // the message phase ran
+	Sessions         int
+	Expected         int64
+	Delivered        int64
+	Errors           int64 // error stanzas received instead of messages
+	LoginWall        time.Duration
+	Wall             time.Duration // first message sent to last delivered
+	MsgsPerSec       float64
+	ServerCPU        time.Duration // during the message phase; 0 without --server-pid
+	ServerCPULogins  time.Duration
+	ServerRSSBefore  int64 // bytes, before the first login
+	ServerRSSIdle    int64 // bytes, every session logged in and idle
+	ServerRSSAfter   int64 // bytes, after the messages
+	ServerAnonBefore int64 // RssAnon, bytes: the same without the binary's code and mapped files
+	ServerAnonIdle   int64
+	GeneratorCPU     time.Duration // this process, during the message phase
+	LoadAvg          string        // /proc/loadavg at the start
+	LoadAvgEnd       string
+	FirstError       string // the first error stanza or session failure seen
+	ServerMeasured   bool
+	MessagesSent     bool // the message phase ran
 }
 
 // CPUPerMsg is the server's CPU time per delivered message.
@@ -94,6 +96,16 @@ func (r *loadReport) KiBPerSession() float64 {
 		return 0
 	}
 	return float64(r.ServerRSSIdle-r.ServerRSSBefore) / 1024 / float64(r.Sessions)
+}
+
+// AnonKiBPerSession is KiBPerSession counted in anonymous memory only:
+// the code pages a server touches for the first time while its clients
+// log in (and pages of its store file) are not per session.
+func (r *loadReport) AnonKiBPerSession() float64 {
+	if r.Sessions == 0 {
+		return 0
+	}
+	return float64(r.ServerAnonIdle-r.ServerAnonBefore) / 1024 / float64(r.Sessions)
 }
 
 func (r *loadReport) write(w io.Writer, cfg *loadConfig) {
@@ -116,6 +128,7 @@ func (r *loadReport) write(w io.Writer, cfg *loadConfig) {
 		}
 		fmt.Fprintf(w, "server RSS:         %s before logins, %s idle, %s after messages\n", mib(r.ServerRSSBefore), mib(r.ServerRSSIdle), mib(r.ServerRSSAfter))
 		fmt.Fprintf(w, "memory per session: %.1f KiB per idle session\n", r.KiBPerSession())
+		fmt.Fprintf(w, "anonymous memory:   %s before logins, %s idle: %.1f KiB per idle session\n", mib(r.ServerAnonBefore), mib(r.ServerAnonIdle), r.AnonKiBPerSession())
 	} else {
 		fmt.Fprintf(w, "server CPU, memory: not measured (give --server-pid)\n")
 	}
@@ -294,24 +307,35 @@ func readProcCPU(pid int) (time.Duration, error) {
 	return time.Duration(u+s) * time.Second / clockTicks, nil
 }
 
-// readProcRSS returns a process's resident set size in bytes.
-func readProcRSS(pid int) (int64, error) {
+// readProcRSS returns a process's resident set size and the anonymous
+// part of it (RssAnon), in bytes.
+func readProcRSS(pid int) (rss, anon int64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) == 2 && f[1] == "kB" {
-				n, err := strconv.ParseInt(f[0], 10, 64)
-				if err == nil {
-					return n * 1024, nil
-				}
+	kB := func(v string) int64 {
+		f := strings.Fields(v)
+		if len(f) == 2 && f[1] == "kB" {
+			if n, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				return n * 1024
 			}
 		}
+		return -1
 	}
-	return 0, errors.New("no VmRSS in /proc status")
+	rss, anon = -1, -1
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			rss = kB(v)
+		}
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			anon = kB(v)
+		}
+	}
+	if rss < 0 || anon < 0 {
+		return 0, 0, errors.New("no VmRSS or RssAnon in /proc status")
+	}
+	return rss, anon, nil
 }
 
 func selfCPU() time.Duration {
@@ -346,7 +370,7 @@ func runLoad(ctx context.Context, cfg *loadConfig) (*loadReport, error) {
 	var cpu0 time.Duration
 	if cfg.ServerPID > 0 {
 		var err error
-		if rep.ServerRSSBefore, err = readProcRSS(cfg.ServerPID); err != nil {
+		if rep.ServerRSSBefore, rep.ServerAnonBefore, err = readProcRSS(cfg.ServerPID); err != nil {
 			return rep, fmt.Errorf("server memory: %v", err)
 		}
 		if cpu0, err = readProcCPU(cfg.ServerPID); err != nil {
@@ -380,7 +404,7 @@ func runLoad(ctx context.Context, cfg *loadConfig) (*loadReport, error) {
 	var cpu1 time.Duration
 	if cfg.ServerPID > 0 {
 		var err error
-		if rep.ServerRSSIdle, err = readProcRSS(cfg.ServerPID); err != nil {
+		if rep.ServerRSSIdle, rep.ServerAnonIdle, err = readProcRSS(cfg.ServerPID); err != nil {
 			return rep, fmt.Errorf("server memory: %v", err)
 		}
 		if cpu1, err = readProcCPU(cfg.ServerPID); err != nil {
@@ -421,7 +445,7 @@ func runLoad(ctx context.Context, cfg *loadConfig) (*loadReport, error) {
 		if cpu2, err := readProcCPU(cfg.ServerPID); err == nil {
 			rep.ServerCPU = cpu2 - cpu1
 		}
-		rep.ServerRSSAfter, _ = readProcRSS(cfg.ServerPID)
+		rep.ServerRSSAfter, _, _ = readProcRSS(cfg.ServerPID)
 	}
 	r.stopSenders()
 	wg.Wait()

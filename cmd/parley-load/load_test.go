@@ -110,7 +110,7 @@ func TestLoadRun(t *testing.T) {
 			for _, want := range []string{
 				"sessions:           20 logged in (STARTTLS, " + tc.mech + ")",
 				"messages:           400/400 delivered\n",
-				" msgs/s\n", " µs per message (TLS included)\n", " KiB per idle session\n", "generator CPU:",
+				" msgs/s\n", " µs per message (TLS included)\n", " KiB per idle session\n", "anonymous memory:   ", "generator CPU:",
 			} {
 				if !strings.Contains(out, want) {
 					t.Errorf("report lacks %q:\n%s", want, out)
@@ -141,6 +141,9 @@ func TestLoadRun(t *testing.T) {
 	// message a few µs to a few ms (ticks of 10 ms over a short run).
 	if rep.ServerRSSBefore < 1<<20 || rep.ServerRSSIdle < 1<<20 || rep.ServerRSSBefore > 8<<30 {
 		t.Errorf("RSS before %d, idle %d", rep.ServerRSSBefore, rep.ServerRSSIdle)
+	}
+	if rep.ServerAnonBefore < 1<<20 || rep.ServerAnonBefore >= rep.ServerRSSBefore || rep.ServerAnonIdle < 1<<20 || rep.ServerAnonIdle >= rep.ServerRSSIdle {
+		t.Errorf("anonymous memory before %d, idle %d (RSS %d, %d)", rep.ServerAnonBefore, rep.ServerAnonIdle, rep.ServerRSSBefore, rep.ServerRSSIdle)
 	}
 	if rep.ServerCPU < 0 || rep.CPUPerMsg() > 10*time.Millisecond || rep.GeneratorCPU <= 0 {
 		t.Errorf("server CPU %v (%v per message), generator CPU %v", rep.ServerCPU, rep.CPUPerMsg(), rep.GeneratorCPU)
