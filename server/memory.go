@@ -1,6 +1,7 @@
 package server
 
 import (
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
@@ -21,7 +22,7 @@ import (
 const (
 	quietCheckEvery = 500 * time.Millisecond
 	quietAfter      = time.Second     // quiet this long before memory is given back
-	quietRate       = 256 << 10       // bytes allocated per second that still count as quiet
+	quietRate       = 1 << 20         // bytes allocated per second that still count as quiet (idle sessions parking after a burst allocate a little)
 	releaseMin      = 8 << 20         // allocated since the last release, for another to be worth it
 	releaseEvery    = 5 * time.Second // at most one release this often
 )
@@ -78,6 +79,10 @@ func (e *Engine) releaseWhenQuiet() {
 				return // not this runtime's metric: nothing to go by
 			}
 			if r.check(now, sample[0].Value.Uint64(), quietCheckEvery) {
+				// Two collections: what sync.Pools hold (record and read
+				// buffers a burst used) survives one, in their victim
+				// caches.
+				runtime.GC()
 				debug.FreeOSMemory()
 			}
 		}

@@ -352,20 +352,6 @@ func (s *Session) serve(rd *xml.Reader, onEnd func()) {
 	})
 	s.raw.SetReadDeadline(time.Now().Add(min(idle, s.parkAfter())))
 	s.rate = limit.NewPace(cfg.stanzaRate)
-	// Between its bind and its next stanzas a client waits for the bind
-	// result: the session parks at once if nothing came yet.
-	if s.park != nil && !rd.Buffered() && !s.park.Buffered() {
-		rd.Release()
-		parked, err := s.park.Park(s.wake)
-		if parked {
-			return
-		}
-		if err != nil {
-			s.conn.CloseWith(stream.Closing(stream.ReadError(err, "no data from the client")))
-			s.end()
-			return
-		}
-	}
 	s.read()
 }
 

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -50,7 +51,7 @@ const shards = 64
 
 type shard struct {
 	mu    sync.RWMutex
-	users map[string]map[string]entry // bare → resource → session
+	users map[string][]entry // bare → its sessions (a slice: most users have one or two, and a map each cost ~450 bytes)
 }
 
 // entry is a bound session with its presence state as the presence module
@@ -88,7 +89,7 @@ type Router struct {
 func New() *Router {
 	r := &Router{seed: maphash.MakeSeed()}
 	for i := range r.shards {
-		r.shards[i].users = map[string]map[string]entry{}
+		r.shards[i].users = map[string][]entry{}
 	}
 	return r
 }
@@ -130,7 +131,11 @@ func (r *Router) BindChecked(s Session, max int) error {
 	sh := r.shard(s.Bare())
 	sh.mu.Lock()
 	res := sh.users[s.Bare()]
-	old := res[s.Resource()].s
+	i := find(res, s.Resource())
+	var old Session
+	if i >= 0 {
+		old = res[i].s
+	}
 	if old == nil {
 		n := len(res)
 		if c != nil {
@@ -151,11 +156,11 @@ func (r *Router) BindChecked(s Session, max int) error {
 			}
 		}
 	}
-	if res == nil {
-		res = map[string]entry{}
-		sh.users[s.Bare()] = res
+	if i >= 0 {
+		res[i] = entry{s: s}
+	} else {
+		sh.users[s.Bare()] = append(res, entry{s: s})
 	}
-	res[s.Resource()] = entry{s: s}
 	if c != nil {
 		c.Bound(s)
 	}
@@ -173,11 +178,14 @@ func (r *Router) Len() int { return int(r.n.Load()) }
 func (r *Router) Unbind(s Session) {
 	sh := r.shard(s.Bare())
 	sh.mu.Lock()
-	if res := sh.users[s.Bare()]; res != nil && res[s.Resource()].s == s {
-		delete(res, s.Resource())
+	res := sh.users[s.Bare()]
+	if i := find(res, s.Resource()); i >= 0 && res[i].s == s {
+		res = slices.Delete(res, i, i+1)
 		r.n.Add(-1)
 		if len(res) == 0 {
 			delete(sh.users, s.Bare())
+		} else {
+			sh.users[s.Bare()] = res
 		}
 		if c := r.Cluster(); c != nil {
 			c.Unbound(s)
@@ -191,7 +199,21 @@ func (r *Router) Session(bare, resource string) Session {
 	sh := r.shard(bare)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	return sh.users[bare][resource].s
+	res := sh.users[bare]
+	if i := find(res, resource); i >= 0 {
+		return res[i].s
+	}
+	return nil
+}
+
+// find is the index of the session bound to resource in res, or -1.
+func find(res []entry, resource string) int {
+	for i := range res {
+		if res[i].s.Resource() == resource {
+			return i
+		}
+	}
+	return -1
 }
 
 // SetAvailable records a bound session's presence: available (with a
@@ -207,8 +229,8 @@ func (r *Router) SetPresence(s Session, available bool, priority int, presence *
 	sh := r.shard(s.Bare())
 	sh.mu.Lock()
 	if res := sh.users[s.Bare()]; res != nil {
-		if e, ok := res[s.Resource()]; ok && e.s == s {
-			res[s.Resource()] = entry{s: s, available: available, priority: priority}
+		if i := find(res, s.Resource()); i >= 0 && res[i].s == s {
+			res[i] = entry{s: s, available: available, priority: priority}
 			if c := r.Cluster(); c != nil {
 				c.Presence(s, available, priority, presence)
 			}

@@ -74,7 +74,7 @@ const (
 
 // WriterLinger is how long a writer goroutine waits for more to write
 // before it ends (the next Send starts another).
-var WriterLinger = 2 * time.Second
+var WriterLinger = time.Second
 
 // Pacer is told by a Conn's writer what became of the stanzas queued with
 // SendTracked. Written(id) says that every tracked stanza up to and

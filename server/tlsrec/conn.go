@@ -113,8 +113,7 @@ func expandLabel(h func() hash.Hash, secret []byte, label string, n int) []byte 
 // half is one direction's traffic protection.
 type half struct {
 	suite  *suite
-	secret [48]byte // the current application traffic secret
-	key    [32]byte
+	secret [48]byte // the current application traffic secret (the key is derived from it when needed)
 	iv     [12]byte
 	seq    uint64
 	aead   cipher.AEAD // nil while released
@@ -123,7 +122,6 @@ type half struct {
 func (h *half) set(s *suite, secret []byte) {
 	h.suite = s
 	copy(h.secret[:], secret)
-	copy(h.key[:], expandLabel(s.hash, secret, "key", s.keyLen))
 	copy(h.iv[:], expandLabel(s.hash, secret, "iv", 12))
 	h.seq = 0
 	h.aead = nil
@@ -138,7 +136,10 @@ func (h *half) update() {
 
 func (h *half) cipher() (cipher.AEAD, error) {
 	if h.aead == nil {
-		a, err := h.suite.aead(h.key[:h.suite.keyLen])
+		n := h.suite.hash().Size()
+		key := expandLabel(h.suite.hash, h.secret[:n], "key", h.suite.keyLen)
+		a, err := h.suite.aead(key)
+		clear(key)
 		if err != nil {
 			return nil, err
 		}
@@ -200,12 +201,11 @@ type Conn struct {
 	readDeadline atomic.Int64 // unix nanoseconds; 0: none
 
 	// write side
-	wmu      sync.Mutex
-	out      half
-	werr     error
-	writing  atomic.Int32 // writes in progress: Close does not wait for them
-	closed   atomic.Bool
-	closeErr error
+	wmu     sync.Mutex
+	out     half
+	werr    error
+	writing atomic.Int32 // writes in progress: Close does not wait for them
+	closed  atomic.Bool
 }
 
 // newConn takes over raw with the handshake's application traffic

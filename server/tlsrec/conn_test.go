@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -664,5 +665,52 @@ func TestResumption(t *testing.T) {
 		if resumed := cc.ConnectionState().DidResume; resumed != (i == 1) {
 			t.Fatalf("connection %d: resumed %v", i, resumed)
 		}
+	}
+}
+
+// Deadlines of parked connections fire in their order, once each; a
+// connection woken by input before its deadline is not woken again by it.
+func TestParkDeadlines(t *testing.T) {
+	cfg := testConfig(t)
+	type woke struct {
+		i   int
+		err error
+	}
+	ch := make(chan woke, 10)
+	var clients []*tls.Conn
+	start := time.Now()
+	for i, d := range []time.Duration{300, 100, 200, 150} {
+		sc, cc := pair(t, cfg, nil)
+		clients = append(clients, cc)
+		c := sc.(*Conn)
+		c.SetReadDeadline(start.Add(d * time.Millisecond))
+		if parked, err := c.Park(func(err error) { ch <- woke{i, err} }); !parked {
+			t.Fatalf("%d not parked: %v", i, err)
+		}
+	}
+	clients[3].Write([]byte("x")) // before its deadline at 150 ms
+	var order []int
+	for len(order) < 4 {
+		select {
+		case w := <-ch:
+			if w.i == 3 {
+				if w.err != nil {
+					t.Fatalf("the connection with input woke with %v", w.err)
+				}
+			} else if !errors.Is(w.err, os.ErrDeadlineExceeded) {
+				t.Fatalf("%d woke with %v", w.i, w.err)
+			}
+			order = append(order, w.i)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("woken: %v", order)
+		}
+	}
+	if fmt.Sprint(order) != "[3 1 2 0]" {
+		t.Fatalf("woken in the order %v, want [3 1 2 0]", order)
+	}
+	select {
+	case w := <-ch:
+		t.Fatalf("%d woken twice (%v)", w.i, w.err)
+	case <-time.After(300 * time.Millisecond):
 	}
 }

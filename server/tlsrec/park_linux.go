@@ -1,6 +1,7 @@
 package tlsrec
 
 import (
+	"container/heap"
 	"errors"
 	"net"
 	"os"
@@ -34,6 +35,11 @@ type poller struct {
 	nextID atomic.Uint64
 	mu     sync.Mutex
 	parked map[uint64]*parking
+	// The parked waits with a read deadline, earliest first, and one
+	// timer for the earliest (a timer each was ~150 bytes a session).
+	deadlines deadlineHeap
+	timer     *time.Timer
+	timerAt   int64 // when the timer fires, unix nanoseconds; 0: not set
 }
 
 var thePoller = poller{parked: map[uint64]*parking{}}
@@ -43,7 +49,68 @@ type parking struct {
 	id    uint64
 	fired atomic.Bool
 	fn    func(error)
-	timer *time.Timer
+	at    int64 // the read deadline, unix nanoseconds (0: none)
+	hidx  int   // index in the poller's deadlines (-1: not there)
+}
+
+// deadlineHeap orders parked waits by deadline (container/heap).
+type deadlineHeap []*parking
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].hidx, h[j].hidx = i, j
+}
+func (h *deadlineHeap) Push(x any) {
+	k := x.(*parking)
+	k.hidx = len(*h)
+	*h = append(*h, k)
+}
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	k := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	k.hidx = -1
+	return k
+}
+
+// scheduleLocked sets the timer for a deadline at, unless it fires
+// earlier already; p.mu is held.
+func (p *poller) scheduleLocked(at int64) {
+	if p.timerAt != 0 && p.timerAt <= at {
+		return
+	}
+	p.timerAt = at
+	d := time.Until(time.Unix(0, at))
+	if p.timer == nil {
+		p.timer = time.AfterFunc(d, p.expire)
+	} else {
+		p.timer.Reset(d)
+	}
+}
+
+// expire fires the waits whose deadline has passed.
+func (p *poller) expire() {
+	now := time.Now().UnixNano()
+	var due []*parking
+	p.mu.Lock()
+	p.timerAt = 0
+	for len(p.deadlines) > 0 && p.deadlines[0].at <= now {
+		k := heap.Pop(&p.deadlines).(*parking)
+		delete(p.parked, k.id)
+		if k.fired.CompareAndSwap(false, true) {
+			due = append(due, k)
+		}
+	}
+	if len(p.deadlines) > 0 {
+		p.scheduleLocked(p.deadlines[0].at)
+	}
+	p.mu.Unlock()
+	for _, k := range due {
+		go k.fn(os.ErrDeadlineExceeded)
+	}
 }
 
 func (p *poller) start() error {
@@ -117,8 +184,8 @@ func (p *poller) take(id uint64) *parking {
 	if k == nil || !k.fired.CompareAndSwap(false, true) {
 		return nil
 	}
-	if k.timer != nil {
-		k.timer.Stop()
+	if k.hidx >= 0 {
+		heap.Remove(&p.deadlines, k.hidx)
 	}
 	return k
 }
@@ -155,17 +222,7 @@ func (c *Conn) Park(fn func(error)) (bool, error) {
 		return false, net.ErrClosed
 	}
 	c.Release()
-	id := thePoller.nextID.Add(1)
-	k := &parking{id: id, fn: fn}
-	deadline := c.readDeadline.Load()
-	if deadline != 0 {
-		// Set going once the socket is armed.
-		k.timer = time.AfterFunc(time.Duration(1<<62), func() {
-			if thePoller.take(id) != nil {
-				fn(os.ErrDeadlineExceeded)
-			}
-		})
-	}
+	k := &parking{id: thePoller.nextID.Add(1), fn: fn, hidx: -1}
 	thePoller.add(k)
 	var ready bool
 	var perr error
@@ -191,8 +248,15 @@ func (c *Conn) Park(fn func(error)) (bool, error) {
 		return false, err
 	}
 	c.parked = k
-	if k.timer != nil && !k.fired.Load() {
-		k.timer.Reset(time.Until(time.Unix(0, deadline)))
+	if at := c.readDeadline.Load(); at != 0 {
+		p := &thePoller
+		p.mu.Lock()
+		if !k.fired.Load() {
+			k.at = at
+			heap.Push(&p.deadlines, k)
+			p.scheduleLocked(at)
+		}
+		p.mu.Unlock()
 	}
 	return true, nil
 }

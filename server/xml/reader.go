@@ -241,6 +241,10 @@ func (r *Reader) Buffered() bool {
 func (r *Reader) Release() {
 	if t, ok := r.tok.(*tokenizer); ok {
 		t.idle()
+		t.trim()
+	}
+	if len(r.stack) == 0 && cap(r.stack) > 0 {
+		r.stack = nil
 	}
 }
 

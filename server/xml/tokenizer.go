@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"unicode"
@@ -251,6 +252,19 @@ func (t *tokenizer) idle() {
 	t.pos, t.end = 0, 0
 	if t.buf != nil || t.sc != nil {
 		t.release()
+	}
+}
+
+// trim gives back the spare capacity of the element and namespace stacks
+// that the deepest stanza so far made them grow to: for a reader whose
+// connection is going to wait a long while (the stream's root stays open
+// for the stream's life).
+func (t *tokenizer) trim() {
+	if cap(t.stack) > len(t.stack) {
+		t.stack = slices.Clone(t.stack)
+	}
+	if cap(t.ns) > len(t.ns) {
+		t.ns = slices.Clone(t.ns)
 	}
 }
 
