@@ -358,7 +358,7 @@ func (s *Session) serve(rd *xml.Reader, onEnd func()) {
 // DefaultParkAfter is how long a client is silent before its session is
 // parked. A session that is read often stays on its goroutine, as
 // parking and waking cost more than a wait in the runtime's poller.
-const DefaultParkAfter = time.Second
+const DefaultParkAfter = 250 * time.Millisecond
 
 // errPark is the idle handling's signal to park the session.
 var errPark = errors.New("c2s: park the session")

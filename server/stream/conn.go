@@ -49,10 +49,11 @@ type Conn struct {
 	unwritten  [][]byte
 	pacer      Pacer
 	low        int
-	running    bool   // a writer goroutine exists
-	written    uint64 // stanzas wholly written (under mu)
-	wake       chan struct{}
-	done       chan struct{}
+	running    bool          // a writer goroutine exists
+	written    uint64        // stanzas wholly written (under mu)
+	wake       chan struct{} // the running writer's (nil: none)
+	done       chan struct{} // made by Done
+	finished   bool          // the writer has finished for good (under mu)
 }
 
 // item is one queued stanza; id is the Pacer's number for a tracked one.
@@ -74,7 +75,7 @@ const (
 
 // WriterLinger is how long a writer goroutine waits for more to write
 // before it ends (the next Send starts another).
-var WriterLinger = time.Second
+var WriterLinger = 250 * time.Millisecond
 
 // Pacer is told by a Conn's writer what became of the stanzas queued with
 // SendTracked. Written(id) says that every tracked stanza up to and
@@ -88,14 +89,15 @@ type Pacer interface {
 
 // NewConn wraps c; its writer starts with the first thing to write.
 func NewConn(c net.Conn, ns string) *Conn {
-	return &Conn{Conn: c, NS: ns, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	return &Conn{Conn: c, NS: ns}
 }
 
 // poke wakes the writer, or starts one; called with c.mu held.
 func (c *Conn) poke() {
 	if !c.running {
 		c.running = true
-		go c.writer()
+		c.wake = make(chan struct{}, 1) // the running writer's; an idle connection holds none
+		go c.writer(c.wake)
 		return
 	}
 	select {
@@ -105,9 +107,16 @@ func (c *Conn) poke() {
 }
 
 // finish marks the writer's end for good: Done is closed.
-func (c *Conn) finish() { close(c.done) }
+func (c *Conn) finish() {
+	c.mu.Lock()
+	c.finished = true
+	if c.done != nil {
+		close(c.done)
+	}
+	c.mu.Unlock()
+}
 
-func (c *Conn) writer() {
+func (c *Conn) writer(wake chan struct{}) {
 	var batch bytes.Buffer
 	var linger *time.Timer
 	for {
@@ -227,13 +236,13 @@ func (c *Conn) writer() {
 			linger.Reset(WriterLinger)
 		}
 		select {
-		case <-c.wake:
+		case <-wake:
 			continue
 		case <-linger.C:
 		}
 		c.mu.Lock()
 		select {
-		case <-c.wake:
+		case <-wake:
 			c.mu.Unlock()
 			continue
 		default:
@@ -242,7 +251,7 @@ func (c *Conn) writer() {
 			c.mu.Unlock()
 			continue
 		}
-		c.running = false
+		c.running, c.wake = false, nil
 		c.mu.Unlock()
 		// A connection that keeps cipher state for writing (tlsrec) lets
 		// go of it until the next write.
@@ -351,18 +360,26 @@ func (c *Conn) CloseWith(b []byte) {
 }
 
 // Done is closed when the writer has finished and the connection is closed.
-func (c *Conn) Done() <-chan struct{} { return c.done }
+func (c *Conn) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil { // made on demand: most of a connection's life nobody waits
+		c.done = make(chan struct{})
+		if c.finished {
+			close(c.done)
+		}
+	}
+	return c.done
+}
 
 // Unwritten returns, once Done is closed, the stanzas accepted by SendRaw
 // or Send that were not wholly written, in order; before, nil.
 func (c *Conn) Unwritten() [][]byte {
-	select {
-	case <-c.done:
-	default:
-		return nil
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.finished {
+		return nil
+	}
 	return c.unwritten
 }
 
