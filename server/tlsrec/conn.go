@@ -117,6 +117,7 @@ type half struct {
 	iv     [12]byte
 	seq    uint64
 	aead   cipher.AEAD // nil while released
+	nbuf   [12]byte    // the current record's (here, not on the stack: it would escape)
 }
 
 func (h *half) set(s *suite, secret []byte) {
@@ -399,9 +400,8 @@ func (c *Conn) readRecord() error {
 	if err != nil {
 		return err
 	}
-	var nonce [12]byte
-	c.in.nonce(&nonce)
-	plain, err := a.Open(body[:0], nonce[:], body, hdr)
+	c.in.nonce(&c.in.nbuf)
+	plain, err := a.Open(body[:0], c.in.nbuf[:], body, hdr)
 	if err != nil {
 		return c.fatal(alertBadRecordMAC, "a record that does not decrypt")
 	}
@@ -561,9 +561,8 @@ func (c *Conn) writeRecordLocked(typ byte, data []byte) error {
 	binary.BigEndian.PutUint16(buf[3:], uint16(n))
 	copy(buf[headerLen:], data)
 	buf[headerLen+len(data)] = typ
-	var nonce [12]byte
-	c.out.nonce(&nonce)
-	a.Seal(buf[headerLen:headerLen], nonce[:], buf[headerLen:headerLen+len(data)+1], buf[:headerLen])
+	c.out.nonce(&c.out.nbuf)
+	a.Seal(buf[headerLen:headerLen], c.out.nbuf[:], buf[headerLen:headerLen+len(data)+1], buf[:headerLen])
 	c.out.seq++
 	if _, err := c.raw.Write(buf[:headerLen+n]); err != nil {
 		c.werr = err
