@@ -185,16 +185,17 @@ func (m *mangler) Write(b []byte) (int, error) {
 	return m.Conn.Write(b)
 }
 
-// badClient makes a TLS 1.3 client whose records after the handshake f
-// rewrites, and returns the server's Conn.
-func badClient(t *testing.T, f func([]byte) []byte) (*Conn, *tls.Conn, *mangler) {
+// serveOne accepts one connection on loopback and runs Server on it; it
+// returns the client's raw connection and where the server's comes (nil
+// if the handshake failed).
+func serveOne(t *testing.T) (net.Conn, <-chan net.Conn) {
 	t.Helper()
 	cfg := testConfig(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	ch := make(chan net.Conn, 1)
 	go func() {
 		raw, err := ln.Accept()
@@ -213,6 +214,14 @@ func badClient(t *testing.T, f func([]byte) []byte) (*Conn, *tls.Conn, *mangler)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return raw, ch
+}
+
+// badClient makes a TLS 1.3 client whose records after the handshake f
+// rewrites, and returns the server's Conn.
+func badClient(t *testing.T, f func([]byte) []byte) (*Conn, *tls.Conn, *mangler) {
+	t.Helper()
+	raw, ch := serveOne(t)
 	m := &mangler{Conn: raw, f: f}
 	cc := tls.Client(m, &tls.Config{InsecureSkipVerify: true})
 	if err := cc.Handshake(); err != nil {
@@ -269,26 +278,7 @@ type forger struct {
 
 func forge(t *testing.T) (*Conn, *forger) {
 	t.Helper()
-	cfg := testConfig(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		raw, err := ln.Accept()
-		if err != nil {
-			ch <- nil
-			return
-		}
-		c, _, _ := Server(raw, cfg)
-		ch <- c
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw, ch := serveOne(t)
 	var kl keyLog
 	cc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, KeyLogWriter: &kl})
 	if err := cc.Handshake(); err != nil {
