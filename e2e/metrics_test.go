@@ -123,6 +123,16 @@ func TestMetrics(t *testing.T) {
 		t.Logf("the scrape:\n%s", text)
 	}
 
+	// The three clients are quiet: their sessions are parked (no
+	// goroutine, buffer or cipher state), and a parked session wakes for
+	// its client's next stanza.
+	waitUntil(t, "the three quiet sessions parked", func() bool {
+		return parseExposition(t, scrapeText(t, url))[`parley_sessions_parked`] == 3
+	})
+	alice.ping(t, "")
+	bob.send(t, "alice@"+domain+"/desk", "after a pause")
+	alice.message(t, "bob@"+domain, "after a pause")
+
 	// Debian's promtool accepts the exposition.
 	check := exec.Command(promtoolBin, "check", "metrics")
 	check.Stdin = strings.NewReader(text)

@@ -3,6 +3,7 @@ package server
 import (
 	"github.com/parley-xmpp/parley/server/metrics"
 	"github.com/parley-xmpp/parley/server/status"
+	"github.com/parley-xmpp/parley/server/tlsrec"
 	"github.com/parley-xmpp/parley/store"
 )
 
@@ -69,3 +70,5 @@ func (m metricsSource) ServerLinks(fn func(direction, state string, n int)) {
 }
 
 func (m metricsSource) ComponentsConnected() int { return len(m.e.comps.Connected()) }
+
+func (m metricsSource) SessionsParked() int { return tlsrec.Parked() }

@@ -109,21 +109,29 @@ func TestDialbackSecretInitKeepsTheFirst(t *testing.T) {
 	}
 }
 
+// restoredCopy is a new store restored from a's snapshot (closed at the
+// end of the test).
+func restoredCopy(t *testing.T, a *Store) *Store {
+	t.Helper()
+	var snap bytes.Buffer
+	if err := a.Snapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+	b := open(t, t.TempDir())
+	t.Cleanup(func() { b.Close() })
+	if err := b.Restore(&snap); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // The new buckets travel in a snapshot like every other.
 func TestFilesAndSecretInSnapshot(t *testing.T) {
 	a := open(t, t.TempDir())
 	defer a.Close()
 	mustApply(t, a, FilePut{File: StoredFile{Name: "a.key", Data: []byte("KEY"), Mode: 0o600}})
 	mustApply(t, a, DialbackSecretInit{Secret: bytes.Repeat([]byte{7}, DialbackSecretSize)})
-	var snap bytes.Buffer
-	if err := a.Snapshot(&snap); err != nil {
-		t.Fatal(err)
-	}
-	b := open(t, t.TempDir())
-	defer b.Close()
-	if err := b.Restore(&snap); err != nil {
-		t.Fatal(err)
-	}
+	b := restoredCopy(t, a)
 	if f, err := b.StoredFile("a.key"); err != nil || string(f.Data) != "KEY" || f.Mode != 0o600 {
 		t.Fatalf("a.key after restore = %+v, %v", f, err)
 	}

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -133,15 +132,7 @@ func TestOnceSurvivesSnapshot(t *testing.T) {
 	if resp, err := a.Apply(next, entry); err != nil || resp != nil {
 		t.Fatalf("first apply: %v %v", resp, err)
 	}
-	var snap bytes.Buffer
-	if err := a.Snapshot(&snap); err != nil {
-		t.Fatal(err)
-	}
-	b := open(t, t.TempDir())
-	defer b.Close()
-	if err := b.Restore(&snap); err != nil {
-		t.Fatal(err)
-	}
+	b := restoredCopy(t, a)
 	if resp, err := b.Apply(next+1, entry); err != nil || resp != (Duplicate{}) {
 		t.Fatalf("the same entry after the restore: %v %v, want Duplicate", resp, err)
 	}

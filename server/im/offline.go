@@ -163,6 +163,7 @@ func (f *flusher) run(page []store.OfflineMessage) {
 	var sent []uint64          // the sequence numbers queued and not yet counted as delivered
 	more := len(page) == flushPage
 	ended := false
+	outDone := f.out.Done()
 	for !ended {
 		for len(page) > 0 && f.out.Queued() < flushHigh {
 			if !f.out.SendTracked(page[0].Stanza, page[0].Seq) {
@@ -193,12 +194,12 @@ func (f *flusher) run(page []store.OfflineMessage) {
 		}
 		select {
 		case <-f.wake:
-		case <-f.out.Done():
+		case <-outDone:
 			ended = true
 		}
 	}
 	if ended {
-		<-f.out.Done() // no more Written calls after this
+		<-outDone // no more Written calls after this
 	}
 	f.out.SetPacer(nil, 0)
 	if w := f.written.Load(); w > deleted {

@@ -32,6 +32,9 @@ type Source interface {
 	// ComponentsConnected is the number of external components connected
 	// to this node.
 	ComponentsConnected() int
+	// SessionsParked is the number of client sessions whose client is
+	// quiet and that hold no goroutine or buffer (parked).
+	SessionsParked() int
 }
 
 // Node says which node is scraped: its id (the cluster's node id) and host
@@ -258,6 +261,8 @@ var (
 		"Server-to-server links of this node, by direction (in, out) and state (connecting, up, closing).", []string{"direction", "state"}, nil)
 	componentsDesc = prometheus.NewDesc(Namespace+"_components_connected",
 		"External components (XEP-0114) connected to this node.", nil, nil)
+	parkedDesc = prometheus.NewDesc(Namespace+"_sessions_parked",
+		"Client sessions on this node whose client is quiet, parked: no goroutine, buffer or TLS cipher state held.", nil, nil)
 	nodeDesc = prometheus.NewDesc(Namespace+"_node_info",
 		"Which node this is: its cluster node id, host name and software version (always 1).", []string{"node_id", "hostname", "version"}, nil)
 )
@@ -266,6 +271,7 @@ func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sessionsDesc
 	ch <- linksDesc
 	ch <- componentsDesc
+	ch <- parkedDesc
 	ch <- nodeDesc
 }
 
@@ -302,4 +308,5 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(componentsDesc, prometheus.GaugeValue, float64(c.src.ComponentsConnected()))
+	ch <- prometheus.MustNewConstMetric(parkedDesc, prometheus.GaugeValue, float64(c.src.SessionsParked()))
 }

@@ -115,6 +115,7 @@ func (fakeSource) ServerLinks(fn func(direction, state string, n int)) {
 }
 
 func (fakeSource) ComponentsConnected() int { return 1 }
+func (fakeSource) SessionsParked() int      { return 7 }
 
 func scrape(t *testing.T, addr string) (string, error) {
 	c := &http.Client{Timeout: 5 * time.Second}
@@ -160,6 +161,7 @@ func TestExporterListen(t *testing.T) {
 		`parley_s2s_links{direction="out",state="up"} 1`,
 		`parley_s2s_links{direction="out",state="connecting"} 0`,
 		`parley_components_connected 1`,
+		`parley_sessions_parked 7`,
 		`parley_stanzas_routed_total{kind="message",outcome="offline"} `,
 		`# TYPE parley_store_commit_duration_seconds histogram`,
 		`# TYPE process_cpu_seconds_total counter`,

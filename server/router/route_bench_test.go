@@ -11,13 +11,7 @@ import (
 // everything (sink): the routing decision and its bookkeeping (the
 // metrics counter since issue 12), without parsing or writing.
 func BenchmarkRoute(b *testing.B) {
-	r := New()
-	r.Hosted = func(d string) bool { return d == "a.lan" }
-	for _, res := range []string{"desk", "laptop", "phone"} {
-		s := &sink{"bob@a.lan", res}
-		r.Bind(s)
-		r.SetAvailable(s, true, 1)
-	}
+	r := bobOnThreeResources()
 	el := xml.New(stream.NSClient, "message", "type", "chat", "to", "bob@a.lan")
 	for _, tc := range []struct {
 		name string

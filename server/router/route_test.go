@@ -22,9 +22,9 @@ func (s *sink) Out() *stream.Conn         { return nil }
 func (s *sink) Value(any) any             { return nil }
 func (s *sink) SetValue(any, any)         {}
 
-// TestRouteAllocs: routing a message to a local user, by full or bare JID,
-// allocates nothing (the targets are chosen into a buffer on the stack).
-func TestRouteAllocs(t *testing.T) {
+// bobOnThreeResources is a router hosting a.lan where bob@a.lan is
+// available on desk, laptop and phone (sessions that take everything).
+func bobOnThreeResources() *Router {
 	r := New()
 	r.Hosted = func(d string) bool { return d == "a.lan" }
 	for _, res := range []string{"desk", "laptop", "phone"} {
@@ -32,6 +32,13 @@ func TestRouteAllocs(t *testing.T) {
 		r.Bind(s)
 		r.SetAvailable(s, true, 1)
 	}
+	return r
+}
+
+// TestRouteAllocs: routing a message to a local user, by full or bare JID,
+// allocates nothing (the targets are chosen into a buffer on the stack).
+func TestRouteAllocs(t *testing.T) {
+	r := bobOnThreeResources()
 	el := xml.New(stream.NSClient, "message", "type", "chat", "to", "bob@a.lan")
 	for _, to := range []JID{
 		{Local: "bob", Domain: "a.lan", Bare: "bob@a.lan"},

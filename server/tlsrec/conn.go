@@ -117,7 +117,7 @@ type half struct {
 	iv     [12]byte
 	seq    uint64
 	aead   cipher.AEAD // nil while released
-	nbuf   [12]byte    // the current record's (here, not on the stack: it would escape)
+	nbuf   [12]byte    // the current record's nonce (see nonce)
 }
 
 func (h *half) set(s *suite, secret []byte) {
@@ -149,14 +149,16 @@ func (h *half) cipher() (cipher.AEAD, error) {
 	return h.aead, nil
 }
 
-// nonce is the per-record nonce (§5.3) into n.
-func (h *half) nonce(n *[12]byte) {
-	*n = h.iv
+// nonce is the current record's nonce (§5.3), in h.nbuf (a nonce on the
+// caller's stack would escape to the heap through the AEAD interface).
+func (h *half) nonce() []byte {
+	h.nbuf = h.iv
 	var s [8]byte
 	binary.BigEndian.PutUint64(s[:], h.seq)
 	for i := range s {
-		n[4+i] ^= s[i]
+		h.nbuf[4+i] ^= s[i]
 	}
+	return h.nbuf[:]
 }
 
 // buffers for records: taken while a record is read or written, given
@@ -400,8 +402,7 @@ func (c *Conn) readRecord() error {
 	if err != nil {
 		return err
 	}
-	c.in.nonce(&c.in.nbuf)
-	plain, err := a.Open(body[:0], c.in.nbuf[:], body, hdr)
+	plain, err := a.Open(body[:0], c.in.nonce(), body, hdr)
 	if err != nil {
 		return c.fatal(alertBadRecordMAC, "a record that does not decrypt")
 	}
@@ -561,8 +562,7 @@ func (c *Conn) writeRecordLocked(typ byte, data []byte) error {
 	binary.BigEndian.PutUint16(buf[3:], uint16(n))
 	copy(buf[headerLen:], data)
 	buf[headerLen+len(data)] = typ
-	c.out.nonce(&c.out.nbuf)
-	a.Seal(buf[headerLen:headerLen], c.out.nbuf[:], buf[headerLen:headerLen+len(data)+1], buf[:headerLen])
+	a.Seal(buf[headerLen:headerLen], c.out.nonce(), buf[headerLen:headerLen+len(data)+1], buf[:headerLen])
 	c.out.seq++
 	if _, err := c.raw.Write(buf[:headerLen+n]); err != nil {
 		c.werr = err

@@ -301,11 +301,10 @@ func forge(t *testing.T) (*Conn, *forger) {
 // send seals inner (the content and its type byte, padding included).
 func (f *forger) send(t *testing.T, inner []byte) {
 	a, _ := f.out.cipher()
-	var nonce [12]byte
-	f.out.nonce(&nonce)
+	nonce := f.out.nonce()
 	hdr := []byte{typeData, 3, 3, 0, 0}
 	hdr[3], hdr[4] = byte((len(inner)+16)>>8), byte(len(inner)+16)
-	rec := a.Seal(append([]byte(nil), hdr...), nonce[:], inner, hdr)
+	rec := a.Seal(append([]byte(nil), hdr...), nonce, inner, hdr)
 	f.out.seq++
 	if _, err := f.raw.Write(rec); err != nil {
 		t.Fatal(err)
@@ -323,9 +322,8 @@ func (f *forger) recv(t *testing.T) ([]byte, byte) {
 		t.Fatal(err)
 	}
 	a, _ := f.in.cipher()
-	var nonce [12]byte
-	f.in.nonce(&nonce)
-	p, err := a.Open(nil, nonce[:], body, hdr)
+	nonce := f.in.nonce()
+	p, err := a.Open(nil, nonce, body, hdr)
 	if err != nil {
 		t.Fatalf("a server record does not open: %v", err)
 	}

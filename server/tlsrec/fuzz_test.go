@@ -53,11 +53,10 @@ func FuzzRecords(f *testing.F) {
 				inner := rest[2 : 2+n]
 				rest = rest[2+n:]
 				sent += n
-				var nonce [12]byte
-				h.nonce(&nonce)
+				nonce := h.nonce()
 				hdr := []byte{typeData, 3, 3, 0, 0}
 				binary.BigEndian.PutUint16(hdr[3:], uint16(n+a.Overhead()))
-				wire = a.Seal(append(wire, hdr...), nonce[:], inner, hdr)
+				wire = a.Seal(append(wire, hdr...), nonce, inner, hdr)
 				h.seq++
 			}
 		} else {

@@ -142,10 +142,9 @@ func (s *shim) ticket(su *suite) bool {
 	if err != nil {
 		return false
 	}
-	var nonce [12]byte
-	h.nonce(&nonce)
+	nonce := h.nonce()
 	body := bytes.Clone(r[headerLen:])
-	plain, err := a.Open(body[:0], nonce[:], body, r[:headerLen])
+	plain, err := a.Open(body[:0], nonce, body, r[:headerLen])
 	if err != nil {
 		return false
 	}
